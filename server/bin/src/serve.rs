@@ -1,0 +1,115 @@
+//! `estuary serve`: lock the data directory, open the store, start the listeners, and on
+//! SIGTERM/SIGINT drain in-flight requests and close the store cleanly.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::routing::get;
+use estuary_core::{Config, Core};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::{http, lock, logging, tls};
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    logging::init(&config.logging);
+    crate::admin::create_data_dir(&config)?;
+    let _lock = lock::acquire(&config.data_dir)?;
+
+    let store = estuary_store::open(&config.database.url)
+        .await
+        .context("database: cannot open the store")?;
+    tracing::info!(backend = %store.backend(), "store ready, migrations applied");
+    let core = Arc::new(Core::new(config.clone(), store.clone()));
+
+    let (stop, stopped) = watch::channel(false);
+    let mut listeners = JoinSet::new();
+    let log_ips = config.privacy.log_ips;
+
+    let client_app = http::with_tracing(
+        with_health(estuary_matrix::client_router(core.clone())),
+        log_ips,
+    );
+    for addr in &config.matrix.client_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("matrix.client_listen: cannot listen on {addr}"))?;
+        tracing::info!(%addr, "Matrix client API listening (HTTP)");
+        listeners.spawn(http::serve(
+            listener,
+            None,
+            client_app.clone(),
+            stopped.clone(),
+        ));
+    }
+
+    if config.federation.enabled && !config.matrix.federation_listen.is_empty() {
+        let tls = tls::server_config(&config)?;
+        let federation_app = http::with_tracing(
+            with_health(estuary_federation::router(core.clone())),
+            log_ips,
+        );
+        for addr in &config.matrix.federation_listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("matrix.federation_listen: cannot listen on {addr}"))?;
+            tracing::info!(%addr, "Matrix federation API listening (HTTPS)");
+            listeners.spawn(http::serve(
+                listener,
+                Some(tls.clone()),
+                federation_app.clone(),
+                stopped.clone(),
+            ));
+        }
+    }
+
+    let xmpp = &config.xmpp;
+    if !(xmpp.c2s_listen.is_empty() && xmpp.c2s_tls_listen.is_empty() && xmpp.s2s_listen.is_empty())
+    {
+        tracing::info!(
+            "XMPP listeners are configured, but this build does not serve XMPP yet; they stay closed"
+        );
+    }
+
+    tracing::info!(server_name = %config.server_name, "Estuary is ready");
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new connections, draining requests in flight");
+    // Receivers live as long as the listeners; a send error only means none is left.
+    let _ = stop.send(true);
+    while listeners.join_next().await.is_some() {}
+    store.close().await;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// `GET /health`: 200 "OK" while the process serves requests (load balancers, compose).
+fn with_health(router: Router) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "OK" }))
+        .merge(router)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server")
+            }
+        }
+    }
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        tracing::error!(error = %e, "cannot listen for SIGINT either; the server must be killed to stop");
+        std::future::pending::<()>().await;
+    }
+}

@@ -1,0 +1,65 @@
+//! Estuary's protocol-neutral core: configuration, accounts, and (as they land) rooms,
+//! events and streams. It knows no wire format: no HTTP, no XML.
+
+use std::sync::Arc;
+
+use estuary_store::Store;
+
+pub mod accounts;
+pub mod config;
+pub mod localpart;
+pub mod password;
+
+pub use accounts::Accounts;
+pub use config::Config;
+
+/// Errors of the core, mapped to protocol errors (Matrix `M_*`, XMPP stanza errors) at the
+/// edges.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error(transparent)]
+    InvalidLocalpart(#[from] localpart::LocalpartError),
+    #[error(transparent)]
+    InvalidPassword(#[from] password::PasswordError),
+    #[error("user name {0:?} is already taken")]
+    UserInUse(String),
+    #[error("no account {0:?}")]
+    UnknownUser(String),
+    #[error("account {0:?} is deactivated")]
+    Deactivated(String),
+    #[error(transparent)]
+    Store(#[from] estuary_store::StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Milliseconds since the Unix epoch: the one time representation of the store.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The running server's shared state: configuration, store, and the services over them.
+/// Front ends hold an `Arc<Core>` and call into it.
+pub struct Core {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub accounts: Accounts,
+}
+
+impl Core {
+    pub fn new(config: Config, store: Arc<dyn Store>) -> Self {
+        let accounts = Accounts::new(store.clone(), config.server_name.clone());
+        Self {
+            config,
+            store,
+            accounts,
+        }
+    }
+
+    /// `@localpart:server_name`
+    pub fn matrix_user_id(&self, localpart: &str) -> String {
+        format!("@{localpart}:{}", self.config.server_name)
+    }
+}

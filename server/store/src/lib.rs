@@ -1,0 +1,166 @@
+//! The storage layer: the [`Store`] trait and its SQLite and PostgreSQL implementations.
+//! All SQL lives in this crate and in `migrations/`; nothing else imports sqlx.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+mod common;
+mod postgres;
+mod sql;
+mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Which database engine a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A row with the same key already exists (for example, a taken localpart).
+    #[error("already exists")]
+    Conflict,
+    #[error("unsupported database URL {0:?}: expected sqlite://PATH or postgres://...")]
+    BadUrl(String),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+            _ => StoreError::Database(e),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// RFC 5802 salted password material for one hash function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScramKeys {
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+}
+
+/// Everything derived from a password: the Argon2id hash that Matrix login checks and the
+/// SCRAM credentials that XMPP SASL checks. The plaintext is never stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordCredentials {
+    /// Argon2id in PHC string format.
+    pub argon2_hash: String,
+    pub scram_salt: Vec<u8>,
+    pub scram_iterations: u32,
+    pub scram_sha1: ScramKeys,
+    pub scram_sha256: ScramKeys,
+}
+
+/// A new local account.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub localpart: String,
+    pub password: Option<PasswordCredentials>,
+    pub admin: bool,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+/// A local account as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub localpart: String,
+    pub password: Option<PasswordCredentials>,
+    pub displayname: Option<String>,
+    pub avatar_url: Option<String>,
+    pub admin: bool,
+    pub created_at: i64,
+    pub deactivated_at: Option<i64>,
+}
+
+impl Account {
+    pub fn is_active(&self) -> bool {
+        self.deactivated_at.is_none()
+    }
+}
+
+/// The storage interface the rest of the server uses. Both backends implement it with the
+/// same SQL (written once in `sql.rs`), and pass the same tests.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Apply pending migrations. Idempotent: applied migrations are recorded and skipped.
+    async fn migrate(&self) -> Result<()>;
+
+    /// Create an account; [`StoreError::Conflict`] if the localpart is taken (also by a
+    /// deactivated account, so that a user ID is never handed to someone else).
+    async fn create_account(&self, account: &NewAccount) -> Result<()>;
+
+    async fn account(&self, localpart: &str) -> Result<Option<Account>>;
+
+    /// All accounts, ordered by localpart.
+    async fn list_accounts(&self) -> Result<Vec<Account>>;
+
+    /// Replace the password credentials of an active account. Returns false if there is no
+    /// such active account.
+    async fn set_password(&self, localpart: &str, password: &PasswordCredentials) -> Result<bool>;
+
+    /// Deactivate an account: erase its credentials and profile, keep the name reserved.
+    /// Returns false if there is no such active account.
+    async fn deactivate_account(&self, localpart: &str, at: i64) -> Result<bool>;
+
+    /// Close the pool, waiting for connections in use to be returned (clean shutdown; for
+    /// SQLite this also checkpoints the WAL).
+    async fn close(&self);
+}
+
+/// Open the store named by a database URL (`sqlite://PATH` or `postgres://...`) and run
+/// its migrations.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
+        Arc::new(SqliteStore::connect(url).await?)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Arc::new(PgStore::connect(url).await?)
+    } else {
+        return Err(StoreError::BadUrl(url.to_owned()));
+    };
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Check that a database URL names a supported backend and parses, without connecting.
+pub fn check_url(url: &str) -> Result<(), String> {
+    use std::str::FromStr;
+    if url.starts_with("sqlite:") {
+        let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+        if path.is_empty() {
+            return Err("sqlite URL has no file path (sqlite://PATH)".to_owned());
+        }
+        sqlx::sqlite::SqliteConnectOptions::from_str(url).map_err(|e| e.to_string())?;
+        Ok(())
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        sqlx::postgres::PgConnectOptions::from_str(url).map_err(|e| e.to_string())?;
+        Ok(())
+    } else {
+        Err(format!(
+            "unsupported database URL {url:?}: expected \"\" (SQLite in data_dir), sqlite://PATH or postgres://..."
+        ))
+    }
+}

@@ -1,0 +1,40 @@
+//! SQLite backend: the embedded default. One file in WAL mode, bundled SQLite.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::{Backend, Result};
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    const BACKEND: Backend = Backend::Sqlite;
+    const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+    /// Open (creating if missing) the database file named by a `sqlite://PATH` URL.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit is on disk before a client is told it succeeded, even across a
+            // power loss. Throughput comes from batching commits, not from weaker syncs.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            // Another process (`estuary user ...` beside a running server) may hold the
+            // write lock briefly; wait for it rather than fail.
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+crate::common::impl_store!(SqliteStore, sqlx::Sqlite);

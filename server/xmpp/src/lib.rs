@@ -1,0 +1,37 @@
+//! XMPP streams (c2s, WebSocket, components) over `estuary-core`. The listeners land with
+//! the c2s issue; until then this crate holds the account <-> JID mapping they will use.
+
+/// The bare JID of a local account: `localpart@domain`. Localparts are validated by
+/// `estuary_core::localpart` to be valid XMPP nodes already (RFC 7622 §3.3), so no escaping.
+pub fn bare_jid(localpart: &str, domain: &str) -> String {
+    format!("{localpart}@{domain}")
+}
+
+/// The localpart of a bare or full JID on `domain`, if it names a local account.
+/// RFC 7622 §3.2: the domainpart compares case-insensitively.
+pub fn local_account<'a>(jid: &'a str, domain: &str) -> Option<&'a str> {
+    let bare = jid.split_once('/').map_or(jid, |(b, _)| b);
+    let (node, host) = bare.split_once('@')?;
+    (!node.is_empty() && host.eq_ignore_ascii_case(domain)).then_some(node)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_both_ways() {
+        assert_eq!(bare_jid("alice", "example.org"), "alice@example.org");
+        assert_eq!(
+            local_account("alice@example.org/phone", "example.org"),
+            Some("alice")
+        );
+        assert_eq!(
+            local_account("alice@EXAMPLE.org", "example.org"),
+            Some("alice")
+        );
+        assert_eq!(local_account("alice@other.org", "example.org"), None);
+        assert_eq!(local_account("example.org", "example.org"), None);
+        assert_eq!(local_account("@example.org", "example.org"), None);
+    }
+}
