@@ -1,1 +1,366 @@
-//! placeholder
+//! Test support shared by the store tests and the black-box tests: throwaway databases on
+//! both backends, and the real `estuary` binary started on free loopback ports with a fresh
+//! data directory, as a user would start it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// Environment variable holding an admin URL of the throwaway PostgreSQL server that
+/// `scripts/test` starts (for example `postgres://postgres@127.0.0.1:5433/postgres`).
+pub const PG_URL_VAR: &str = "ESTUARY_TEST_PG_URL";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty database. SQLite: a file in its own temp dir. PostgreSQL: a new database
+/// on the test server (the whole throwaway cluster is removed by `scripts/test`).
+pub struct TestDb {
+    pub url: String,
+    pub backend: Backend,
+    _dir: Option<TempDir>,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn unique_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}_{}_{}_{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The PostgreSQL admin URL. Fails the test, with instructions, when it is missing: a
+/// PostgreSQL test that cannot run is a failure, not a skip.
+pub fn pg_admin_url() -> String {
+    std::env::var(PG_URL_VAR).unwrap_or_else(|_| {
+        panic!(
+            "{PG_URL_VAR} is not set, so the PostgreSQL half of this test cannot run.\n\
+             Run the whole suite with ./scripts/test (it installs and starts a throwaway PostgreSQL),\n\
+             or start one yourself and set {PG_URL_VAR}=postgres://USER@127.0.0.1:PORT/postgres"
+        )
+    })
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("estuary.db").display());
+                TestDb {
+                    url,
+                    backend,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => {
+                use sqlx::Connection;
+                let admin = pg_admin_url();
+                let name = unique_name("estuary_test");
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot connect to {PG_URL_VAR}={admin}: {e}"));
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                conn.close().await.ok();
+                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+                TestDb {
+                    url: format!("{base}/{name}"),
+                    backend,
+                    _dir: None,
+                }
+            }
+        }
+    }
+}
+
+/// Generates one `#[tokio::test]` per backend from an `async fn(Backend)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name($crate::Backend::Sqlite).await
+                }
+                #[tokio::test]
+                async fn postgres() {
+                    super::$name($crate::Backend::Postgres).await
+                }
+            }
+        )+
+    };
+}
+
+/// Path of the `estuary` binary under test: `$ESTUARY_BIN`, or the one cargo built next to
+/// this test executable (`target/<profile>/estuary`).
+pub fn estuary_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("ESTUARY_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test-exe>
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = profile_dir.join("estuary");
+    assert!(
+        bin.exists(),
+        "the estuary binary is not built at {}; run `cargo build -p estuary` first (./scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A free TCP port on loopback (bound, read, released: another process could take it in
+/// between, which is rare enough on a test machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An installation: a data dir, a config file, a database. It can be started (and
+/// restarted) as a server and administered with the CLI.
+pub struct Instance {
+    pub dir: TempDir,
+    pub config_path: PathBuf,
+    pub db: TestDb,
+    pub client_port: u16,
+    pub federation_port: u16,
+    runs: AtomicU32,
+}
+
+impl Instance {
+    pub async fn new(backend: Backend) -> Instance {
+        Self::with_config(backend, "").await
+    }
+
+    /// An instance whose config file has `extra` TOML appended (top-level keys must come
+    /// before any section, so `extra` should only hold sections).
+    pub async fn with_config(backend: Backend, extra: &str) -> Instance {
+        let db = TestDb::new(backend).await;
+        let dir = tempfile::tempdir().unwrap();
+        let client_port = free_port();
+        let federation_port = free_port();
+        let config_path = dir.path().join("estuary.toml");
+        let text = format!(
+            "server_name = \"localhost\"\n\
+             data_dir = \"{data}\"\n\
+             [database]\nurl = \"{url}\"\n\
+             [matrix]\nclient_listen = [\"127.0.0.1:{client_port}\"]\n\
+             federation_listen = [\"127.0.0.1:{federation_port}\"]\n\
+             [xmpp]\nc2s_listen = []\nc2s_tls_listen = []\ns2s_listen = []\n\
+             {extra}",
+            data = dir.path().join("data").display(),
+            url = db.url,
+        );
+        std::fs::write(&config_path, text).unwrap();
+        Instance {
+            dir,
+            config_path,
+            db,
+            client_port,
+            federation_port,
+            runs: AtomicU32::new(0),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// `estuary --config <this instance's file>`, with no ESTUARY_* variables inherited.
+    pub fn command(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(estuary_bin());
+        clear_estuary_env(&mut cmd);
+        cmd.arg("--config").arg(&self.config_path);
+        cmd
+    }
+
+    /// Run a CLI command to completion (deadline 60 s).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        run_with_deadline(self.command().args(args), Duration::from_secs(60))
+    }
+
+    /// Start `estuary serve` and wait until `/health` answers.
+    pub async fn start(&self) -> Running {
+        let run = self.runs.fetch_add(1, Ordering::Relaxed);
+        let log_path = self.dir.path().join(format!("server-{run}.log"));
+        let mut cmd = tokio::process::Command::from(self.command());
+        cmd.arg("serve").stdin(Stdio::null()).stdout(Stdio::null());
+        Running::spawn(
+            cmd,
+            log_path,
+            format!("http://127.0.0.1:{}", self.client_port),
+        )
+        .await
+    }
+}
+
+/// Remove every ESTUARY_* variable so that the developer's environment cannot change a test.
+pub fn clear_estuary_env(cmd: &mut std::process::Command) {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ESTUARY_") {
+            cmd.env_remove(k);
+        }
+    }
+}
+
+/// Run a command to completion; kill it and fail the test after the deadline.
+pub fn run_with_deadline(cmd: &mut std::process::Command, deadline: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > deadline {
+            child.kill().ok();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "command {cmd:?} did not finish within {deadline:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running server process. Dropping it kills the process (by PID).
+pub struct Running {
+    child: tokio::process::Child,
+    pub base_url: String,
+    pub log_path: PathBuf,
+    pub http: reqwest::Client,
+}
+
+impl Running {
+    /// Spawn a prepared `estuary serve` command with its stderr going to `log_path`, and
+    /// wait until `base_url/health` answers (deadline 60 s).
+    pub async fn spawn(
+        mut cmd: tokio::process::Command,
+        log_path: PathBuf,
+        base_url: String,
+    ) -> Running {
+        let log = std::fs::File::create(&log_path).unwrap();
+        cmd.stderr(log).kill_on_drop(true);
+        let child = cmd.spawn().unwrap();
+        let mut running = Running {
+            child,
+            base_url,
+            log_path,
+            http: http_client(),
+        };
+        running.wait_healthy(Duration::from_secs(60)).await;
+        running
+    }
+
+    async fn wait_healthy(&mut self, deadline: Duration) {
+        let start = Instant::now();
+        let url = format!("{}/health", self.base_url);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "estuary exited during start-up with {status}; log:\n{}",
+                    self.logs()
+                );
+            }
+            if let Ok(r) = self.http.get(&url).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            if start.elapsed() > deadline {
+                panic!(
+                    "estuary did not answer {url} within {deadline:?}; log:\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("process still running")
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// GET a path and return the status and the body parsed as JSON (Null if not JSON).
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Send SIGTERM and wait for the process to exit (deadline 30 s).
+    pub async fn terminate(mut self) -> ExitStatus {
+        signal(self.pid(), "TERM");
+        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
+            Ok(status) => status.unwrap(),
+            Err(_) => panic!(
+                "estuary did not exit within 30 s of SIGTERM; log:\n{}",
+                self.logs()
+            ),
+        }
+    }
+
+    /// SIGKILL: the process gets no chance to clean up (crash and durability tests).
+    pub async fn kill(mut self) {
+        signal(self.pid(), "KILL");
+        self.child.wait().await.unwrap();
+    }
+}
+
+/// An HTTP client for tests. It accepts any server certificate: test servers use the
+/// self-signed certificate Estuary generates.
+pub fn http_client() -> reqwest::Client {
+    // Only ring is compiled in; make it the process default once (a second call is a no-op error).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .tls_danger_accept_invalid_certs(true)
+        .build()
+        .unwrap()
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -{name} {pid}"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid} failed");
+}

@@ -35,7 +35,11 @@ pub fn with_tracing(router: Router, log_ips: bool) -> Router {
         } else {
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
         }
-    }).on_request(|_: &Request, _: &Span| {}))
+    })
+    .on_request(|_: &Request, _: &Span| {})
+    .on_response(|res: &axum::response::Response, latency: Duration, _: &Span| {
+        tracing::debug!(status = res.status().as_u16(), latency_ms = latency.as_millis() as u64, "response");
+    }))
 }
 
 /// Resolves once shutdown has been requested (or the sender is gone).
