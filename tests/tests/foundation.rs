@@ -456,3 +456,20 @@ async fn client_ips_are_logged_only_when_configured() {
         assert_eq!(log.contains("peer="), log_ips, "log_ips = {log_ips}: {log}");
     }
 }
+
+/// The commented example file documents the defaults: it must parse and equal them.
+#[test]
+fn example_config_is_valid_and_shows_the_defaults() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../estuary.example.toml");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let mut cmd = std::process::Command::new(estuary_bin());
+        clear_estuary_env(&mut cmd);
+        cmd.args(args);
+        let out = run_with_deadline(&mut cmd, Duration::from_secs(30));
+        assert_ok(&out);
+        stdout(&out)
+    };
+    let from_example = run(&["--config".as_ref(), example.as_os_str(), "check-config".as_ref()]);
+    let from_defaults = run(&["check-config".as_ref()]);
+    assert_eq!(from_example, from_defaults);
+}
