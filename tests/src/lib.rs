@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod matrix;
+
 /// Environment variable holding an admin URL of the throwaway PostgreSQL server that
 /// `scripts/test` starts (for example `postgres://postgres@127.0.0.1:5433/postgres`).
 pub const PG_URL_VAR: &str = "ESTUARY_TEST_PG_URL";
@@ -152,26 +154,27 @@ impl Instance {
         Self::with_config(backend, "").await
     }
 
-    /// An instance whose config file has `extra` TOML appended (top-level keys must come
-    /// before any section, so `extra` should only hold sections).
+    /// An instance whose config file is the test base config with `extra` (TOML) merged in,
+    /// key by key, so `extra` may set keys of any section.
     pub async fn with_config(backend: Backend, extra: &str) -> Instance {
         let db = TestDb::new(backend).await;
         let dir = tempfile::tempdir().unwrap();
         let client_port = free_port();
         let federation_port = free_port();
         let config_path = dir.path().join("estuary.toml");
-        let text = format!(
+        let base = format!(
             "server_name = \"localhost\"\n\
              data_dir = \"{data}\"\n\
              [database]\nurl = \"{url}\"\n\
              [matrix]\nclient_listen = [\"127.0.0.1:{client_port}\"]\n\
              federation_listen = [\"127.0.0.1:{federation_port}\"]\n\
-             [xmpp]\nc2s_listen = []\nc2s_tls_listen = []\ns2s_listen = []\n\
-             {extra}",
+             [xmpp]\nc2s_listen = []\nc2s_tls_listen = []\ns2s_listen = []\n",
             data = dir.path().join("data").display(),
             url = db.url,
         );
-        std::fs::write(&config_path, text).unwrap();
+        let mut table: toml::Table = base.parse().unwrap();
+        merge(&mut table, extra.parse().expect("extra config is valid TOML"));
+        std::fs::write(&config_path, toml::to_string(&table).unwrap()).unwrap();
         Instance {
             dir,
             config_path,
@@ -205,12 +208,18 @@ impl Instance {
         let log_path = self.dir.path().join(format!("server-{run}.log"));
         let mut cmd = tokio::process::Command::from(self.command());
         cmd.arg("serve").stdin(Stdio::null()).stdout(Stdio::null());
-        Running::spawn(
-            cmd,
-            log_path,
-            format!("http://127.0.0.1:{}", self.client_port),
-        )
-        .await
+        Running::spawn(cmd, log_path, format!("http://127.0.0.1:{}", self.client_port)).await
+    }
+}
+
+fn merge(into: &mut toml::Table, from: toml::Table) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
     }
 }
 
@@ -259,11 +268,7 @@ pub struct Running {
 impl Running {
     /// Spawn a prepared `estuary serve` command with its stderr going to `log_path`, and
     /// wait until `base_url/health` answers (deadline 60 s).
-    pub async fn spawn(
-        mut cmd: tokio::process::Command,
-        log_path: PathBuf,
-        base_url: String,
-    ) -> Running {
+    pub async fn spawn(mut cmd: tokio::process::Command, log_path: PathBuf, base_url: String) -> Running {
         let log = std::fs::File::create(&log_path).unwrap();
         cmd.stderr(log).kill_on_drop(true);
         let child = cmd.spawn().unwrap();
@@ -282,10 +287,7 @@ impl Running {
         let url = format!("{}/health", self.base_url);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "estuary exited during start-up with {status}; log:\n{}",
-                    self.logs()
-                );
+                panic!("estuary exited during start-up with {status}; log:\n{}", self.logs());
             }
             if let Ok(r) = self.http.get(&url).send().await
                 && r.status().is_success()
@@ -319,10 +321,7 @@ impl Running {
         let r = self.http.get(self.url(path)).send().await.unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-        )
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
     }
 
     /// Send SIGTERM and wait for the process to exit (deadline 30 s).
@@ -330,10 +329,7 @@ impl Running {
         signal(self.pid(), "TERM");
         match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
             Ok(status) => status.unwrap(),
-            Err(_) => panic!(
-                "estuary did not exit within 30 s of SIGTERM; log:\n{}",
-                self.logs()
-            ),
+            Err(_) => panic!("estuary did not exit within 30 s of SIGTERM; log:\n{}", self.logs()),
         }
     }
 

@@ -6,8 +6,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use estuary_tests::{
-    Backend, Instance, Running, TestDb, both_backends, clear_estuary_env, estuary_bin,
-    run_with_deadline,
+    Backend, Instance, Running, TestDb, both_backends, clear_estuary_env, estuary_bin, run_with_deadline,
 };
 
 fn stdout(o: &Output) -> String {
@@ -48,10 +47,7 @@ async fn starts_with_no_config_at_all() {
 
     let (status, body) = server.get_json("/_matrix/client/versions").await;
     assert_eq!(status, 200);
-    assert!(
-        body["versions"].as_array().is_some_and(|v| !v.is_empty()),
-        "{body}"
-    );
+    assert!(body["versions"].as_array().is_some_and(|v| !v.is_empty()), "{body}");
     let health = server.http.get(server.url("/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     assert_eq!(health.text().await.unwrap(), "OK");
@@ -79,10 +75,7 @@ async fn starts_with_no_config_at_all() {
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
-        assert_eq!(
-            mode, 0o700,
-            "the data dir holds password hashes and keys: owner only"
-        );
+        assert_eq!(mode, 0o700, "the data dir holds password hashes and keys: owner only");
     }
     assert!(server.terminate().await.success());
 }
@@ -107,9 +100,7 @@ async fn user_create_then_list(backend: Backend) {
         .find(|l| l.starts_with("alice "))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(
-        alice.contains("@alice:localhost")
-            && alice.contains("alice@localhost")
-            && alice.contains("active"),
+        alice.contains("@alice:localhost") && alice.contains("alice@localhost") && alice.contains("active"),
         "{alice}"
     );
     let bob = text
@@ -127,36 +118,22 @@ async fn user_create_then_list(backend: Backend) {
     assert!(stderr(&bad).contains("not allowed"), "{}", stderr(&bad));
     let missing = inst.cli(&["user", "set-password", "nobody", "--password", "x"]);
     assert!(!missing.status.success());
-    assert!(
-        stderr(&missing).contains("no account"),
-        "{}",
-        stderr(&missing)
-    );
+    assert!(stderr(&missing).contains("no account"), "{}", stderr(&missing));
 }
 
 /// The stored credentials of an account, read straight from the database.
-async fn credentials(
-    db: &TestDb,
-    localpart: &str,
-) -> (Option<String>, Option<Vec<u8>>, Option<Vec<u8>>) {
+async fn credentials(db: &TestDb, localpart: &str) -> (Option<String>, Option<Vec<u8>>, Option<Vec<u8>>) {
     use sqlx::Connection;
-    const SQL: &str = "SELECT password_hash, scram_sha1_stored_key, scram_sha256_stored_key FROM accounts WHERE localpart = $1";
+    const SQL: &str =
+        "SELECT password_hash, scram_sha1_stored_key, scram_sha256_stored_key FROM accounts WHERE localpart = $1";
     match db.backend {
         Backend::Sqlite => {
             let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-            sqlx::query_as(SQL)
-                .bind(localpart)
-                .fetch_one(&mut c)
-                .await
-                .unwrap()
+            sqlx::query_as(SQL).bind(localpart).fetch_one(&mut c).await.unwrap()
         }
         Backend::Postgres => {
             let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
-            sqlx::query_as(SQL)
-                .bind(localpart)
-                .fetch_one(&mut c)
-                .await
-                .unwrap()
+            sqlx::query_as(SQL).bind(localpart).fetch_one(&mut c).await.unwrap()
         }
     }
 }
@@ -166,10 +143,7 @@ async fn set_password_changes_hash_and_scram(backend: Backend) {
     assert_ok(&inst.cli(&["user", "create", "carol", "--password", "first password"]));
     let before = credentials(&inst.db, "carol").await;
     assert!(
-        before
-            .0
-            .as_deref()
-            .is_some_and(|h| h.starts_with("$argon2id$")),
+        before.0.as_deref().is_some_and(|h| h.starts_with("$argon2id$")),
         "{before:?}"
     );
 
@@ -181,20 +155,12 @@ async fn set_password_changes_hash_and_scram(backend: Backend) {
     let mut child = cmd.spawn().unwrap();
     {
         use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"second password\n")
-            .unwrap();
+        child.stdin.take().unwrap().write_all(b"second password\n").unwrap();
     }
     assert_ok(&child.wait_with_output().unwrap());
 
     let after = credentials(&inst.db, "carol").await;
-    assert!(
-        after.0.is_some() && after.1.is_some() && after.2.is_some(),
-        "{after:?}"
-    );
+    assert!(after.0.is_some() && after.1.is_some() && after.2.is_some(), "{after:?}");
     assert_ne!(before.0, after.0, "Argon2 hash changed");
     assert_ne!(before.1, after.1, "SCRAM-SHA-1 credentials changed");
     assert_ne!(before.2, after.2, "SCRAM-SHA-256 credentials changed");
@@ -267,11 +233,7 @@ async fn second_server_on_the_same_data_dir_is_refused() {
     let inst = Instance::new(Backend::Sqlite).await;
     let first = inst.start().await;
     let out = inst.cli(&["serve"]);
-    assert!(
-        !out.status.success(),
-        "second server started: {}",
-        stderr(&out)
-    );
+    assert!(!out.status.success(), "second server started: {}", stderr(&out));
     assert!(stderr(&out).contains("already running"), "{}", stderr(&out));
     // The first one is unharmed.
     let (status, _) = first.get_json("/_matrix/client/versions").await;
@@ -299,11 +261,7 @@ fn bad_config_names_the_key() {
             &[],
             "matrix.client_listen",
         ),
-        (
-            "[database]\nurl = \"mysql://localhost/estuary\"\n",
-            &[],
-            "database.url",
-        ),
+        ("[database]\nurl = \"mysql://localhost/estuary\"\n", &[], "database.url"),
         (
             "[database]\nurl = \"postgres://u@host:notaport/db\"\n",
             &[],
@@ -330,11 +288,7 @@ fn bad_config_names_the_key() {
                 .envs(env.iter().copied());
             let out = run_with_deadline(&mut cmd, Duration::from_secs(30));
             let err = stderr(&out);
-            assert_eq!(
-                out.status.code(),
-                Some(2),
-                "{sub:?} with {text:?} {env:?}: {err}"
-            );
+            assert_eq!(out.status.code(), Some(2), "{sub:?} with {text:?} {env:?}: {err}");
             assert!(
                 err.contains(&format!("key `{key}`")),
                 "{sub:?} with {text:?}: error does not name {key}: {err}"
@@ -352,19 +306,14 @@ fn bad_config_names_the_key() {
     cmd.args(["--config", "/nonexistent/estuary.toml", "check-config"]);
     let out = run_with_deadline(&mut cmd, Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("/nonexistent/estuary.toml"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("/nonexistent/estuary.toml"), "{}", stderr(&out));
 }
 
 #[tokio::test]
 async fn check_config_prints_the_effective_config() {
     let inst = Instance::new(Backend::Sqlite).await;
     let mut cmd = inst.command();
-    cmd.arg("check-config")
-        .env("ESTUARY_REGISTRATION__OPEN", "true");
+    cmd.arg("check-config").env("ESTUARY_REGISTRATION__OPEN", "true");
     let out = run_with_deadline(&mut cmd, Duration::from_secs(30));
     assert_ok(&out);
     let effective: toml::Table = stdout(&out).parse().unwrap();
@@ -378,14 +327,8 @@ async fn check_config_prints_the_effective_config() {
         Some("localhost"),
         "derived default filled in"
     );
-    assert_eq!(
-        effective["xmpp"]["muc_domain"].as_str(),
-        Some("conference.localhost")
-    );
-    assert_eq!(
-        effective["database"]["url"].as_str(),
-        Some(inst.db.url.as_str())
-    );
+    assert_eq!(effective["xmpp"]["muc_domain"].as_str(), Some("conference.localhost"));
+    assert_eq!(effective["database"]["url"].as_str(), Some(inst.db.url.as_str()));
 }
 
 #[tokio::test]
@@ -405,10 +348,7 @@ async fn unknown_endpoints_get_matrix_errors() {
     let inst = Instance::new(Backend::Sqlite).await;
     let server = inst.start().await;
     let (status, body) = server.get_json("/_matrix/client/v3/no_such_thing").await;
-    assert_eq!(
-        (status, body["errcode"].as_str()),
-        (404, Some("M_UNRECOGNIZED"))
-    );
+    assert_eq!((status, body["errcode"].as_str()), (404, Some("M_UNRECOGNIZED")));
     let r = server
         .http
         .delete(server.url("/_matrix/client/versions"))

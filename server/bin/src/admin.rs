@@ -112,9 +112,7 @@ async fn run_user(core: &Core, command: UserCommand) -> anyhow::Result<()> {
             let given = password.read()?;
             let generated = given.is_none().then(random_password).transpose()?;
             let password = given.or(generated.clone());
-            core.accounts
-                .create(&localpart, password.as_deref(), admin)
-                .await?;
+            core.accounts.create(&localpart, password.as_deref(), admin).await?;
             println!(
                 "created {} (XMPP: {})",
                 core.matrix_user_id(&localpart),
@@ -136,25 +134,16 @@ async fn run_user(core: &Core, command: UserCommand) -> anyhow::Result<()> {
                     a.localpart,
                     core.matrix_user_id(&a.localpart),
                     estuary_xmpp::bare_jid(&a.localpart, &core.config.xmpp.domain),
-                    if a.is_active() {
-                        "active"
-                    } else {
-                        "deactivated"
-                    },
+                    if a.is_active() { "active" } else { "deactivated" },
                     if a.admin { "yes" } else { "no" },
                 );
             }
         }
-        UserCommand::SetPassword {
-            localpart,
-            password,
-        } => {
+        UserCommand::SetPassword { localpart, password } => {
             let Some(password) = password.read()? else {
                 bail!("give the new password with --password or --password-stdin");
             };
-            core.accounts
-                .set_password(&localpart.to_lowercase(), &password)
-                .await?;
+            core.accounts.set_password(&localpart.to_lowercase(), &password).await?;
             println!(
                 "password changed for {}",
                 core.matrix_user_id(&localpart.to_lowercase())
@@ -162,10 +151,7 @@ async fn run_user(core: &Core, command: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Deactivate { localpart } => {
             core.accounts.deactivate(&localpart.to_lowercase()).await?;
-            println!(
-                "deactivated {}",
-                core.matrix_user_id(&localpart.to_lowercase())
-            );
+            println!("deactivated {}", core.matrix_user_id(&localpart.to_lowercase()));
         }
     }
     Ok(())
@@ -173,13 +159,5 @@ async fn run_user(core: &Core, command: UserCommand) -> anyhow::Result<()> {
 
 /// 20 characters from a 62-symbol alphabet: about 119 bits.
 fn random_password() -> anyhow::Result<String> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut bytes = [0u8; 20];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness available: {e}"))?;
-    // 256 % 62 != 0 leaves a slight bias; rejection sampling would remove it, but at 119
-    // bits it does not matter for a one-time initial password.
-    Ok(bytes
-        .iter()
-        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
-        .collect())
+    Ok(estuary_core::random::string(20, estuary_core::random::BASE62)?)
 }

@@ -28,18 +28,25 @@ const TLS_HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 /// query string (which may carry an access token) is never logged, and the client's address
 /// only when the operator set `privacy.log_ips`.
 pub fn with_tracing(router: Router, log_ips: bool) -> Router {
-    router.layer(TraceLayer::new_for_http().make_span_with(move |req: &Request| {
-        let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-        if log_ips {
-            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), peer = ?peer)
-        } else {
-            tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
-        }
-    })
-    .on_request(|_: &Request, _: &Span| {})
-    .on_response(|res: &axum::response::Response, latency: Duration, _: &Span| {
-        tracing::debug!(status = res.status().as_u16(), latency_ms = latency.as_millis() as u64, "response");
-    }))
+    router.layer(
+        TraceLayer::new_for_http()
+            .make_span_with(move |req: &Request| {
+                let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+                if log_ips {
+                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), peer = ?peer)
+                } else {
+                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+                }
+            })
+            .on_request(|_: &Request, _: &Span| {})
+            .on_response(|res: &axum::response::Response, latency: Duration, _: &Span| {
+                tracing::debug!(
+                    status = res.status().as_u16(),
+                    latency_ms = latency.as_millis() as u64,
+                    "response"
+                );
+            }),
+    )
 }
 
 /// Resolves once shutdown has been requested (or the sender is gone).
@@ -84,27 +91,22 @@ pub async fn serve(
         tokio::spawn(async move {
             let result = match tls {
                 Some(acceptor) => {
-                    let stream =
-                        match tokio::time::timeout(TLS_HANDSHAKE_DEADLINE, acceptor.accept(stream))
-                            .await
-                        {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!("TLS handshake timed out");
-                                return;
-                            }
-                        };
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let stream = match tokio::time::timeout(TLS_HANDSHAKE_DEADLINE, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     watcher.watch(conn.into_owned()).await
                 }
                 None => {
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     watcher.watch(conn.into_owned()).await
                 }
             };

@@ -22,13 +22,7 @@ mod tls;
 struct Cli {
     /// Configuration file (TOML). Without one, the built-in defaults apply; any key can also
     /// be set by an environment variable ESTUARY_<SECTION>__<KEY>.
-    #[arg(
-        long,
-        short,
-        global = true,
-        env = "ESTUARY_CONFIG",
-        value_name = "FILE"
-    )]
+    #[arg(long, short, global = true, env = "ESTUARY_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -61,10 +55,7 @@ fn main() -> ExitCode {
         eprintln!("estuary: configuration is valid");
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("estuary: cannot start the async runtime: {e}");

@@ -29,7 +29,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let log_ips = config.privacy.log_ips;
 
     let client_app = http::with_tracing(
-        with_health(estuary_matrix::client_router(core.clone())),
+        with_health(estuary_matrix::client_router(core.clone()).map_err(anyhow::Error::msg)?),
         log_ips,
     );
     for addr in &config.matrix.client_listen {
@@ -37,20 +37,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("matrix.client_listen: cannot listen on {addr}"))?;
         tracing::info!(%addr, "Matrix client API listening (HTTP)");
-        listeners.spawn(http::serve(
-            listener,
-            None,
-            client_app.clone(),
-            stopped.clone(),
-        ));
+        listeners.spawn(http::serve(listener, None, client_app.clone(), stopped.clone()));
     }
 
     if config.federation.enabled && !config.matrix.federation_listen.is_empty() {
         let tls = tls::server_config(&config)?;
-        let federation_app = http::with_tracing(
-            with_health(estuary_federation::router(core.clone())),
-            log_ips,
-        );
+        let federation_app = http::with_tracing(with_health(estuary_federation::router(core.clone())), log_ips);
         for addr in &config.matrix.federation_listen {
             let listener = TcpListener::bind(addr)
                 .await
@@ -66,11 +58,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let xmpp = &config.xmpp;
-    if !(xmpp.c2s_listen.is_empty() && xmpp.c2s_tls_listen.is_empty() && xmpp.s2s_listen.is_empty())
-    {
-        tracing::info!(
-            "XMPP listeners are configured, but this build does not serve XMPP yet; they stay closed"
-        );
+    if !(xmpp.c2s_listen.is_empty() && xmpp.c2s_tls_listen.is_empty() && xmpp.s2s_listen.is_empty()) {
+        tracing::info!("XMPP listeners are configured, but this build does not serve XMPP yet; they stay closed");
     }
 
     tracing::info!(server_name = %config.server_name, "Estuary is ready");
@@ -86,9 +75,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 /// `GET /health`: 200 "OK" while the process serves requests (load balancers, compose).
 fn with_health(router: Router) -> Router {
-    Router::new()
-        .route("/health", get(|| async { "OK" }))
-        .merge(router)
+    Router::new().route("/health", get(|| async { "OK" })).merge(router)
 }
 
 async fn shutdown_signal() {

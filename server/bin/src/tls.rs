@@ -14,28 +14,16 @@ pub fn server_config(config: &Config) -> anyhow::Result<Arc<ServerConfig>> {
     let (cert, key) = if config.tls.cert.is_empty() {
         self_signed(config)?
     } else {
-        (
-            PathBuf::from(&config.tls.cert),
-            PathBuf::from(&config.tls.key),
-        )
+        (PathBuf::from(&config.tls.cert), PathBuf::from(&config.tls.key))
     };
     let certs = CertificateDer::pem_file_iter(&cert)
         .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .with_context(|| {
-            format!(
-                "tls.cert: cannot read PEM certificates from {}",
-                cert.display()
-            )
-        })?;
+        .with_context(|| format!("tls.cert: cannot read PEM certificates from {}", cert.display()))?;
     if certs.is_empty() {
         bail!("tls.cert: no certificate in {}", cert.display());
     }
-    let key = PrivateKeyDer::from_pem_file(&key).with_context(|| {
-        format!(
-            "tls.key: cannot read a PEM private key from {}",
-            key.display()
-        )
-    })?;
+    let key = PrivateKeyDer::from_pem_file(&key)
+        .with_context(|| format!("tls.key: cannot read a PEM private key from {}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut server = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -61,8 +49,7 @@ fn self_signed(config: &Config) -> anyhow::Result<(PathBuf, PathBuf)> {
     let generated = rcgen::generate_simple_self_signed(vec![host, config.xmpp.domain.clone()])
         .context("cannot generate a self-signed certificate")?;
     write_private(&key, generated.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(&cert, generated.cert.pem())
-        .with_context(|| format!("cannot write {}", cert.display()))?;
+    std::fs::write(&cert, generated.cert.pem()).with_context(|| format!("cannot write {}", cert.display()))?;
     tracing::warn!(cert = %cert.display(), "generated a self-signed certificate; peers that verify certificates will refuse it. Set tls.cert and tls.key for production");
     Ok((cert, key))
 }

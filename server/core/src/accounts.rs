@@ -19,12 +19,7 @@ impl Accounts {
     }
 
     /// Create an account. With no password, the account cannot log in until one is set.
-    pub async fn create(
-        &self,
-        localpart: &str,
-        password: Option<&str>,
-        admin: bool,
-    ) -> Result<Account, CoreError> {
+    pub async fn create(&self, localpart: &str, password: Option<&str>, admin: bool) -> Result<Account, CoreError> {
         localpart::validate(localpart, &self.server_name)?;
         let credentials = match password {
             Some(p) => Some(derive_blocking(p).await?),
@@ -42,6 +37,11 @@ impl Accounts {
             Err(e) => return Err(e.into()),
         }
         self.get(localpart).await
+    }
+
+    /// The account, if it exists (active or deactivated).
+    pub async fn find(&self, localpart: &str) -> Result<Option<Account>, CoreError> {
+        Ok(self.store.account(localpart).await?)
     }
 
     pub async fn get(&self, localpart: &str) -> Result<Account, CoreError> {
@@ -68,6 +68,23 @@ impl Accounts {
     /// Deactivate: credentials and profile are erased; the name stays reserved.
     pub async fn deactivate(&self, localpart: &str) -> Result<(), CoreError> {
         if self.store.deactivate_account(localpart, now_ms()).await? {
+            Ok(())
+        } else {
+            Err(self.missing_or_deactivated(localpart).await)
+        }
+    }
+
+    /// Set or clear the display name (the profile shared by Matrix and XMPP vCard).
+    pub async fn set_displayname(&self, localpart: &str, value: Option<&str>) -> Result<(), CoreError> {
+        if self.store.set_displayname(localpart, value).await? {
+            Ok(())
+        } else {
+            Err(self.missing_or_deactivated(localpart).await)
+        }
+    }
+
+    pub async fn set_avatar_url(&self, localpart: &str, value: Option<&str>) -> Result<(), CoreError> {
+        if self.store.set_avatar_url(localpart, value).await? {
             Ok(())
         } else {
             Err(self.missing_or_deactivated(localpart).await)

@@ -27,7 +27,47 @@ pub struct Config {
     pub federation: FederationConfig,
     pub xmpp: XmppConfig,
     pub privacy: PrivacyConfig,
+    pub rate_limits: RateLimitsConfig,
     pub logging: LoggingConfig,
+}
+
+/// A token bucket: `burst` actions at once, refilled at `per_second`. `per_second = 0`
+/// switches the limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitsConfig {
+    /// Login attempts, per client address and per account.
+    pub login: RateLimit,
+    /// Registrations, per client address.
+    pub registration: RateLimit,
+    /// Events sent, per user.
+    pub message: RateLimit,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        Self {
+            login: RateLimit {
+                per_second: 0.5,
+                burst: 10.0,
+            },
+            registration: RateLimit {
+                per_second: 0.2,
+                burst: 5.0,
+            },
+            message: RateLimit {
+                per_second: 10.0,
+                burst: 100.0,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -59,6 +99,12 @@ pub struct MatrixConfig {
     pub federation_listen: Vec<SocketAddr>,
     /// Largest request body accepted on the client API, in bytes (larger: `M_TOO_LARGE`).
     pub max_request_bytes: usize,
+    /// The URL clients reach the client API at, served in `/.well-known/matrix/client`;
+    /// "" = that document is not served.
+    pub public_base_url: String,
+    /// `host:port` served in `/.well-known/matrix/server` to delegate federation; "" = not
+    /// served (peers then use server_name, port 8448 by default).
+    pub well_known_server: String,
 }
 
 impl Default for MatrixConfig {
@@ -67,6 +113,8 @@ impl Default for MatrixConfig {
             client_listen: vec![SocketAddr::from(([127, 0, 0, 1], 8008))],
             federation_listen: vec![SocketAddr::from(([0, 0, 0, 0], 8448))],
             max_request_bytes: 1024 * 1024,
+            public_base_url: String::new(),
+            well_known_server: String::new(),
         }
     }
 }
@@ -161,6 +209,7 @@ impl Default for Config {
             federation: FederationConfig::default(),
             xmpp: XmppConfig::default(),
             privacy: PrivacyConfig::default(),
+            rate_limits: RateLimitsConfig::default(),
             logging: LoggingConfig::default(),
         }
     }
@@ -178,18 +227,13 @@ pub struct ConfigError {
 }
 
 fn key_prefix(key: &Option<String>) -> String {
-    key.as_ref()
-        .map(|k| format!("key `{k}`: "))
-        .unwrap_or_default()
+    key.as_ref().map(|k| format!("key `{k}`: ")).unwrap_or_default()
 }
 
 impl Config {
     /// Load the configuration: defaults, then the file (if any), then `ESTUARY_*`
     /// environment variables; validate it and fill in derived defaults.
-    pub fn load(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
         let file_origin = file
             .map(|f| format!("config file {}", f.display()))
             .unwrap_or_else(|| "built-in defaults".to_owned());
@@ -248,9 +292,7 @@ impl Config {
             from_env
                 .iter()
                 .find(|(k, _)| {
-                    key == k.as_str()
-                        || key.starts_with(&format!("{k}."))
-                        || key.starts_with(&format!("{k}["))
+                    key == k.as_str() || key.starts_with(&format!("{k}.")) || key.starts_with(&format!("{k}["))
                 })
                 .map(|(_, var)| format!("environment variable {var}"))
                 .unwrap_or_else(|| file_origin.clone())
@@ -302,7 +344,23 @@ impl Config {
             } else {
                 "tls.key"
             };
-            return Err((key, "tls.cert and tls.key must be set together (or both left empty for a self-signed certificate)".to_owned()));
+            return Err((
+                key,
+                "tls.cert and tls.key must be set together (or both left empty for a self-signed certificate)"
+                    .to_owned(),
+            ));
+        }
+        for (key, limit) in [
+            ("rate_limits.login", self.rate_limits.login),
+            ("rate_limits.registration", self.rate_limits.registration),
+            ("rate_limits.message", self.rate_limits.message),
+        ] {
+            if !(limit.per_second.is_finite() && limit.burst.is_finite()) || limit.per_second < 0.0 {
+                return Err((key, "per_second must be a number >= 0 (0 = no limit)".to_owned()));
+            }
+            if limit.per_second > 0.0 && limit.burst < 1.0 {
+                return Err((key, "burst must be at least 1".to_owned()));
+            }
         }
         if self.registration.tokens.iter().any(String::is_empty) {
             return Err((
@@ -320,23 +378,23 @@ impl Config {
         } else {
             check_domain(&self.xmpp.muc_domain).map_err(|m| ("xmpp.muc_domain", m))?;
         }
+        let base = &self.matrix.public_base_url;
+        if !(base.is_empty() || base.starts_with("https://") || base.starts_with("http://")) {
+            return Err(("matrix.public_base_url", format!("{base:?} is not an http(s) URL")));
+        }
+        if !self.matrix.well_known_server.is_empty() {
+            check_server_name(&self.matrix.well_known_server).map_err(|m| ("matrix.well_known_server", m))?;
+        }
         for (domain, route) in &self.xmpp.s2s_static_routes {
-            check_domain(domain)
-                .map_err(|m| ("xmpp.s2s_static_routes", format!("{domain:?}: {m}")))?;
-            check_host_port(route).map_err(|m| {
-                (
-                    "xmpp.s2s_static_routes",
-                    format!("{domain:?} = {route:?}: {m}"),
-                )
-            })?;
+            check_domain(domain).map_err(|m| ("xmpp.s2s_static_routes", format!("{domain:?}: {m}")))?;
+            check_host_port(route).map_err(|m| ("xmpp.s2s_static_routes", format!("{domain:?} = {route:?}: {m}")))?;
         }
         Ok(self)
     }
 
     /// The effective configuration as TOML (what `estuary check-config` prints).
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self)
-            .unwrap_or_else(|e| format!("# cannot serialise configuration: {e}\n"))
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot serialise configuration: {e}\n"))
     }
 }
 
@@ -383,9 +441,7 @@ fn env_value(text: &str, current: Option<&toml::Value>) -> toml::Value {
 /// The host part of a server name (`example.org:8448` -> `example.org`, `[::1]:8448` -> `[::1]`).
 pub fn host_of(server_name: &str) -> &str {
     if server_name.starts_with('[') {
-        return server_name
-            .find(']')
-            .map_or(server_name, |i| &server_name[..=i]);
+        return server_name.find(']').map_or(server_name, |i| &server_name[..=i]);
     }
     server_name.rsplit_once(':').map_or(server_name, |(h, _)| h)
 }
@@ -402,9 +458,7 @@ fn check_server_name(name: &str) -> Result<(), String> {
         match port.parse::<u16>() {
             Ok(p) if p > 0 && !port.starts_with('0') => {}
             _ => {
-                return Err(format!(
-                    "{name:?}: port {port:?} is not a number from 1 to 65535"
-                ));
+                return Err(format!("{name:?}: port {port:?} is not a number from 1 to 65535"));
             }
         }
     } else if !rest.is_empty() {
@@ -484,10 +538,7 @@ mod tests {
         assert_eq!(c.database.url, "sqlite://./data/estuary.db");
         assert_eq!(c.xmpp.domain, "localhost");
         assert_eq!(c.xmpp.muc_domain, "conference.localhost");
-        assert_eq!(
-            c.matrix.client_listen,
-            vec!["127.0.0.1:8008".parse().unwrap()]
-        );
+        assert_eq!(c.matrix.client_listen, vec!["127.0.0.1:8008".parse().unwrap()]);
     }
 
     #[test]
@@ -497,10 +548,7 @@ mod tests {
             &[
                 ("ESTUARY_REGISTRATION__OPEN", "true"),
                 ("ESTUARY_DATABASE__URL", "postgres://u@localhost/db"),
-                (
-                    "ESTUARY_MATRIX__CLIENT_LISTEN",
-                    "[\"127.0.0.1:1\", \"[::1]:2\"]",
-                ),
+                ("ESTUARY_MATRIX__CLIENT_LISTEN", "[\"127.0.0.1:1\", \"[::1]:2\"]"),
                 ("ESTUARY_CONFIG", "ignored.toml"),
             ],
         )
@@ -534,13 +582,7 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("registration.open"), "{e}");
         assert!(e.origin.contains("ESTUARY_REGISTRATION__OPEN"), "{e}");
         let e = load_str("[matrix]\nclient_listen = [\"localhost\"]\n", &[]).unwrap_err();
-        assert!(
-            e.key
-                .as_deref()
-                .unwrap()
-                .starts_with("matrix.client_listen"),
-            "{e}"
-        );
+        assert!(e.key.as_deref().unwrap().starts_with("matrix.client_listen"), "{e}");
     }
 
     #[test]

@@ -9,9 +9,14 @@ pub mod accounts;
 pub mod config;
 pub mod localpart;
 pub mod password;
+pub mod random;
+pub mod ratelimit;
+pub mod sessions;
 
 pub use accounts::Accounts;
 pub use config::Config;
+pub use estuary_store::{Account, Device, Session};
+pub use sessions::Sessions;
 
 /// Errors of the core, mapped to protocol errors (Matrix `M_*`, XMPP stanza errors) at the
 /// edges.
@@ -46,15 +51,33 @@ pub struct Core {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub accounts: Accounts,
+    pub sessions: Sessions,
+    pub limits: RateLimiters,
+}
+
+/// One limiter per kind of action, configured by `[rate_limits]`.
+pub struct RateLimiters {
+    pub login: ratelimit::RateLimiter,
+    pub registration: ratelimit::RateLimiter,
+    pub message: ratelimit::RateLimiter,
 }
 
 impl Core {
     pub fn new(config: Config, store: Arc<dyn Store>) -> Self {
         let accounts = Accounts::new(store.clone(), config.server_name.clone());
+        let sessions = Sessions::new(store.clone());
+        let r = &config.rate_limits;
+        let limits = RateLimiters {
+            login: ratelimit::RateLimiter::new(r.login),
+            registration: ratelimit::RateLimiter::new(r.registration),
+            message: ratelimit::RateLimiter::new(r.message),
+        };
         Self {
             config,
             store,
             accounts,
+            sessions,
+            limits,
         }
     }
 

@@ -30,10 +30,7 @@ pub fn validate(localpart: &str, server_name: &str) -> Result<(), LocalpartError
         return Err(LocalpartError::Reserved);
     }
     if 1 + localpart.len() + 1 + server_name.len() > 255 {
-        return Err(LocalpartError::TooLong(
-            localpart.to_owned(),
-            server_name.to_owned(),
-        ));
+        return Err(LocalpartError::TooLong(localpart.to_owned(), server_name.to_owned()));
     }
     Ok(())
 }
@@ -51,14 +48,9 @@ mod tests {
 
     #[test]
     fn refuses_what_either_protocol_refuses() {
-        for bad in [
-            "Alice", "a/b", "a@b", "a:b", "a b", "é", "a&b", "a'b", "a\"b", "<x>",
-        ] {
+        for bad in ["Alice", "a/b", "a@b", "a:b", "a b", "é", "a&b", "a'b", "a\"b", "<x>"] {
             assert!(
-                matches!(
-                    validate(bad, "example.org"),
-                    Err(LocalpartError::InvalidCharacter(_))
-                ),
+                matches!(validate(bad, "example.org"), Err(LocalpartError::InvalidCharacter(_))),
                 "{bad}"
             );
         }

@@ -22,9 +22,7 @@ pub enum PasswordError {
     Empty,
     #[error("password is longer than {MAX_PASSWORD_BYTES} bytes")]
     TooLong,
-    #[error(
-        "password has characters that SASLprep (RFC 4013) prohibits, so XMPP clients could not log in with it"
-    )]
+    #[error("password has characters that SASLprep (RFC 4013) prohibits, so XMPP clients could not log in with it")]
     Prohibited,
     #[error("password hashing failed: {0}")]
     Hashing(String),
@@ -60,11 +58,7 @@ pub fn verify(argon2_hash: &str, password: &str) -> bool {
     if password.len() > MAX_PASSWORD_BYTES {
         return false;
     }
-    PasswordHash::new(argon2_hash).is_ok_and(|h| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok()
-    })
+    PasswordHash::new(argon2_hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
 /// RFC 5802 §3: SaltedPassword = Hi(password, salt, i); ClientKey = HMAC(SaltedPassword,
@@ -143,19 +137,13 @@ mod tests {
             scram_keys_sha256(b"correct horse", &c.scram_salt, c.scram_iterations)
         );
         let again = derive("correct horse").unwrap();
-        assert_ne!(
-            again.scram_salt, c.scram_salt,
-            "each derivation uses a fresh salt"
-        );
+        assert_ne!(again.scram_salt, c.scram_salt, "each derivation uses a fresh salt");
     }
 
     #[test]
     fn refuses_bad_passwords() {
         assert_eq!(derive(""), Err(PasswordError::Empty));
-        assert_eq!(
-            derive(&"x".repeat(MAX_PASSWORD_BYTES + 1)),
-            Err(PasswordError::TooLong)
-        );
+        assert_eq!(derive(&"x".repeat(MAX_PASSWORD_BYTES + 1)), Err(PasswordError::TooLong));
         assert_eq!(derive("bad\u{7}bell"), Err(PasswordError::Prohibited));
     }
 }

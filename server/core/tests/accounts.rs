@@ -14,10 +14,7 @@ async fn accounts(backend: Backend) -> (TestDb, Accounts) {
 
 async fn create_and_log_in(backend: Backend) {
     let (_db, accounts) = accounts(backend).await;
-    let alice = accounts
-        .create("alice", Some("s3cret pass"), false)
-        .await
-        .unwrap();
+    let alice = accounts.create("alice", Some("s3cret pass"), false).await.unwrap();
     let p = alice.password.unwrap();
     // SCRAM credentials are those of the same password, over SASLprep'd bytes.
     assert_eq!(
@@ -28,19 +25,9 @@ async fn create_and_log_in(backend: Backend) {
         p.scram_sha256,
         scram_keys_sha256(b"s3cret pass", &p.scram_salt, p.scram_iterations)
     );
-    assert!(
-        accounts
-            .check_password("alice", "s3cret pass")
-            .await
-            .unwrap()
-    );
+    assert!(accounts.check_password("alice", "s3cret pass").await.unwrap());
     assert!(!accounts.check_password("alice", "wrong").await.unwrap());
-    assert!(
-        !accounts
-            .check_password("nobody", "s3cret pass")
-            .await
-            .unwrap()
-    );
+    assert!(!accounts.check_password("nobody", "s3cret pass").await.unwrap());
 }
 
 async fn refuses_bad_and_taken_names(backend: Backend) {

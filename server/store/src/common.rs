@@ -98,27 +98,21 @@ macro_rules! impl_store {
             }
 
             async fn account(&self, localpart: &str) -> $crate::Result<Option<$crate::Account>> {
-                let row =
-                    sqlx::query_as::<$db, $crate::common::AccountRow>($crate::sql::SELECT_ACCOUNT)
-                        .bind(localpart)
-                        .fetch_optional(&self.pool)
-                        .await?;
+                let row = sqlx::query_as::<$db, $crate::common::AccountRow>($crate::sql::SELECT_ACCOUNT)
+                    .bind(localpart)
+                    .fetch_optional(&self.pool)
+                    .await?;
                 Ok(row.map(Into::into))
             }
 
             async fn list_accounts(&self) -> $crate::Result<Vec<$crate::Account>> {
-                let rows =
-                    sqlx::query_as::<$db, $crate::common::AccountRow>($crate::sql::LIST_ACCOUNTS)
-                        .fetch_all(&self.pool)
-                        .await?;
+                let rows = sqlx::query_as::<$db, $crate::common::AccountRow>($crate::sql::LIST_ACCOUNTS)
+                    .fetch_all(&self.pool)
+                    .await?;
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
-            async fn set_password(
-                &self,
-                localpart: &str,
-                p: &$crate::PasswordCredentials,
-            ) -> $crate::Result<bool> {
+            async fn set_password(&self, localpart: &str, p: &$crate::PasswordCredentials) -> $crate::Result<bool> {
                 let done = sqlx::query::<$db>($crate::sql::SET_PASSWORD)
                     .bind(localpart)
                     .bind(&p.argon2_hash)
@@ -134,12 +128,124 @@ macro_rules! impl_store {
             }
 
             async fn deactivate_account(&self, localpart: &str, at: i64) -> $crate::Result<bool> {
+                // Transactions start with a write, so SQLite takes the write lock at once
+                // (waiting out busy_timeout) instead of failing to upgrade a read lock.
+                let mut tx = self.pool.begin().await?;
                 let done = sqlx::query::<$db>($crate::sql::DEACTIVATE_ACCOUNT)
                     .bind(localpart)
                     .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query::<$db>($crate::sql::DELETE_OTHER_DEVICES)
+                    .bind(localpart)
+                    .bind(None::<&str>)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn set_displayname(&self, localpart: &str, value: Option<&str>) -> $crate::Result<bool> {
+                let done = sqlx::query::<$db>($crate::sql::SET_DISPLAYNAME)
+                    .bind(localpart)
+                    .bind(value)
                     .execute(&self.pool)
                     .await?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            async fn set_avatar_url(&self, localpart: &str, value: Option<&str>) -> $crate::Result<bool> {
+                let done = sqlx::query::<$db>($crate::sql::SET_AVATAR_URL)
+                    .bind(localpart)
+                    .bind(value)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn add_session(&self, s: &$crate::NewSession) -> $crate::Result<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query::<$db>($crate::sql::INSERT_DEVICE_IF_NEW)
+                    .bind(&s.localpart)
+                    .bind(&s.device_id)
+                    .bind(s.display_name.as_deref())
+                    .bind(s.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query::<$db>($crate::sql::DELETE_DEVICE_TOKENS)
+                    .bind(&s.localpart)
+                    .bind(&s.device_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query::<$db>($crate::sql::INSERT_TOKEN)
+                    .bind(&s.token_sha256)
+                    .bind(&s.localpart)
+                    .bind(&s.device_id)
+                    .bind(s.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn session(&self, token_sha256: &str) -> $crate::Result<Option<$crate::Session>> {
+                let row: Option<(String, String)> = sqlx::query_as::<$db, _>($crate::sql::SESSION_BY_TOKEN)
+                    .bind(token_sha256)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|(localpart, device_id)| $crate::Session { localpart, device_id }))
+            }
+
+            async fn devices(&self, localpart: &str) -> $crate::Result<Vec<$crate::Device>> {
+                Ok(sqlx::query_as::<$db, $crate::Device>($crate::sql::LIST_DEVICES)
+                    .bind(localpart)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn device(&self, localpart: &str, device_id: &str) -> $crate::Result<Option<$crate::Device>> {
+                Ok(sqlx::query_as::<$db, $crate::Device>($crate::sql::GET_DEVICE)
+                    .bind(localpart)
+                    .bind(device_id)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn rename_device(
+                &self,
+                localpart: &str,
+                device_id: &str,
+                name: Option<&str>,
+            ) -> $crate::Result<bool> {
+                let done = sqlx::query::<$db>($crate::sql::RENAME_DEVICE)
+                    .bind(localpart)
+                    .bind(device_id)
+                    .bind(name)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn delete_devices(&self, localpart: &str, device_ids: &[String]) -> $crate::Result<()> {
+                let mut tx = self.pool.begin().await?;
+                for id in device_ids {
+                    sqlx::query::<$db>($crate::sql::DELETE_DEVICE)
+                        .bind(localpart)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn delete_other_devices(&self, localpart: &str, keep: Option<&str>) -> $crate::Result<()> {
+                sqlx::query::<$db>($crate::sql::DELETE_OTHER_DEVICES)
+                    .bind(localpart)
+                    .bind(keep)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
             }
 
             async fn close(&self) {

@@ -100,6 +100,32 @@ impl Account {
     }
 }
 
+/// A new login: the device (created if new, kept with its name if it exists) and a token
+/// that replaces any token the device had.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub localpart: String,
+    pub device_id: String,
+    /// Used only when the device is new.
+    pub display_name: Option<String>,
+    pub token_sha256: String,
+    pub created_at: i64,
+}
+
+/// Who an access token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub localpart: String,
+    pub device_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Device {
+    pub device_id: String,
+    pub display_name: Option<String>,
+    pub created_at: i64,
+}
+
 /// The storage interface the rest of the server uses. Both backends implement it with the
 /// same SQL (written once in `sql.rs`), and pass the same tests.
 #[async_trait]
@@ -122,9 +148,28 @@ pub trait Store: Send + Sync + 'static {
     /// such active account.
     async fn set_password(&self, localpart: &str, password: &PasswordCredentials) -> Result<bool>;
 
-    /// Deactivate an account: erase its credentials and profile, keep the name reserved.
-    /// Returns false if there is no such active account.
+    /// Deactivate an account: erase its credentials and profile, delete its devices and
+    /// tokens, keep the name reserved. Returns false if there is no such active account.
     async fn deactivate_account(&self, localpart: &str, at: i64) -> Result<bool>;
+
+    /// Set (or, with None, remove) the display name of an active account.
+    async fn set_displayname(&self, localpart: &str, displayname: Option<&str>) -> Result<bool>;
+    async fn set_avatar_url(&self, localpart: &str, avatar_url: Option<&str>) -> Result<bool>;
+
+    /// Record a login; see [`NewSession`].
+    async fn add_session(&self, session: &NewSession) -> Result<()>;
+    /// The session of an access token (by its SHA-256), if the token is live and the
+    /// account active.
+    async fn session(&self, token_sha256: &str) -> Result<Option<Session>>;
+
+    async fn devices(&self, localpart: &str) -> Result<Vec<Device>>;
+    async fn device(&self, localpart: &str, device_id: &str) -> Result<Option<Device>>;
+    /// Rename a device; false if it does not exist.
+    async fn rename_device(&self, localpart: &str, device_id: &str, display_name: Option<&str>) -> Result<bool>;
+    /// Delete devices (and their tokens); unknown IDs are ignored.
+    async fn delete_devices(&self, localpart: &str, device_ids: &[String]) -> Result<()>;
+    /// Delete every device of the account except `keep` (all of them with None).
+    async fn delete_other_devices(&self, localpart: &str, keep: Option<&str>) -> Result<()>;
 
     /// Close the pool, waiting for connections in use to be returned (clean shutdown; for
     /// SQLite this also checkpoints the WAL).

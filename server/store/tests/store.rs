@@ -32,10 +32,7 @@ fn new_account(localpart: &str, password: Option<PasswordCredentials>) -> NewAcc
 async fn migrations_are_idempotent(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = estuary_store::open(&db.url).await.unwrap();
-    store
-        .create_account(&new_account("alice", None))
-        .await
-        .unwrap();
+    store.create_account(&new_account("alice", None)).await.unwrap();
     store.migrate().await.unwrap();
     store.close().await;
     // Opening again runs the migrator again: nothing is re-applied, nothing lost.
@@ -79,16 +76,10 @@ async fn duplicate_localpart_conflicts(backend: Backend) {
         .create_account(&new_account("carol", Some(creds(1))))
         .await
         .unwrap();
-    let err = store
-        .create_account(&new_account("carol", None))
-        .await
-        .unwrap_err();
+    let err = store.create_account(&new_account("carol", None)).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict), "{err:?}");
     // The first account is untouched.
-    assert_eq!(
-        store.account("carol").await.unwrap().unwrap().password,
-        Some(creds(1))
-    );
+    assert_eq!(store.account("carol").await.unwrap().unwrap().password, Some(creds(1)));
 }
 
 async fn list_is_ordered(backend: Backend) {
@@ -110,15 +101,9 @@ async fn list_is_ordered(backend: Backend) {
 async fn set_password_and_deactivate(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = estuary_store::open(&db.url).await.unwrap();
-    store
-        .create_account(&new_account("dan", Some(creds(1))))
-        .await
-        .unwrap();
+    store.create_account(&new_account("dan", Some(creds(1)))).await.unwrap();
     assert!(store.set_password("dan", &creds(9)).await.unwrap());
-    assert_eq!(
-        store.account("dan").await.unwrap().unwrap().password,
-        Some(creds(9))
-    );
+    assert_eq!(store.account("dan").await.unwrap().unwrap().password, Some(creds(9)));
     assert!(!store.set_password("nobody", &creds(9)).await.unwrap());
 
     assert!(store.deactivate_account("dan", 42).await.unwrap());

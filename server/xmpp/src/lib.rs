@@ -22,14 +22,8 @@ mod tests {
     #[test]
     fn maps_both_ways() {
         assert_eq!(bare_jid("alice", "example.org"), "alice@example.org");
-        assert_eq!(
-            local_account("alice@example.org/phone", "example.org"),
-            Some("alice")
-        );
-        assert_eq!(
-            local_account("alice@EXAMPLE.org", "example.org"),
-            Some("alice")
-        );
+        assert_eq!(local_account("alice@example.org/phone", "example.org"), Some("alice"));
+        assert_eq!(local_account("alice@EXAMPLE.org", "example.org"), Some("alice"));
         assert_eq!(local_account("alice@other.org", "example.org"), None);
         assert_eq!(local_account("example.org", "example.org"), None);
         assert_eq!(local_account("@example.org", "example.org"), None);
