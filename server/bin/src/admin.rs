@@ -84,7 +84,7 @@ async fn open(config: &Config) -> anyhow::Result<Core> {
     let store = estuary_store::open(&config.database.url)
         .await
         .context("database: cannot open the store")?;
-    Ok(Core::new(config.clone(), store))
+    Core::new(config.clone(), store).await.context("starting the core")
 }
 
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {

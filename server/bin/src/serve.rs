@@ -22,7 +22,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("database: cannot open the store")?;
     tracing::info!(backend = %store.backend(), "store ready, migrations applied");
-    let core = Arc::new(Core::new(config.clone(), store.clone()));
+    let core = Arc::new(
+        Core::new(config.clone(), store.clone())
+            .await
+            .context("starting the core")?,
+    );
 
     let (stop, stopped) = watch::channel(false);
     let mut listeners = JoinSet::new();

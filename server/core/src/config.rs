@@ -105,6 +105,9 @@ pub struct MatrixConfig {
     /// `host:port` served in `/.well-known/matrix/server` to delegate federation; "" = not
     /// served (peers then use server_name, port 8448 by default).
     pub well_known_server: String,
+    /// New private rooms (private_chat, trusted_private_chat presets) and DMs get
+    /// `m.room.encryption` (megolm) unless the creator's initial state says otherwise.
+    pub encrypt_private_rooms: bool,
 }
 
 impl Default for MatrixConfig {
@@ -115,6 +118,7 @@ impl Default for MatrixConfig {
             max_request_bytes: 1024 * 1024,
             public_base_url: String::new(),
             well_known_server: String::new(),
+            encrypt_private_rooms: true,
         }
     }
 }

@@ -7,15 +7,17 @@ use estuary_store::Store;
 
 pub mod accounts;
 pub mod config;
+pub mod keys;
 pub mod localpart;
 pub mod password;
 pub mod random;
 pub mod ratelimit;
+pub mod rooms;
 pub mod sessions;
 
 pub use accounts::Accounts;
 pub use config::Config;
-pub use estuary_store::{Account, Device, Session};
+pub use estuary_store::{Account, Device, Session, StoreError, StoredEvent};
 pub use sessions::Sessions;
 
 /// Errors of the core, mapped to protocol errors (Matrix `M_*`, XMPP stanza errors) at the
@@ -32,6 +34,20 @@ pub enum CoreError {
     UnknownUser(String),
     #[error("account {0:?} is deactivated")]
     Deactivated(String),
+    /// The action is not allowed (auth rules, power levels, membership).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A parameter has a value that cannot be used.
+    #[error("invalid parameter: {0}")]
+    InvalidParam(String),
+    #[error("too large: {0}")]
+    TooLarge(String),
+    #[error("room alias {0} is already in use")]
+    AliasInUse(String),
+    #[error("unsupported room version {0:?}")]
+    UnsupportedRoomVersion(String),
     #[error(transparent)]
     Store(#[from] estuary_store::StoreError),
     #[error("internal error: {0}")]
@@ -52,6 +68,7 @@ pub struct Core {
     pub store: Arc<dyn Store>,
     pub accounts: Accounts,
     pub sessions: Sessions,
+    pub rooms: rooms::Rooms,
     pub limits: RateLimiters,
 }
 
@@ -63,7 +80,13 @@ pub struct RateLimiters {
 }
 
 impl Core {
-    pub fn new(config: Config, store: Arc<dyn Store>) -> Self {
+    /// Build the core over an opened store: loads (or on first start creates) the server's
+    /// signing key.
+    pub async fn new(config: Config, store: Arc<dyn Store>) -> Result<Self, CoreError> {
+        let server_name = ruma::ServerName::parse(&config.server_name)
+            .map_err(|e| CoreError::InvalidParam(format!("server_name {:?}: {e}", config.server_name)))?;
+        let key = keys::ServerKey::load_or_create(&store).await?;
+        let rooms = rooms::Rooms::new(store.clone(), key, server_name).await?;
         let accounts = Accounts::new(store.clone(), config.server_name.clone());
         let sessions = Sessions::new(store.clone());
         let r = &config.rate_limits;
@@ -72,13 +95,14 @@ impl Core {
             registration: ratelimit::RateLimiter::new(r.registration),
             message: ratelimit::RateLimiter::new(r.message),
         };
-        Self {
+        Ok(Self {
             config,
             store,
             accounts,
             sessions,
+            rooms,
             limits,
-        }
+        })
     }
 
     /// `@localpart:server_name`

@@ -102,6 +102,20 @@ impl From<CoreError> for MatrixError {
                 "M_USER_DEACTIVATED",
                 "This account has been deactivated",
             ),
+            CoreError::Forbidden(e) => Self::forbidden(e),
+            CoreError::NotFound(e) => Self::not_found(e),
+            CoreError::InvalidParam(e) => Self::invalid_param(e),
+            CoreError::TooLarge(e) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", e),
+            CoreError::AliasInUse(a) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "M_ROOM_IN_USE",
+                format!("Room alias {a} is already in use"),
+            ),
+            CoreError::UnsupportedRoomVersion(v) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "M_UNSUPPORTED_ROOM_VERSION",
+                format!("Room version {v:?} is not supported"),
+            ),
             CoreError::Store(e) => Self::internal(e),
             CoreError::Internal(e) => Self::internal(e),
         }

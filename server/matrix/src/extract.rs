@@ -222,7 +222,13 @@ where
             }
         })?;
         check_json_object(&parts, &bytes)?;
-        let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+        let mut args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+        // Routes mounted without their last parameters (`/state/{event_type}` for an empty
+        // state_key) get those parameters as "".
+        let expected = T::PATH_BUILDER._path_parameters().len();
+        while args.len() < expected {
+            args.push("");
+        }
         let request = http::Request::from_parts(parts, bytes.as_ref());
         let body = T::try_from_http_request(request, &args).map_err(deserialization_error)?;
         Ok(Ruma { body, caller, peer })
@@ -250,6 +256,15 @@ pub trait RouterExt {
         T: IncomingRequest,
         H: Handler<M, Arc<MatrixState>>,
         M: 'static;
+
+    /// Also mount the endpoint on every path of `T` with its last parameter left off (with
+    /// and without the trailing slash), passing "" for it: `/state/{event_type}` and
+    /// `/state/{event_type}/` for the empty state key most state events have.
+    fn endpoint_without_last_param<T, H, M>(self, handler: H) -> Self
+    where
+        T: IncomingRequest,
+        H: Handler<M, Arc<MatrixState>>,
+        M: 'static;
 }
 
 impl RouterExt for Router<Arc<MatrixState>> {
@@ -266,5 +281,27 @@ impl RouterExt for Router<Arc<MatrixState>> {
         T::PATH_BUILDER
             .all_paths()
             .fold(self, |router, path| router.route(path, on(filter, handler.clone())))
+    }
+
+    fn endpoint_without_last_param<T, H, M>(self, handler: H) -> Self
+    where
+        T: IncomingRequest,
+        H: Handler<M, Arc<MatrixState>>,
+        M: 'static,
+    {
+        let Ok(filter) = MethodFilter::try_from(T::METHOD) else {
+            return self;
+        };
+        T::PATH_BUILDER.all_paths().fold(self, |router, path| {
+            let Some((short, last)) = path.rsplit_once('/') else {
+                return router;
+            };
+            if !last.starts_with('{') {
+                return router;
+            }
+            router
+                .route(short, on(filter, handler.clone()))
+                .route(&format!("{short}/"), on(filter, handler.clone()))
+        })
     }
 }

@@ -10,12 +10,16 @@ use estuary_core::Core;
 use ruma::{OwnedServerName, OwnedUserId, ServerName, UserId};
 
 pub mod account;
+pub mod alias;
 pub mod device;
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod profile;
+pub mod rooms;
 pub mod session;
+pub mod sync;
 pub mod uiaa;
 
 pub use error::MatrixError;
@@ -71,7 +75,10 @@ impl MatrixState {
 
 /// Routes of the client listener (`matrix.client_listen`).
 pub fn client_router(core: Arc<Core>) -> Result<Router, String> {
-    use ruma::api::client::{account as acc, device as dev, discovery as disc, profile as prof, session as ses};
+    use ruma::api::client::{
+        account as acc, alias as al, device as dev, discovery as disc, filter, membership as mem, message,
+        profile as prof, redact, room, session as ses, state as st, sync as sy,
+    };
     let state = Arc::new(MatrixState::new(core)?);
     let router = Router::new()
         .route("/_matrix/client/versions", get(discovery::versions))
@@ -98,6 +105,33 @@ pub fn client_router(core: Arc<Core>) -> Result<Router, String> {
         .endpoint::<prof::set_display_name::v3::Request, _, _>(profile::set_displayname)
         .endpoint::<prof::get_avatar_url::v3::Request, _, _>(profile::get_avatar_url)
         .endpoint::<prof::set_avatar_url::v3::Request, _, _>(profile::set_avatar_url)
+        .endpoint::<room::create_room::v3::Request, _, _>(rooms::create)
+        .endpoint::<message::send_message_event::v3::Request, _, _>(rooms::send)
+        .endpoint::<st::send_state_event::v3::Request, _, _>(rooms::put_state)
+        .endpoint_without_last_param::<st::send_state_event::v3::Request, _, _>(rooms::put_state)
+        .endpoint::<st::get_state_event_for_key::v3::Request, _, _>(rooms::get_state_event)
+        .endpoint_without_last_param::<st::get_state_event_for_key::v3::Request, _, _>(rooms::get_state_event)
+        .endpoint::<st::get_state_events::v3::Request, _, _>(rooms::get_all_state)
+        .endpoint::<redact::redact_event::v3::Request, _, _>(rooms::redact_event)
+        .endpoint::<room::get_room_event::v3::Request, _, _>(rooms::get_room_event)
+        .endpoint::<mem::joined_rooms::v3::Request, _, _>(rooms::joined_rooms)
+        .endpoint::<mem::get_member_events::v3::Request, _, _>(rooms::members)
+        .endpoint::<mem::joined_members::v3::Request, _, _>(rooms::joined_members)
+        .endpoint::<mem::join_room_by_id::v3::Request, _, _>(rooms::join_by_id)
+        .endpoint::<mem::join_room_by_id_or_alias::v3::Request, _, _>(rooms::join_by_id_or_alias)
+        .endpoint::<mem::invite_user::v3::Request, _, _>(rooms::invite)
+        .endpoint::<mem::leave_room::v3::Request, _, _>(rooms::leave)
+        .endpoint::<mem::kick_user::v3::Request, _, _>(rooms::kick)
+        .endpoint::<mem::ban_user::v3::Request, _, _>(rooms::ban)
+        .endpoint::<mem::unban_user::v3::Request, _, _>(rooms::unban)
+        .endpoint::<mem::forget_room::v3::Request, _, _>(rooms::forget)
+        .endpoint::<al::get_alias::v3::Request, _, _>(alias::get_alias)
+        .endpoint::<al::create_alias::v3::Request, _, _>(alias::put_alias)
+        .endpoint::<al::delete_alias::v3::Request, _, _>(alias::delete_alias)
+        .endpoint::<sy::sync_events::v3::Request, _, _>(sync::sync_v3)
+        .endpoint::<message::get_message_events::v3::Request, _, _>(sync::room_messages)
+        .endpoint::<filter::create_filter::v3::Request, _, _>(sync::put_filter)
+        .endpoint::<filter::get_filter::v3::Request, _, _>(sync::fetch_filter)
         .fallback(error::unrecognized)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state);

@@ -248,6 +248,267 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn signing_key(&self) -> $crate::Result<Option<(String, Vec<u8>)>> {
+                Ok(sqlx::query_as::<$db, (String, Vec<u8>)>($crate::sql::SIGNING_KEY)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn add_signing_key(&self, key_id: &str, pkcs8: &[u8], created_at: i64) -> $crate::Result<()> {
+                sqlx::query::<$db>($crate::sql::ADD_SIGNING_KEY)
+                    .bind(key_id)
+                    .bind(pkcs8)
+                    .bind(created_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn create_room(&self, r: &$crate::RoomRecord) -> $crate::Result<()> {
+                sqlx::query::<$db>($crate::sql::CREATE_ROOM)
+                    .bind(&r.room_id)
+                    .bind(&r.room_version)
+                    .bind(&r.creator)
+                    .bind(r.created_at)
+                    .bind(r.published)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn room(&self, room_id: &str) -> $crate::Result<Option<$crate::RoomRecord>> {
+                Ok(sqlx::query_as::<$db, $crate::RoomRecord>($crate::sql::ROOM)
+                    .bind(room_id)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn set_room_published(&self, room_id: &str, published: bool) -> $crate::Result<()> {
+                sqlx::query::<$db>($crate::sql::SET_ROOM_PUBLISHED)
+                    .bind(room_id)
+                    .bind(published)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn published_rooms(&self) -> $crate::Result<Vec<$crate::RoomRecord>> {
+                Ok(
+                    sqlx::query_as::<$db, $crate::RoomRecord>($crate::sql::PUBLISHED_ROOMS)
+                        .fetch_all(&self.pool)
+                        .await?,
+                )
+            }
+
+            async fn append_event(&self, e: &$crate::NewEvent) -> $crate::Result<i64> {
+                let mut tx = self.pool.begin().await?;
+                let (stream,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::INSERT_EVENT)
+                    .bind(&e.event_id)
+                    .bind(&e.room_id)
+                    .bind(e.depth)
+                    .bind(&e.sender)
+                    .bind(&e.kind)
+                    .bind(e.state_key.as_deref())
+                    .bind(e.origin_server_ts)
+                    .bind(&e.pdu)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if let Some(state_key) = &e.state_key {
+                    sqlx::query::<$db>($crate::sql::UPSERT_CURRENT_STATE)
+                        .bind(&e.room_id)
+                        .bind(&e.kind)
+                        .bind(state_key)
+                        .bind(&e.event_id)
+                        .bind(stream)
+                        .bind(e.membership.as_deref())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for prev in &e.prev_events {
+                    sqlx::query::<$db>($crate::sql::DELETE_EXTREMITY)
+                        .bind(&e.room_id)
+                        .bind(prev)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query::<$db>($crate::sql::ADD_EXTREMITY)
+                    .bind(&e.room_id)
+                    .bind(&e.event_id)
+                    .execute(&mut *tx)
+                    .await?;
+                if let Some((localpart, device_id, txn_id)) = &e.txn {
+                    sqlx::query::<$db>($crate::sql::INSERT_TXN)
+                        .bind(localpart)
+                        .bind(device_id)
+                        .bind(txn_id)
+                        .bind(&e.event_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(stream)
+            }
+
+            async fn event(&self, event_id: &str) -> $crate::Result<Option<$crate::StoredEvent>> {
+                Ok(sqlx::query_as::<$db, $crate::StoredEvent>($crate::sql::EVENT)
+                    .bind(event_id)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn redact_event(&self, event_id: &str, redacted_pdu: &str, redacted_by: &str) -> $crate::Result<()> {
+                sqlx::query::<$db>($crate::sql::REDACT_EVENT)
+                    .bind(event_id)
+                    .bind(redacted_pdu)
+                    .bind(redacted_by)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn txn_event(
+                &self,
+                localpart: &str,
+                device_id: &str,
+                txn_id: &str,
+            ) -> $crate::Result<Option<String>> {
+                let row: Option<(String,)> = sqlx::query_as::<$db, (String,)>($crate::sql::TXN_EVENT)
+                    .bind(localpart)
+                    .bind(device_id)
+                    .bind(txn_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|r| r.0))
+            }
+
+            async fn current_state(&self, room_id: &str) -> $crate::Result<Vec<$crate::StoredEvent>> {
+                Ok(
+                    sqlx::query_as::<$db, $crate::StoredEvent>($crate::sql::CURRENT_STATE)
+                        .bind(room_id)
+                        .fetch_all(&self.pool)
+                        .await?,
+                )
+            }
+
+            async fn current_state_event(
+                &self,
+                room_id: &str,
+                kind: &str,
+                state_key: &str,
+            ) -> $crate::Result<Option<$crate::StoredEvent>> {
+                Ok(
+                    sqlx::query_as::<$db, $crate::StoredEvent>($crate::sql::CURRENT_STATE_EVENT)
+                        .bind(room_id)
+                        .bind(kind)
+                        .bind(state_key)
+                        .fetch_optional(&self.pool)
+                        .await?,
+                )
+            }
+
+            async fn forward_extremities(&self, room_id: &str) -> $crate::Result<Vec<(String, i64)>> {
+                Ok(
+                    sqlx::query_as::<$db, (String, i64)>($crate::sql::FORWARD_EXTREMITIES)
+                        .bind(room_id)
+                        .fetch_all(&self.pool)
+                        .await?,
+                )
+            }
+
+            async fn memberships(&self, user_id: &str) -> $crate::Result<Vec<$crate::Membership>> {
+                Ok(
+                    sqlx::query_as::<$db, $crate::Membership>($crate::sql::MEMBERSHIPS)
+                        .bind(user_id)
+                        .fetch_all(&self.pool)
+                        .await?,
+                )
+            }
+
+            async fn room_events(
+                &self,
+                room_id: &str,
+                from: i64,
+                to: i64,
+                limit: i64,
+                newest: bool,
+            ) -> $crate::Result<Vec<$crate::StoredEvent>> {
+                let sql = if newest {
+                    $crate::sql::ROOM_EVENTS_NEWEST
+                } else {
+                    $crate::sql::ROOM_EVENTS_OLDEST
+                };
+                let mut rows = sqlx::query_as::<$db, $crate::StoredEvent>(sql)
+                    .bind(room_id)
+                    .bind(from)
+                    .bind(to)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                if newest {
+                    rows.reverse();
+                }
+                Ok(rows)
+            }
+
+            async fn max_stream_ordering(&self) -> $crate::Result<i64> {
+                let (max,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::MAX_STREAM)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(max)
+            }
+
+            async fn add_alias(&self, alias: &str, room_id: &str, creator: &str) -> $crate::Result<()> {
+                sqlx::query::<$db>($crate::sql::ADD_ALIAS)
+                    .bind(alias)
+                    .bind(room_id)
+                    .bind(creator)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn alias(&self, alias: &str) -> $crate::Result<Option<String>> {
+                let row: Option<(String,)> = sqlx::query_as::<$db, (String,)>($crate::sql::ALIAS)
+                    .bind(alias)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|r| r.0))
+            }
+
+            async fn delete_alias(&self, alias: &str) -> $crate::Result<bool> {
+                let done = sqlx::query::<$db>($crate::sql::DELETE_ALIAS)
+                    .bind(alias)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn room_aliases(&self, room_id: &str) -> $crate::Result<Vec<String>> {
+                let rows: Vec<(String,)> = sqlx::query_as::<$db, (String,)>($crate::sql::ROOM_ALIASES)
+                    .bind(room_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.into_iter().map(|r| r.0).collect())
+            }
+
+            async fn add_filter(&self, localpart: &str, json: &str) -> $crate::Result<i64> {
+                let (id,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::ADD_FILTER)
+                    .bind(localpart)
+                    .bind(json)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(id)
+            }
+
+            async fn filter(&self, localpart: &str, filter_id: i64) -> $crate::Result<Option<String>> {
+                let row: Option<(String,)> = sqlx::query_as::<$db, (String,)>($crate::sql::FILTER)
+                    .bind(localpart)
+                    .bind(filter_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|r| r.0))
+            }
+
             async fn close(&self) {
                 self.pool.close().await;
             }

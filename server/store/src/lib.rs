@@ -126,6 +126,61 @@ pub struct Device {
     pub created_at: i64,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RoomRecord {
+    pub room_id: String,
+    pub room_version: String,
+    pub creator: String,
+    pub created_at: i64,
+    pub published: bool,
+}
+
+/// An event as stored: the signed PDU and the columns used to query it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct StoredEvent {
+    /// Sync position; assigned by the store.
+    pub stream_ordering: i64,
+    pub event_id: String,
+    pub room_id: String,
+    pub depth: i64,
+    pub sender: String,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub state_key: Option<String>,
+    pub origin_server_ts: i64,
+    /// Canonical JSON of the PDU.
+    pub pdu: String,
+    pub redacted_by: Option<String>,
+}
+
+/// An event to append, with what its acceptance changes.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: String,
+    pub room_id: String,
+    pub depth: i64,
+    pub sender: String,
+    pub kind: String,
+    pub state_key: Option<String>,
+    pub origin_server_ts: i64,
+    pub pdu: String,
+    /// For m.room.member: the membership, mirrored into the current state.
+    pub membership: Option<String>,
+    /// The extremities this event replaces (its prev_events).
+    pub prev_events: Vec<String>,
+    /// (localpart, device_id, txn_id) of a client send, for idempotency.
+    pub txn: Option<(String, String, String)>,
+}
+
+/// A membership of a user, from the current state.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Membership {
+    pub room_id: String,
+    pub membership: String,
+    pub event_id: String,
+    pub stream_ordering: i64,
+}
+
 /// The storage interface the rest of the server uses. Both backends implement it with the
 /// same SQL (written once in `sql.rs`), and pass the same tests.
 #[async_trait]
@@ -170,6 +225,57 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_devices(&self, localpart: &str, device_ids: &[String]) -> Result<()>;
     /// Delete every device of the account except `keep` (all of them with None).
     async fn delete_other_devices(&self, localpart: &str, keep: Option<&str>) -> Result<()>;
+
+    // --- server keys ---
+
+    /// The server's signing key: (key_id, PKCS#8 DER), the oldest if several.
+    async fn signing_key(&self) -> Result<Option<(String, Vec<u8>)>>;
+    /// Store a new signing key; ignored if the key ID exists.
+    async fn add_signing_key(&self, key_id: &str, pkcs8: &[u8], created_at: i64) -> Result<()>;
+
+    // --- rooms and events ---
+
+    async fn create_room(&self, room: &RoomRecord) -> Result<()>;
+    async fn room(&self, room_id: &str) -> Result<Option<RoomRecord>>;
+    async fn set_room_published(&self, room_id: &str, published: bool) -> Result<()>;
+    async fn published_rooms(&self) -> Result<Vec<RoomRecord>>;
+
+    /// Append an accepted event in one transaction: the event row (assigning its
+    /// stream_ordering, returned), the room's current state if it is a state event, the
+    /// forward extremities, and the transaction ID. Callers serialise appends so that stream
+    /// positions become visible in order.
+    async fn append_event(&self, event: &NewEvent) -> Result<i64>;
+    async fn event(&self, event_id: &str) -> Result<Option<StoredEvent>>;
+    /// Replace the stored PDU of a redacted event and record the redaction.
+    async fn redact_event(&self, event_id: &str, redacted_pdu: &str, redacted_by: &str) -> Result<()>;
+    async fn txn_event(&self, localpart: &str, device_id: &str, txn_id: &str) -> Result<Option<String>>;
+    /// The current state events of a room, oldest first.
+    async fn current_state(&self, room_id: &str) -> Result<Vec<StoredEvent>>;
+    async fn current_state_event(&self, room_id: &str, kind: &str, state_key: &str) -> Result<Option<StoredEvent>>;
+    /// The room's forward extremities with their depths.
+    async fn forward_extremities(&self, room_id: &str) -> Result<Vec<(String, i64)>>;
+    /// Every room the user has a membership in (any state), from the current state.
+    async fn memberships(&self, user_id: &str) -> Result<Vec<Membership>>;
+    /// Events of a room with from < stream_ordering <= to, oldest first, at most `limit`
+    /// taken from the `newest` end when true, else from the oldest end.
+    async fn room_events(
+        &self,
+        room_id: &str,
+        from: i64,
+        to: i64,
+        limit: i64,
+        newest: bool,
+    ) -> Result<Vec<StoredEvent>>;
+    /// The highest stream position assigned so far (0 when there is none).
+    async fn max_stream_ordering(&self) -> Result<i64>;
+
+    async fn add_alias(&self, alias: &str, room_id: &str, creator: &str) -> Result<()>;
+    async fn alias(&self, alias: &str) -> Result<Option<String>>;
+    async fn delete_alias(&self, alias: &str) -> Result<bool>;
+    async fn room_aliases(&self, room_id: &str) -> Result<Vec<String>>;
+
+    async fn add_filter(&self, localpart: &str, json: &str) -> Result<i64>;
+    async fn filter(&self, localpart: &str, filter_id: i64) -> Result<Option<String>>;
 
     /// Close the pool, waiting for connections in use to be returned (clean shutdown; for
     /// SQLite this also checkpoints the WAL).

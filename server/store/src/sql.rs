@@ -48,3 +48,78 @@ pub const RENAME_DEVICE: &str = "UPDATE devices SET display_name = $3 WHERE loca
 pub const DELETE_DEVICE: &str = "DELETE FROM devices WHERE localpart = $1 AND device_id = $2";
 /// Deleting a device deletes its tokens (ON DELETE CASCADE).
 pub const DELETE_OTHER_DEVICES: &str = "DELETE FROM devices WHERE localpart = $1 AND ($2 IS NULL OR device_id <> $2)";
+
+pub const SIGNING_KEY: &str = "SELECT key_id, pkcs8 FROM server_signing_keys ORDER BY created_at, key_id LIMIT 1";
+pub const ADD_SIGNING_KEY: &str =
+    "INSERT INTO server_signing_keys (key_id, pkcs8, created_at) VALUES ($1, $2, $3) ON CONFLICT (key_id) DO NOTHING";
+
+pub const CREATE_ROOM: &str =
+    "INSERT INTO rooms (room_id, room_version, creator, created_at, published) VALUES ($1, $2, $3, $4, $5)";
+pub const ROOM: &str = "SELECT room_id, room_version, creator, created_at, published FROM rooms WHERE room_id = $1";
+pub const SET_ROOM_PUBLISHED: &str = "UPDATE rooms SET published = $2 WHERE room_id = $1";
+pub const PUBLISHED_ROOMS: &str =
+    "SELECT room_id, room_version, creator, created_at, published FROM rooms WHERE published ORDER BY created_at";
+
+macro_rules! event_columns {
+    () => {
+        "stream_ordering, event_id, room_id, depth, sender, type, state_key, origin_server_ts, pdu, redacted_by"
+    };
+}
+macro_rules! event_columns_e {
+    () => {
+        "e.stream_ordering, e.event_id, e.room_id, e.depth, e.sender, e.type, e.state_key, e.origin_server_ts, \
+         e.pdu, e.redacted_by"
+    };
+}
+
+pub const INSERT_EVENT: &str = "INSERT INTO events (event_id, room_id, depth, sender, type, state_key, \
+    origin_server_ts, pdu) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING stream_ordering";
+pub const UPSERT_CURRENT_STATE: &str = "INSERT INTO room_current_state \
+    (room_id, type, state_key, event_id, stream_ordering, membership) VALUES ($1, $2, $3, $4, $5, $6) \
+    ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, \
+    stream_ordering = excluded.stream_ordering, membership = excluded.membership";
+pub const DELETE_EXTREMITY: &str = "DELETE FROM room_forward_extremities WHERE room_id = $1 AND event_id = $2";
+pub const ADD_EXTREMITY: &str = "INSERT INTO room_forward_extremities (room_id, event_id) VALUES ($1, $2)";
+pub const INSERT_TXN: &str =
+    "INSERT INTO event_txn_ids (localpart, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)";
+pub const TXN_EVENT: &str =
+    "SELECT event_id FROM event_txn_ids WHERE localpart = $1 AND device_id = $2 AND txn_id = $3";
+pub const EVENT: &str = concat!("SELECT ", event_columns!(), " FROM events WHERE event_id = $1");
+pub const REDACT_EVENT: &str = "UPDATE events SET pdu = $2, redacted_by = $3 WHERE event_id = $1";
+pub const CURRENT_STATE: &str = concat!(
+    "SELECT ",
+    event_columns_e!(),
+    " FROM room_current_state s JOIN events e ON e.event_id = s.event_id WHERE s.room_id = $1 \
+     ORDER BY e.stream_ordering"
+);
+pub const CURRENT_STATE_EVENT: &str = concat!(
+    "SELECT ",
+    event_columns_e!(),
+    " FROM room_current_state s JOIN events e ON e.event_id = s.event_id \
+     WHERE s.room_id = $1 AND s.type = $2 AND s.state_key = $3"
+);
+pub const FORWARD_EXTREMITIES: &str = "SELECT f.event_id, e.depth FROM room_forward_extremities f \
+    JOIN events e ON e.event_id = f.event_id WHERE f.room_id = $1 ORDER BY e.depth, f.event_id";
+pub const MEMBERSHIPS: &str = "SELECT room_id, membership, event_id, stream_ordering FROM room_current_state \
+    WHERE type = 'm.room.member' AND state_key = $1 ORDER BY stream_ordering";
+pub const ROOM_EVENTS_NEWEST: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 \
+     ORDER BY stream_ordering DESC LIMIT $4"
+);
+pub const ROOM_EVENTS_OLDEST: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 \
+     ORDER BY stream_ordering ASC LIMIT $4"
+);
+pub const MAX_STREAM: &str = "SELECT COALESCE(MAX(stream_ordering), 0) FROM events";
+
+pub const ADD_ALIAS: &str = "INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3)";
+pub const ALIAS: &str = "SELECT room_id FROM room_aliases WHERE alias = $1";
+pub const DELETE_ALIAS: &str = "DELETE FROM room_aliases WHERE alias = $1";
+pub const ROOM_ALIASES: &str = "SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias";
+
+pub const ADD_FILTER: &str = "INSERT INTO filters (localpart, json) VALUES ($1, $2) RETURNING filter_id";
+pub const FILTER: &str = "SELECT json FROM filters WHERE localpart = $1 AND filter_id = $2";

@@ -1,0 +1,202 @@
+//! Room creation (spec: Client-Server API, `POST /createRoom`): the initial events in the
+//! spec's order, presets, and encryption by default for private rooms and DMs.
+
+use std::collections::HashSet;
+
+use estuary_store::RoomRecord;
+use ruma::{OwnedRoomId, OwnedUserId};
+use serde_json::{Map, Value, json};
+
+use super::{DEFAULT_ROOM_VERSION, EventTemplate, Rooms, rules_for};
+use crate::{CoreError, now_ms};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    PrivateChat,
+    TrustedPrivateChat,
+    PublicChat,
+}
+
+#[derive(Debug, Clone)]
+pub struct CreateRoom {
+    pub creator: OwnedUserId,
+    /// Display name and avatar for the creator's member event.
+    pub creator_profile: (Option<String>, Option<String>),
+    pub room_version: Option<String>,
+    pub preset: Preset,
+    pub name: Option<String>,
+    pub topic: Option<String>,
+    pub invite: Vec<OwnedUserId>,
+    pub is_direct: bool,
+    pub initial_state: Vec<EventTemplate>,
+    /// Full alias (`#room:server`) to create and point at the room.
+    pub alias: Option<String>,
+    pub power_level_content_override: Option<Map<String, Value>>,
+    pub creation_content: Option<Map<String, Value>>,
+    /// Publish in the room directory.
+    pub publish: bool,
+    /// Add m.room.encryption unless initial_state has one: the operator's default for private
+    /// presets and DMs (see `matrix.encrypt_private_rooms`).
+    pub encrypt: bool,
+}
+
+/// The megolm algorithm every Matrix client supports.
+pub const MEGOLM: &str = "m.megolm.v1.aes-sha2";
+
+impl Rooms {
+    pub async fn create_room(&self, req: CreateRoom) -> Result<OwnedRoomId, CoreError> {
+        let version = req
+            .room_version
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ROOM_VERSION.to_string());
+        let (version_id, rules) = rules_for(&version)?;
+        if let Some(alias) = &req.alias
+            && self.store.alias(alias).await?.is_some()
+        {
+            return Err(CoreError::AliasInUse(alias.clone()));
+        }
+        let room_id = self.new_room_id()?;
+        let creator = req.creator.as_str();
+
+        let mut create = req.creation_content.clone().unwrap_or_default();
+        create.insert("room_version".into(), json!(version_id.as_str()));
+        if rules.authorization.use_room_create_sender {
+            create.remove("creator");
+        } else {
+            create.insert("creator".into(), json!(creator));
+        }
+        let mut events = vec![EventTemplate::state("m.room.create", "", Value::Object(create))];
+
+        let mut member = json!({ "membership": "join" });
+        if let Some(n) = &req.creator_profile.0 {
+            member["displayname"] = json!(n);
+        }
+        if let Some(a) = &req.creator_profile.1 {
+            member["avatar_url"] = json!(a);
+        }
+        events.push(EventTemplate::state("m.room.member", creator, member));
+
+        let mut users = Map::new();
+        users.insert(creator.to_owned(), json!(100));
+        if req.preset == Preset::TrustedPrivateChat {
+            for u in &req.invite {
+                users.insert(u.to_string(), json!(100));
+            }
+        }
+        let mut power = json!({
+            "users": users,
+            "users_default": 0,
+            "events": {
+                "m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
+                "m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+                "m.room.server_acl": 100, "m.room.encryption": 100
+            },
+            "events_default": 0,
+            "state_default": 50,
+            "ban": 50,
+            "kick": 50,
+            "redact": 50,
+            "invite": 0,
+            "historical": 100,
+            "notifications": { "room": 50 }
+        });
+        if let (Some(over), Value::Object(p)) = (&req.power_level_content_override, &mut power) {
+            for (k, v) in over {
+                p.insert(k.clone(), v.clone());
+            }
+        }
+        events.push(EventTemplate::state("m.room.power_levels", "", power));
+        if let Some(alias) = &req.alias {
+            events.push(EventTemplate::state(
+                "m.room.canonical_alias",
+                "",
+                json!({ "alias": alias }),
+            ));
+        }
+
+        // Preset state, then initial_state (which overrides the preset for the same key).
+        let (join_rule, guest) = match req.preset {
+            Preset::PublicChat => ("public", "forbidden"),
+            Preset::PrivateChat | Preset::TrustedPrivateChat => ("invite", "can_join"),
+        };
+        let mut preset = vec![
+            EventTemplate::state("m.room.join_rules", "", json!({ "join_rule": join_rule })),
+            EventTemplate::state(
+                "m.room.history_visibility",
+                "",
+                json!({ "history_visibility": "shared" }),
+            ),
+            EventTemplate::state("m.room.guest_access", "", json!({ "guest_access": guest })),
+        ];
+        if req.encrypt {
+            preset.push(EventTemplate::state(
+                "m.room.encryption",
+                "",
+                json!({ "algorithm": MEGOLM }),
+            ));
+        }
+        let given: HashSet<(String, String)> = req
+            .initial_state
+            .iter()
+            .map(|t| (t.kind.clone(), t.state_key.clone().unwrap_or_default()))
+            .collect();
+        for t in preset {
+            if !given.contains(&(t.kind.clone(), t.state_key.clone().unwrap_or_default())) {
+                events.push(t);
+            }
+        }
+        for t in &req.initial_state {
+            if matches!(
+                t.kind.as_str(),
+                "m.room.create" | "m.room.member" | "m.room.power_levels"
+            ) {
+                return Err(CoreError::InvalidParam(format!(
+                    "initial_state may not contain {}",
+                    t.kind
+                )));
+            }
+            events.push(EventTemplate {
+                state_key: Some(t.state_key.clone().unwrap_or_default()),
+                ..t.clone()
+            });
+        }
+        if let Some(name) = &req.name {
+            events.push(EventTemplate::state("m.room.name", "", json!({ "name": name })));
+        }
+        if let Some(topic) = &req.topic {
+            events.push(EventTemplate::state("m.room.topic", "", json!({ "topic": topic })));
+        }
+        for u in &req.invite {
+            let mut content = json!({ "membership": "invite" });
+            if req.is_direct {
+                content["is_direct"] = json!(true);
+            }
+            events.push(EventTemplate::state("m.room.member", u.as_str(), content));
+        }
+
+        let record = RoomRecord {
+            room_id: room_id.to_string(),
+            room_version: version_id.to_string(),
+            creator: creator.to_owned(),
+            created_at: now_ms(),
+            published: req.publish,
+        };
+        let lock = self.room_lock(&room_id);
+        let _guard = lock.lock().await;
+        self.store.create_room(&record).await?;
+        for t in events {
+            self.append_locked(&record, &req.creator, t, None).await?;
+        }
+        if let Some(alias) = &req.alias {
+            self.store
+                .add_alias(alias, room_id.as_str(), creator)
+                .await
+                .map_err(|e| match e {
+                    estuary_store::StoreError::Conflict => CoreError::AliasInUse(alias.clone()),
+                    e => e.into(),
+                })?;
+        }
+        tracing::info!(room = %room_id, version = %version_id, "room created");
+        Ok(room_id)
+    }
+}

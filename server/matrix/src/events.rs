@@ -1,0 +1,45 @@
+//! Events in the client format (spec: Client-Server API, "Room Event Format"): the PDU minus
+//! federation fields, plus `unsigned`.
+
+use estuary_core::StoredEvent;
+use estuary_core::rooms::Pdu;
+use serde_json::{Map, Value, json};
+
+/// The client form of a stored event. `room_id` is left out inside sync's per-room sections.
+pub fn client_event(e: &StoredEvent, with_room_id: bool) -> Value {
+    let pdu: Value = serde_json::from_str(&e.pdu).unwrap_or(Value::Null);
+    let mut out = Map::new();
+    out.insert("event_id".into(), json!(e.event_id));
+    out.insert("type".into(), json!(e.kind));
+    out.insert("sender".into(), json!(e.sender));
+    out.insert("origin_server_ts".into(), json!(e.origin_server_ts));
+    out.insert(
+        "content".into(),
+        pdu.get("content").cloned().unwrap_or_else(|| json!({})),
+    );
+    if let Some(k) = &e.state_key {
+        out.insert("state_key".into(), json!(k));
+    }
+    if with_room_id {
+        out.insert("room_id".into(), json!(e.room_id));
+    }
+    if let Some(r) = pdu.get("redacts") {
+        out.insert("redacts".into(), r.clone());
+    }
+    let mut unsigned = Map::new();
+    let age = estuary_core::now_ms().saturating_sub(e.origin_server_ts).max(0);
+    unsigned.insert("age".into(), json!(age));
+    if let Some(by) = &e.redacted_by {
+        unsigned.insert("redacted_because".into(), json!({ "event_id": by }));
+    }
+    out.insert("unsigned".into(), Value::Object(unsigned));
+    Value::Object(out)
+}
+
+/// Stripped state (spec: "Stripped state"), as shown with invites.
+pub fn stripped(e: &StoredEvent) -> Value {
+    let content = Pdu::from_stored(e)
+        .map(|p| p.content_value())
+        .unwrap_or_else(|_| json!({}));
+    json!({ "type": e.kind, "state_key": e.state_key.clone().unwrap_or_default(), "sender": e.sender, "content": content })
+}

@@ -1,0 +1,315 @@
+//! `GET /sync` (v3), `GET /rooms/{roomId}/messages`, and filters.
+//!
+//! Tokens are opaque to clients: `s<N>` is a position in the event stream. A sync returns every
+//! event with a position in (since, next_batch]; appends are serialised, so nothing is lost
+//! between two syncs and nothing is delivered twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use estuary_core::StoredEvent;
+use ruma::api::Direction;
+use ruma::api::client::filter::{create_filter::v3 as create_filter, get_filter::v3 as get_filter};
+use ruma::api::client::message::get_message_events::v3 as messages;
+use ruma::api::client::sync::sync_events::v3 as sync;
+use serde_json::{Map, Value, json};
+
+use crate::events::{client_event, stripped};
+use crate::{Caller, MatrixError, MatrixState, Ruma};
+
+type JsonResult = Result<Json<Value>, MatrixError>;
+
+/// Longest long-poll a client may ask for.
+const MAX_TIMEOUT: Duration = Duration::from_secs(120);
+/// Timeline events per room when the filter sets no limit (Synapse: 10).
+const DEFAULT_TIMELINE_LIMIT: i64 = 10;
+const MAX_TIMELINE_LIMIT: i64 = 1000;
+
+pub fn token(position: i64) -> String {
+    format!("s{position}")
+}
+
+pub fn parse_token(t: &str) -> Result<i64, MatrixError> {
+    t.strip_prefix('s')
+        .and_then(|n| n.parse::<i64>().ok())
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| MatrixError::invalid_param(format!("Invalid pagination token {t:?}")))
+}
+
+/// The timeline limit of a sync filter: inline JSON or the ID of an uploaded filter.
+async fn timeline_limit(
+    state: &MatrixState,
+    caller: &Caller,
+    filter: Option<&sync::Filter>,
+) -> Result<i64, MatrixError> {
+    let definition: Option<Value> = match filter {
+        None => None,
+        Some(sync::Filter::FilterDefinition(def)) => serde_json::to_value(def).ok(),
+        Some(sync::Filter::FilterId(id)) => {
+            let id: i64 = id
+                .parse()
+                .map_err(|_| MatrixError::invalid_param("Unknown filter ID"))?;
+            let json = state
+                .core
+                .store
+                .filter(&caller.localpart, id)
+                .await
+                .map_err(estuary_core::CoreError::from)?;
+            let json = json.ok_or_else(|| MatrixError::invalid_param("Unknown filter ID"))?;
+            serde_json::from_str(&json).ok()
+        }
+        Some(_) => None,
+    };
+    let limit = definition
+        .as_ref()
+        .and_then(|d| d["room"]["timeline"]["limit"].as_i64())
+        .unwrap_or(DEFAULT_TIMELINE_LIMIT);
+    Ok(limit.clamp(1, MAX_TIMELINE_LIMIT))
+}
+
+pub async fn sync_v3(State(state): State<Arc<MatrixState>>, req: Ruma<sync::Request>) -> JsonResult {
+    let caller = req.caller()?.clone();
+    let b = &req.body;
+    let rooms = &state.core.rooms;
+    let since = b.since.as_deref().map(parse_token).transpose()?;
+    let limit = timeline_limit(&state, &caller, b.filter.as_ref()).await?;
+    let full_state = b.full_state;
+
+    // Long-poll: wait for an event past `since`, up to the timeout. The response is computed
+    // after the wait from the store, which holds everything up to the watched position.
+    let mut watch = rooms.subscribe();
+    if let Some(since) = since
+        && !full_state
+    {
+        let timeout = b.timeout.unwrap_or_default().min(MAX_TIMEOUT);
+        if *watch.borrow_and_update() <= since && !timeout.is_zero() {
+            let _ = tokio::time::timeout(timeout, watch.wait_for(|pos| *pos > since)).await;
+        }
+    }
+    let now = rooms.current_position();
+
+    let mut join = Map::new();
+    let mut invite = Map::new();
+    let mut leave = Map::new();
+    let memberships = state
+        .core
+        .store
+        .memberships(caller.user_id.as_str())
+        .await
+        .map_err(estuary_core::CoreError::from)?;
+    for m in memberships {
+        // Only changes visible at `now`: a membership committed after `now` waits for the next sync.
+        if m.stream_ordering > now {
+            continue;
+        }
+        let changed_since = since.is_none_or(|s| m.stream_ordering > s);
+        match m.membership.as_str() {
+            "join" => {
+                let from = if full_state || changed_since { None } else { since };
+                if let Some(room) =
+                    room_section(&state, &m.room_id, from, now, limit, full_state || changed_since).await?
+                {
+                    join.insert(m.room_id.clone(), room);
+                }
+            }
+            "invite" if changed_since => {
+                let mut invite_state: Vec<Value> = Vec::new();
+                for e in rooms.current_state(&m.room_id).await? {
+                    let shown = matches!(
+                        e.kind.as_str(),
+                        "m.room.create"
+                            | "m.room.join_rules"
+                            | "m.room.name"
+                            | "m.room.avatar"
+                            | "m.room.canonical_alias"
+                            | "m.room.encryption"
+                            | "m.room.topic"
+                    ) || e.event_id == m.event_id;
+                    if shown {
+                        invite_state.push(stripped(&e));
+                    }
+                }
+                invite.insert(m.room_id.clone(), json!({ "invite_state": { "events": invite_state } }));
+            }
+            // Rooms left or banned from since the last sync; an initial sync leaves them out.
+            "leave" | "ban" if since.is_some() && changed_since => {
+                if let Some(room) = room_section(&state, &m.room_id, since, m.stream_ordering, limit, false).await? {
+                    leave.insert(m.room_id.clone(), room);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(Json(json!({
+        "next_batch": token(now),
+        "rooms": { "join": join, "invite": invite, "leave": leave },
+        "presence": { "events": [] },
+        "account_data": { "events": [] },
+        "to_device": { "events": [] },
+        "device_lists": { "changed": [], "left": [] },
+        "device_one_time_keys_count": {},
+    })))
+}
+
+/// One room's timeline and state for events in (from, to]. `initial`: the state is the
+/// room's state before the timeline; otherwise only state that changed in a gap the timeline
+/// skipped. None when nothing happened.
+async fn room_section(
+    state: &MatrixState,
+    room_id: &str,
+    from: Option<i64>,
+    to: i64,
+    limit: i64,
+    initial: bool,
+) -> Result<Option<Value>, MatrixError> {
+    let rooms = &state.core.rooms;
+    let lower = from.unwrap_or(0);
+    // One more than the limit tells whether the timeline is limited.
+    let mut events = state
+        .core
+        .store
+        .room_events(room_id, lower, to, limit + 1, true)
+        .await
+        .map_err(estuary_core::CoreError::from)?;
+    let limited = events.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    if limited {
+        events.remove(0);
+    }
+    if events.is_empty() && !initial {
+        return Ok(None);
+    }
+    let first = events.first().map_or(to + 1, |e| e.stream_ordering);
+    // State before the timeline: current state entries not set inside the timeline; for an
+    // incremental sync with a gap, only those that changed after `since`. A timeline that
+    // follows on from `since` carries all state changes itself.
+    let state_events: Vec<StoredEvent> = if initial || limited {
+        let after = if initial { 0 } else { lower };
+        let current = rooms.current_state(room_id).await?;
+        current
+            .into_iter()
+            .filter(|e| e.stream_ordering < first && e.stream_ordering > after)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let prev_batch = token(first.saturating_sub(1));
+    Ok(Some(json!({
+        "timeline": {
+            "events": events.iter().map(|e| client_event(e, false)).collect::<Vec<_>>(),
+            "limited": limited,
+            "prev_batch": prev_batch,
+        },
+        "state": { "events": state_events.iter().map(|e| client_event(e, false)).collect::<Vec<_>>() },
+        "ephemeral": { "events": [] },
+        "account_data": { "events": [] },
+        "unread_notifications": { "notification_count": 0, "highlight_count": 0 },
+        "summary": {},
+    })))
+}
+
+/// `GET /rooms/{roomId}/messages`: history pages. Members see the room's events; a user who
+/// left sees them up to the leave.
+pub async fn room_messages(State(state): State<Arc<MatrixState>>, req: Ruma<messages::Request>) -> JsonResult {
+    let caller = req.caller()?;
+    let b = &req.body;
+    let room_id = b.room_id.as_str();
+    if state.core.rooms.room(room_id).await?.is_none() {
+        return Err(MatrixError::not_found("Unknown room"));
+    }
+    let member = state
+        .core
+        .rooms
+        .state_event(room_id, "m.room.member", caller.user_id.as_str())
+        .await?;
+    let visible_to = match member {
+        Some(m) if crate::events::client_event(&m, false)["content"]["membership"] == "join" => i64::MAX,
+        Some(m) => m.stream_ordering,
+        None => return Err(MatrixError::forbidden("You are not a member of this room")),
+    };
+    let limit = i64::try_from(u64::from(b.limit))
+        .unwrap_or(10)
+        .clamp(1, MAX_TIMELINE_LIMIT);
+    let now = state.core.rooms.current_position().min(visible_to);
+    let from = match &b.from {
+        Some(t) => parse_token(t)?,
+        None if b.dir == Direction::Backward => now,
+        None => 0,
+    };
+    let to = b.to.as_deref().map(parse_token).transpose()?;
+    let store = &state.core.store;
+    let (chunk, end) = match b.dir {
+        Direction::Backward => {
+            let lower = to.unwrap_or(0);
+            let upper = from.min(now);
+            let events = store
+                .room_events(room_id, lower, upper, limit, true)
+                .await
+                .map_err(estuary_core::CoreError::from)?;
+            let end = events
+                .first()
+                .map(|e| e.stream_ordering - 1)
+                .filter(|_| events.len() as i64 == limit);
+            let mut events = events;
+            events.reverse();
+            (events, end)
+        }
+        Direction::Forward => {
+            let upper = to.unwrap_or(now).min(now);
+            let events = store
+                .room_events(room_id, from, upper, limit, false)
+                .await
+                .map_err(estuary_core::CoreError::from)?;
+            let end = events
+                .last()
+                .map(|e| e.stream_ordering)
+                .filter(|_| events.len() as i64 == limit);
+            (events, end)
+        }
+    };
+    let mut out = json!({
+        "chunk": chunk.iter().map(|e| client_event(e, true)).collect::<Vec<_>>(),
+        "start": token(from),
+        "state": [],
+    });
+    if let Some(end) = end {
+        out["end"] = json!(token(end));
+    }
+    Ok(Json(out))
+}
+
+pub async fn put_filter(State(state): State<Arc<MatrixState>>, req: Ruma<create_filter::Request>) -> JsonResult {
+    let caller = req.caller()?;
+    if state.local(&req.body.user_id).as_deref() != Some(caller.localpart.as_str()) {
+        return Err(MatrixError::forbidden("You can only create filters for yourself"));
+    }
+    let json = serde_json::to_string(&req.body.filter).map_err(MatrixError::internal)?;
+    let id = state
+        .core
+        .store
+        .add_filter(&caller.localpart, &json)
+        .await
+        .map_err(estuary_core::CoreError::from)?;
+    Ok(Json(json!({ "filter_id": id.to_string() })))
+}
+
+pub async fn fetch_filter(State(state): State<Arc<MatrixState>>, req: Ruma<get_filter::Request>) -> JsonResult {
+    let caller = req.caller()?;
+    if state.local(&req.body.user_id).as_deref() != Some(caller.localpart.as_str()) {
+        return Err(MatrixError::forbidden("You can only read your own filters"));
+    }
+    let id: i64 = req
+        .body
+        .filter_id
+        .parse()
+        .map_err(|_| MatrixError::not_found("No such filter"))?;
+    let json = state
+        .core
+        .store
+        .filter(&caller.localpart, id)
+        .await
+        .map_err(estuary_core::CoreError::from)?;
+    let json = json.ok_or_else(|| MatrixError::not_found("No such filter"))?;
+    Ok(Json(serde_json::from_str(&json).map_err(MatrixError::internal)?))
+}

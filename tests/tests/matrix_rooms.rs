@@ -1,0 +1,753 @@
+//! Black-box tests of rooms: creation (presets, encryption by default), events as real signed
+//! PDUs, sending with idempotent transaction IDs, state, membership, redaction, sync and
+//! history. On SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use estuary_tests::matrix::Client;
+use estuary_tests::{Backend, Instance, Running, TestDb, both_backends};
+use serde_json::{Value, json};
+
+const OPEN: &str = "[registration]\nopen = true\n\
+    [rate_limits]\nlogin = { per_second = 0.0, burst = 0.0 }\nregistration = { per_second = 0.0, burst = 0.0 }\n\
+    message = { per_second = 0.0, burst = 0.0 }\n";
+
+async fn open_server(backend: Backend) -> (Instance, Running) {
+    let inst = Instance::with_config(backend, OPEN).await;
+    let server = inst.start().await;
+    (inst, server)
+}
+
+async fn create_room(c: &Client, body: Value) -> String {
+    c.post("createRoom", body).await.ok()["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn send_text(c: &Client, room: &str, txn: &str, text: &str) -> String {
+    let path = format!("rooms/{room}/send/m.room.message/{txn}");
+    c.put(&path, json!({ "msgtype": "m.text", "body": text })).await.ok()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn state(c: &Client, room: &str) -> Vec<Value> {
+    c.get(&format!("rooms/{room}/state"))
+        .await
+        .ok()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn has_state(state: &[Value], kind: &str) -> Option<Value> {
+    state.iter().find(|e| e["type"] == kind).map(|e| e["content"].clone())
+}
+
+async fn create_presets_and_encryption(backend: Backend) {
+    let (_inst, server) = open_server(backend).await;
+    let alice = Client::register(&server, "alice", "pw").await;
+    let bob = Client::register(&server, "bob", "pw").await;
+
+    // Private rooms and DMs are encrypted by default; public rooms are not.
+    let private = create_room(
+        &alice,
+        json!({ "preset": "private_chat", "name": "Secret", "topic": "shh" }),
+    )
+    .await;
+    let s = state(&alice, &private).await;
+    assert_eq!(
+        has_state(&s, "m.room.encryption"),
+        Some(json!({ "algorithm": "m.megolm.v1.aes-sha2" }))
+    );
+    assert_eq!(has_state(&s, "m.room.join_rules").unwrap()["join_rule"], "invite");
+    assert_eq!(has_state(&s, "m.room.name").unwrap()["name"], "Secret");
+    assert_eq!(has_state(&s, "m.room.topic").unwrap()["topic"], "shh");
+    assert_eq!(has_state(&s, "m.room.create").unwrap()["room_version"], "11");
+    let dm = create_room(
+        &alice,
+        json!({ "preset": "trusted_private_chat", "is_direct": true, "invite": [bob.user_id] }),
+    )
+    .await;
+    let s = state(&alice, &dm).await;
+    assert!(has_state(&s, "m.room.encryption").is_some());
+    assert_eq!(
+        has_state(&s, "m.room.power_levels").unwrap()["users"][&bob.user_id],
+        100,
+        "trusted_private_chat: invitees are admins"
+    );
+    let invite = s
+        .iter()
+        .find(|e| e["type"] == "m.room.member" && e["state_key"] == bob.user_id.as_str())
+        .unwrap();
+    assert_eq!(invite["content"]["membership"], "invite");
+    assert_eq!(invite["content"]["is_direct"], true);
+    let public = create_room(&alice, json!({ "preset": "public_chat", "room_alias_name": "lobby" })).await;
+    let s = state(&alice, &public).await;
+    assert!(has_state(&s, "m.room.encryption").is_none());
+    assert_eq!(has_state(&s, "m.room.join_rules").unwrap()["join_rule"], "public");
+    assert_eq!(
+        has_state(&s, "m.room.canonical_alias").unwrap()["alias"],
+        "#lobby:localhost"
+    );
+    assert_eq!(
+        alice.get("directory/room/%23lobby:localhost").await.ok()["room_id"],
+        public.as_str()
+    );
+    alice
+        .post("createRoom", json!({ "room_alias_name": "lobby" }))
+        .await
+        .err(400, "M_ROOM_IN_USE");
+
+    // initial_state and power_level_content_override win over the preset.
+    let custom = create_room(
+        &alice,
+        json!({ "preset": "private_chat", "room_version": "10",
+                "initial_state": [{ "type": "m.room.history_visibility", "state_key": "", "content": { "history_visibility": "joined" } }],
+                "power_level_content_override": { "events_default": 10 } }),
+    )
+    .await;
+    let s = state(&alice, &custom).await;
+    assert_eq!(
+        has_state(&s, "m.room.history_visibility").unwrap()["history_visibility"],
+        "joined"
+    );
+    assert_eq!(has_state(&s, "m.room.power_levels").unwrap()["events_default"], 10);
+    let create = has_state(&s, "m.room.create").unwrap();
+    assert_eq!(
+        (create["room_version"].as_str(), create["creator"].as_str()),
+        (Some("10"), Some(alice.user_id.as_str()))
+    );
+    alice
+        .post("createRoom", json!({ "room_version": "9" }))
+        .await
+        .err(400, "M_UNSUPPORTED_ROOM_VERSION");
+    alice
+        .post("createRoom", json!({ "preset": "nonsense" }))
+        .await
+        .err(400, "M_INVALID_PARAM");
+}
+
+async fn encryption_default_can_be_turned_off(backend: Backend) {
+    let inst = Instance::with_config(backend, &format!("{OPEN}[matrix]\nencrypt_private_rooms = false\n")).await;
+    let server = inst.start().await;
+    let alice = Client::register(&server, "alice", "pw").await;
+    let room = create_room(&alice, json!({ "preset": "private_chat" })).await;
+    assert!(has_state(&state(&alice, &room).await, "m.room.encryption").is_none());
+}
+
+/// Every event is a PDU: hashed, signed, its ID the reference hash of the redacted form,
+/// chained by prev_events with growing depth, and carrying auth_events.
+async fn events_are_signed_pdus(backend: Backend) {
+    let (inst, server) = open_server(backend).await;
+    let alice = Client::register(&server, "alice", "pw").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    let id1 = send_text(&alice, &room, "t1", "one").await;
+    let id2 = send_text(&alice, &room, "t2", "two").await;
+    let pdus = read_pdus(&inst.db, &room).await;
+    assert!(
+        pdus.len() >= 8,
+        "create, member, power levels, join rules, ... and two messages: {}",
+        pdus.len()
+    );
+    let rules = ruma::RoomVersionId::V11.rules().unwrap();
+    let mut prev_depth = 0;
+    for (i, (event_id, json)) in pdus.iter().enumerate() {
+        let object: ruma::CanonicalJsonObject = serde_json::from_str(json).unwrap();
+        let expected = format!("${}", ruma::signatures::reference_hash(&object, &rules).unwrap());
+        assert_eq!(event_id, &expected, "event ID is the reference hash");
+        let v: Value = serde_json::from_str(json).unwrap();
+        assert!(v["hashes"]["sha256"].is_string(), "{v}");
+        assert!(
+            v["signatures"]["localhost"]
+                .as_object()
+                .is_some_and(|s| s.keys().any(|k| k.starts_with("ed25519:"))),
+            "{v}"
+        );
+        let depth = v["depth"].as_i64().unwrap();
+        assert!(depth > prev_depth, "depth grows: {depth} after {prev_depth}");
+        prev_depth = depth;
+        if i == 0 {
+            assert_eq!(v["type"], "m.room.create");
+            assert_eq!(v["prev_events"], json!([]));
+        } else {
+            assert_eq!(
+                v["prev_events"],
+                json!([pdus[i - 1].0]),
+                "linear history: each event follows the last"
+            );
+            assert!(!v["auth_events"].as_array().unwrap().is_empty());
+        }
+    }
+    assert_eq!(pdus[pdus.len() - 2].0, id1);
+    assert_eq!(pdus[pdus.len() - 1].0, id2);
+}
+
+async fn read_pdus(db: &TestDb, room: &str) -> Vec<(String, String)> {
+    use sqlx::Connection;
+    const SQL: &str = "SELECT event_id, pdu FROM events WHERE room_id = $1 ORDER BY stream_ordering";
+    match db.backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query_as(SQL).bind(room).fetch_all(&mut c).await.unwrap()
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query_as(SQL).bind(room).fetch_all(&mut c).await.unwrap()
+        }
+    }
+}
+
+async fn send_is_idempotent_per_device(backend: Backend) {
+    let (_inst, server) = open_server(backend).await;
+    let alice = Client::register(&server, "alice", "pw").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    let a = send_text(&alice, &room, "same-txn", "hello").await;
+    let b = send_text(&alice, &room, "same-txn", "hello").await;
+    assert_eq!(a, b, "a retried transaction returns the first event");
+    let other_device = Client::login(&server, "alice", "pw").await;
+    let c = send_text(&other_device, &room, "same-txn", "hello").await;
+    assert_ne!(a, c, "transaction IDs are per device");
+    let msgs = alice.get(&format!("rooms/{room}/messages?dir=b&limit=50")).await.ok();
+    let texts = msgs["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .count();
+    assert_eq!(texts, 2);
+}
+
+async fn membership_and_power(backend: Backend) {
+    let (_inst, server) = open_server(backend).await;
+    let alice = Client::register(&server, "alice", "pw").await;
+    let bob = Client::register(&server, "bob", "pw").await;
+    let carol = Client::register(&server, "carol", "pw").await;
+    bob.put("profile/@bob:localhost/displayname", json!({ "displayname": "Bobby" }))
+        .await
+        .ok();
+
+    let room = create_room(&alice, json!({ "preset": "private_chat" })).await;
+    // Invite-only: bob cannot just join; once invited he can.
+    bob.post(&format!("rooms/{room}/join"), json!({}))
+        .await
+        .err(403, "M_FORBIDDEN");
+    carol
+        .post(&format!("rooms/{room}/invite"), json!({ "user_id": bob.user_id }))
+        .await
+        .err(403, "M_FORBIDDEN");
+    alice
+        .post(&format!("rooms/{room}/invite"), json!({ "user_id": bob.user_id }))
+        .await
+        .ok();
+    alice
+        .post(
+            &format!("rooms/{room}/invite"),
+            json!({ "user_id": "@ghost:localhost" }),
+        )
+        .await
+        .err(404, "M_NOT_FOUND");
+    bob.post(&format!("join/{room}"), json!({})).await.ok();
+    let members = alice.get(&format!("rooms/{room}/joined_members")).await.ok();
+    assert_eq!(
+        members["joined"]["@bob:localhost"]["display_name"], "Bobby",
+        "{members}"
+    );
+    assert_eq!(bob.get("joined_rooms").await.ok()["joined_rooms"], json!([room]));
+
+    // Power levels: bob (0) may talk but not rename (state_default 50) or kick (50).
+    send_text(&bob, &room, "b1", "hi").await;
+    bob.put(&format!("rooms/{room}/state/m.room.name/"), json!({ "name": "mine" }))
+        .await
+        .err(403, "M_FORBIDDEN");
+    bob.post(&format!("rooms/{room}/kick"), json!({ "user_id": alice.user_id }))
+        .await
+        .err(403, "M_FORBIDDEN");
+    alice
+        .put(
+            &format!("rooms/{room}/state/m.room.name/"),
+            json!({ "name": "Renamed" }),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        bob.get(&format!("rooms/{room}/state/m.room.name/")).await.ok()["name"],
+        "Renamed"
+    );
+    bob.get(&format!("rooms/{room}/state/m.room.nothing/"))
+        .await
+        .err(404, "M_NOT_FOUND");
+    carol.get(&format!("rooms/{room}/state")).await.err(403, "M_FORBIDDEN");
+    carol
+        .put(
+            &format!("rooms/{room}/send/m.room.message/x"),
+            json!({ "body": "let me in" }),
+        )
+        .await
+        .err(403, "M_FORBIDDEN");
+
+    // Kick, ban, unban.
+    alice
+        .post(
+            &format!("rooms/{room}/kick"),
+            json!({ "user_id": bob.user_id, "reason": "bye" }),
+        )
+        .await
+        .ok();
+    bob.get(&format!("rooms/{room}/state")).await.err(403, "M_FORBIDDEN");
+    alice
+        .post(&format!("rooms/{room}/ban"), json!({ "user_id": bob.user_id }))
+        .await
+        .ok();
+    alice
+        .post(&format!("rooms/{room}/invite"), json!({ "user_id": bob.user_id }))
+        .await
+        .err(403, "M_FORBIDDEN");
+    alice
+        .post(&format!("rooms/{room}/unban"), json!({ "user_id": bob.user_id }))
+        .await
+        .ok();
+    alice
+        .post(&format!("rooms/{room}/invite"), json!({ "user_id": bob.user_id }))
+        .await
+        .ok();
+    bob.post(&format!("rooms/{room}/join"), json!({})).await.ok();
+    bob.post(&format!("rooms/{room}/leave"), json!({})).await.ok();
+    bob.post(&format!("rooms/{room}/forget"), json!({})).await.ok();
+    alice
+        .post(&format!("rooms/{room}/forget"), json!({}))
+        .await
+        .err(400, "M_UNKNOWN");
+
+    // Public rooms: anyone joins, by ID or by alias.
+    let public = create_room(&alice, json!({ "preset": "public_chat", "room_alias_name": "open" })).await;
+    carol.post("join/%23open:localhost", json!({})).await.ok();
+    assert_eq!(carol.get("joined_rooms").await.ok()["joined_rooms"], json!([public]));
+    carol
+        .post("join/%23nope:localhost", json!({}))
+        .await
+        .err(404, "M_NOT_FOUND");
+    carol
+        .post("join/!unknown:localhost", json!({}))
+        .await
+        .err(404, "M_NOT_FOUND");
+}
+
+async fn redaction(backend: Backend) {
+    let (_inst, server) = open_server(backend).await;
+    let alice = Client::register(&server, "alice", "pw").await;
+    let bob = Client::register(&server, "bob", "pw").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    bob.post(&format!("join/{room}"), json!({})).await.ok();
+    let secret = send_text(&bob, &room, "s", "oops, my password").await;
+    let mine = send_text(&alice, &room, "m", "alice's words").await;
+    // Bob (power 0, redact 50) may redact his own event but not alice's.
+    bob.put(&format!("rooms/{room}/redact/{mine}/r1"), json!({}))
+        .await
+        .err(403, "M_FORBIDDEN");
+    let redaction = bob
+        .put(&format!("rooms/{room}/redact/{secret}/r2"), json!({ "reason": "typo" }))
+        .await
+        .ok();
+    let event = alice.get(&format!("rooms/{room}/event/{secret}")).await.ok();
+    assert_eq!(event["content"], json!({}), "redacted content is gone: {event}");
+    assert_eq!(event["unsigned"]["redacted_because"]["event_id"], redaction["event_id"]);
+    bob.put(&format!("rooms/{room}/redact/$nonexistent/r3"), json!({}))
+        .await
+        .err(404, "M_NOT_FOUND");
+}
+
+async fn sync_initial_incremental_and_invites(backend: Backend) {
+    let (_inst, server) = open_server(backend).await;
+    let alice = Client::register(&server, "alice", "pw").await;
+    let bob = Client::register(&server, "bob", "pw").await;
+    let room = create_room(&alice, json!({ "preset": "private_chat", "name": "Plans" })).await;
+
+    let first = bob.get("sync").await.ok();
+    assert!(first["rooms"]["join"].as_object().unwrap().is_empty());
+    let since = first["next_batch"].as_str().unwrap().to_owned();
+
+    alice
+        .post(&format!("rooms/{room}/invite"), json!({ "user_id": bob.user_id }))
+        .await
+        .ok();
+    let s = bob.get(&format!("sync?since={since}")).await.ok();
+    let invite = &s["rooms"]["invite"][&room]["invite_state"]["events"];
+    let kinds: Vec<&str> = invite
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"m.room.name") && kinds.contains(&"m.room.member") && kinds.contains(&"m.room.encryption"),
+        "{kinds:?}"
+    );
+    let since = s["next_batch"].as_str().unwrap().to_owned();
+    // Nothing new: an immediate empty answer with timeout=0, same position.
+    let quiet = bob.get(&format!("sync?since={since}&timeout=0")).await.ok();
+    assert!(
+        quiet["rooms"]["invite"].as_object().unwrap().is_empty(),
+        "an invite is delivered once"
+    );
+    assert_eq!(quiet["next_batch"], since.as_str());
+
+    bob.post(&format!("join/{room}"), json!({})).await.ok();
+    let s = bob.get(&format!("sync?since={since}")).await.ok();
+    let joined = &s["rooms"]["join"][&room];
+    // The room's state comes along: in `state`, or in the timeline when it fits there.
+    let mut state_kinds: Vec<&str> = joined["state"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    state_kinds.extend(
+        joined["timeline"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e.get("state_key").is_some())
+            .map(|e| e["type"].as_str().unwrap()),
+    );
+    assert!(
+        state_kinds.contains(&"m.room.create") && state_kinds.contains(&"m.room.name"),
+        "a newly joined room comes with its state: {state_kinds:?}"
+    );
+    let since = s["next_batch"].as_str().unwrap().to_owned();
+
+    let e1 = send_text(&alice, &room, "1", "first").await;
+    let s = bob.get(&format!("sync?since={since}")).await.ok();
+    let timeline = s["rooms"]["join"][&room]["timeline"]["events"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        timeline
+            .iter()
+            .map(|e| e["event_id"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        vec![e1.as_str()]
+    );
+    assert_eq!(timeline[0]["content"]["body"], "first");
+    assert!(
+        s["rooms"]["join"][&room]["state"]["events"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let since = s["next_batch"].as_str().unwrap().to_owned();
+
+    // Leaving shows up in "leave", once.
+    bob.post(&format!("rooms/{room}/leave"), json!({})).await.ok();
+    let s = bob.get(&format!("sync?since={since}")).await.ok();
+    assert!(s["rooms"]["leave"].get(&room).is_some(), "{s}");
+    let since = s["next_batch"].as_str().unwrap().to_owned();
+    send_text(&alice, &room, "2", "after bob left").await;
+    let s = bob.get(&format!("sync?since={since}&timeout=0")).await.ok();
+    assert!(
+        s["rooms"]["join"].get(&room).is_none() && s["rooms"]["leave"].get(&room).is_none(),
+        "{s}"
+    );
+}
+
+/// A long-poll wakes as soon as an event arrives, not at its timeout; 100 messages sent while
+/// another client long-polls all arrive, once each, in order.
+async fn long_poll_delivers_everything_once_in_order(backend: Backend) {
+    let (_inst, server) = open_server(backend).await;
+    let alice = Client::register(&server, "alice", "pw").await;
+    let bob = Client::register(&server, "bob", "pw").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    bob.post(&format!("join/{room}"), json!({})).await.ok();
+    let mut since = bob.get("sync").await.ok()["next_batch"].as_str().unwrap().to_owned();
+
+    let poll = {
+        let bob_http = bob.http.clone();
+        let url = format!("{}/_matrix/client/v3/sync?since={since}&timeout=20000", bob.base);
+        let token = bob.token.clone().unwrap();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let r: Value = bob_http
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (started.elapsed(), r)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let woke_by = send_text(&alice, &room, "wake", "wake up").await;
+    let (elapsed, r) = poll.await.unwrap();
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "the long-poll waited for its timeout ({elapsed:?}) instead of waking"
+    );
+    assert_eq!(
+        r["rooms"]["join"][&room]["timeline"]["events"][0]["event_id"],
+        woke_by.as_str()
+    );
+    since = r["next_batch"].as_str().unwrap().to_owned();
+
+    let sender = {
+        let alice = Client {
+            http: alice.http.clone(),
+            base: alice.base.clone(),
+            token: alice.token.clone(),
+            user_id: alice.user_id.clone(),
+            device_id: alice.device_id.clone(),
+        };
+        let room = room.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..100 {
+                ids.push(send_text(&alice, &room, &format!("burst-{i}"), &format!("message {i}")).await);
+            }
+            ids
+        })
+    };
+    let mut received: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while received.len() < 100 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 100 messages arrived",
+            received.len()
+        );
+        let s = bob.get(&format!("sync?since={since}&timeout=5000&filter=%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A200%7D%7D%7D")).await.ok();
+        if let Some(events) = s["rooms"]["join"][&room]["timeline"]["events"].as_array() {
+            assert_eq!(s["rooms"]["join"][&room]["timeline"]["limited"], false);
+            received.extend(
+                events
+                    .iter()
+                    .filter(|e| e["type"] == "m.room.message")
+                    .map(|e| e["event_id"].as_str().unwrap().to_owned()),
+            );
+        }
+        since = s["next_batch"].as_str().unwrap().to_owned();
+    }
+    let sent = sender.await.unwrap();
+    assert_eq!(received, sent, "every message once, in the order sent");
+}
+
+/// A limited timeline's gap is filled by paginating /messages from prev_batch; pagination
+/// works both ways.
+async fn limited_sync_and_pagination(backend: Backend) {
+    let (_inst, server) = open_server(backend).await;
+    let alice = Client::register(&server, "alice", "pw").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    let since = alice.get("sync").await.ok()["next_batch"].as_str().unwrap().to_owned();
+    let mut sent = Vec::new();
+    for i in 0..25 {
+        sent.push(send_text(&alice, &room, &format!("p{i}"), &format!("page {i}")).await);
+    }
+    let s = alice.get(&format!("sync?since={since}")).await.ok();
+    let timeline = &s["rooms"]["join"][&room]["timeline"];
+    assert_eq!(timeline["limited"], true);
+    let mut seen: Vec<String> = timeline["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(seen.len(), 10, "the default timeline limit");
+    let mut from = timeline["prev_batch"].as_str().unwrap().to_owned();
+    loop {
+        let page = alice
+            .get(&format!("rooms/{room}/messages?dir=b&limit=4&from={from}&to={since}"))
+            .await
+            .ok();
+        let chunk = page["chunk"].as_array().unwrap();
+        let mut ids: Vec<String> = chunk
+            .iter()
+            .map(|e| e["event_id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.reverse();
+        ids.extend(seen);
+        seen = ids;
+        match page["end"].as_str() {
+            Some(end) => from = end.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, sent, "backward pagination fills the gap exactly");
+
+    // Forward from the start of the room reaches the same messages in order.
+    let mut forward = Vec::new();
+    let mut from = "s0".to_owned();
+    loop {
+        let page = alice
+            .get(&format!("rooms/{room}/messages?dir=f&limit=7&from={from}"))
+            .await
+            .ok();
+        forward.extend(
+            page["chunk"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["type"] == "m.room.message")
+                .map(|e| e["event_id"].as_str().unwrap().to_owned()),
+        );
+        match page["end"].as_str() {
+            Some(end) => from = end.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(forward, sent);
+    alice
+        .get(&format!("rooms/{room}/messages?dir=b&from=bogus"))
+        .await
+        .err(400, "M_INVALID_PARAM");
+    let stranger = Client::register(&server, "zed", "pw").await;
+    stranger
+        .get(&format!("rooms/{room}/messages?dir=b"))
+        .await
+        .err(403, "M_FORBIDDEN");
+}
+
+async fn filters(backend: Backend) {
+    let (_inst, server) = open_server(backend).await;
+    let alice = Client::register(&server, "alice", "pw").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    for i in 0..5 {
+        send_text(&alice, &room, &format!("f{i}"), "x").await;
+    }
+    let id = alice
+        .post(
+            "user/@alice:localhost/filter",
+            json!({ "room": { "timeline": { "limit": 2 } } }),
+        )
+        .await
+        .ok()["filter_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        alice.get(&format!("user/@alice:localhost/filter/{id}")).await.ok()["room"]["timeline"]["limit"],
+        2
+    );
+    let s = alice.get(&format!("sync?filter={id}")).await.ok();
+    assert_eq!(
+        s["rooms"]["join"][&room]["timeline"]["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // The timeline is limited, so the room's state before it comes in `state`.
+    let state_kinds: Vec<&str> = s["rooms"]["join"][&room]["state"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        state_kinds.contains(&"m.room.create") && state_kinds.contains(&"m.room.power_levels"),
+        "{state_kinds:?}"
+    );
+    let bob = Client::register(&server, "bob", "pw").await;
+    bob.get(&format!("user/@alice:localhost/filter/{id}"))
+        .await
+        .err(403, "M_FORBIDDEN");
+    bob.get("sync?filter=999999").await.err(400, "M_INVALID_PARAM");
+}
+
+both_backends!(
+    create_presets_and_encryption,
+    encryption_default_can_be_turned_off,
+    events_are_signed_pdus,
+    send_is_idempotent_per_device,
+    membership_and_power,
+    redaction,
+    sync_initial_incremental_and_invites,
+    long_poll_delivers_everything_once_in_order,
+    limited_sync_and_pagination,
+    filters,
+);
+
+/// SIGKILL during a burst of sends: every event ID the server returned is in the room's
+/// history after a restart, in order.
+async fn acknowledged_events_survive_a_crash(backend: Backend) {
+    let (inst, server) = open_server(backend).await;
+    let alice = Client::register(&server, "alice", "pw").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    let burst = {
+        let alice = Client {
+            http: alice.http.clone(),
+            base: alice.base.clone(),
+            token: alice.token.clone(),
+            user_id: alice.user_id.clone(),
+            device_id: alice.device_id.clone(),
+        };
+        let room = room.clone();
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..10_000 {
+                let path = format!("rooms/{room}/send/m.room.message/k{i}");
+                let r = alice
+                    .http
+                    .put(format!("{}/_matrix/client/v3/{path}", alice.base))
+                    .bearer_auth(alice.token.as_ref().unwrap())
+                    .json(&json!({ "msgtype": "m.text", "body": format!("k{i}") }))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().is_success() => {
+                        let v: Value = match r.json().await {
+                            Ok(v) => v,
+                            Err(_) => break,
+                        };
+                        acked.push(v["event_id"].as_str().unwrap().to_owned());
+                    }
+                    _ => break,
+                }
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill().await;
+    let acked = burst.await.unwrap();
+    assert!(
+        acked.len() > 5,
+        "the burst should have got going before the kill: {}",
+        acked.len()
+    );
+
+    let server = inst.start().await;
+    let alice = Client::login(&server, "alice", "pw").await;
+    let mut history = Vec::new();
+    let mut from = "s0".to_owned();
+    loop {
+        let page = alice
+            .get(&format!("rooms/{room}/messages?dir=f&limit=500&from={from}"))
+            .await
+            .ok();
+        history.extend(
+            page["chunk"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["type"] == "m.room.message")
+                .map(|e| e["event_id"].as_str().unwrap().to_owned()),
+        );
+        match page["end"].as_str() {
+            Some(end) => from = end.to_owned(),
+            None => break,
+        }
+    }
+    assert!(history.len() >= acked.len());
+    assert_eq!(
+        &history[..acked.len()],
+        &acked[..],
+        "every acknowledged event, in order"
+    );
+}
+
+both_backends!(acknowledged_events_survive_a_crash);
