@@ -61,3 +61,20 @@ pg_stop() {
     "${run[@]}" "$PG_BINDIR/pg_ctl" -D "$PG_TMP/data" -m immediate -w stop >/dev/null 2>&1 || true
     rm -rf "$PG_TMP"
 }
+
+# Create (or update) the repo's Python venv for interop tests: .venv with
+# tests/interop/requirements.txt. Exports ESTUARY_TEST_PYTHON.
+venv_ensure() {
+    local venv=.venv req=tests/interop/requirements.txt stamp
+    if [ ! -x "$venv/bin/python" ]; then
+        python3 -m venv "$venv" 2>/dev/null || { apt_ensure python3-venv; python3 -m venv "$venv"; }
+    fi
+    stamp="$venv/.requirements.sha256"
+    if ! sha256sum -c "$stamp" >/dev/null 2>&1; then
+        echo "==> installing Python test clients ($req)"
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
+        sha256sum "$req" > "$stamp"
+    fi
+    ESTUARY_TEST_PYTHON="$(pwd)/$venv/bin/python"
+    export ESTUARY_TEST_PYTHON
+}

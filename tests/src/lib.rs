@@ -232,28 +232,47 @@ pub fn clear_estuary_env(cmd: &mut std::process::Command) {
     }
 }
 
-/// Run a command to completion; kill it and fail the test after the deadline.
+/// Run a command to completion; kill it and fail the test after the deadline. Output is
+/// drained while it runs, so a chatty child cannot block on a full pipe.
 pub fn run_with_deadline(cmd: &mut std::process::Command, deadline: Duration) -> Output {
+    use std::io::Read;
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
     let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
         }
         if start.elapsed() > deadline {
             child.kill().ok();
-            let out = child.wait_with_output().unwrap();
+            child.wait().ok();
+            let stderr = err.join().unwrap_or_default();
+            let stdout = out.join().unwrap_or_default();
             panic!(
-                "command {cmd:?} did not finish within {deadline:?}; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
+                "command {cmd:?} did not finish within {deadline:?}\n--- stdout\n{}\n--- stderr\n{}",
+                String::from_utf8_lossy(&stdout),
+                String::from_utf8_lossy(&stderr)
             );
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
     }
 }
 
@@ -359,4 +378,36 @@ fn signal(pid: u32, name: &str) {
         .status()
         .unwrap();
     assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// The Python of the repo's interop venv (`.venv`, made by `scripts/test`), or
+/// `$ESTUARY_TEST_PYTHON`. Fails the test with instructions when it is missing.
+pub fn interop_python() -> PathBuf {
+    if let Ok(p) = std::env::var("ESTUARY_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(
+        venv.exists(),
+        "the interop venv is missing ({}); run ./scripts/test, which creates it with the client libraries in tests/interop/requirements.txt",
+        venv.display()
+    );
+    venv
+}
+
+/// Run an interop script from `tests/interop/` with the venv's Python; fail the test with its
+/// output unless it exits 0 and prints `ALL OK`.
+pub fn run_interop_script(script: &str, args: &[&str], deadline: Duration) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop").join(script);
+    let mut cmd = std::process::Command::new(interop_python());
+    cmd.arg(&path).args(args);
+    let out = run_with_deadline(&mut cmd, deadline);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("ALL OK"),
+        "{script} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    stdout
 }

@@ -129,14 +129,17 @@ fn percent_decode(s: &str) -> String {
 
 /// Spec: a request body must be a JSON object. Media uploads (non-JSON content types) are
 /// passed through untouched.
-fn check_json_object(parts: &http::request::Parts, body: &[u8]) -> Result<(), MatrixError> {
+fn is_json_like(parts: &http::request::Parts) -> bool {
     let content_type = parts
         .headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let json_like = content_type.is_empty() || content_type.starts_with("application/json");
-    if !json_like || body.iter().all(u8::is_ascii_whitespace) {
+    content_type.is_empty() || content_type.starts_with("application/json")
+}
+
+fn check_json_object(parts: &http::request::Parts, body: &[u8]) -> Result<(), MatrixError> {
+    if !is_json_like(parts) || body.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
     }
     match serde_json::from_slice::<serde_json::Value>(body) {
@@ -222,6 +225,14 @@ where
             }
         })?;
         check_json_object(&parts, &bytes)?;
+        // Clients send POSTs like /join and /leave with no body at all; Synapse reads that as
+        // `{}`, and so do we (for JSON endpoints).
+        let bytes =
+            if bytes.iter().all(u8::is_ascii_whitespace) && is_json_like(&parts) && parts.method != http::Method::GET {
+                bytes::Bytes::from_static(b"{}")
+            } else {
+                bytes
+            };
         let mut args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         // Routes mounted without their last parameters (`/state/{event_type}` for an empty
         // state_key) get those parameters as "".
