@@ -16,7 +16,9 @@ from nio import (
     RoomCreateResponse,
     RoomMessagesResponse,
     RoomSendResponse,
+    ReceiptEvent,
     SyncResponse,
+    TypingNoticeEvent,
 )
 from nio.api import MessageDirection, RoomPreset
 
@@ -145,6 +147,17 @@ async def main(hs):
     await alice.room_put_state(room, "m.room.topic", {"topic": "new topic"})
     await bob.sync(timeout=0)
     check(bob.rooms[room].topic == "new topic", "a topic change reaches bob")
+
+    # Typing and read receipts reach the other member through sync's ephemeral events.
+    await alice.sync(timeout=0)
+    await bob.room_typing(room, typing_state=True, timeout=5000)
+    r = await alice.sync(timeout=3000)
+    typing = [e for e in r.rooms.join[room].ephemeral if isinstance(e, TypingNoticeEvent)]
+    check(typing and "@bob:localhost" in typing[-1].users, "bob's typing notice reaches alice")
+    await alice.room_read_markers(room, fully_read_event=sent_ids[-1], read_event=sent_ids[-1])
+    r = await bob.sync(timeout=3000)
+    receipts = [rc for e in r.rooms.join[room].ephemeral if isinstance(e, ReceiptEvent) for rc in e.receipts]
+    check(any(rc.user_id == "@alice:localhost" and rc.event_id == sent_ids[-1] for rc in receipts), "alice's read receipt reaches bob")
 
     # Leaving.
     await bob.room_leave(room)

@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use estuary_store::Store;
 
+pub mod account_data;
 pub mod accounts;
 pub mod config;
+pub mod ephemeral;
 pub mod keys;
 pub mod localpart;
 pub mod password;
@@ -14,6 +16,7 @@ pub mod random;
 pub mod ratelimit;
 pub mod rooms;
 pub mod sessions;
+pub mod streams;
 
 pub use accounts::Accounts;
 pub use config::Config;
@@ -69,6 +72,10 @@ pub struct Core {
     pub accounts: Accounts,
     pub sessions: Sessions,
     pub rooms: rooms::Rooms,
+    pub account_data: account_data::AccountData,
+    pub typing: Arc<ephemeral::Typing>,
+    pub presence: ephemeral::Presence,
+    pub streams: Arc<streams::Streams>,
     pub limits: RateLimiters,
 }
 
@@ -86,7 +93,19 @@ impl Core {
         let server_name = ruma::ServerName::parse(&config.server_name)
             .map_err(|e| CoreError::InvalidParam(format!("server_name {:?}: {e}", config.server_name)))?;
         let key = keys::ServerKey::load_or_create(&store).await?;
-        let rooms = rooms::Rooms::new(store.clone(), key, server_name).await?;
+        let start = streams::Positions {
+            events: store.max_stream_ordering().await?,
+            account_data: store.max_account_data_stream().await?,
+            receipts: store.max_receipt_stream().await?,
+            typing: 0,
+            presence: 0,
+        };
+        let streams = Arc::new(streams::Streams::new(start));
+        let rooms = rooms::Rooms::new(store.clone(), key, server_name, streams.clone());
+        let account_data = account_data::AccountData::new(store.clone(), streams.clone());
+        let typing = ephemeral::Typing::new(streams.clone());
+        typing.spawn_expiry();
+        let presence = ephemeral::Presence::new(streams.clone());
         let accounts = Accounts::new(store.clone(), config.server_name.clone());
         let sessions = Sessions::new(store.clone());
         let r = &config.rate_limits;
@@ -101,6 +120,10 @@ impl Core {
             accounts,
             sessions,
             rooms,
+            account_data,
+            typing,
+            presence,
+            streams,
             limits,
         })
     }

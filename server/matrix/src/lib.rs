@@ -21,6 +21,7 @@ pub mod rooms;
 pub mod session;
 pub mod sync;
 pub mod uiaa;
+pub mod userdata;
 
 pub use error::MatrixError;
 pub use extract::{ApiResult, Caller, Ruma, RumaResponse};
@@ -79,6 +80,7 @@ pub fn client_router(core: Arc<Core>) -> Result<Router, String> {
         account as acc, alias as al, device as dev, discovery as disc, filter, membership as mem, message,
         profile as prof, redact, room, session as ses, state as st, sync as sy,
     };
+    use ruma::api::client::{config as cfg, presence as pres, read_marker as rm, receipt as rc, tag, typing as ty};
     let state = Arc::new(MatrixState::new(core)?);
     let router = Router::new()
         .route("/_matrix/client/versions", get(discovery::versions))
@@ -132,6 +134,18 @@ pub fn client_router(core: Arc<Core>) -> Result<Router, String> {
         .endpoint::<message::get_message_events::v3::Request, _, _>(sync::room_messages)
         .endpoint::<filter::create_filter::v3::Request, _, _>(sync::put_filter)
         .endpoint::<filter::get_filter::v3::Request, _, _>(sync::fetch_filter)
+        .endpoint::<cfg::set_global_account_data::v3::Request, _, _>(userdata::put_global)
+        .endpoint::<cfg::get_global_account_data::v3::Request, _, _>(userdata::get_global_data)
+        .endpoint::<cfg::set_room_account_data::v3::Request, _, _>(userdata::put_room)
+        .endpoint::<cfg::get_room_account_data::v3::Request, _, _>(userdata::get_room_data)
+        .endpoint::<tag::get_tags::v3::Request, _, _>(userdata::list_tags)
+        .endpoint::<tag::create_tag::v3::Request, _, _>(userdata::put_tag)
+        .endpoint::<tag::delete_tag::v3::Request, _, _>(userdata::remove_tag)
+        .endpoint::<rc::create_receipt::v3::Request, _, _>(userdata::put_receipt)
+        .endpoint::<rm::set_read_marker::v3::Request, _, _>(userdata::put_read_markers)
+        .endpoint::<ty::create_typing_event::v3::Request, _, _>(userdata::put_typing)
+        .endpoint::<pres::set_presence::v3::Request, _, _>(userdata::put_presence)
+        .endpoint::<pres::get_presence::v3::Request, _, _>(userdata::fetch_presence)
         .fallback(error::unrecognized)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state);

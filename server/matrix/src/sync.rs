@@ -14,6 +14,9 @@ use ruma::api::Direction;
 use ruma::api::client::filter::{create_filter::v3 as create_filter, get_filter::v3 as get_filter};
 use ruma::api::client::message::get_message_events::v3 as messages;
 use ruma::api::client::sync::sync_events::v3 as sync;
+use std::collections::BTreeSet;
+
+use estuary_core::streams::Positions;
 use serde_json::{Map, Value, json};
 
 use crate::events::{client_event, stripped};
@@ -31,10 +34,10 @@ pub fn token(position: i64) -> String {
     format!("s{position}")
 }
 
+/// The events position of a pagination or sync token.
 pub fn parse_token(t: &str) -> Result<i64, MatrixError> {
-    t.strip_prefix('s')
-        .and_then(|n| n.parse::<i64>().ok())
-        .filter(|n| *n >= 0)
+    Positions::parse(t)
+        .map(|p| p.events)
         .ok_or_else(|| MatrixError::invalid_param(format!("Invalid pagination token {t:?}")))
 }
 
@@ -72,46 +75,129 @@ async fn timeline_limit(
 pub async fn sync_v3(State(state): State<Arc<MatrixState>>, req: Ruma<sync::Request>) -> JsonResult {
     let caller = req.caller()?.clone();
     let b = &req.body;
-    let rooms = &state.core.rooms;
-    let since = b.since.as_deref().map(parse_token).transpose()?;
+    let core = &state.core;
+    let since = match b.since.as_deref() {
+        Some(t) => {
+            Some(Positions::parse(t).ok_or_else(|| MatrixError::invalid_param(format!("Invalid since token {t:?}")))?)
+        }
+        None => None,
+    };
     let limit = timeline_limit(&state, &caller, b.filter.as_ref()).await?;
     let full_state = b.full_state;
+    // Spec: set_presence defaults to online; syncing is activity.
+    let presence = match &b.set_presence {
+        ruma::presence::PresenceState::Offline => "offline",
+        ruma::presence::PresenceState::Unavailable => "unavailable",
+        _ => "online",
+    };
+    core.presence.set(caller.user_id.as_str(), presence, None);
 
-    // Long-poll: wait for an event past `since`, up to the timeout. The response is computed
-    // after the wait from the store, which holds everything up to the watched position.
-    let mut watch = rooms.subscribe();
-    if let Some(since) = since
-        && !full_state
-    {
-        let timeout = b.timeout.unwrap_or_default().min(MAX_TIMEOUT);
-        if *watch.borrow_and_update() <= since && !timeout.is_zero() {
-            let _ = tokio::time::timeout(timeout, watch.wait_for(|pos| *pos > since)).await;
+    // Long-poll: compute; if nothing is new for this user, wait for any stream to move and
+    // compute again, until the timeout. Subscribing first means no change is missed between
+    // computing and waiting.
+    let timeout = b.timeout.unwrap_or_default().min(MAX_TIMEOUT);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut watch = core.streams.subscribe();
+    loop {
+        let now = *watch.borrow_and_update();
+        let (response, news) = compute(&state, &caller, since, now, limit, full_state).await?;
+        if news || since.is_none() || full_state || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(response));
+        }
+        if tokio::time::timeout_at(deadline, watch.changed()).await.is_err() {
+            let now = core.streams.current();
+            return Ok(Json(compute(&state, &caller, since, now, limit, full_state).await?.0));
         }
     }
-    let now = rooms.current_position();
+}
 
+/// The sync response for (since, now], and whether it holds anything new.
+async fn compute(
+    state: &MatrixState,
+    caller: &Caller,
+    since: Option<Positions>,
+    now: Positions,
+    limit: i64,
+    full_state: bool,
+) -> Result<(Value, bool), MatrixError> {
+    let core = &state.core;
+    let rooms = &core.rooms;
+    let zero = Positions::default();
+    let s = since.unwrap_or(zero);
+    let mut news = false;
     let mut join = Map::new();
     let mut invite = Map::new();
     let mut leave = Map::new();
-    let memberships = state
-        .core
+    let mut seen_users: BTreeSet<String> = BTreeSet::new();
+    seen_users.insert(caller.user_id.to_string());
+
+    let account_data = core.account_data.since(&caller.localpart, s.account_data).await?;
+    let account_data: Vec<_> = account_data
+        .into_iter()
+        .filter(|a| a.stream_id <= now.account_data)
+        .collect();
+    let memberships = core
         .store
         .memberships(caller.user_id.as_str())
         .await
         .map_err(estuary_core::CoreError::from)?;
     for m in memberships {
-        // Only changes visible at `now`: a membership committed after `now` waits for the next sync.
-        if m.stream_ordering > now {
+        // A membership committed after `now` waits for the next sync.
+        if m.stream_ordering > now.events {
             continue;
         }
-        let changed_since = since.is_none_or(|s| m.stream_ordering > s);
+        let changed_since = since.is_none_or(|s| m.stream_ordering > s.events);
         match m.membership.as_str() {
             "join" => {
-                let from = if full_state || changed_since { None } else { since };
-                if let Some(room) =
-                    room_section(&state, &m.room_id, from, now, limit, full_state || changed_since).await?
+                let from = if full_state || changed_since {
+                    None
+                } else {
+                    Some(s.events)
+                };
+                let mut room =
+                    room_section(state, &m.room_id, from, now.events, limit, full_state || changed_since).await?;
+                let mut ephemeral = Vec::new();
+                let receipts = core
+                    .account_data
+                    .receipts_since(&m.room_id, if changed_since { 0 } else { s.receipts })
+                    .await?;
+                let receipts: Vec<_> = receipts
+                    .into_iter()
+                    .filter(|r| r.stream_id <= now.receipts)
+                    // Private receipts are shown to their owner only.
+                    .filter(|r| r.receipt_type != "m.read.private" || r.user_id == caller.user_id.as_str())
+                    .collect();
+                if !receipts.is_empty() {
+                    ephemeral.push(receipt_edu(&receipts));
+                }
+                let typing_since = if changed_since { -1 } else { s.typing };
+                if let Some(users) = core.typing.changed_since(&m.room_id, typing_since)
+                    && (!changed_since || !users.is_empty())
                 {
-                    join.insert(m.room_id.clone(), room);
+                    ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
+                }
+                let room_data: Vec<Value> = account_data
+                    .iter()
+                    .filter(|a| a.room_id == m.room_id)
+                    .map(|a| json!({ "type": a.kind, "content": serde_json::from_str::<Value>(&a.content).unwrap_or_default() }))
+                    .collect();
+                if room.is_some() || !ephemeral.is_empty() || !room_data.is_empty() {
+                    let r = room.get_or_insert_with(|| empty_room(now.events));
+                    r["ephemeral"]["events"] = json!(ephemeral);
+                    r["account_data"]["events"] = json!(room_data);
+                    let unread = core
+                        .store
+                        .unread_count(&m.room_id, caller.user_id.as_str())
+                        .await
+                        .map_err(estuary_core::CoreError::from)?;
+                    r["unread_notifications"]["notification_count"] = json!(unread);
+                    join.insert(m.room_id.clone(), room.unwrap_or_default());
+                    news = true;
+                }
+                for (user, (membership, _)) in rooms.members(&m.room_id).await? {
+                    if membership == "join" {
+                        seen_users.insert(user);
+                    }
                 }
             }
             "invite" if changed_since => {
@@ -132,25 +218,84 @@ pub async fn sync_v3(State(state): State<Arc<MatrixState>>, req: Ruma<sync::Requ
                     }
                 }
                 invite.insert(m.room_id.clone(), json!({ "invite_state": { "events": invite_state } }));
+                news = true;
             }
             // Rooms left or banned from since the last sync; an initial sync leaves them out.
             "leave" | "ban" if since.is_some() && changed_since => {
-                if let Some(room) = room_section(&state, &m.room_id, since, m.stream_ordering, limit, false).await? {
+                if let Some(room) =
+                    room_section(state, &m.room_id, Some(s.events), m.stream_ordering, limit, false).await?
+                {
                     leave.insert(m.room_id.clone(), room);
+                    news = true;
                 }
             }
             _ => {}
         }
     }
-    Ok(Json(json!({
-        "next_batch": token(now),
-        "rooms": { "join": join, "invite": invite, "leave": leave },
-        "presence": { "events": [] },
+    let global_data: Vec<Value> = account_data
+        .iter()
+        .filter(|a| a.room_id.is_empty())
+        .map(|a| json!({ "type": a.kind, "content": serde_json::from_str::<Value>(&a.content).unwrap_or_default() }))
+        .collect();
+    news |= !global_data.is_empty();
+    let presence: Vec<Value> = core
+        .presence
+        .changed_since(
+            seen_users.iter().map(String::as_str),
+            if since.is_some() { s.presence } else { -1 },
+        )
+        .into_iter()
+        .filter(|(_, p)| p.changed_at <= now.presence || since.is_none())
+        .map(|(user, p)| presence_event(&user, &p))
+        .collect();
+    news |= since.is_some() && !presence.is_empty();
+    Ok((
+        json!({
+            "next_batch": now.token(),
+            "rooms": { "join": join, "invite": invite, "leave": leave },
+            "presence": { "events": presence },
+            "account_data": { "events": global_data },
+            "to_device": { "events": [] },
+            "device_lists": { "changed": [], "left": [] },
+            "device_one_time_keys_count": {},
+        }),
+        news,
+    ))
+}
+
+fn empty_room(now: i64) -> Value {
+    json!({
+        "timeline": { "events": [], "limited": false, "prev_batch": token(now) },
+        "state": { "events": [] },
+        "ephemeral": { "events": [] },
         "account_data": { "events": [] },
-        "to_device": { "events": [] },
-        "device_lists": { "changed": [], "left": [] },
-        "device_one_time_keys_count": {},
-    })))
+        "unread_notifications": { "notification_count": 0, "highlight_count": 0 },
+        "summary": {},
+    })
+}
+
+/// `m.receipt`: `{ event_id: { receipt_type: { user_id: { ts, thread_id? } } } }`.
+fn receipt_edu(receipts: &[estuary_core::account_data::ReceiptRow]) -> Value {
+    let mut content = Map::new();
+    for r in receipts {
+        let mut info = json!({ "ts": r.ts });
+        if !r.thread_id.is_empty() {
+            info["thread_id"] = json!(r.thread_id);
+        }
+        let by_event = content.entry(r.event_id.clone()).or_insert_with(|| json!({}));
+        by_event[&r.receipt_type][&r.user_id] = info;
+    }
+    json!({ "type": "m.receipt", "content": content })
+}
+
+pub fn presence_event(user: &str, p: &estuary_core::ephemeral::PresenceState) -> Value {
+    let ago = estuary_core::now_ms().saturating_sub(p.last_active_ms).max(0);
+    let mut content =
+        json!({ "presence": p.presence, "last_active_ago": ago, "currently_active": p.presence == "online" });
+    if let Some(m) = &p.status_msg {
+        content["status_msg"] = json!(m);
+    }
+    json!({ "type": "m.presence", "sender": user, "content": content })
 }
 
 /// One room's timeline and state for events in (from, to]. `initial`: the state is the

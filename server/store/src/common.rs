@@ -509,6 +509,110 @@ macro_rules! impl_store {
                 Ok(row.map(|r| r.0))
             }
 
+            async fn set_account_data(
+                &self,
+                localpart: &str,
+                room_id: &str,
+                kind: &str,
+                content: &str,
+            ) -> $crate::Result<i64> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query::<$db>($crate::sql::DELETE_ACCOUNT_DATA)
+                    .bind(localpart)
+                    .bind(room_id)
+                    .bind(kind)
+                    .execute(&mut *tx)
+                    .await?;
+                let (id,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::INSERT_ACCOUNT_DATA)
+                    .bind(localpart)
+                    .bind(room_id)
+                    .bind(kind)
+                    .bind(content)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(id)
+            }
+
+            async fn account_data(&self, localpart: &str, room_id: &str, kind: &str) -> $crate::Result<Option<String>> {
+                let row: Option<(String,)> = sqlx::query_as::<$db, (String,)>($crate::sql::ACCOUNT_DATA)
+                    .bind(localpart)
+                    .bind(room_id)
+                    .bind(kind)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|r| r.0))
+            }
+
+            async fn account_data_since(
+                &self,
+                localpart: &str,
+                since: i64,
+            ) -> $crate::Result<Vec<$crate::AccountDataRow>> {
+                Ok(
+                    sqlx::query_as::<$db, $crate::AccountDataRow>($crate::sql::ACCOUNT_DATA_SINCE)
+                        .bind(localpart)
+                        .bind(since)
+                        .fetch_all(&self.pool)
+                        .await?,
+                )
+            }
+
+            async fn max_account_data_stream(&self) -> $crate::Result<i64> {
+                let (max,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::MAX_ACCOUNT_DATA)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(max)
+            }
+
+            async fn set_receipt(&self, r: &$crate::Receipt) -> $crate::Result<i64> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query::<$db>($crate::sql::DELETE_RECEIPT)
+                    .bind(&r.room_id)
+                    .bind(&r.user_id)
+                    .bind(&r.receipt_type)
+                    .bind(&r.thread_id)
+                    .execute(&mut *tx)
+                    .await?;
+                let (id,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::INSERT_RECEIPT)
+                    .bind(&r.room_id)
+                    .bind(&r.user_id)
+                    .bind(&r.receipt_type)
+                    .bind(&r.thread_id)
+                    .bind(&r.event_id)
+                    .bind(r.ts)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(id)
+            }
+
+            async fn receipts_since(&self, room_id: &str, since: i64) -> $crate::Result<Vec<$crate::Receipt>> {
+                Ok(
+                    sqlx::query_as::<$db, $crate::Receipt>($crate::sql::RECEIPTS_SINCE)
+                        .bind(room_id)
+                        .bind(since)
+                        .fetch_all(&self.pool)
+                        .await?,
+                )
+            }
+
+            async fn max_receipt_stream(&self) -> $crate::Result<i64> {
+                let (max,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::MAX_RECEIPT)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(max)
+            }
+
+            async fn unread_count(&self, room_id: &str, user_id: &str) -> $crate::Result<i64> {
+                let (n,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::UNREAD_COUNT)
+                    .bind(room_id)
+                    .bind(user_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(n)
+            }
+
             async fn close(&self) {
                 self.pool.close().await;
             }

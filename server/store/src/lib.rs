@@ -181,6 +181,28 @@ pub struct Membership {
     pub stream_ordering: i64,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AccountDataRow {
+    pub stream_id: i64,
+    /// "" for global account data.
+    pub room_id: String,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Receipt {
+    pub stream_id: i64,
+    pub room_id: String,
+    pub user_id: String,
+    pub receipt_type: String,
+    /// "" for unthreaded receipts, "main" or a thread root otherwise.
+    pub thread_id: String,
+    pub event_id: String,
+    pub ts: i64,
+}
+
 /// The storage interface the rest of the server uses. Both backends implement it with the
 /// same SQL (written once in `sql.rs`), and pass the same tests.
 #[async_trait]
@@ -276,6 +298,24 @@ pub trait Store: Send + Sync + 'static {
 
     async fn add_filter(&self, localpart: &str, json: &str) -> Result<i64>;
     async fn filter(&self, localpart: &str, filter_id: i64) -> Result<Option<String>>;
+
+    // --- account data and receipts ---
+
+    /// Set account data (room_id "" = global); returns its new stream position.
+    async fn set_account_data(&self, localpart: &str, room_id: &str, kind: &str, content: &str) -> Result<i64>;
+    async fn account_data(&self, localpart: &str, room_id: &str, kind: &str) -> Result<Option<String>>;
+    /// Account data of a user changed after `since` (all of it with since = 0).
+    async fn account_data_since(&self, localpart: &str, since: i64) -> Result<Vec<AccountDataRow>>;
+    async fn max_account_data_stream(&self) -> Result<i64>;
+
+    /// Record a receipt, replacing the user's previous one of that type and thread.
+    async fn set_receipt(&self, receipt: &Receipt) -> Result<i64>;
+    /// Receipts in a room changed after `since` (all with since = 0).
+    async fn receipts_since(&self, room_id: &str, since: i64) -> Result<Vec<Receipt>>;
+    async fn max_receipt_stream(&self) -> Result<i64>;
+    /// Messages from others in a room after the user's latest read receipt (public or
+    /// private): the unread notification count.
+    async fn unread_count(&self, room_id: &str, user_id: &str) -> Result<i64>;
 
     /// Close the pool, waiting for connections in use to be returned (clean shutdown; for
     /// SQLite this also checkpoints the WAL).

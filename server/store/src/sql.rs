@@ -123,3 +123,24 @@ pub const ROOM_ALIASES: &str = "SELECT alias FROM room_aliases WHERE room_id = $
 
 pub const ADD_FILTER: &str = "INSERT INTO filters (localpart, json) VALUES ($1, $2) RETURNING filter_id";
 pub const FILTER: &str = "SELECT json FROM filters WHERE localpart = $1 AND filter_id = $2";
+
+pub const DELETE_ACCOUNT_DATA: &str = "DELETE FROM account_data WHERE localpart = $1 AND room_id = $2 AND type = $3";
+pub const INSERT_ACCOUNT_DATA: &str =
+    "INSERT INTO account_data (localpart, room_id, type, content) VALUES ($1, $2, $3, $4) RETURNING stream_id";
+pub const ACCOUNT_DATA: &str = "SELECT content FROM account_data WHERE localpart = $1 AND room_id = $2 AND type = $3";
+pub const ACCOUNT_DATA_SINCE: &str = "SELECT stream_id, room_id, type, content FROM account_data \
+    WHERE localpart = $1 AND stream_id > $2 ORDER BY stream_id";
+pub const MAX_ACCOUNT_DATA: &str = "SELECT COALESCE(MAX(stream_id), 0) FROM account_data";
+
+pub const DELETE_RECEIPT: &str =
+    "DELETE FROM receipts WHERE room_id = $1 AND user_id = $2 AND receipt_type = $3 AND thread_id = $4";
+pub const INSERT_RECEIPT: &str = "INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, ts) \
+    VALUES ($1, $2, $3, $4, $5, $6) RETURNING stream_id";
+pub const RECEIPTS_SINCE: &str = "SELECT stream_id, room_id, user_id, receipt_type, thread_id, event_id, ts \
+    FROM receipts WHERE room_id = $1 AND stream_id > $2 ORDER BY stream_id";
+pub const MAX_RECEIPT: &str = "SELECT COALESCE(MAX(stream_id), 0) FROM receipts";
+pub const UNREAD_COUNT: &str = "SELECT COUNT(*) FROM events e WHERE e.room_id = $1 AND e.sender <> $2 \
+    AND e.type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') AND e.redacted_by IS NULL \
+    AND e.stream_ordering > COALESCE((SELECT MAX(ev.stream_ordering) FROM receipts r \
+    JOIN events ev ON ev.event_id = r.event_id WHERE r.room_id = $1 AND r.user_id = $2 \
+    AND r.receipt_type IN ('m.read', 'm.read.private')), 0)";

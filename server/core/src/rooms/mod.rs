@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use crate::streams::Streams;
 use estuary_store::{NewEvent, RoomRecord, Store, StoredEvent};
 use ruma::events::{StateEventType, TimelineEventType};
 use ruma::room_version_rules::RoomVersionRules;
@@ -16,7 +17,6 @@ use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, UserId,
 };
 use serde_json::Value;
-use tokio::sync::watch;
 
 use crate::keys::ServerKey;
 use crate::{CoreError, now_ms, random};
@@ -93,7 +93,7 @@ pub struct Rooms {
     server_name: OwnedServerName,
     room_locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
     append_lock: tokio::sync::Mutex<()>,
-    stream: watch::Sender<i64>,
+    streams: Arc<Streams>,
 }
 
 /// The rules of a supported room version.
@@ -109,34 +109,29 @@ pub fn rules_for(version: &str) -> Result<(RoomVersionId, RoomVersionRules), Cor
 }
 
 impl Rooms {
-    pub async fn new(
+    pub fn new(
         store: Arc<dyn Store>,
         key: Arc<ServerKey>,
         server_name: OwnedServerName,
-    ) -> Result<Self, CoreError> {
-        let max = store.max_stream_ordering().await?;
-        let (stream, _) = watch::channel(max);
-        Ok(Self {
+        streams: Arc<Streams>,
+    ) -> Self {
+        Self {
             store,
             key,
             server_name,
             room_locks: Mutex::new(HashMap::new()),
             append_lock: tokio::sync::Mutex::new(()),
-            stream,
-        })
+            streams,
+        }
     }
 
     pub fn server_name(&self) -> &OwnedServerName {
         &self.server_name
     }
 
-    /// Watch the highest committed stream position (sync long-polls wait on it).
-    pub fn subscribe(&self) -> watch::Receiver<i64> {
-        self.stream.subscribe()
-    }
-
+    /// The highest committed event position.
     pub fn current_position(&self) -> i64 {
-        *self.stream.borrow()
+        self.streams.current().events
     }
 
     fn room_lock(&self, room_id: &RoomId) -> Arc<tokio::sync::Mutex<()>> {
@@ -347,7 +342,7 @@ impl Rooms {
         let stream = {
             let _append = self.append_lock.lock().await;
             let stream = self.store.append_event(&new).await?;
-            self.stream.send_replace(stream);
+            self.streams.advance(|p| p.events = p.events.max(stream));
             stream
         };
         if let Some(redacted) = &t.redacts {

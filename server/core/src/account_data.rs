@@ -1,0 +1,90 @@
+//! Account data (global and per room) and read receipts: small per-user records that sync
+//! delivers when they change.
+
+use std::sync::Arc;
+
+pub use estuary_store::Receipt as ReceiptRow;
+use estuary_store::{AccountDataRow, Receipt, Store};
+use serde_json::Value;
+
+use crate::streams::Streams;
+use crate::{CoreError, now_ms};
+
+/// Largest account data content accepted, in bytes.
+pub const MAX_ACCOUNT_DATA_BYTES: usize = 65_536;
+
+#[derive(Clone)]
+pub struct AccountData {
+    store: Arc<dyn Store>,
+    streams: Arc<Streams>,
+}
+
+impl AccountData {
+    pub fn new(store: Arc<dyn Store>, streams: Arc<Streams>) -> Self {
+        Self { store, streams }
+    }
+
+    /// Set account data; `room_id` None = global. The content must be a JSON object.
+    pub async fn set(
+        &self,
+        localpart: &str,
+        room_id: Option<&str>,
+        kind: &str,
+        content: &Value,
+    ) -> Result<(), CoreError> {
+        if !content.is_object() {
+            return Err(CoreError::InvalidParam(
+                "account data content must be a JSON object".to_owned(),
+            ));
+        }
+        let text = content.to_string();
+        if text.len() > MAX_ACCOUNT_DATA_BYTES {
+            return Err(CoreError::TooLarge(format!(
+                "account data is larger than {MAX_ACCOUNT_DATA_BYTES} bytes"
+            )));
+        }
+        let pos = self
+            .store
+            .set_account_data(localpart, room_id.unwrap_or(""), kind, &text)
+            .await?;
+        self.streams.advance(|p| p.account_data = p.account_data.max(pos));
+        Ok(())
+    }
+
+    pub async fn get(&self, localpart: &str, room_id: Option<&str>, kind: &str) -> Result<Option<Value>, CoreError> {
+        let text = self.store.account_data(localpart, room_id.unwrap_or(""), kind).await?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    /// Everything that changed after `since`.
+    pub async fn since(&self, localpart: &str, since: i64) -> Result<Vec<AccountDataRow>, CoreError> {
+        Ok(self.store.account_data_since(localpart, since).await?)
+    }
+
+    /// Record a receipt (`m.read`, `m.read.private`); `thread_id` "" = unthreaded.
+    pub async fn set_receipt(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        receipt_type: &str,
+        thread_id: &str,
+        event_id: &str,
+    ) -> Result<(), CoreError> {
+        let receipt = Receipt {
+            stream_id: 0,
+            room_id: room_id.to_owned(),
+            user_id: user_id.to_owned(),
+            receipt_type: receipt_type.to_owned(),
+            thread_id: thread_id.to_owned(),
+            event_id: event_id.to_owned(),
+            ts: now_ms(),
+        };
+        let pos = self.store.set_receipt(&receipt).await?;
+        self.streams.advance(|p| p.receipts = p.receipts.max(pos));
+        Ok(())
+    }
+
+    pub async fn receipts_since(&self, room_id: &str, since: i64) -> Result<Vec<Receipt>, CoreError> {
+        Ok(self.store.receipts_since(room_id, since).await?)
+    }
+}

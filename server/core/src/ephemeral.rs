@@ -1,0 +1,171 @@
+//! Ephemeral data that is never stored: typing notifications and presence. Both exist to be
+//! shown live and are forgotten on restart (privacy: no activity history is kept).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::streams::Streams;
+
+/// Longest typing timeout a client may ask for (Synapse caps it too).
+pub const MAX_TYPING: Duration = Duration::from_secs(120);
+
+#[derive(Default)]
+struct RoomTyping {
+    users: HashMap<String, Instant>,
+    changed_at: i64,
+}
+
+pub struct Typing {
+    rooms: Mutex<HashMap<String, RoomTyping>>,
+    streams: Arc<Streams>,
+}
+
+impl Typing {
+    pub fn new(streams: Arc<Streams>) -> Arc<Self> {
+        Arc::new(Self {
+            rooms: Mutex::new(HashMap::new()),
+            streams,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RoomTyping>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Start (for `timeout`) or stop typing.
+    pub fn set(&self, room_id: &str, user_id: &str, typing: Option<Duration>) {
+        let mut rooms = self.lock();
+        let room = rooms.entry(room_id.to_owned()).or_default();
+        let changed = match typing {
+            Some(t) => room
+                .users
+                .insert(user_id.to_owned(), Instant::now() + t.min(MAX_TYPING))
+                .is_none(),
+            None => room.users.remove(user_id).is_some(),
+        };
+        if changed {
+            let pos = self.streams.advance(|p| p.typing += 1).typing;
+            room.changed_at = pos;
+        }
+    }
+
+    /// Who is typing in a room, if that changed after position `since`.
+    pub fn changed_since(&self, room_id: &str, since: i64) -> Option<Vec<String>> {
+        let rooms = self.lock();
+        let room = rooms.get(room_id)?;
+        (room.changed_at > since || since > self.streams.current().typing).then(|| {
+            let mut users: Vec<String> = room.users.keys().cloned().collect();
+            users.sort();
+            users
+        })
+    }
+
+    /// Drop expired typing entries; each room that changes bumps the stream.
+    pub fn expire(&self) {
+        let now = Instant::now();
+        let mut rooms = self.lock();
+        for room in rooms.values_mut() {
+            let before = room.users.len();
+            room.users.retain(|_, until| *until > now);
+            if room.users.len() != before {
+                room.changed_at = self.streams.advance(|p| p.typing += 1).typing;
+            }
+        }
+        rooms.retain(|_, r| !r.users.is_empty() || r.changed_at > 0);
+    }
+
+    /// Expire typing notifications every second until the process ends.
+    pub fn spawn_expiry(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                match me.upgrade() {
+                    Some(t) => t.expire(),
+                    None => return,
+                }
+            }
+        });
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceState {
+    pub presence: String,
+    pub status_msg: Option<String>,
+    pub last_active_ms: i64,
+    pub changed_at: i64,
+}
+
+pub struct Presence {
+    users: Mutex<HashMap<String, PresenceState>>,
+    streams: Arc<Streams>,
+}
+
+impl Presence {
+    pub fn new(streams: Arc<Streams>) -> Self {
+        Self {
+            users: Mutex::new(HashMap::new()),
+            streams,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PresenceState>> {
+        self.users.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Set a user's presence; `status_msg` None keeps the current message. A no-op when
+    /// nothing changes, so syncing "online" over and over does not wake anyone.
+    pub fn set(&self, user_id: &str, presence: &str, status_msg: Option<Option<String>>) {
+        let mut users = self.lock();
+        let now = crate::now_ms();
+        let old = users.get(user_id).cloned();
+        let msg = match status_msg {
+            Some(m) => m,
+            None => old.as_ref().and_then(|o| o.status_msg.clone()),
+        };
+        let unchanged = old
+            .as_ref()
+            .is_some_and(|o| o.presence == presence && o.status_msg == msg);
+        if unchanged {
+            if let Some(o) = users.get_mut(user_id) {
+                o.last_active_ms = now;
+            }
+            return;
+        }
+        let pos = self.streams.advance(|p| p.presence += 1).presence;
+        users.insert(
+            user_id.to_owned(),
+            PresenceState {
+                presence: presence.to_owned(),
+                status_msg: msg,
+                last_active_ms: now,
+                changed_at: pos,
+            },
+        );
+    }
+
+    pub fn get(&self, user_id: &str) -> Option<PresenceState> {
+        self.lock().get(user_id).cloned()
+    }
+
+    /// Presence of the given users that changed after `since`.
+    pub fn changed_since<'a>(
+        &self,
+        users: impl IntoIterator<Item = &'a str>,
+        since: i64,
+    ) -> Vec<(String, PresenceState)> {
+        let all = self.lock();
+        let reset = since > self.streams.current().presence;
+        users
+            .into_iter()
+            .filter_map(|u| {
+                all.get(u)
+                    .filter(|s| reset || s.changed_at > since)
+                    .map(|s| (u.to_owned(), s.clone()))
+            })
+            .collect()
+    }
+}
