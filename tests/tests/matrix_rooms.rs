@@ -658,7 +658,71 @@ async fn filters(backend: Backend) {
     bob.get("sync?filter=999999").await.err(400, "M_INVALID_PARAM");
 }
 
+/// What clients need to render and de-duplicate: the sending device sees its transaction ID,
+/// state events carry the content they replaced, and a profile change updates member events.
+async fn client_details(backend: Backend) {
+    let (_inst, server) = open_server(backend).await;
+    let alice = Client::register(&server, "alice", "pw").await;
+    let alice2 = Client::login(&server, "alice", "pw").await;
+    let bob = Client::register(&server, "bob", "pw").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat", "topic": "first" })).await;
+    bob.post(&format!("join/{room}"), json!({})).await.ok();
+    let since = |c: &Client| {
+        let c = Client {
+            http: c.http.clone(),
+            base: c.base.clone(),
+            token: c.token.clone(),
+            user_id: c.user_id.clone(),
+            device_id: c.device_id.clone(),
+        };
+        async move { c.get("sync").await.ok()["next_batch"].as_str().unwrap().to_owned() }
+    };
+    let (sa, sa2, sb) = (since(&alice).await, since(&alice2).await, since(&bob).await);
+    let id = send_text(&alice, &room, "my-txn-1", "hello").await;
+    alice
+        .put(
+            &format!("rooms/{room}/state/m.room.topic/"),
+            json!({ "topic": "second" }),
+        )
+        .await
+        .ok();
+    let timeline = |s: &Value| {
+        s["rooms"]["join"][&room]["timeline"]["events"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let ta = timeline(&alice.get(&format!("sync?since={sa}")).await.ok());
+    let ta2 = timeline(&alice2.get(&format!("sync?since={sa2}")).await.ok());
+    let tb = timeline(&bob.get(&format!("sync?since={sb}")).await.ok());
+    let msg = |t: &[Value]| t.iter().find(|e| e["event_id"] == id.as_str()).unwrap().clone();
+    assert_eq!(msg(&ta)["unsigned"]["transaction_id"], "my-txn-1");
+    assert!(
+        msg(&ta2)["unsigned"].get("transaction_id").is_none(),
+        "another device of the same user"
+    );
+    assert!(msg(&tb)["unsigned"].get("transaction_id").is_none(), "another user");
+    let topic = tb.iter().find(|e| e["type"] == "m.room.topic").unwrap();
+    assert_eq!(topic["unsigned"]["prev_content"]["topic"], "first", "{topic}");
+    assert!(topic["unsigned"]["replaces_state"].is_string());
+
+    bob.put("profile/@bob:localhost/displayname", json!({ "displayname": "Robert" }))
+        .await
+        .ok();
+    let member = alice
+        .get(&format!("rooms/{room}/state/m.room.member/@bob:localhost"))
+        .await
+        .ok();
+    assert_eq!(
+        (member["membership"].as_str(), member["displayname"].as_str()),
+        (Some("join"), Some("Robert"))
+    );
+    let joined = alice.get(&format!("rooms/{room}/joined_members")).await.ok();
+    assert_eq!(joined["joined"]["@bob:localhost"]["display_name"], "Robert");
+}
+
 both_backends!(
+    client_details,
     create_presets_and_encryption,
     encryption_default_can_be_turned_off,
     events_are_signed_pdus,

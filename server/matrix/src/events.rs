@@ -32,6 +32,16 @@ pub fn client_event(e: &StoredEvent, with_room_id: bool) -> Value {
     if let Some(by) = &e.redacted_by {
         unsigned.insert("redacted_because".into(), json!({ "event_id": by }));
     }
+    if let Some(prev) = &e.replaces_state {
+        unsigned.insert("replaces_state".into(), json!(prev));
+        if let Some(content) = e
+            .prev_content
+            .as_deref()
+            .and_then(|c| serde_json::from_str::<Value>(c).ok())
+        {
+            unsigned.insert("prev_content".into(), content);
+        }
+    }
     out.insert("unsigned".into(), Value::Object(unsigned));
     Value::Object(out)
 }
@@ -42,4 +52,24 @@ pub fn stripped(e: &StoredEvent) -> Value {
         .map(|p| p.content_value())
         .unwrap_or_else(|_| json!({}));
     json!({ "type": e.kind, "state_key": e.state_key.clone().unwrap_or_default(), "sender": e.sender, "content": content })
+}
+
+/// The client form for a given viewer: adds `unsigned.transaction_id` when the viewer's own
+/// device sent the event (clients match their local echo with it).
+pub fn client_event_for(
+    state: &crate::MatrixState,
+    viewer: &crate::Caller,
+    e: &StoredEvent,
+    with_room_id: bool,
+) -> Value {
+    let mut out = client_event(e, with_room_id);
+    if e.sender == viewer.user_id.as_str()
+        && let Some(txn) = state
+            .core
+            .rooms
+            .txn_of(&e.event_id, &viewer.localpart, viewer.device_id.as_str())
+    {
+        out["unsigned"]["transaction_id"] = json!(txn);
+    }
+    out
 }

@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 use estuary_core::streams::Positions;
 use serde_json::{Map, Value, json};
 
-use crate::events::{client_event, stripped};
+use crate::events::{client_event, client_event_for, stripped};
 use crate::{Caller, MatrixError, MatrixState, Ruma};
 
 type JsonResult = Result<Json<Value>, MatrixError>;
@@ -154,8 +154,16 @@ async fn compute(
                 } else {
                     Some(s.events)
                 };
-                let mut room =
-                    room_section(state, &m.room_id, from, now.events, limit, full_state || changed_since).await?;
+                let mut room = room_section(
+                    state,
+                    caller,
+                    &m.room_id,
+                    from,
+                    now.events,
+                    limit,
+                    full_state || changed_since,
+                )
+                .await?;
                 let mut ephemeral = Vec::new();
                 let receipts = core
                     .account_data
@@ -222,8 +230,16 @@ async fn compute(
             }
             // Rooms left or banned from since the last sync; an initial sync leaves them out.
             "leave" | "ban" if since.is_some() && changed_since => {
-                if let Some(room) =
-                    room_section(state, &m.room_id, Some(s.events), m.stream_ordering, limit, false).await?
+                if let Some(room) = room_section(
+                    state,
+                    caller,
+                    &m.room_id,
+                    Some(s.events),
+                    m.stream_ordering,
+                    limit,
+                    false,
+                )
+                .await?
                 {
                     leave.insert(m.room_id.clone(), room);
                     news = true;
@@ -303,6 +319,7 @@ pub fn presence_event(user: &str, p: &estuary_core::ephemeral::PresenceState) ->
 /// skipped. None when nothing happened.
 async fn room_section(
     state: &MatrixState,
+    caller: &Caller,
     room_id: &str,
     from: Option<i64>,
     to: i64,
@@ -342,7 +359,7 @@ async fn room_section(
     let prev_batch = token(first.saturating_sub(1));
     Ok(Some(json!({
         "timeline": {
-            "events": events.iter().map(|e| client_event(e, false)).collect::<Vec<_>>(),
+            "events": events.iter().map(|e| client_event_for(state, caller, e, false)).collect::<Vec<_>>(),
             "limited": limited,
             "prev_batch": prev_batch,
         },
@@ -414,7 +431,7 @@ pub async fn room_messages(State(state): State<Arc<MatrixState>>, req: Ruma<mess
         }
     };
     let mut out = json!({
-        "chunk": chunk.iter().map(|e| client_event(e, true)).collect::<Vec<_>>(),
+        "chunk": chunk.iter().map(|e| client_event_for(&state, caller, e, true)).collect::<Vec<_>>(),
         "start": token(from),
         "state": [],
     });

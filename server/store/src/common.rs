@@ -311,6 +311,8 @@ macro_rules! impl_store {
                     .bind(e.state_key.as_deref())
                     .bind(e.origin_server_ts)
                     .bind(&e.pdu)
+                    .bind(e.replaces_state.as_ref().map(|r| r.0.as_str()))
+                    .bind(e.replaces_state.as_ref().map(|r| r.1.as_str()))
                     .fetch_one(&mut *tx)
                     .await?;
                 if let Some(state_key) = &e.state_key {

@@ -151,6 +151,9 @@ pub struct StoredEvent {
     /// Canonical JSON of the PDU.
     pub pdu: String,
     pub redacted_by: Option<String>,
+    /// For state events: the event this one replaced, and its content (JSON).
+    pub replaces_state: Option<String>,
+    pub prev_content: Option<String>,
 }
 
 /// An event to append, with what its acceptance changes.
@@ -170,6 +173,8 @@ pub struct NewEvent {
     pub prev_events: Vec<String>,
     /// (localpart, device_id, txn_id) of a client send, for idempotency.
     pub txn: Option<(String, String, String)>,
+    /// For state events: the state event replaced, and its content.
+    pub replaces_state: Option<(String, String)>,
 }
 
 /// A membership of a user, from the current state.

@@ -62,18 +62,20 @@ pub const PUBLISHED_ROOMS: &str =
 
 macro_rules! event_columns {
     () => {
-        "stream_ordering, event_id, room_id, depth, sender, type, state_key, origin_server_ts, pdu, redacted_by"
+        "stream_ordering, event_id, room_id, depth, sender, type, state_key, origin_server_ts, pdu, redacted_by, \
+         replaces_state, prev_content"
     };
 }
 macro_rules! event_columns_e {
     () => {
         "e.stream_ordering, e.event_id, e.room_id, e.depth, e.sender, e.type, e.state_key, e.origin_server_ts, \
-         e.pdu, e.redacted_by"
+         e.pdu, e.redacted_by, e.replaces_state, e.prev_content"
     };
 }
 
 pub const INSERT_EVENT: &str = "INSERT INTO events (event_id, room_id, depth, sender, type, state_key, \
-    origin_server_ts, pdu) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING stream_ordering";
+    origin_server_ts, pdu, replaces_state, prev_content) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+    RETURNING stream_ordering";
 pub const UPSERT_CURRENT_STATE: &str = "INSERT INTO room_current_state \
     (room_id, type, state_key, event_id, stream_ordering, membership) VALUES ($1, $2, $3, $4, $5, $6) \
     ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, \

@@ -94,7 +94,18 @@ pub struct Rooms {
     room_locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
     append_lock: tokio::sync::Mutex<()>,
     streams: Arc<Streams>,
+    recent_txns: Mutex<RecentTxns>,
 }
+
+/// The transaction IDs of recent client sends, shown to the sending device as
+/// `unsigned.transaction_id` so it can match its local echo. Memory only, bounded.
+#[derive(Default)]
+struct RecentTxns {
+    by_event: HashMap<String, (String, String)>,
+    order: std::collections::VecDeque<String>,
+}
+
+const RECENT_TXNS: usize = 10_000;
 
 /// The rules of a supported room version.
 pub fn rules_for(version: &str) -> Result<(RoomVersionId, RoomVersionRules), CoreError> {
@@ -122,11 +133,33 @@ impl Rooms {
             room_locks: Mutex::new(HashMap::new()),
             append_lock: tokio::sync::Mutex::new(()),
             streams,
+            recent_txns: Mutex::default(),
         }
     }
 
     pub fn server_name(&self) -> &OwnedServerName {
         &self.server_name
+    }
+
+    fn remember_txn(&self, event_id: &str, localpart: &str, device_id: &str, txn_id: &str) {
+        let mut r = self.recent_txns.lock().unwrap_or_else(|p| p.into_inner());
+        r.by_event.insert(
+            event_id.to_owned(),
+            (format!("{localpart}\u{0}{device_id}"), txn_id.to_owned()),
+        );
+        r.order.push_back(event_id.to_owned());
+        while r.order.len() > RECENT_TXNS {
+            if let Some(old) = r.order.pop_front() {
+                r.by_event.remove(&old);
+            }
+        }
+    }
+
+    /// The transaction ID under which this device sent the event, if it did (recently).
+    pub fn txn_of(&self, event_id: &str, localpart: &str, device_id: &str) -> Option<String> {
+        let r = self.recent_txns.lock().unwrap_or_else(|p| p.into_inner());
+        let (who, txn) = r.by_event.get(event_id)?;
+        (who == &format!("{localpart}\u{0}{device_id}")).then(|| txn.clone())
     }
 
     /// The highest committed event position.
@@ -323,6 +356,21 @@ impl Rooms {
         })
         .map_err(CoreError::Forbidden)?;
 
+        let replaces_state = match &t.state_key {
+            Some(key) => self
+                .store
+                .current_state_event(room_id.as_str(), &t.kind, key)
+                .await?
+                .map(|prev| {
+                    (
+                        prev.event_id.clone(),
+                        Pdu::from_stored(&prev)
+                            .map(|p| p.content.get().to_owned())
+                            .unwrap_or_default(),
+                    )
+                }),
+            None => None,
+        };
         let membership = (pdu.kind == TimelineEventType::RoomMember)
             .then(|| t.content.get("membership").and_then(Value::as_str).map(str::to_owned))
             .flatten();
@@ -337,7 +385,8 @@ impl Rooms {
             pdu: json,
             membership,
             prev_events,
-            txn,
+            txn: txn.clone(),
+            replaces_state,
         };
         let stream = {
             let _append = self.append_lock.lock().await;
@@ -347,6 +396,9 @@ impl Rooms {
         };
         if let Some(redacted) = &t.redacts {
             self.apply_redaction(&rules, redacted, &event_id).await?;
+        }
+        if let Some((lp, device, txn_id)) = txn {
+            self.remember_txn(&event_id, &lp, &device, &txn_id);
         }
         Ok((pdu.event_id, stream))
     }
