@@ -78,3 +78,17 @@ venv_ensure() {
     ESTUARY_TEST_PYTHON="$(pwd)/$venv/bin/python"
     export ESTUARY_TEST_PYTHON
 }
+
+# Install the JavaScript interop clients (tests/interop/js, from package-lock.json) if their
+# lock changed since the last install. Needs Node.js 20 or newer.
+npm_ensure() {
+    local dir=tests/interop/js stamp
+    if ! command -v node >/dev/null 2>&1; then
+        apt_ensure nodejs npm
+    fi
+    stamp="$dir/node_modules/.lock.sha256"
+    if ! (cd "$dir" && sha256sum -c "node_modules/.lock.sha256" >/dev/null 2>&1); then
+        echo "==> installing JavaScript test clients ($dir)"
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error && sha256sum package-lock.json > node_modules/.lock.sha256)
+    fi
+}

@@ -411,3 +411,33 @@ pub fn run_interop_script(script: &str, args: &[&str], deadline: Duration) -> St
     );
     stdout
 }
+
+/// Run `node tests/interop/js/<script> <args>`; fail the test unless it exits 0 and prints
+/// `ALL OK`. The packages come from `scripts/test` (npm ci in tests/interop/js).
+pub fn run_node_script(script: &str, args: &[&str], deadline: Duration) -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/js");
+    assert!(
+        dir.join("node_modules/matrix-js-sdk").exists(),
+        "matrix-js-sdk is not installed in {}; run ./scripts/test (it runs npm ci there)",
+        dir.display()
+    );
+    let mut cmd = std::process::Command::new("node");
+    cmd.current_dir(&dir).arg(script).args(args);
+    let out = run_with_deadline(&mut cmd, deadline);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("ALL OK"),
+        "{script} failed ({}):\n--- stdout (last 8 KiB)\n{}\n--- stderr (last 8 KiB)\n{}",
+        out.status,
+        tail(&stdout, 8192),
+        tail(&stderr, 8192)
+    );
+    stdout
+}
+
+fn tail(s: &str, n: usize) -> &str {
+    let start = s.len().saturating_sub(n);
+    let start = (start..s.len()).find(|i| s.is_char_boundary(*i)).unwrap_or(s.len());
+    &s[start..]
+}

@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod profile;
+pub mod push;
 pub mod rooms;
 pub mod session;
 pub mod sync;
@@ -76,6 +77,7 @@ impl MatrixState {
 
 /// Routes of the client listener (`matrix.client_listen`).
 pub fn client_router(core: Arc<Core>) -> Result<Router, String> {
+    use ruma::api::client::push as pu;
     use ruma::api::client::{
         account as acc, alias as al, device as dev, discovery as disc, filter, membership as mem, message,
         profile as prof, redact, room, session as ses, state as st, sync as sy,
@@ -146,6 +148,15 @@ pub fn client_router(core: Arc<Core>) -> Result<Router, String> {
         .endpoint::<ty::create_typing_event::v3::Request, _, _>(userdata::put_typing)
         .endpoint::<pres::set_presence::v3::Request, _, _>(userdata::put_presence)
         .endpoint::<pres::get_presence::v3::Request, _, _>(userdata::fetch_presence)
+        .endpoint::<pu::get_pushrules_all::v3::Request, _, _>(push::all)
+        .endpoint::<pu::get_pushrules_global_scope::v3::Request, _, _>(push::global)
+        .endpoint::<pu::get_pushrule::v3::Request, _, _>(push::one)
+        .endpoint::<pu::set_pushrule::v3::Request, _, _>(push::put)
+        .endpoint::<pu::delete_pushrule::v3::Request, _, _>(push::remove)
+        .endpoint::<pu::get_pushrule_enabled::v3::Request, _, _>(push::enabled)
+        .endpoint::<pu::set_pushrule_enabled::v3::Request, _, _>(push::put_enabled)
+        .endpoint::<pu::get_pushrule_actions::v3::Request, _, _>(push::actions)
+        .endpoint::<pu::set_pushrule_actions::v3::Request, _, _>(push::put_actions)
         .fallback(error::unrecognized)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state);

@@ -253,7 +253,13 @@ async fn compute(
         .filter(|a| a.room_id.is_empty())
         .map(|a| json!({ "type": a.kind, "content": serde_json::from_str::<Value>(&a.content).unwrap_or_default() }))
         .collect();
-    news |= !global_data.is_empty();
+    let mut global_data = global_data;
+    // Clients expect their push rules in the first sync even if they never changed them.
+    if since.is_none() && !global_data.iter().any(|e| e["type"] == crate::push::ACCOUNT_DATA_TYPE) {
+        let rules = crate::push::ruleset(state, caller).await?;
+        global_data.push(json!({ "type": crate::push::ACCOUNT_DATA_TYPE, "content": { "global": rules } }));
+    }
+    news |= since.is_some() && !global_data.is_empty();
     let presence: Vec<Value> = core
         .presence
         .changed_since(

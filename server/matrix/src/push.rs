@@ -1,0 +1,135 @@
+//! Push rules (spec: "Push Rules"): the server-default ruleset plus the user's changes, kept
+//! in the user's `m.push_rules` account data so sync delivers them to every device.
+//! Pushers (push gateways) are not offered yet.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use ruma::api::client::push::{
+    delete_pushrule::v3 as delete, get_pushrule::v3 as get_one, get_pushrule_actions::v3 as get_actions,
+    get_pushrule_enabled::v3 as get_enabled, get_pushrules_all::v3 as get_all,
+    get_pushrules_global_scope::v3 as get_global, set_pushrule::v3 as set, set_pushrule_actions::v3 as set_actions,
+    set_pushrule_enabled::v3 as set_enabled,
+};
+use ruma::push::{RuleKind, Ruleset};
+use serde_json::{Value, json};
+
+use crate::{Caller, MatrixError, MatrixState, Ruma};
+
+type JsonResult = Result<Json<Value>, MatrixError>;
+
+pub const ACCOUNT_DATA_TYPE: &str = "m.push_rules";
+
+/// The user's ruleset: stored, or the server default for a user who never changed it.
+pub async fn ruleset(state: &MatrixState, caller: &Caller) -> Result<Ruleset, MatrixError> {
+    let stored = state
+        .core
+        .account_data
+        .get(&caller.localpart, None, ACCOUNT_DATA_TYPE)
+        .await?;
+    match stored.and_then(|v| serde_json::from_value::<Ruleset>(v["global"].clone()).ok()) {
+        Some(r) => Ok(r),
+        None => Ok(Ruleset::server_default(&caller.user_id)),
+    }
+}
+
+async fn save(state: &MatrixState, caller: &Caller, rules: &Ruleset) -> Result<(), MatrixError> {
+    let content = json!({ "global": rules });
+    state
+        .core
+        .account_data
+        .set(&caller.localpart, None, ACCOUNT_DATA_TYPE, &content)
+        .await?;
+    Ok(())
+}
+
+fn not_found() -> MatrixError {
+    MatrixError::not_found("Push rule not found")
+}
+
+/// The JSON of one rule (as the ruleset serialises it), or 404.
+fn rule_json(rules: &Ruleset, kind: RuleKind, rule_id: &str) -> Result<Value, MatrixError> {
+    let all = serde_json::to_value(rules).map_err(MatrixError::internal)?;
+    all[kind.as_str()]
+        .as_array()
+        .and_then(|list| list.iter().find(|r| r["rule_id"] == rule_id))
+        .cloned()
+        .ok_or_else(not_found)
+}
+
+pub async fn all(State(state): State<Arc<MatrixState>>, req: Ruma<get_all::Request>) -> JsonResult {
+    let caller = req.caller()?;
+    Ok(Json(json!({ "global": ruleset(&state, caller).await? })))
+}
+
+pub async fn global(State(state): State<Arc<MatrixState>>, req: Ruma<get_global::Request>) -> JsonResult {
+    let caller = req.caller()?;
+    Ok(Json(
+        serde_json::to_value(ruleset(&state, caller).await?).map_err(MatrixError::internal)?,
+    ))
+}
+
+pub async fn one(State(state): State<Arc<MatrixState>>, req: Ruma<get_one::Request>) -> JsonResult {
+    let caller = req.caller()?;
+    let rules = ruleset(&state, caller).await?;
+    Ok(Json(rule_json(&rules, req.body.kind.clone(), &req.body.rule_id)?))
+}
+
+pub async fn put(State(state): State<Arc<MatrixState>>, req: Ruma<set::Request>) -> JsonResult {
+    let caller = req.caller()?.clone();
+    let mut rules = ruleset(&state, &caller).await?;
+    let b = req.body;
+    rules
+        .insert(b.rule, b.after.as_deref(), b.before.as_deref())
+        .map_err(|e| MatrixError::invalid_param(e.to_string()))?;
+    save(&state, &caller, &rules).await?;
+    Ok(Json(json!({})))
+}
+
+pub async fn remove(State(state): State<Arc<MatrixState>>, req: Ruma<delete::Request>) -> JsonResult {
+    let caller = req.caller()?;
+    let mut rules = ruleset(&state, caller).await?;
+    rules
+        .remove(req.body.kind.clone(), &req.body.rule_id)
+        .map_err(|e| match e {
+            ruma::push::RemovePushRuleError::NotFound => not_found(),
+            other => MatrixError::forbidden(other.to_string()),
+        })?;
+    save(&state, caller, &rules).await?;
+    Ok(Json(json!({})))
+}
+
+pub async fn enabled(State(state): State<Arc<MatrixState>>, req: Ruma<get_enabled::Request>) -> JsonResult {
+    let caller = req.caller()?;
+    let rules = ruleset(&state, caller).await?;
+    let rule = rule_json(&rules, req.body.kind.clone(), &req.body.rule_id)?;
+    Ok(Json(json!({ "enabled": rule["enabled"] })))
+}
+
+pub async fn put_enabled(State(state): State<Arc<MatrixState>>, req: Ruma<set_enabled::Request>) -> JsonResult {
+    let caller = req.caller()?;
+    let mut rules = ruleset(&state, caller).await?;
+    rules
+        .set_enabled(req.body.kind.clone(), &req.body.rule_id, req.body.enabled)
+        .map_err(|_| not_found())?;
+    save(&state, caller, &rules).await?;
+    Ok(Json(json!({})))
+}
+
+pub async fn actions(State(state): State<Arc<MatrixState>>, req: Ruma<get_actions::Request>) -> JsonResult {
+    let caller = req.caller()?;
+    let rules = ruleset(&state, caller).await?;
+    let rule = rule_json(&rules, req.body.kind.clone(), &req.body.rule_id)?;
+    Ok(Json(json!({ "actions": rule["actions"] })))
+}
+
+pub async fn put_actions(State(state): State<Arc<MatrixState>>, req: Ruma<set_actions::Request>) -> JsonResult {
+    let caller = req.caller()?;
+    let mut rules = ruleset(&state, caller).await?;
+    rules
+        .set_actions(req.body.kind.clone(), &req.body.rule_id, req.body.actions.clone())
+        .map_err(|_| not_found())?;
+    save(&state, caller, &rules).await?;
+    Ok(Json(json!({})))
+}
