@@ -721,7 +721,192 @@ async fn client_details(backend: Backend) {
     assert_eq!(joined["joined"]["@bob:localhost"]["display_name"], "Robert");
 }
 
+async fn relations_threads_and_context(backend: Backend) {
+    let (_inst, server) = open_server(backend).await;
+    let alice = Client::register(&server, "alice", "pw").await;
+    let bob = Client::register(&server, "bob", "pw").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    bob.post(&format!("join/{room}"), json!({})).await.ok();
+    let original = send_text(&alice, &room, "orig", "helo").await;
+    let put = |c: &Client, kind: &str, txn: &str, content: Value| {
+        let path = format!("rooms/{room}/send/{kind}/{txn}");
+        let c = Client {
+            http: c.http.clone(),
+            base: c.base.clone(),
+            token: c.token.clone(),
+            user_id: c.user_id.clone(),
+            device_id: c.device_id.clone(),
+        };
+        async move {
+            c.put(&path, content).await.ok()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let edit = |body: &str| {
+        json!({ "msgtype": "m.text", "body": format!("* {body}"), "m.new_content": { "msgtype": "m.text", "body": body },
+        "m.relates_to": { "rel_type": "m.replace", "event_id": original } })
+    };
+    put(&alice, "m.room.message", "e1", edit("hello")).await;
+    let latest_edit = put(&alice, "m.room.message", "e2", edit("hello!")).await;
+    // An "edit" by someone else does not count.
+    put(&bob, "m.room.message", "e3", edit("hijacked")).await;
+    let mut reactions = Vec::new();
+    for i in 0..15 {
+        let c = if i % 2 == 0 { &alice } else { &bob };
+        reactions.push(
+            put(
+                c,
+                "m.reaction",
+                &format!("r{i}"),
+                json!({ "m.relates_to": { "rel_type": "m.annotation", "event_id": original, "key": format!("k{i}") } }),
+            )
+            .await,
+        );
+    }
+
+    let event = alice.get(&format!("rooms/{room}/event/{original}")).await.ok();
+    assert_eq!(
+        event["unsigned"]["m.relations"]["m.replace"]["event_id"],
+        latest_edit.as_str(),
+        "{event}"
+    );
+
+    // /relations by type, paginated (newest first), and by type and event type.
+    let mut seen = Vec::new();
+    let mut from: Option<String> = None;
+    loop {
+        let q = from.as_ref().map(|f| format!("&from={f}")).unwrap_or_default();
+        let page = bob
+            .get(&format!(
+                "/_matrix/client/v1/rooms/{room}/relations/{original}/m.annotation?limit=10{q}"
+            ))
+            .await
+            .ok();
+        seen.extend(
+            page["chunk"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["event_id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_batch"].as_str() {
+            Some(n) => from = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    let mut expected = reactions.clone();
+    expected.reverse();
+    assert_eq!(seen, expected, "all reactions, newest first");
+    let all = bob
+        .get(&format!(
+            "/_matrix/client/v1/rooms/{room}/relations/{original}/m.annotation/m.reaction?limit=50&dir=f"
+        ))
+        .await
+        .ok();
+    assert_eq!(all["chunk"].as_array().unwrap().len(), 15);
+    let edits = bob
+        .get(&format!(
+            "/_matrix/client/v1/rooms/{room}/relations/{original}/m.replace"
+        ))
+        .await
+        .ok();
+    assert_eq!(edits["chunk"].as_array().unwrap().len(), 3);
+    // A redacted reaction is no longer a relation.
+    alice
+        .put(&format!("rooms/{room}/redact/{}/red1", reactions[0]), json!({}))
+        .await
+        .ok();
+    let all = bob
+        .get(&format!(
+            "/_matrix/client/v1/rooms/{room}/relations/{original}/m.annotation?limit=50"
+        ))
+        .await
+        .ok();
+    assert_eq!(all["chunk"].as_array().unwrap().len(), 14);
+
+    // Threads: a root with two replies; /threads lists it with its summary.
+    let root = send_text(&alice, &room, "root", "thread root").await;
+    let reply = |body: &str| json!({ "msgtype": "m.text", "body": body, "m.relates_to": { "rel_type": "m.thread", "event_id": root } });
+    put(&alice, "m.room.message", "t1", reply("first reply")).await;
+    let last = put(&bob, "m.room.message", "t2", reply("second reply")).await;
+    let threads = alice
+        .get(&format!("/_matrix/client/v1/rooms/{room}/threads"))
+        .await
+        .ok();
+    let t = &threads["chunk"][0];
+    assert_eq!(t["event_id"], root.as_str());
+    let summary = &t["unsigned"]["m.relations"]["m.thread"];
+    assert_eq!(
+        (summary["count"].as_i64(), summary["latest_event"]["event_id"].as_str()),
+        (Some(2), Some(last.as_str())),
+        "{t}"
+    );
+    assert_eq!(summary["current_user_participated"], true);
+    let carol = Client::register(&server, "carol", "pw").await;
+    carol.post(&format!("join/{room}"), json!({})).await.ok();
+    let mine = carol
+        .get(&format!("/_matrix/client/v1/rooms/{room}/threads?include=participated"))
+        .await
+        .ok();
+    assert!(
+        mine["chunk"].as_array().unwrap().is_empty(),
+        "carol took part in no thread"
+    );
+
+    // /context: the event, two before (newest first) and two after.
+    let ids: Vec<String> = {
+        let mut v = Vec::new();
+        for i in 0..7 {
+            v.push(send_text(&alice, &room, &format!("c{i}"), &format!("ctx {i}")).await);
+        }
+        v
+    };
+    let ctx = bob.get(&format!("rooms/{room}/context/{}?limit=4", ids[3])).await.ok();
+    assert_eq!(ctx["event"]["event_id"], ids[3].as_str());
+    let before: Vec<&str> = ctx["events_before"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    let after: Vec<&str> = ctx["events_after"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(before, vec![ids[2].as_str(), ids[1].as_str()]);
+    assert_eq!(after, vec![ids[4].as_str(), ids[5].as_str()]);
+    assert!(
+        ctx["state"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.room.create")
+    );
+    // Paginating on from the context's end token continues after it.
+    let more = bob
+        .get(&format!(
+            "rooms/{room}/messages?dir=f&limit=1&from={}",
+            ctx["end"].as_str().unwrap()
+        ))
+        .await
+        .ok();
+    assert_eq!(more["chunk"][0]["event_id"], ids[6].as_str());
+    bob.get(&format!("rooms/{room}/context/$missing"))
+        .await
+        .err(404, "M_NOT_FOUND");
+    let stranger = Client::register(&server, "zed", "pw").await;
+    stranger
+        .get(&format!("rooms/{room}/context/{}", ids[3]))
+        .await
+        .err(403, "M_FORBIDDEN");
+}
+
 both_backends!(
+    relations_threads_and_context,
     client_details,
     create_presets_and_encryption,
     encryption_default_can_be_turned_off,

@@ -18,6 +18,7 @@ pub mod events;
 pub mod extract;
 pub mod profile;
 pub mod push;
+pub mod relations;
 pub mod rooms;
 pub mod session;
 pub mod sync;
@@ -83,6 +84,7 @@ pub fn client_router(core: Arc<Core>) -> Result<Router, String> {
         profile as prof, redact, room, session as ses, state as st, sync as sy,
     };
     use ruma::api::client::{config as cfg, presence as pres, read_marker as rm, receipt as rc, tag, typing as ty};
+    use ruma::api::client::{context as ctx, relations as rel, threads as th};
     let state = Arc::new(MatrixState::new(core)?);
     let router = Router::new()
         .route("/_matrix/client/versions", get(discovery::versions))
@@ -157,6 +159,13 @@ pub fn client_router(core: Arc<Core>) -> Result<Router, String> {
         .endpoint::<pu::set_pushrule_enabled::v3::Request, _, _>(push::put_enabled)
         .endpoint::<pu::get_pushrule_actions::v3::Request, _, _>(push::actions)
         .endpoint::<pu::set_pushrule_actions::v3::Request, _, _>(push::put_actions)
+        .endpoint::<rel::get_relating_events::v1::Request, _, _>(relations::relations)
+        .endpoint::<rel::get_relating_events_with_rel_type::v1::Request, _, _>(relations::relations_by_type)
+        .endpoint::<rel::get_relating_events_with_rel_type_and_event_type::v1::Request, _, _>(
+            relations::relations_by_type_and_kind,
+        )
+        .endpoint::<th::get_threads::v1::Request, _, _>(relations::list_threads)
+        .endpoint::<ctx::get_context::v3::Request, _, _>(relations::get_context)
         .fallback(error::unrecognized)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state);

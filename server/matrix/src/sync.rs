@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 use estuary_core::streams::Positions;
 use serde_json::{Map, Value, json};
 
-use crate::events::{client_event, client_event_for, stripped};
+use crate::events::{client_event, stripped};
 use crate::{Caller, MatrixError, MatrixState, Ruma};
 
 type JsonResult = Result<Json<Value>, MatrixError>;
@@ -365,7 +365,7 @@ async fn room_section(
     let prev_batch = token(first.saturating_sub(1));
     Ok(Some(json!({
         "timeline": {
-            "events": events.iter().map(|e| client_event_for(state, caller, e, false)).collect::<Vec<_>>(),
+            "events": crate::relations::for_client(state, caller, &events, false).await?,
             "limited": limited,
             "prev_batch": prev_batch,
         },
@@ -437,7 +437,7 @@ pub async fn room_messages(State(state): State<Arc<MatrixState>>, req: Ruma<mess
         }
     };
     let mut out = json!({
-        "chunk": chunk.iter().map(|e| client_event_for(&state, caller, e, true)).collect::<Vec<_>>(),
+        "chunk": crate::relations::for_client(&state, caller, &chunk, true).await?,
         "start": token(from),
         "state": [],
     });

@@ -338,6 +338,18 @@ macro_rules! impl_store {
                     .bind(&e.event_id)
                     .execute(&mut *tx)
                     .await?;
+                if let Some((rel_type, target)) = &e.relation {
+                    sqlx::query::<$db>($crate::sql::INSERT_RELATION)
+                        .bind(&e.event_id)
+                        .bind(&e.room_id)
+                        .bind(target)
+                        .bind(rel_type)
+                        .bind(&e.kind)
+                        .bind(&e.sender)
+                        .bind(stream)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 if let Some((localpart, device_id, txn_id)) = &e.txn {
                     sqlx::query::<$db>($crate::sql::INSERT_TXN)
                         .bind(localpart)
@@ -359,12 +371,19 @@ macro_rules! impl_store {
             }
 
             async fn redact_event(&self, event_id: &str, redacted_pdu: &str, redacted_by: &str) -> $crate::Result<()> {
+                let mut tx = self.pool.begin().await?;
                 sqlx::query::<$db>($crate::sql::REDACT_EVENT)
                     .bind(event_id)
                     .bind(redacted_pdu)
                     .bind(redacted_by)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                // m.relates_to does not survive redaction, and neither does the relation.
+                sqlx::query::<$db>($crate::sql::DELETE_RELATION)
+                    .bind(event_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -613,6 +632,63 @@ macro_rules! impl_store {
                     .fetch_one(&self.pool)
                     .await?;
                 Ok(n)
+            }
+
+            async fn relating_events(
+                &self,
+                target: &str,
+                rel_type: Option<&str>,
+                kind: Option<&str>,
+                from: i64,
+                to: i64,
+                limit: i64,
+                newest: bool,
+            ) -> $crate::Result<Vec<$crate::StoredEvent>> {
+                let sql = if newest {
+                    $crate::sql::RELATING_NEWEST
+                } else {
+                    $crate::sql::RELATING_OLDEST
+                };
+                let mut rows = sqlx::query_as::<$db, $crate::StoredEvent>(sql)
+                    .bind(target)
+                    .bind(rel_type)
+                    .bind(kind)
+                    .bind(from)
+                    .bind(to)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                if newest {
+                    rows.reverse();
+                }
+                Ok(rows)
+            }
+
+            async fn relations_to(&self, targets: &[String]) -> $crate::Result<Vec<$crate::Relation>> {
+                if targets.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // Only the placeholders are formatted into the SQL; the values are bound.
+                let placeholders: Vec<String> = (1..=targets.len()).map(|i| format!("${i}")).collect();
+                let sql = format!(
+                    "SELECT event_id, relates_to, rel_type, type, sender, stream_ordering FROM event_relations \
+                     WHERE relates_to IN ({}) ORDER BY stream_ordering",
+                    placeholders.join(", ")
+                );
+                let mut q = sqlx::query_as::<$db, $crate::Relation>(sqlx::AssertSqlSafe(sql));
+                for t in targets {
+                    q = q.bind(t);
+                }
+                Ok(q.fetch_all(&self.pool).await?)
+            }
+
+            async fn thread_roots(&self, room_id: &str, before: i64, limit: i64) -> $crate::Result<Vec<(String, i64)>> {
+                Ok(sqlx::query_as::<$db, (String, i64)>($crate::sql::THREAD_ROOTS)
+                    .bind(room_id)
+                    .bind(before)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?)
             }
 
             async fn close(&self) {

@@ -175,6 +175,20 @@ pub struct NewEvent {
     pub txn: Option<(String, String, String)>,
     /// For state events: the state event replaced, and its content.
     pub replaces_state: Option<(String, String)>,
+    /// m.relates_to of the content: (rel_type, event_id related to).
+    pub relation: Option<(String, String)>,
+}
+
+/// A relation of one event to another.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Relation {
+    pub event_id: String,
+    pub relates_to: String,
+    pub rel_type: String,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub sender: String,
+    pub stream_ordering: i64,
 }
 
 /// A membership of a user, from the current state.
@@ -295,6 +309,25 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<StoredEvent>>;
     /// The highest stream position assigned so far (0 when there is none).
     async fn max_stream_ordering(&self) -> Result<i64>;
+
+    /// Events relating to `target` (optionally of one rel_type and event type), with
+    /// from < stream_ordering <= to, `limit` from the newest end when `newest`.
+    #[allow(clippy::too_many_arguments)]
+    async fn relating_events(
+        &self,
+        target: &str,
+        rel_type: Option<&str>,
+        kind: Option<&str>,
+        from: i64,
+        to: i64,
+        limit: i64,
+        newest: bool,
+    ) -> Result<Vec<StoredEvent>>;
+    /// All relations pointing at any of `targets`, oldest first.
+    async fn relations_to(&self, targets: &[String]) -> Result<Vec<Relation>>;
+    /// Thread roots of a room (events with at least one m.thread relation), newest thread
+    /// activity first, with latest activity below `before`.
+    async fn thread_roots(&self, room_id: &str, before: i64, limit: i64) -> Result<Vec<(String, i64)>>;
 
     async fn add_alias(&self, alias: &str, room_id: &str, creator: &str) -> Result<()>;
     async fn alias(&self, alias: &str) -> Result<Option<String>>;

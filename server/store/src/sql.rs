@@ -146,3 +146,24 @@ pub const UNREAD_COUNT: &str = "SELECT COUNT(*) FROM events e WHERE e.room_id = 
     AND e.stream_ordering > COALESCE((SELECT MAX(ev.stream_ordering) FROM receipts r \
     JOIN events ev ON ev.event_id = r.event_id WHERE r.room_id = $1 AND r.user_id = $2 \
     AND r.receipt_type IN ('m.read', 'm.read.private')), 0)";
+
+pub const INSERT_RELATION: &str = "INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, type, sender, \
+    stream_ordering) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING";
+pub const DELETE_RELATION: &str = "DELETE FROM event_relations WHERE event_id = $1";
+pub const RELATING_NEWEST: &str = concat!(
+    "SELECT ",
+    event_columns_e!(),
+    " FROM event_relations r JOIN events e ON e.event_id = r.event_id WHERE r.relates_to = $1 \
+     AND ($2 IS NULL OR r.rel_type = $2) AND ($3 IS NULL OR r.type = $3) \
+     AND r.stream_ordering > $4 AND r.stream_ordering <= $5 ORDER BY r.stream_ordering DESC LIMIT $6"
+);
+pub const RELATING_OLDEST: &str = concat!(
+    "SELECT ",
+    event_columns_e!(),
+    " FROM event_relations r JOIN events e ON e.event_id = r.event_id WHERE r.relates_to = $1 \
+     AND ($2 IS NULL OR r.rel_type = $2) AND ($3 IS NULL OR r.type = $3) \
+     AND r.stream_ordering > $4 AND r.stream_ordering <= $5 ORDER BY r.stream_ordering ASC LIMIT $6"
+);
+pub const THREAD_ROOTS: &str = "SELECT relates_to, MAX(stream_ordering) AS latest FROM event_relations \
+    WHERE room_id = $1 AND rel_type = 'm.thread' GROUP BY relates_to HAVING MAX(stream_ordering) < $2 \
+    ORDER BY latest DESC LIMIT $3";

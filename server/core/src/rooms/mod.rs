@@ -371,6 +371,17 @@ impl Rooms {
                 }),
             None => None,
         };
+        // m.relates_to (cleartext even in encrypted events), to an event of this room.
+        let relation = match (
+            t.content["m.relates_to"]["rel_type"].as_str(),
+            t.content["m.relates_to"]["event_id"].as_str(),
+        ) {
+            (Some(rel_type), Some(target)) => match self.store.event(target).await? {
+                Some(e) if e.room_id == room_id.as_str() => Some((rel_type.to_owned(), target.to_owned())),
+                _ => None,
+            },
+            _ => None,
+        };
         let membership = (pdu.kind == TimelineEventType::RoomMember)
             .then(|| t.content.get("membership").and_then(Value::as_str).map(str::to_owned))
             .flatten();
@@ -387,6 +398,7 @@ impl Rooms {
             prev_events,
             txn: txn.clone(),
             replaces_state,
+            relation,
         };
         let stream = {
             let _append = self.append_lock.lock().await;
