@@ -905,7 +905,158 @@ async fn relations_threads_and_context(backend: Backend) {
         .err(403, "M_FORBIDDEN");
 }
 
+async fn directories_and_search(backend: Backend) {
+    let (_inst, server) = open_server(backend).await;
+    let alice = Client::register(&server, "alice", "pw").await;
+    let bob = Client::register(&server, "bob", "pw").await;
+    let carol = Client::register(&server, "carol", "pw").await;
+    alice
+        .put(
+            "profile/@alice:localhost/displayname",
+            json!({ "displayname": "Alice Liddell" }),
+        )
+        .await
+        .ok();
+    carol
+        .put(
+            "profile/@carol:localhost/displayname",
+            json!({ "displayname": "Carol Private" }),
+        )
+        .await
+        .ok();
+
+    let public = create_room(&alice, json!({ "preset": "public_chat", "visibility": "public", "name": "Tea Party", "topic": "mad hatters", "room_alias_name": "tea" })).await;
+    let hidden = create_room(&alice, json!({ "preset": "public_chat", "name": "Hidden" })).await;
+    bob.post(&format!("join/{public}"), json!({})).await.ok();
+
+    let anon = Client::anonymous(&server);
+    let dir = anon.get("publicRooms").await.ok();
+    let chunk = dir["chunk"].as_array().unwrap();
+    assert_eq!(chunk.len(), 1, "{dir}");
+    let entry = &chunk[0];
+    assert_eq!(
+        (
+            entry["room_id"].as_str(),
+            entry["name"].as_str(),
+            entry["topic"].as_str()
+        ),
+        (Some(public.as_str()), Some("Tea Party"), Some("mad hatters"))
+    );
+    assert_eq!(
+        (entry["canonical_alias"].as_str(), entry["num_joined_members"].as_i64()),
+        (Some("#tea:localhost"), Some(2))
+    );
+    assert_eq!(
+        anon.get(&format!("directory/list/room/{hidden}")).await.ok()["visibility"],
+        "private"
+    );
+    bob.put(
+        &format!("directory/list/room/{hidden}"),
+        json!({ "visibility": "public" }),
+    )
+    .await
+    .err(403, "M_FORBIDDEN");
+    alice
+        .put(
+            &format!("directory/list/room/{hidden}"),
+            json!({ "visibility": "public" }),
+        )
+        .await
+        .ok();
+    let filtered = alice
+        .post("publicRooms", json!({ "filter": { "generic_search_term": "hidd" } }))
+        .await
+        .ok();
+    assert_eq!(filtered["chunk"].as_array().unwrap().len(), 1);
+    assert_eq!(filtered["chunk"][0]["room_id"], hidden.as_str());
+    let page = anon.get("publicRooms?limit=1").await.ok();
+    assert_eq!(page["total_room_count_estimate"], 2);
+    let rest = anon
+        .get(&format!(
+            "publicRooms?limit=1&since={}",
+            page["next_batch"].as_str().unwrap()
+        ))
+        .await
+        .ok();
+    assert_ne!(rest["chunk"][0]["room_id"], page["chunk"][0]["room_id"]);
+    anon.get("publicRooms?server=elsewhere.org")
+        .await
+        .err(404, "M_NOT_FOUND");
+
+    // The user directory: people in shared or public rooms, by ID or display name.
+    let found = bob
+        .post("user_directory/search", json!({ "search_term": "liddell" }))
+        .await
+        .ok();
+    assert_eq!(found["results"][0]["user_id"], "@alice:localhost");
+    assert_eq!(found["results"][0]["display_name"], "Alice Liddell");
+    let none = bob
+        .post("user_directory/search", json!({ "search_term": "carol" }))
+        .await
+        .ok();
+    assert!(
+        none["results"].as_array().unwrap().is_empty(),
+        "carol shares no room with bob: {none}"
+    );
+
+    // Search: message bodies in rooms the searcher is joined to, not in encrypted rooms.
+    send_text(&alice, &public, "s1", "The Hatter asked a riddle").await;
+    send_text(&alice, &public, "s2", "nothing to see").await;
+    let secret = create_room(&alice, json!({ "preset": "private_chat", "invite": [bob.user_id] })).await;
+    bob.post(&format!("join/{secret}"), json!({})).await.ok();
+    alice
+        .put(&format!("rooms/{secret}/send/m.room.encrypted/e1"), json!({ "algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "riddle-ish-ciphertext", "sender_key": "k", "device_id": "D", "session_id": "s" }))
+        .await
+        .ok();
+    let r = bob
+        .post(
+            "search",
+            json!({ "search_categories": { "room_events": { "search_term": "RIDDLE" } } }),
+        )
+        .await
+        .ok();
+    let results = r["search_categories"]["room_events"]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{r}");
+    assert_eq!(results[0]["result"]["content"]["body"], "The Hatter asked a riddle");
+    let other = carol
+        .post(
+            "search",
+            json!({ "search_categories": { "room_events": { "search_term": "riddle" } } }),
+        )
+        .await
+        .ok();
+    assert!(
+        other["search_categories"]["room_events"]["results"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "carol is in none of the rooms"
+    );
+    bob.post(
+        "search",
+        json!({ "search_categories": { "room_events": { "search_term": "  " } } }),
+    )
+    .await
+    .err(400, "M_INVALID_PARAM");
+    // LIKE wildcards in the term are literal.
+    let wild = bob
+        .post(
+            "search",
+            json!({ "search_categories": { "room_events": { "search_term": "%" } } }),
+        )
+        .await
+        .ok();
+    assert!(
+        wild["search_categories"]["room_events"]["results"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{wild}"
+    );
+}
+
 both_backends!(
+    directories_and_search,
     relations_threads_and_context,
     client_details,
     create_presets_and_encryption,

@@ -12,6 +12,7 @@ use ruma::{OwnedServerName, OwnedUserId, ServerName, UserId};
 pub mod account;
 pub mod alias;
 pub mod device;
+pub mod directory;
 pub mod discovery;
 pub mod error;
 pub mod events;
@@ -85,6 +86,7 @@ pub fn client_router(core: Arc<Core>) -> Result<Router, String> {
     };
     use ruma::api::client::{config as cfg, presence as pres, read_marker as rm, receipt as rc, tag, typing as ty};
     use ruma::api::client::{context as ctx, relations as rel, threads as th};
+    use ruma::api::client::{directory as dir, search as se, user_directory as ud};
     let state = Arc::new(MatrixState::new(core)?);
     let router = Router::new()
         .route("/_matrix/client/versions", get(discovery::versions))
@@ -166,6 +168,12 @@ pub fn client_router(core: Arc<Core>) -> Result<Router, String> {
         )
         .endpoint::<th::get_threads::v1::Request, _, _>(relations::list_threads)
         .endpoint::<ctx::get_context::v3::Request, _, _>(relations::get_context)
+        .endpoint::<dir::get_public_rooms::v3::Request, _, _>(directory::get_public)
+        .endpoint::<dir::get_public_rooms_filtered::v3::Request, _, _>(directory::post_public)
+        .endpoint::<dir::get_room_visibility::v3::Request, _, _>(directory::visibility)
+        .endpoint::<dir::set_room_visibility::v3::Request, _, _>(directory::put_visibility)
+        .endpoint::<ud::search_users::v3::Request, _, _>(directory::search_users)
+        .endpoint::<se::search_events::v3::Request, _, _>(directory::search_events)
         .fallback(error::unrecognized)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state);

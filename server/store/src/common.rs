@@ -682,6 +682,46 @@ macro_rules! impl_store {
                 Ok(q.fetch_all(&self.pool).await?)
             }
 
+            async fn search_messages(
+                &self,
+                room_ids: &[String],
+                needle: &str,
+                before: i64,
+                limit: i64,
+            ) -> $crate::Result<Vec<$crate::StoredEvent>> {
+                if room_ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // LIKE with the wildcards of the needle escaped; only placeholders are formatted.
+                let escaped: String = needle
+                    .chars()
+                    .flat_map(|c| match c {
+                        '%' | '_' | '\\' => vec!['\\', c],
+                        c => vec![c],
+                    })
+                    .collect();
+                let pattern = format!("%{escaped}%");
+                let rooms: Vec<String> = (0..room_ids.len()).map(|i| format!("${}", i + 4)).collect();
+                let sql = format!(
+                    concat!(
+                        "SELECT ",
+                        $crate::sql::event_columns!(),
+                        " FROM events WHERE type = 'm.room.message' \
+                     AND redacted_by IS NULL AND LOWER(pdu) LIKE $1 ESCAPE '\\' AND stream_ordering < $2 \
+                     AND room_id IN ({}) ORDER BY stream_ordering DESC LIMIT $3"
+                    ),
+                    rooms.join(", ")
+                );
+                let mut q = sqlx::query_as::<$db, $crate::StoredEvent>(sqlx::AssertSqlSafe(sql))
+                    .bind(pattern)
+                    .bind(before)
+                    .bind(limit);
+                for r in room_ids {
+                    q = q.bind(r);
+                }
+                Ok(q.fetch_all(&self.pool).await?)
+            }
+
             async fn thread_roots(&self, room_id: &str, before: i64, limit: i64) -> $crate::Result<Vec<(String, i64)>> {
                 Ok(sqlx::query_as::<$db, (String, i64)>($crate::sql::THREAD_ROOTS)
                     .bind(room_id)

@@ -325,6 +325,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<StoredEvent>>;
     /// All relations pointing at any of `targets`, oldest first.
     async fn relations_to(&self, targets: &[String]) -> Result<Vec<Relation>>;
+    /// m.room.message events in the given rooms whose JSON contains `needle` (lower case,
+    /// compared case-insensitively), newest first, below `before`. Callers check the body.
+    async fn search_messages(
+        &self,
+        room_ids: &[String],
+        needle: &str,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>>;
     /// Thread roots of a room (events with at least one m.thread relation), newest thread
     /// activity first, with latest activity below `before`.
     async fn thread_roots(&self, room_id: &str, before: i64, limit: i64) -> Result<Vec<(String, i64)>>;

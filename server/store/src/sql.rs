@@ -66,6 +66,8 @@ macro_rules! event_columns {
          replaces_state, prev_content"
     };
 }
+pub(crate) use event_columns;
+
 macro_rules! event_columns_e {
     () => {
         "e.stream_ordering, e.event_id, e.room_id, e.depth, e.sender, e.type, e.state_key, e.origin_server_ts, \
