@@ -133,3 +133,56 @@ pub async fn put_actions(State(state): State<Arc<MatrixState>>, req: Ruma<set_ac
     save(&state, caller, &rules).await?;
     Ok(Json(json!({})))
 }
+
+/// At most this many unread events are evaluated per room; counts stop there.
+const MAX_UNREAD_EVALUATED: i64 = 100;
+
+/// Unread counts of a room (spec: "Receiving notifications"): the user's push rules run on
+/// each event after their read receipt; `notify` counts, a highlight tweak highlights.
+pub async fn unread_counts(
+    state: &MatrixState,
+    caller: &Caller,
+    rules: &Ruleset,
+    room_id: &str,
+) -> Result<(u64, u64), MatrixError> {
+    let store = &state.core.store;
+    let events = store
+        .unread_events(room_id, caller.user_id.as_str(), MAX_UNREAD_EVALUATED)
+        .await
+        .map_err(estuary_core::CoreError::from)?;
+    if events.is_empty() {
+        return Ok((0, 0));
+    }
+    let members = state.core.rooms.members(room_id).await?;
+    let joined = members.values().filter(|(m, _)| m == "join").count();
+    let display_name = members
+        .get(caller.user_id.as_str())
+        .and_then(|(_, e)| {
+            crate::events::client_event(e, false)["content"]["displayname"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| caller.localpart.clone());
+    let room = ruma::RoomId::parse(room_id).map_err(MatrixError::internal)?;
+    let ctx = ruma::push::PushConditionRoomCtx::new(
+        room,
+        ruma::UInt::try_from(joined).unwrap_or_default(),
+        caller.user_id.clone(),
+        display_name,
+    );
+    let (mut notify, mut highlight) = (0, 0);
+    for e in &events {
+        let json = crate::events::client_event(e, true).to_string();
+        let Ok(raw) = ruma::serde::Raw::<Value>::from_json_string(json) else {
+            continue;
+        };
+        let actions = rules.get_actions(&raw, &ctx).await;
+        if actions.iter().any(|a| a.should_notify()) {
+            notify += 1;
+        }
+        if actions.iter().any(|a| a.is_highlight()) {
+            highlight += 1;
+        }
+    }
+    Ok((notify, highlight))
+}

@@ -141,6 +141,7 @@ async fn compute(
         .memberships(caller.user_id.as_str())
         .await
         .map_err(estuary_core::CoreError::from)?;
+    let push_rules = crate::push::ruleset(state, caller).await?;
     for m in memberships {
         // A membership committed after `now` waits for the next sync.
         if m.stream_ordering > now.events {
@@ -193,12 +194,9 @@ async fn compute(
                     let r = room.get_or_insert_with(|| empty_room(now.events));
                     r["ephemeral"]["events"] = json!(ephemeral);
                     r["account_data"]["events"] = json!(room_data);
-                    let unread = core
-                        .store
-                        .unread_count(&m.room_id, caller.user_id.as_str())
-                        .await
-                        .map_err(estuary_core::CoreError::from)?;
-                    r["unread_notifications"]["notification_count"] = json!(unread);
+                    let (notify, highlight) =
+                        crate::push::unread_counts(state, caller, &push_rules, &m.room_id).await?;
+                    r["unread_notifications"] = json!({ "notification_count": notify, "highlight_count": highlight });
                     join.insert(m.room_id.clone(), room.unwrap_or_default());
                     news = true;
                 }

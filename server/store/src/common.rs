@@ -625,13 +625,20 @@ macro_rules! impl_store {
                 Ok(max)
             }
 
-            async fn unread_count(&self, room_id: &str, user_id: &str) -> $crate::Result<i64> {
-                let (n,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::UNREAD_COUNT)
-                    .bind(room_id)
-                    .bind(user_id)
-                    .fetch_one(&self.pool)
-                    .await?;
-                Ok(n)
+            async fn unread_events(
+                &self,
+                room_id: &str,
+                user_id: &str,
+                limit: i64,
+            ) -> $crate::Result<Vec<$crate::StoredEvent>> {
+                Ok(
+                    sqlx::query_as::<$db, $crate::StoredEvent>($crate::sql::UNREAD_EVENTS)
+                        .bind(room_id)
+                        .bind(user_id)
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await?,
+                )
             }
 
             async fn relating_events(

@@ -360,9 +360,9 @@ pub trait Store: Send + Sync + 'static {
     /// Receipts in a room changed after `since` (all with since = 0).
     async fn receipts_since(&self, room_id: &str, since: i64) -> Result<Vec<Receipt>>;
     async fn max_receipt_stream(&self) -> Result<i64>;
-    /// Messages from others in a room after the user's latest read receipt (public or
-    /// private): the unread notification count.
-    async fn unread_count(&self, room_id: &str, user_id: &str) -> Result<i64>;
+    /// Events from others in a room after the user's latest read receipt (public or
+    /// private), newest first, at most `limit`: what unread counts are computed from.
+    async fn unread_events(&self, room_id: &str, user_id: &str, limit: i64) -> Result<Vec<StoredEvent>>;
 
     /// Close the pool, waiting for connections in use to be returned (clean shutdown; for
     /// SQLite this also checkpoints the WAL).

@@ -143,11 +143,14 @@ pub const INSERT_RECEIPT: &str = "INSERT INTO receipts (room_id, user_id, receip
 pub const RECEIPTS_SINCE: &str = "SELECT stream_id, room_id, user_id, receipt_type, thread_id, event_id, ts \
     FROM receipts WHERE room_id = $1 AND stream_id > $2 ORDER BY stream_id";
 pub const MAX_RECEIPT: &str = "SELECT COALESCE(MAX(stream_id), 0) FROM receipts";
-pub const UNREAD_COUNT: &str = "SELECT COUNT(*) FROM events e WHERE e.room_id = $1 AND e.sender <> $2 \
-    AND e.type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') AND e.redacted_by IS NULL \
-    AND e.stream_ordering > COALESCE((SELECT MAX(ev.stream_ordering) FROM receipts r \
-    JOIN events ev ON ev.event_id = r.event_id WHERE r.room_id = $1 AND r.user_id = $2 \
-    AND r.receipt_type IN ('m.read', 'm.read.private')), 0)";
+pub const UNREAD_EVENTS: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events e WHERE e.room_id = $1 AND e.sender <> $2 AND e.state_key IS NULL AND e.redacted_by IS NULL \
+     AND e.stream_ordering > COALESCE((SELECT MAX(ev.stream_ordering) FROM receipts r \
+     JOIN events ev ON ev.event_id = r.event_id WHERE r.room_id = $1 AND r.user_id = $2 \
+     AND r.receipt_type IN ('m.read', 'm.read.private')), 0) ORDER BY e.stream_ordering DESC LIMIT $3"
+);
 
 pub const INSERT_RELATION: &str = "INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, type, sender, \
     stream_ordering) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING";
