@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 pub mod matrix;
+pub mod olm;
 
 /// Environment variable holding an admin URL of the throwaway PostgreSQL server that
 /// `scripts/test` starts (for example `postgres://postgres@127.0.0.1:5433/postgres`).

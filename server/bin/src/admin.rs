@@ -150,7 +150,7 @@ async fn run_user(core: &Core, command: UserCommand) -> anyhow::Result<()> {
             );
         }
         UserCommand::Deactivate { localpart } => {
-            core.accounts.deactivate(&localpart.to_lowercase()).await?;
+            core.deactivate(&localpart.to_lowercase()).await?;
             println!("deactivated {}", core.matrix_user_id(&localpart.to_lowercase()));
         }
     }

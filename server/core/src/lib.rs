@@ -8,6 +8,7 @@ use estuary_store::Store;
 pub mod account_data;
 pub mod accounts;
 pub mod config;
+pub mod e2ee;
 pub mod ephemeral;
 pub mod keys;
 pub mod localpart;
@@ -76,6 +77,7 @@ pub struct Core {
     pub typing: Arc<ephemeral::Typing>,
     pub presence: ephemeral::Presence,
     pub streams: Arc<streams::Streams>,
+    pub e2ee: e2ee::E2ee,
     pub limits: RateLimiters,
 }
 
@@ -99,6 +101,8 @@ impl Core {
             receipts: store.max_receipt_stream().await?,
             typing: 0,
             presence: 0,
+            to_device: store.max_to_device_stream().await?,
+            device_lists: store.max_device_list_stream().await?,
         };
         let streams = Arc::new(streams::Streams::new(start));
         let rooms = rooms::Rooms::new(store.clone(), key, server_name, streams.clone());
@@ -106,6 +110,7 @@ impl Core {
         let typing = ephemeral::Typing::new(streams.clone());
         typing.spawn_expiry();
         let presence = ephemeral::Presence::new(streams.clone());
+        let e2ee = e2ee::E2ee::new(store.clone(), streams.clone());
         let accounts = Accounts::new(store.clone(), config.server_name.clone());
         let sessions = Sessions::new(store.clone());
         let r = &config.rate_limits;
@@ -124,8 +129,39 @@ impl Core {
             typing,
             presence,
             streams,
+            e2ee,
             limits,
         })
+    }
+
+    /// Delete devices: their tokens, their E2EE keys and queued to-device messages; the
+    /// user's device list changes.
+    pub async fn delete_devices(&self, localpart: &str, device_ids: &[String]) -> Result<(), CoreError> {
+        self.sessions.delete_devices(localpart, device_ids).await?;
+        let user_id = self.matrix_user_id(localpart);
+        for d in device_ids {
+            self.e2ee.device_deleted(localpart, d, &user_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Delete every device except `keep` (all with None).
+    pub async fn delete_other_devices(&self, localpart: &str, keep: Option<&str>) -> Result<(), CoreError> {
+        let ids: Vec<String> = self
+            .sessions
+            .devices(localpart)
+            .await?
+            .into_iter()
+            .map(|d| d.device_id)
+            .filter(|d| Some(d.as_str()) != keep)
+            .collect();
+        self.delete_devices(localpart, &ids).await
+    }
+
+    /// Deactivate an account, with its devices and their keys.
+    pub async fn deactivate(&self, localpart: &str) -> Result<(), CoreError> {
+        self.delete_other_devices(localpart, None).await?;
+        self.accounts.deactivate(localpart).await
     }
 
     /// `@localpart:server_name`

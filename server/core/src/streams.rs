@@ -1,5 +1,5 @@
 //! Positions in the server's streams (events, account data, receipts, typing, presence) and
-//! the notifier sync waits on. A sync token is all positions at once: `s{e}_{a}_{r}_{t}_{p}`;
+//! the notifier sync waits on. A sync token is all positions at once: `s{e}_{a}_{r}_{t}_{p}_{td}_{dl}`;
 //! a plain `s{e}` (a pagination token) reads as the events position with the rest at 0.
 
 use tokio::sync::watch;
@@ -12,13 +12,21 @@ pub struct Positions {
     /// Typing and presence live in memory: their positions restart at 0 with the server.
     pub typing: i64,
     pub presence: i64,
+    pub to_device: i64,
+    pub device_lists: i64,
 }
 
 impl Positions {
     pub fn token(&self) -> String {
         format!(
-            "s{}_{}_{}_{}_{}",
-            self.events, self.account_data, self.receipts, self.typing, self.presence
+            "s{}_{}_{}_{}_{}_{}_{}",
+            self.events,
+            self.account_data,
+            self.receipts,
+            self.typing,
+            self.presence,
+            self.to_device,
+            self.device_lists
         )
     }
 
@@ -35,6 +43,8 @@ impl Positions {
             receipts: next()?,
             typing: next()?,
             presence: next()?,
+            to_device: next()?,
+            device_lists: next()?,
         };
         Some(p)
     }
@@ -46,6 +56,8 @@ impl Positions {
             || self.receipts > since.receipts
             || self.typing != since.typing
             || self.presence != since.presence
+            || self.to_device > since.to_device
+            || self.device_lists > since.device_lists
     }
 }
 
@@ -91,7 +103,10 @@ mod tests {
             receipts: 9,
             typing: 1,
             presence: 3,
+            to_device: 4,
+            device_lists: 6,
         };
+        assert_eq!(p.token(), "s5_2_9_1_3_4_6");
         assert_eq!(Positions::parse(&p.token()), Some(p));
         assert_eq!(
             Positions::parse("s42"),

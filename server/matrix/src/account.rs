@@ -157,7 +157,6 @@ pub async fn change_password(
     if req.body.logout_devices {
         state
             .core
-            .sessions
             .delete_other_devices(&caller.localpart, Some(caller.device_id.as_str()))
             .await?;
     }
@@ -177,7 +176,7 @@ pub async fn deactivate(
         Some(&caller.localpart),
     )
     .await?;
-    state.core.accounts.deactivate(&caller.localpart).await?;
+    state.core.deactivate(&caller.localpart).await?;
     tracing::info!(user = %caller.localpart, "deactivated");
     Ok(RumaResponse(deactivate::Response::new(
         ruma::api::client::account::ThirdPartyIdRemovalStatus::NoSupport,

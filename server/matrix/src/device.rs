@@ -78,7 +78,6 @@ pub async fn delete(State(state): State<Arc<MatrixState>>, req: Ruma<delete::Req
     .await?;
     state
         .core
-        .sessions
         .delete_devices(&caller.localpart, &[device_id.to_owned()])
         .await?;
     Ok(RumaResponse(delete::Response::new()))
@@ -99,6 +98,6 @@ pub async fn delete_many(
         Some(&caller.localpart),
     )
     .await?;
-    state.core.sessions.delete_devices(&caller.localpart, &ids).await?;
+    state.core.delete_devices(&caller.localpart, &ids).await?;
     Ok(RumaResponse(delete_many::Response::new()))
 }

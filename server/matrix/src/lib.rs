@@ -17,6 +17,7 @@ pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod keys;
 pub mod profile;
 pub mod push;
 pub mod relations;
@@ -87,6 +88,7 @@ pub fn client_router(core: Arc<Core>) -> Result<Router, String> {
     use ruma::api::client::{config as cfg, presence as pres, read_marker as rm, receipt as rc, tag, typing as ty};
     use ruma::api::client::{context as ctx, relations as rel, threads as th};
     use ruma::api::client::{directory as dir, search as se, user_directory as ud};
+    use ruma::api::client::{keys as ks, to_device as td};
     let state = Arc::new(MatrixState::new(core)?);
     let router = Router::new()
         .route("/_matrix/client/versions", get(discovery::versions))
@@ -174,6 +176,11 @@ pub fn client_router(core: Arc<Core>) -> Result<Router, String> {
         .endpoint::<dir::set_room_visibility::v3::Request, _, _>(directory::put_visibility)
         .endpoint::<ud::search_users::v3::Request, _, _>(directory::search_users)
         .endpoint::<se::search_events::v3::Request, _, _>(directory::search_events)
+        .endpoint::<ks::upload_keys::v3::Request, _, _>(keys::upload_keys)
+        .endpoint::<ks::get_keys::v3::Request, _, _>(keys::query_keys)
+        .endpoint::<ks::claim_keys::v3::Request, _, _>(keys::claim_keys)
+        .endpoint::<ks::get_key_changes::v3::Request, _, _>(keys::key_changes)
+        .endpoint::<td::send_event_to_device::v3::Request, _, _>(keys::send_to_device)
         .fallback(error::unrecognized)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state);

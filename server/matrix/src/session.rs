@@ -78,7 +78,6 @@ pub async fn logout(State(state): State<Arc<MatrixState>>, req: Ruma<logout::Req
     let caller = req.caller()?;
     state
         .core
-        .sessions
         .delete_devices(&caller.localpart, &[caller.device_id.to_string()])
         .await?;
     Ok(RumaResponse(logout::Response::new()))
@@ -89,10 +88,6 @@ pub async fn logout_all(
     req: Ruma<logout_all::Request>,
 ) -> ApiResult<logout_all::Response> {
     let caller = req.caller()?;
-    state
-        .core
-        .sessions
-        .delete_other_devices(&caller.localpart, None)
-        .await?;
+    state.core.delete_other_devices(&caller.localpart, None).await?;
     Ok(RumaResponse(logout_all::Response::new()))
 }

@@ -269,15 +269,49 @@ async fn compute(
         .map(|(user, p)| presence_event(&user, &p))
         .collect();
     news |= since.is_some() && !presence.is_empty();
+    // To-device: delivered until the device's next sync acknowledges them (spec); at most
+    // a page per sync, the rest next time.
+    let device = caller.device_id.as_str();
+    let to_device = core
+        .e2ee
+        .to_device_for_sync(&caller.localpart, device, s.to_device, now.to_device)
+        .await?;
+    let mut next = now;
+    if to_device.len() as i64 >= estuary_core::e2ee::TO_DEVICE_PER_SYNC
+        && let Some(last) = to_device.last()
+    {
+        next.to_device = last.stream_id;
+    }
+    news |= !to_device.is_empty();
+    let to_device: Vec<Value> = to_device
+        .iter()
+        .map(|m| json!({ "type": m.kind, "sender": m.sender, "content": serde_json::from_str::<Value>(&m.content).unwrap_or_default() }))
+        .collect();
+    let changed: Vec<String> = match since {
+        Some(s) if now.device_lists > s.device_lists => {
+            let users = crate::keys::interesting_users(state, caller).await?;
+            core.e2ee
+                .device_list_changes(s.device_lists, now.device_lists)
+                .await?
+                .into_iter()
+                .filter(|u| users.contains(u))
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    news |= !changed.is_empty();
+    let counts = core.e2ee.counts(&caller.localpart, device).await?;
+    let fallback = core.e2ee.unused_fallback_algorithms(&caller.localpart, device).await?;
     Ok((
         json!({
-            "next_batch": now.token(),
+            "next_batch": next.token(),
             "rooms": { "join": join, "invite": invite, "leave": leave },
             "presence": { "events": presence },
             "account_data": { "events": global_data },
-            "to_device": { "events": [] },
-            "device_lists": { "changed": [], "left": [] },
-            "device_one_time_keys_count": {},
+            "to_device": { "events": to_device },
+            "device_lists": { "changed": changed, "left": [] },
+            "device_one_time_keys_count": counts,
+            "device_unused_fallback_key_types": fallback,
         }),
         news,
     ))

@@ -738,6 +738,238 @@ macro_rules! impl_store {
                     .await?)
             }
 
+            async fn set_device_keys(
+                &self,
+                localpart: &str,
+                device_id: &str,
+                user_id: &str,
+                key_json: &str,
+            ) -> $crate::Result<Option<i64>> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query::<$db>($crate::sql::UPSERT_DEVICE_KEYS)
+                    .bind(localpart)
+                    .bind(device_id)
+                    .bind(key_json)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Ok(None);
+                }
+                let (pos,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::ADD_DEVICE_LIST_CHANGE)
+                    .bind(user_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(Some(pos))
+            }
+
+            async fn device_keys(&self, localpart: &str) -> $crate::Result<Vec<(String, String)>> {
+                Ok(sqlx::query_as::<$db, (String, String)>($crate::sql::DEVICE_KEYS)
+                    .bind(localpart)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn add_one_time_keys(
+                &self,
+                localpart: &str,
+                device_id: &str,
+                keys: &[(String, String, String)],
+            ) -> $crate::Result<()> {
+                let mut tx = self.pool.begin().await?;
+                for (algorithm, key_id, json) in keys {
+                    sqlx::query::<$db>($crate::sql::ADD_OTK)
+                        .bind(localpart)
+                        .bind(device_id)
+                        .bind(algorithm)
+                        .bind(key_id)
+                        .bind(json)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn one_time_key_counts(
+                &self,
+                localpart: &str,
+                device_id: &str,
+            ) -> $crate::Result<Vec<(String, i64)>> {
+                Ok(sqlx::query_as::<$db, (String, i64)>($crate::sql::OTK_COUNTS)
+                    .bind(localpart)
+                    .bind(device_id)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn set_fallback_key(
+                &self,
+                localpart: &str,
+                device_id: &str,
+                algorithm: &str,
+                key_id: &str,
+                key_json: &str,
+            ) -> $crate::Result<()> {
+                sqlx::query::<$db>($crate::sql::SET_FALLBACK)
+                    .bind(localpart)
+                    .bind(device_id)
+                    .bind(algorithm)
+                    .bind(key_id)
+                    .bind(key_json)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn unused_fallback_algorithms(
+                &self,
+                localpart: &str,
+                device_id: &str,
+            ) -> $crate::Result<Vec<String>> {
+                let rows: Vec<(String,)> = sqlx::query_as::<$db, (String,)>($crate::sql::UNUSED_FALLBACK)
+                    .bind(localpart)
+                    .bind(device_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.into_iter().map(|r| r.0).collect())
+            }
+
+            async fn claim_key(
+                &self,
+                localpart: &str,
+                device_id: &str,
+                algorithm: &str,
+            ) -> $crate::Result<Option<(String, String)>> {
+                // The one-time key claim is one statement that deletes and returns a row; how
+                // it picks a row no concurrent claim can also pick differs per engine.
+                let otk: Option<(String, String)> = sqlx::query_as::<$db, (String, String)>(Self::CLAIM_ONE_TIME_KEY)
+                    .bind(localpart)
+                    .bind(device_id)
+                    .bind(algorithm)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                if otk.is_some() {
+                    return Ok(otk);
+                }
+                Ok(
+                    sqlx::query_as::<$db, (String, String)>($crate::sql::CLAIM_FALLBACK)
+                        .bind(localpart)
+                        .bind(device_id)
+                        .bind(algorithm)
+                        .fetch_optional(&self.pool)
+                        .await?,
+                )
+            }
+
+            async fn delete_device_keys(&self, localpart: &str, device_id: &str, user_id: &str) -> $crate::Result<i64> {
+                let mut tx = self.pool.begin().await?;
+                for sql in [
+                    $crate::sql::DELETE_DEVICE_KEYS,
+                    $crate::sql::DELETE_OTKS,
+                    $crate::sql::DELETE_FALLBACKS,
+                    $crate::sql::DELETE_ALL_TO_DEVICE,
+                ] {
+                    sqlx::query::<$db>(sql)
+                        .bind(localpart)
+                        .bind(device_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let (pos,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::ADD_DEVICE_LIST_CHANGE)
+                    .bind(user_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(pos)
+            }
+
+            async fn device_list_changes(&self, after: i64, upto: i64) -> $crate::Result<Vec<String>> {
+                let rows: Vec<(String,)> = sqlx::query_as::<$db, (String,)>($crate::sql::DEVICE_LIST_CHANGES)
+                    .bind(after)
+                    .bind(upto)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.into_iter().map(|r| r.0).collect())
+            }
+
+            async fn max_device_list_stream(&self) -> $crate::Result<i64> {
+                let (max,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::MAX_DEVICE_LIST)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(max)
+            }
+
+            async fn add_to_device(
+                &self,
+                messages: &[$crate::NewToDevice],
+                txn: Option<(&str, &str, &str)>,
+            ) -> $crate::Result<Option<i64>> {
+                let mut tx = self.pool.begin().await?;
+                if let Some((lp, device, txn_id)) = txn {
+                    let done = sqlx::query::<$db>($crate::sql::ADD_TO_DEVICE_TXN)
+                        .bind(lp)
+                        .bind(device)
+                        .bind(txn_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    if done.rows_affected() == 0 {
+                        return Ok(None);
+                    }
+                }
+                let mut last = 0;
+                for (lp, device, sender, kind, content) in messages {
+                    let (pos,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::ADD_TO_DEVICE)
+                        .bind(lp)
+                        .bind(device)
+                        .bind(sender)
+                        .bind(kind)
+                        .bind(content)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    last = pos;
+                }
+                tx.commit().await?;
+                Ok(Some(last))
+            }
+
+            async fn to_device(
+                &self,
+                localpart: &str,
+                device_id: &str,
+                after: i64,
+                upto: i64,
+                limit: i64,
+            ) -> $crate::Result<Vec<$crate::ToDeviceMessage>> {
+                Ok(
+                    sqlx::query_as::<$db, $crate::ToDeviceMessage>($crate::sql::TO_DEVICE)
+                        .bind(localpart)
+                        .bind(device_id)
+                        .bind(after)
+                        .bind(upto)
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await?,
+                )
+            }
+
+            async fn delete_to_device(&self, localpart: &str, device_id: &str, upto: i64) -> $crate::Result<()> {
+                sqlx::query::<$db>($crate::sql::DELETE_TO_DEVICE)
+                    .bind(localpart)
+                    .bind(device_id)
+                    .bind(upto)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn max_to_device_stream(&self) -> $crate::Result<i64> {
+                let (max,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::MAX_TO_DEVICE)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(max)
+            }
+
             async fn close(&self) {
                 self.pool.close().await;
             }

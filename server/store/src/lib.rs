@@ -222,6 +222,19 @@ pub struct Receipt {
     pub ts: i64,
 }
 
+/// A to-device message waiting for its device.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ToDeviceMessage {
+    pub stream_id: i64,
+    pub sender: String,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub content: String,
+}
+
+/// A to-device message to queue: (localpart, device_id, sender, type, content JSON).
+pub type NewToDevice = (String, String, String, String, String);
+
 /// The storage interface the rest of the server uses. Both backends implement it with the
 /// same SQL (written once in `sql.rs`), and pass the same tests.
 #[async_trait]
@@ -363,6 +376,64 @@ pub trait Store: Send + Sync + 'static {
     /// Events from others in a room after the user's latest read receipt (public or
     /// private), newest first, at most `limit`: what unread counts are computed from.
     async fn unread_events(&self, room_id: &str, user_id: &str, limit: i64) -> Result<Vec<StoredEvent>>;
+
+    // --- end-to-end encryption keys (opaque to the server) ---
+
+    /// Store a device's identity keys; records a device-list change for the user when they
+    /// are new or different. Returns the change's stream position, if any.
+    async fn set_device_keys(
+        &self,
+        localpart: &str,
+        device_id: &str,
+        user_id: &str,
+        key_json: &str,
+    ) -> Result<Option<i64>>;
+    /// (device_id, key JSON) of every device of the user that uploaded keys.
+    async fn device_keys(&self, localpart: &str) -> Result<Vec<(String, String)>>;
+    /// Add one-time keys (algorithm, key_id, JSON); a key ID already present is kept as is.
+    async fn add_one_time_keys(
+        &self,
+        localpart: &str,
+        device_id: &str,
+        keys: &[(String, String, String)],
+    ) -> Result<()>;
+    /// Unclaimed one-time keys per algorithm.
+    async fn one_time_key_counts(&self, localpart: &str, device_id: &str) -> Result<Vec<(String, i64)>>;
+    /// Replace the device's fallback key for an algorithm (unused again).
+    async fn set_fallback_key(
+        &self,
+        localpart: &str,
+        device_id: &str,
+        algorithm: &str,
+        key_id: &str,
+        key_json: &str,
+    ) -> Result<()>;
+    async fn unused_fallback_algorithms(&self, localpart: &str, device_id: &str) -> Result<Vec<String>>;
+    /// Claim a key of `algorithm` for a device: a one-time key (removed, so it is given out
+    /// once even under concurrent claims), else the fallback key (marked used, kept).
+    async fn claim_key(&self, localpart: &str, device_id: &str, algorithm: &str) -> Result<Option<(String, String)>>;
+    /// Forget a device's keys and pending to-device messages (device deleted); records a
+    /// device-list change. Returns its stream position.
+    async fn delete_device_keys(&self, localpart: &str, device_id: &str, user_id: &str) -> Result<i64>;
+    /// Users whose device lists changed with after < stream_id <= upto.
+    async fn device_list_changes(&self, after: i64, upto: i64) -> Result<Vec<String>>;
+    async fn max_device_list_stream(&self) -> Result<i64>;
+
+    /// Queue to-device messages; with a (localpart, device, txn_id) already seen, nothing is
+    /// queued and None is returned. Else the last stream position used.
+    async fn add_to_device(&self, messages: &[NewToDevice], txn: Option<(&str, &str, &str)>) -> Result<Option<i64>>;
+    /// Messages for a device with after < stream_id <= upto, oldest first, at most `limit`.
+    async fn to_device(
+        &self,
+        localpart: &str,
+        device_id: &str,
+        after: i64,
+        upto: i64,
+        limit: i64,
+    ) -> Result<Vec<ToDeviceMessage>>;
+    /// Delete a device's messages up to `upto` (acknowledged by its next sync).
+    async fn delete_to_device(&self, localpart: &str, device_id: &str, upto: i64) -> Result<()>;
+    async fn max_to_device_stream(&self) -> Result<i64>;
 
     /// Close the pool, waiting for connections in use to be returned (clean shutdown; for
     /// SQLite this also checkpoints the WAL).

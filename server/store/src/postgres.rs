@@ -14,6 +14,10 @@ pub struct PgStore {
 impl PgStore {
     const BACKEND: Backend = Backend::Postgres;
     const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+    /// SKIP LOCKED: concurrent claims each lock a different row, so no key is given twice.
+    const CLAIM_ONE_TIME_KEY: &str = "DELETE FROM e2e_one_time_keys WHERE ctid = (SELECT ctid FROM e2e_one_time_keys \
+        WHERE localpart = $1 AND device_id = $2 AND algorithm = $3 ORDER BY key_id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+        RETURNING key_id, key_json";
 
     pub async fn connect(url: &str) -> Result<Self> {
         let options = PgConnectOptions::from_str(url)?;

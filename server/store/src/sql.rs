@@ -172,3 +172,38 @@ pub const RELATING_OLDEST: &str = concat!(
 pub const THREAD_ROOTS: &str = "SELECT relates_to, MAX(stream_ordering) AS latest FROM event_relations \
     WHERE room_id = $1 AND rel_type = 'm.thread' GROUP BY relates_to HAVING MAX(stream_ordering) < $2 \
     ORDER BY latest DESC LIMIT $3";
+
+/// Affects no row when the stored keys are identical: a re-upload is not a change.
+pub const UPSERT_DEVICE_KEYS: &str = "INSERT INTO e2e_device_keys (localpart, device_id, key_json) VALUES ($1, $2, $3) \
+    ON CONFLICT (localpart, device_id) DO UPDATE SET key_json = excluded.key_json \
+    WHERE e2e_device_keys.key_json <> excluded.key_json";
+pub const DEVICE_KEYS: &str = "SELECT device_id, key_json FROM e2e_device_keys WHERE localpart = $1 ORDER BY device_id";
+pub const ADD_DEVICE_LIST_CHANGE: &str =
+    "INSERT INTO e2e_device_list_changes (user_id) VALUES ($1) RETURNING stream_id";
+pub const ADD_OTK: &str = "INSERT INTO e2e_one_time_keys (localpart, device_id, algorithm, key_id, key_json) \
+    VALUES ($1, $2, $3, $4, $5) ON CONFLICT (localpart, device_id, algorithm, key_id) DO NOTHING";
+pub const OTK_COUNTS: &str = "SELECT algorithm, COUNT(*) FROM e2e_one_time_keys WHERE localpart = $1 AND device_id = $2 \
+    GROUP BY algorithm ORDER BY algorithm";
+pub const SET_FALLBACK: &str = "INSERT INTO e2e_fallback_keys (localpart, device_id, algorithm, key_id, key_json, used) \
+    VALUES ($1, $2, $3, $4, $5, FALSE) ON CONFLICT (localpart, device_id, algorithm) DO UPDATE SET \
+    key_id = excluded.key_id, key_json = excluded.key_json, used = FALSE";
+pub const UNUSED_FALLBACK: &str = "SELECT algorithm FROM e2e_fallback_keys WHERE localpart = $1 AND device_id = $2 \
+    AND NOT used ORDER BY algorithm";
+pub const CLAIM_FALLBACK: &str = "UPDATE e2e_fallback_keys SET used = TRUE WHERE localpart = $1 AND device_id = $2 \
+    AND algorithm = $3 RETURNING key_id, key_json";
+pub const DELETE_DEVICE_KEYS: &str = "DELETE FROM e2e_device_keys WHERE localpart = $1 AND device_id = $2";
+pub const DELETE_OTKS: &str = "DELETE FROM e2e_one_time_keys WHERE localpart = $1 AND device_id = $2";
+pub const DELETE_FALLBACKS: &str = "DELETE FROM e2e_fallback_keys WHERE localpart = $1 AND device_id = $2";
+pub const DELETE_ALL_TO_DEVICE: &str = "DELETE FROM to_device_messages WHERE localpart = $1 AND device_id = $2";
+pub const DEVICE_LIST_CHANGES: &str = "SELECT DISTINCT user_id FROM e2e_device_list_changes \
+    WHERE stream_id > $1 AND stream_id <= $2 ORDER BY user_id";
+pub const MAX_DEVICE_LIST: &str = "SELECT COALESCE(MAX(stream_id), 0) FROM e2e_device_list_changes";
+pub const ADD_TO_DEVICE_TXN: &str = "INSERT INTO to_device_txn_ids (localpart, device_id, txn_id) VALUES ($1, $2, $3) \
+    ON CONFLICT (localpart, device_id, txn_id) DO NOTHING";
+pub const ADD_TO_DEVICE: &str = "INSERT INTO to_device_messages (localpart, device_id, sender, type, content) \
+    VALUES ($1, $2, $3, $4, $5) RETURNING stream_id";
+pub const TO_DEVICE: &str = "SELECT stream_id, sender, type, content FROM to_device_messages WHERE localpart = $1 \
+    AND device_id = $2 AND stream_id > $3 AND stream_id <= $4 ORDER BY stream_id LIMIT $5";
+pub const DELETE_TO_DEVICE: &str =
+    "DELETE FROM to_device_messages WHERE localpart = $1 AND device_id = $2 AND stream_id <= $3";
+pub const MAX_TO_DEVICE: &str = "SELECT COALESCE(MAX(stream_id), 0) FROM to_device_messages";

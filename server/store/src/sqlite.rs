@@ -14,6 +14,10 @@ pub struct SqliteStore {
 impl SqliteStore {
     const BACKEND: Backend = Backend::Sqlite;
     const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+    /// One statement: SQLite runs one writer at a time, so the row it selects is the row it
+    /// deletes.
+    const CLAIM_ONE_TIME_KEY: &str = "DELETE FROM e2e_one_time_keys WHERE rowid = (SELECT rowid FROM e2e_one_time_keys \
+        WHERE localpart = $1 AND device_id = $2 AND algorithm = $3 ORDER BY key_id LIMIT 1) RETURNING key_id, key_json";
 
     /// Open (creating if missing) the database file named by a `sqlite://PATH` URL.
     pub async fn connect(url: &str) -> Result<Self> {

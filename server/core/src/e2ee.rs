@@ -1,0 +1,228 @@
+//! End-to-end encryption support: the server stores and routes what clients need (device
+//! keys, one-time and fallback keys, to-device messages, device-list changes) and never holds
+//! a private key or decrypts anything. Key JSON is stored exactly as the client signed it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use base64::Engine;
+use estuary_store::{NewToDevice, Store, ToDeviceMessage};
+use ruma::CanonicalJsonObject;
+use serde_json::{Map, Value};
+
+use crate::CoreError;
+use crate::streams::Streams;
+
+/// Algorithms a device may announce (spec: "End-to-End Encryption", messaging algorithms).
+pub const DEVICE_ALGORITHMS: &[&str] = &[
+    "m.olm.v1.curve25519-aes-sha2",
+    "m.megolm.v1.aes-sha2",
+    "m.megolm.v2.aes-sha2",
+    "m.olm.v2.curve25519-aes-sha2",
+];
+/// Key algorithms of one-time and fallback keys.
+pub const ONE_TIME_KEY_ALGORITHMS: &[&str] = &["signed_curve25519", "curve25519"];
+/// Largest to-device content, in bytes (Synapse's limit for a whole request is much larger;
+/// one message this size already carries any room key).
+pub const MAX_TO_DEVICE_BYTES: usize = 65_536;
+/// To-device messages delivered per sync at most; the rest come with the next sync.
+pub const TO_DEVICE_PER_SYNC: i64 = 100;
+
+#[derive(Clone)]
+pub struct E2ee {
+    store: Arc<dyn Store>,
+    streams: Arc<Streams>,
+}
+
+fn invalid(msg: impl Into<String>) -> CoreError {
+    CoreError::InvalidParam(msg.into())
+}
+
+/// Check a device_keys object: it is for this user and device, announces known algorithms,
+/// carries its ed25519 and curve25519 keys, and is signed by its own ed25519 key.
+pub fn verify_device_keys(keys: &Value, user_id: &str, device_id: &str) -> Result<(), CoreError> {
+    if keys["user_id"].as_str() != Some(user_id) || keys["device_id"].as_str() != Some(device_id) {
+        return Err(invalid("device_keys must name the uploading user and device"));
+    }
+    let algorithms = keys["algorithms"]
+        .as_array()
+        .ok_or_else(|| invalid("device_keys.algorithms must be a list"))?;
+    for a in algorithms {
+        if !a.as_str().is_some_and(|a| DEVICE_ALGORITHMS.contains(&a)) {
+            return Err(invalid(format!("unknown algorithm {a} in device_keys.algorithms")));
+        }
+    }
+    let ed_id = format!("ed25519:{device_id}");
+    let ed25519 = keys["keys"][&ed_id]
+        .as_str()
+        .ok_or_else(|| invalid(format!("device_keys.keys lacks {ed_id}")))?;
+    if !keys["keys"][format!("curve25519:{device_id}")].is_string() {
+        return Err(invalid(format!("device_keys.keys lacks curve25519:{device_id}")));
+    }
+    verify_signature(keys, user_id, &ed_id, ed25519)
+}
+
+/// Verify the signature of `signer`'s key `key_id` (base64 `public_key`) on a JSON object.
+pub fn verify_signature(object: &Value, signer: &str, key_id: &str, public_key: &str) -> Result<(), CoreError> {
+    let signature = object["signatures"][signer][key_id]
+        .as_str()
+        .ok_or_else(|| invalid(format!("not signed by {key_id}")))?;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD_NO_PAD.decode(s.trim_end_matches('='));
+    let public = b64(public_key).map_err(|_| invalid(format!("{key_id} is not valid base64")))?;
+    let signature = b64(signature).map_err(|_| invalid("signature is not valid base64"))?;
+    let canonical: CanonicalJsonObject =
+        serde_json::from_value(object.clone()).map_err(|e| invalid(format!("not canonical JSON: {e}")))?;
+    let message =
+        ruma::signatures::to_canonical_json_string_for_signing(&canonical).map_err(|e| invalid(e.to_string()))?;
+    ruma::signatures::verify_canonical_json_bytes(
+        &ruma::SigningKeyAlgorithm::Ed25519,
+        &public,
+        &signature,
+        message.as_bytes(),
+    )
+    .map_err(|_| invalid(format!("the signature by {key_id} does not verify")))
+}
+
+/// Split `algorithm:key_id` and check the algorithm.
+fn key_name(name: &str) -> Result<(String, String), CoreError> {
+    match name.split_once(':') {
+        Some((alg, id)) if ONE_TIME_KEY_ALGORITHMS.contains(&alg) && !id.is_empty() => {
+            Ok((alg.to_owned(), id.to_owned()))
+        }
+        _ => Err(invalid(format!(
+            "unknown key algorithm in {name:?}; expected signed_curve25519:ID"
+        ))),
+    }
+}
+
+impl E2ee {
+    pub fn new(store: Arc<dyn Store>, streams: Arc<Streams>) -> Self {
+        Self { store, streams }
+    }
+
+    /// keys/upload. Returns the one-time key counts after the upload.
+    pub async fn upload(
+        &self,
+        localpart: &str,
+        user_id: &str,
+        device_id: &str,
+        device_keys: Option<&Value>,
+        one_time_keys: &Map<String, Value>,
+        fallback_keys: &Map<String, Value>,
+    ) -> Result<BTreeMap<String, i64>, CoreError> {
+        // Everything is checked before anything is stored: a bad key fails the whole upload.
+        if let Some(keys) = device_keys {
+            verify_device_keys(keys, user_id, device_id)?;
+        }
+        let mut otks = Vec::new();
+        for (name, key) in one_time_keys {
+            let (alg, id) = key_name(name)?;
+            otks.push((alg, id, key.to_string()));
+        }
+        let mut fallbacks = Vec::new();
+        for (name, key) in fallback_keys {
+            fallbacks.push((key_name(name)?, key.to_string()));
+        }
+        if let Some(keys) = device_keys
+            && let Some(pos) = self
+                .store
+                .set_device_keys(localpart, device_id, user_id, &keys.to_string())
+                .await?
+        {
+            self.streams.advance(|p| p.device_lists = p.device_lists.max(pos));
+        }
+        if !otks.is_empty() {
+            self.store.add_one_time_keys(localpart, device_id, &otks).await?;
+        }
+        for ((alg, id), json) in fallbacks {
+            self.store
+                .set_fallback_key(localpart, device_id, &alg, &id, &json)
+                .await?;
+        }
+        self.counts(localpart, device_id).await
+    }
+
+    pub async fn counts(&self, localpart: &str, device_id: &str) -> Result<BTreeMap<String, i64>, CoreError> {
+        Ok(self
+            .store
+            .one_time_key_counts(localpart, device_id)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    pub async fn unused_fallback_algorithms(&self, localpart: &str, device_id: &str) -> Result<Vec<String>, CoreError> {
+        Ok(self.store.unused_fallback_algorithms(localpart, device_id).await?)
+    }
+
+    /// The device keys of a local user: device_id -> keys JSON.
+    pub async fn device_keys(&self, localpart: &str) -> Result<BTreeMap<String, Value>, CoreError> {
+        let rows = self.store.device_keys(localpart).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(d, json)| serde_json::from_str(&json).ok().map(|v| (d, v)))
+            .collect())
+    }
+
+    /// Claim a key of `algorithm` for a device: `(algorithm:key_id, key JSON)`.
+    pub async fn claim(
+        &self,
+        localpart: &str,
+        device_id: &str,
+        algorithm: &str,
+    ) -> Result<Option<(String, Value)>, CoreError> {
+        let Some((key_id, json)) = self.store.claim_key(localpart, device_id, algorithm).await? else {
+            return Ok(None);
+        };
+        let value = serde_json::from_str(&json).unwrap_or(Value::Null);
+        Ok(Some((format!("{algorithm}:{key_id}"), value)))
+    }
+
+    /// A device was deleted: its keys and queued messages go, and its user's device list
+    /// changed.
+    pub async fn device_deleted(&self, localpart: &str, device_id: &str, user_id: &str) -> Result<(), CoreError> {
+        let pos = self.store.delete_device_keys(localpart, device_id, user_id).await?;
+        self.streams.advance(|p| p.device_lists = p.device_lists.max(pos));
+        Ok(())
+    }
+
+    pub async fn device_list_changes(&self, after: i64, upto: i64) -> Result<Vec<String>, CoreError> {
+        Ok(self.store.device_list_changes(after, upto).await?)
+    }
+
+    /// Queue to-device messages. With a txn already seen from this device, nothing is queued
+    /// (spec: idempotent per access token and transaction ID).
+    pub async fn send_to_device(&self, messages: Vec<NewToDevice>, txn: (&str, &str, &str)) -> Result<(), CoreError> {
+        for m in &messages {
+            if m.4.len() > MAX_TO_DEVICE_BYTES {
+                return Err(CoreError::TooLarge(format!(
+                    "a to-device message is larger than {MAX_TO_DEVICE_BYTES} bytes"
+                )));
+            }
+        }
+        if let Some(pos) = self.store.add_to_device(&messages, Some(txn)).await?
+            && pos > 0
+        {
+            self.streams.advance(|p| p.to_device = p.to_device.max(pos));
+        }
+        Ok(())
+    }
+
+    /// The device's messages after `after` (up to `upto`), deleting those up to `after`, which
+    /// the device acknowledged by syncing with that position.
+    pub async fn to_device_for_sync(
+        &self,
+        localpart: &str,
+        device_id: &str,
+        after: i64,
+        upto: i64,
+    ) -> Result<Vec<ToDeviceMessage>, CoreError> {
+        if after > 0 {
+            self.store.delete_to_device(localpart, device_id, after).await?;
+        }
+        Ok(self
+            .store
+            .to_device(localpart, device_id, after, upto, TO_DEVICE_PER_SYNC)
+            .await?)
+    }
+}

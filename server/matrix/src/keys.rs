@@ -1,0 +1,210 @@
+//! End-to-end encryption endpoints (spec: "End-to-End Encryption", "Send-to-Device
+//! messaging"): key upload, query, claim, changes, and to-device sends. Keys are stored and
+//! handed out as the clients signed them; the server never decrypts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use ruma::api::client::keys::{
+    claim_keys::v3 as claim, get_key_changes::v3 as changes, get_keys::v3 as query, upload_keys::v3 as upload,
+};
+use ruma::api::client::to_device::send_event_to_device::v3 as to_device;
+use ruma::to_device::DeviceIdOrAllDevices;
+use serde_json::{Map, Value, json};
+
+use crate::{Caller, MatrixError, MatrixState, Ruma};
+
+type JsonResult = Result<Json<Value>, MatrixError>;
+
+fn raw_map<T>(map: &BTreeMap<impl ToString, ruma::serde::Raw<T>>) -> Result<Map<String, Value>, MatrixError> {
+    let mut out = Map::new();
+    for (k, v) in map {
+        let value: Value = serde_json::from_str(v.json().get()).map_err(|e| MatrixError::bad_json(e.to_string()))?;
+        out.insert(k.to_string(), value);
+    }
+    Ok(out)
+}
+
+pub async fn upload_keys(State(state): State<Arc<MatrixState>>, req: Ruma<upload::Request>) -> JsonResult {
+    let caller = req.caller()?;
+    let b = &req.body;
+    let device_keys: Option<Value> = match &b.device_keys {
+        Some(raw) => Some(serde_json::from_str(raw.json().get()).map_err(|e| MatrixError::bad_json(e.to_string()))?),
+        None => None,
+    };
+    let counts = state
+        .core
+        .e2ee
+        .upload(
+            &caller.localpart,
+            caller.user_id.as_str(),
+            caller.device_id.as_str(),
+            device_keys.as_ref(),
+            &raw_map(&b.one_time_keys)?,
+            &raw_map(&b.fallback_keys)?,
+        )
+        .await?;
+    Ok(Json(json!({ "one_time_key_counts": counts })))
+}
+
+/// keys/query: device keys of local users (with the device's display name in `unsigned`).
+/// Remote users need federation and are reported under `failures`.
+pub async fn query_keys(State(state): State<Arc<MatrixState>>, req: Ruma<query::Request>) -> JsonResult {
+    let _caller = req.caller()?;
+    let mut device_keys = Map::new();
+    let mut failures = Map::new();
+    for (user, wanted) in &req.body.device_keys {
+        let Some(localpart) = state.local(user) else {
+            failures.insert(
+                user.server_name().to_string(),
+                json!({ "errcode": "M_UNRECOGNIZED", "error": "Federation is not available yet" }),
+            );
+            continue;
+        };
+        let names: BTreeMap<String, Option<String>> = state
+            .core
+            .sessions
+            .devices(&localpart)
+            .await?
+            .into_iter()
+            .map(|d| (d.device_id, d.display_name))
+            .collect();
+        let mut devices = Map::new();
+        for (device, mut keys) in state.core.e2ee.device_keys(&localpart).await? {
+            if !wanted.is_empty() && !wanted.iter().any(|w| w.as_str() == device) {
+                continue;
+            }
+            if let Some(Some(name)) = names.get(&device) {
+                keys["unsigned"]["device_display_name"] = json!(name);
+            }
+            devices.insert(device, keys);
+        }
+        device_keys.insert(user.to_string(), Value::Object(devices));
+    }
+    Ok(Json(json!({ "device_keys": device_keys, "failures": failures })))
+}
+
+/// keys/claim: a one-time key per device, or its fallback key when none is left.
+pub async fn claim_keys(State(state): State<Arc<MatrixState>>, req: Ruma<claim::Request>) -> JsonResult {
+    let _caller = req.caller()?;
+    let mut one_time_keys = Map::new();
+    let mut failures = Map::new();
+    for (user, devices) in &req.body.one_time_keys {
+        let Some(localpart) = state.local(user) else {
+            failures.insert(
+                user.server_name().to_string(),
+                json!({ "errcode": "M_UNRECOGNIZED", "error": "Federation is not available yet" }),
+            );
+            continue;
+        };
+        let mut claimed = Map::new();
+        for (device, algorithm) in devices {
+            if let Some((key_id, key)) = state
+                .core
+                .e2ee
+                .claim(&localpart, device.as_str(), algorithm.as_str())
+                .await?
+            {
+                claimed.insert(device.to_string(), json!({ key_id: key }));
+            }
+        }
+        if !claimed.is_empty() {
+            one_time_keys.insert(user.to_string(), Value::Object(claimed));
+        }
+    }
+    Ok(Json(json!({ "one_time_keys": one_time_keys, "failures": failures })))
+}
+
+/// Users sharing a joined room with the caller (and the caller): whose device lists matter.
+pub async fn interesting_users(
+    state: &MatrixState,
+    caller: &Caller,
+) -> Result<std::collections::BTreeSet<String>, MatrixError> {
+    let mut users = std::collections::BTreeSet::from([caller.user_id.to_string()]);
+    for m in state
+        .core
+        .store
+        .memberships(caller.user_id.as_str())
+        .await
+        .map_err(estuary_core::CoreError::from)?
+    {
+        if m.membership == "join" {
+            for (user, (membership, _)) in state.core.rooms.members(&m.room_id).await? {
+                if membership == "join" {
+                    users.insert(user);
+                }
+            }
+        }
+    }
+    Ok(users)
+}
+
+pub async fn key_changes(State(state): State<Arc<MatrixState>>, req: Ruma<changes::Request>) -> JsonResult {
+    let caller = req.caller()?;
+    let parse = |t: &str| {
+        estuary_core::streams::Positions::parse(t)
+            .ok_or_else(|| MatrixError::invalid_param(format!("Invalid token {t:?}")))
+    };
+    let (from, to) = (parse(&req.body.from)?, parse(&req.body.to)?);
+    let users = interesting_users(&state, caller).await?;
+    let changed: Vec<String> = state
+        .core
+        .e2ee
+        .device_list_changes(from.device_lists, to.device_lists)
+        .await?
+        .into_iter()
+        .filter(|u| users.contains(u))
+        .collect();
+    Ok(Json(json!({ "changed": changed, "left": [] })))
+}
+
+pub async fn send_to_device(State(state): State<Arc<MatrixState>>, req: Ruma<to_device::Request>) -> JsonResult {
+    let caller = req.caller()?;
+    let b = &req.body;
+    let kind = b.event_type.to_string();
+    let mut queued = Vec::new();
+    for (user, devices) in &b.messages {
+        let Some(localpart) = state.local(user) else {
+            return Err(MatrixError::forbidden(
+                "Sending to devices of other servers needs federation, which is not available yet",
+            ));
+        };
+        for (target, raw) in devices {
+            let content = raw.json().get().to_owned();
+            if !content.trim_start().starts_with('{') {
+                return Err(MatrixError::bad_json("to-device content must be a JSON object"));
+            }
+            let ids: Vec<String> = match target {
+                DeviceIdOrAllDevices::DeviceId(d) => vec![d.to_string()],
+                DeviceIdOrAllDevices::AllDevices => state
+                    .core
+                    .sessions
+                    .devices(&localpart)
+                    .await?
+                    .into_iter()
+                    .map(|d| d.device_id)
+                    .collect(),
+            };
+            for device in ids {
+                queued.push((
+                    localpart.clone(),
+                    device,
+                    caller.user_id.to_string(),
+                    kind.clone(),
+                    content.clone(),
+                ));
+            }
+        }
+    }
+    state
+        .core
+        .e2ee
+        .send_to_device(
+            queued,
+            (&caller.localpart, caller.device_id.as_str(), b.txn_id.as_str()),
+        )
+        .await?;
+    Ok(Json(json!({})))
+}
