@@ -199,3 +199,42 @@ pub fn megolm_decrypt(room_key_payload: &Value, encrypted: &Value) -> Value {
     let decrypted = inbound.decrypt(&message).unwrap();
     serde_json::from_slice(&decrypted.plaintext).unwrap()
 }
+
+/// A cross-signing key held by a test client (its private half stays in the test).
+pub struct SigningKey {
+    pub secret: vodozemac::Ed25519SecretKey,
+}
+
+impl SigningKey {
+    pub fn new() -> Self {
+        Self {
+            secret: vodozemac::Ed25519SecretKey::new(),
+        }
+    }
+
+    pub fn public(&self) -> String {
+        self.secret.public_key().to_base64()
+    }
+
+    pub fn key_id(&self) -> String {
+        format!("ed25519:{}", self.public())
+    }
+
+    /// Add this key's signature (as `signer`) to a JSON object.
+    pub fn sign(&self, signer: &str, mut v: Value) -> Value {
+        let signature = self.secret.sign(signing_string(&v).as_bytes()).to_base64();
+        v["signatures"][signer][self.key_id()] = json!(signature);
+        v
+    }
+
+    /// The cross-signing key object of `user_id` for `usage`.
+    pub fn key_object(&self, user_id: &str, usage: &str) -> Value {
+        json!({ "user_id": user_id, "usage": [usage], "keys": { self.key_id(): self.public() } })
+    }
+}
+
+impl Default for SigningKey {
+    fn default() -> Self {
+        Self::new()
+    }
+}

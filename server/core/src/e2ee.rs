@@ -226,3 +226,185 @@ impl E2ee {
             .await?)
     }
 }
+
+/// Cross-signing key types (spec: "Cross-signing").
+pub const CROSS_SIGNING_TYPES: &[&str] = &["master", "self_signing", "user_signing"];
+
+/// The single ed25519 key of a cross-signing key object: (key ID, public key).
+fn cross_signing_public(key: &Value) -> Result<(String, String), CoreError> {
+    let keys = key["keys"]
+        .as_object()
+        .ok_or_else(|| invalid("a cross-signing key needs a keys object"))?;
+    match keys.iter().next() {
+        Some((id, Value::String(public)))
+            if keys.len() == 1 && id.strip_prefix("ed25519:") == Some(public.as_str()) =>
+        {
+            Ok((id.clone(), public.clone()))
+        }
+        _ => Err(invalid(
+            "a cross-signing key has exactly one key, \"ed25519:<public key>\": \"<public key>\"",
+        )),
+    }
+}
+
+/// The JSON that a signature covers: the object without signatures and unsigned.
+fn signed_part(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("signatures");
+        o.remove("unsigned");
+    }
+    v
+}
+
+impl E2ee {
+    async fn changed(&self, user_id: &str) -> Result<(), CoreError> {
+        let pos = self.store.add_device_list_change(user_id).await?;
+        self.streams.advance(|p| p.device_lists = p.device_lists.max(pos));
+        Ok(())
+    }
+
+    pub async fn cross_signing_key(&self, localpart: &str, key_type: &str) -> Result<Option<Value>, CoreError> {
+        Ok(self
+            .store
+            .cross_signing_key(localpart, key_type)
+            .await?
+            .and_then(|j| serde_json::from_str(&j).ok()))
+    }
+
+    /// keys/device_signing/upload: check every key, then store them all.
+    pub async fn upload_cross_signing(
+        &self,
+        localpart: &str,
+        user_id: &str,
+        keys: &[(&str, &Value)],
+    ) -> Result<(), CoreError> {
+        let new_master = keys.iter().find(|(t, _)| *t == "master").map(|(_, k)| (*k).clone());
+        let master = match &new_master {
+            Some(m) => Some(m.clone()),
+            None => self.cross_signing_key(localpart, "master").await?,
+        };
+        for (key_type, key) in keys {
+            if !CROSS_SIGNING_TYPES.contains(key_type) {
+                return Err(invalid(format!("unknown cross-signing key type {key_type}")));
+            }
+            if key["user_id"].as_str() != Some(user_id) {
+                return Err(invalid(format!("the {key_type} key must be for {user_id}")));
+            }
+            if !key["usage"]
+                .as_array()
+                .is_some_and(|u| u.iter().any(|x| x == *key_type))
+            {
+                return Err(invalid(format!("the {key_type} key must have usage [\"{key_type}\"]")));
+            }
+            cross_signing_public(key)?;
+            if *key_type != "master" {
+                let master = master
+                    .as_ref()
+                    .ok_or_else(|| invalid(format!("a {key_type} key needs a master key")))?;
+                let (id, public) = cross_signing_public(master)?;
+                verify_signature(key, user_id, &id, &public)?;
+            }
+        }
+        for (key_type, key) in keys {
+            self.store
+                .set_cross_signing_key(localpart, key_type, &key.to_string())
+                .await?;
+        }
+        self.changed(user_id).await
+    }
+
+    /// keys/signatures/upload by `uploader`: for each target (user, key or device ID), check
+    /// each new signature by a key of the uploader and merge it into the stored object.
+    /// Returns the failures, spec-shaped: `{user: {key_id: {errcode, error}}}`.
+    pub async fn upload_signatures(
+        &self,
+        uploader: &str,
+        uploader_localpart: &str,
+        targets: Vec<(String, Option<String>, String, Value)>,
+    ) -> Result<Map<String, Value>, CoreError> {
+        let mut failures = Map::new();
+        // The uploader's keys that may sign: its devices and its cross-signing keys.
+        let mut signers: BTreeMap<String, String> = BTreeMap::new();
+        for (device, keys) in self.device_keys(uploader_localpart).await? {
+            if let Some(k) = keys["keys"][format!("ed25519:{device}")].as_str() {
+                signers.insert(format!("ed25519:{device}"), k.to_owned());
+            }
+        }
+        for t in CROSS_SIGNING_TYPES {
+            if let Some(k) = self.cross_signing_key(uploader_localpart, t).await?
+                && let Ok((id, public)) = cross_signing_public(&k)
+            {
+                signers.insert(id, public);
+            }
+        }
+        for (user_id, target_localpart, key_id, signed) in targets {
+            let mut fail = |msg: &str| {
+                let entry = failures
+                    .entry(user_id.clone())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                entry[&key_id] = serde_json::json!({ "errcode": "M_INVALID_SIGNATURE", "error": msg });
+            };
+            let Some(localpart) = target_localpart else {
+                fail("signatures of users of other servers need federation");
+                continue;
+            };
+            // The target: a device of the user, or one of its cross-signing keys.
+            let mut stored: Option<(Option<&str>, Value)> = None;
+            if let Some(k) = self.device_keys(&localpart).await?.remove(&key_id) {
+                stored = Some((None, k));
+            } else {
+                for t in CROSS_SIGNING_TYPES {
+                    if let Some(k) = self.cross_signing_key(&localpart, t).await?
+                        && cross_signing_public(&k).is_ok_and(|(_, public)| public == key_id)
+                    {
+                        stored = Some((Some(t), k));
+                        break;
+                    }
+                }
+            }
+            let Some((cross_type, mut object)) = stored else {
+                fail("unknown key");
+                continue;
+            };
+            if signed_part(&object) != signed_part(&signed) {
+                fail("the signed object differs from the stored key");
+                continue;
+            }
+            let Some(new_sigs) = signed["signatures"][uploader].as_object() else {
+                fail("no signature by the uploader");
+                continue;
+            };
+            let mut ok = true;
+            for (sig_key, sig) in new_sigs {
+                let Some(public) = signers.get(sig_key) else {
+                    ok = false;
+                    break;
+                };
+                if verify_signature(&signed, uploader, sig_key, public).is_err() {
+                    ok = false;
+                    break;
+                }
+                object["signatures"][uploader][sig_key] = sig.clone();
+            }
+            if !ok {
+                fail("a signature does not verify with the uploader's keys");
+                continue;
+            }
+            match cross_type {
+                Some(t) => {
+                    self.store
+                        .set_cross_signing_key(&localpart, t, &object.to_string())
+                        .await?
+                }
+                None => {
+                    self.store
+                        .set_device_keys(&localpart, &key_id, &user_id, &object.to_string())
+                        .await?;
+                }
+            }
+            self.changed(&user_id).await?;
+        }
+        Ok(failures)
+    }
+}

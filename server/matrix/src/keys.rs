@@ -9,6 +9,7 @@ use axum::Json;
 use axum::extract::State;
 use ruma::api::client::keys::{
     claim_keys::v3 as claim, get_key_changes::v3 as changes, get_keys::v3 as query, upload_keys::v3 as upload,
+    upload_signatures::v3 as signatures, upload_signing_keys::v3 as signing,
 };
 use ruma::api::client::to_device::send_event_to_device::v3 as to_device;
 use ruma::to_device::DeviceIdOrAllDevices;
@@ -52,9 +53,10 @@ pub async fn upload_keys(State(state): State<Arc<MatrixState>>, req: Ruma<upload
 /// keys/query: device keys of local users (with the device's display name in `unsigned`).
 /// Remote users need federation and are reported under `failures`.
 pub async fn query_keys(State(state): State<Arc<MatrixState>>, req: Ruma<query::Request>) -> JsonResult {
-    let _caller = req.caller()?;
+    let caller = req.caller()?;
     let mut device_keys = Map::new();
     let mut failures = Map::new();
+    let (mut master_keys, mut self_signing_keys, mut user_signing_keys) = (Map::new(), Map::new(), Map::new());
     for (user, wanted) in &req.body.device_keys {
         let Some(localpart) = state.local(user) else {
             failures.insert(
@@ -82,8 +84,25 @@ pub async fn query_keys(State(state): State<Arc<MatrixState>>, req: Ruma<query::
             devices.insert(device, keys);
         }
         device_keys.insert(user.to_string(), Value::Object(devices));
+        for (key_type, field) in [("master", &mut master_keys), ("self_signing", &mut self_signing_keys)] {
+            if let Some(k) = state.core.e2ee.cross_signing_key(&localpart, key_type).await? {
+                field.insert(user.to_string(), k);
+            }
+        }
+        // A user-signing key is shown to its owner only (spec).
+        if localpart == caller.localpart
+            && let Some(k) = state.core.e2ee.cross_signing_key(&localpart, "user_signing").await?
+        {
+            user_signing_keys.insert(user.to_string(), k);
+        }
     }
-    Ok(Json(json!({ "device_keys": device_keys, "failures": failures })))
+    Ok(Json(json!({
+        "device_keys": device_keys,
+        "failures": failures,
+        "master_keys": master_keys,
+        "self_signing_keys": self_signing_keys,
+        "user_signing_keys": user_signing_keys,
+    })))
 }
 
 /// keys/claim: a one-time key per device, or its fallback key when none is left.
@@ -207,4 +226,67 @@ pub async fn send_to_device(State(state): State<Arc<MatrixState>>, req: Ruma<to_
         )
         .await?;
     Ok(Json(json!({})))
+}
+
+/// keys/device_signing/upload. Spec (v1.11, MSC3967): the first upload needs no
+/// user-interactive auth; replacing existing cross-signing keys needs the password.
+pub async fn upload_signing_keys(State(state): State<Arc<MatrixState>>, req: Ruma<signing::Request>) -> JsonResult {
+    let caller = req.caller()?;
+    let b = &req.body;
+    if state
+        .core
+        .e2ee
+        .cross_signing_key(&caller.localpart, "master")
+        .await?
+        .is_some()
+    {
+        let purpose = format!("device_signing:{}", caller.localpart);
+        crate::uiaa::authenticate(
+            &state,
+            b.auth.as_ref(),
+            &[&[crate::uiaa::PASSWORD]],
+            &purpose,
+            Some(&caller.localpart),
+        )
+        .await?;
+    }
+    let parse = |raw: &Option<ruma::serde::Raw<_>>| -> Result<Option<Value>, MatrixError> {
+        raw.as_ref()
+            .map(|r: &ruma::serde::Raw<_>| {
+                serde_json::from_str(r.json().get()).map_err(|e| MatrixError::bad_json(e.to_string()))
+            })
+            .transpose()
+    };
+    let keys = [
+        ("master", parse(&b.master_key)?),
+        ("self_signing", parse(&b.self_signing_key)?),
+        ("user_signing", parse(&b.user_signing_key)?),
+    ];
+    let present: Vec<(&str, &Value)> = keys.iter().filter_map(|(t, k)| k.as_ref().map(|k| (*t, k))).collect();
+    if present.is_empty() {
+        return Err(MatrixError::missing_param("No cross-signing key given"));
+    }
+    state
+        .core
+        .e2ee
+        .upload_cross_signing(&caller.localpart, caller.user_id.as_str(), &present)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+pub async fn upload_signatures(State(state): State<Arc<MatrixState>>, req: Ruma<signatures::Request>) -> JsonResult {
+    let caller = req.caller()?;
+    let mut targets = Vec::new();
+    for (user, keys) in &req.body.signed_keys {
+        let keys = serde_json::to_value(keys).map_err(MatrixError::internal)?;
+        for (key_id, signed) in keys.as_object().into_iter().flatten() {
+            targets.push((user.to_string(), state.local(user), key_id.clone(), signed.clone()));
+        }
+    }
+    let failures = state
+        .core
+        .e2ee
+        .upload_signatures(caller.user_id.as_str(), &caller.localpart, targets)
+        .await?;
+    Ok(Json(json!({ "failures": failures })))
 }

@@ -11,6 +11,7 @@ use ruma::{OwnedServerName, OwnedUserId, ServerName, UserId};
 
 pub mod account;
 pub mod alias;
+pub mod backup;
 pub mod device;
 pub mod directory;
 pub mod discovery;
@@ -85,10 +86,10 @@ pub fn client_router(core: Arc<Core>) -> Result<Router, String> {
         account as acc, alias as al, device as dev, discovery as disc, filter, membership as mem, message,
         profile as prof, redact, room, session as ses, state as st, sync as sy,
     };
+    use ruma::api::client::{backup as bk, keys as ks, to_device as td};
     use ruma::api::client::{config as cfg, presence as pres, read_marker as rm, receipt as rc, tag, typing as ty};
     use ruma::api::client::{context as ctx, relations as rel, threads as th};
     use ruma::api::client::{directory as dir, search as se, user_directory as ud};
-    use ruma::api::client::{keys as ks, to_device as td};
     let state = Arc::new(MatrixState::new(core)?);
     let router = Router::new()
         .route("/_matrix/client/versions", get(discovery::versions))
@@ -181,6 +182,22 @@ pub fn client_router(core: Arc<Core>) -> Result<Router, String> {
         .endpoint::<ks::claim_keys::v3::Request, _, _>(keys::claim_keys)
         .endpoint::<ks::get_key_changes::v3::Request, _, _>(keys::key_changes)
         .endpoint::<td::send_event_to_device::v3::Request, _, _>(keys::send_to_device)
+        .endpoint::<ks::upload_signing_keys::v3::Request, _, _>(keys::upload_signing_keys)
+        .endpoint::<ks::upload_signatures::v3::Request, _, _>(keys::upload_signatures)
+        .endpoint::<bk::create_backup_version::v3::Request, _, _>(backup::create_version)
+        .endpoint::<bk::get_latest_backup_info::v3::Request, _, _>(backup::latest_version)
+        .endpoint::<bk::get_backup_info::v3::Request, _, _>(backup::version)
+        .endpoint::<bk::update_backup_version::v3::Request, _, _>(backup::update_version)
+        .endpoint::<bk::delete_backup_version::v3::Request, _, _>(backup::remove_version)
+        .endpoint::<bk::add_backup_keys::v3::Request, _, _>(backup::put_all)
+        .endpoint::<bk::add_backup_keys_for_room::v3::Request, _, _>(backup::put_room)
+        .endpoint::<bk::add_backup_keys_for_session::v3::Request, _, _>(backup::put_session)
+        .endpoint::<bk::get_backup_keys::v3::Request, _, _>(backup::fetch_all)
+        .endpoint::<bk::get_backup_keys_for_room::v3::Request, _, _>(backup::fetch_room)
+        .endpoint::<bk::get_backup_keys_for_session::v3::Request, _, _>(backup::fetch_session)
+        .endpoint::<bk::delete_backup_keys::v3::Request, _, _>(backup::remove_all)
+        .endpoint::<bk::delete_backup_keys_for_room::v3::Request, _, _>(backup::remove_room)
+        .endpoint::<bk::delete_backup_keys_for_session::v3::Request, _, _>(backup::remove_session)
         .fallback(error::unrecognized)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state);

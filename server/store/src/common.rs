@@ -900,6 +900,186 @@ macro_rules! impl_store {
                 Ok(max)
             }
 
+            async fn add_device_list_change(&self, user_id: &str) -> $crate::Result<i64> {
+                let (pos,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::ADD_DEVICE_LIST_CHANGE)
+                    .bind(user_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(pos)
+            }
+
+            async fn cross_signing_key(&self, localpart: &str, key_type: &str) -> $crate::Result<Option<String>> {
+                let row: Option<(String,)> = sqlx::query_as::<$db, (String,)>($crate::sql::CROSS_SIGNING_KEY)
+                    .bind(localpart)
+                    .bind(key_type)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|r| r.0))
+            }
+
+            async fn set_cross_signing_key(
+                &self,
+                localpart: &str,
+                key_type: &str,
+                key_json: &str,
+            ) -> $crate::Result<()> {
+                sqlx::query::<$db>($crate::sql::SET_CROSS_SIGNING_KEY)
+                    .bind(localpart)
+                    .bind(key_type)
+                    .bind(key_json)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn create_backup_version(
+                &self,
+                localpart: &str,
+                algorithm: &str,
+                auth_data: &str,
+            ) -> $crate::Result<i64> {
+                let (v,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::CREATE_BACKUP_VERSION)
+                    .bind(localpart)
+                    .bind(algorithm)
+                    .bind(auth_data)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(v)
+            }
+
+            async fn backup_version(
+                &self,
+                localpart: &str,
+                version: Option<i64>,
+            ) -> $crate::Result<Option<$crate::BackupVersion>> {
+                Ok(match version {
+                    Some(v) => {
+                        sqlx::query_as::<$db, $crate::BackupVersion>($crate::sql::BACKUP_VERSION)
+                            .bind(localpart)
+                            .bind(v)
+                            .fetch_optional(&self.pool)
+                            .await?
+                    }
+                    None => {
+                        sqlx::query_as::<$db, $crate::BackupVersion>($crate::sql::LATEST_BACKUP_VERSION)
+                            .bind(localpart)
+                            .fetch_optional(&self.pool)
+                            .await?
+                    }
+                })
+            }
+
+            async fn update_backup_version(
+                &self,
+                localpart: &str,
+                version: i64,
+                auth_data: &str,
+            ) -> $crate::Result<bool> {
+                let done = sqlx::query::<$db>($crate::sql::UPDATE_BACKUP_VERSION)
+                    .bind(localpart)
+                    .bind(version)
+                    .bind(auth_data)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn delete_backup_version(&self, localpart: &str, version: i64) -> $crate::Result<bool> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query::<$db>($crate::sql::DELETE_BACKUP_VERSION)
+                    .bind(localpart)
+                    .bind(version)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query::<$db>($crate::sql::DELETE_BACKUP_KEYS)
+                    .bind(localpart)
+                    .bind(version)
+                    .bind(None::<&str>)
+                    .bind(None::<&str>)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn put_backup_keys(
+                &self,
+                localpart: &str,
+                version: i64,
+                keys: &[$crate::BackupKey],
+            ) -> $crate::Result<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query::<$db>($crate::sql::BUMP_BACKUP_ETAG)
+                    .bind(localpart)
+                    .bind(version)
+                    .execute(&mut *tx)
+                    .await?;
+                for k in keys {
+                    sqlx::query::<$db>($crate::sql::PUT_BACKUP_KEY)
+                        .bind(localpart)
+                        .bind(version)
+                        .bind(&k.room_id)
+                        .bind(&k.session_id)
+                        .bind(k.first_message_index)
+                        .bind(k.forwarded_count)
+                        .bind(k.is_verified)
+                        .bind(&k.session_data)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn backup_keys(
+                &self,
+                localpart: &str,
+                version: i64,
+                room_id: Option<&str>,
+                session_id: Option<&str>,
+            ) -> $crate::Result<Vec<$crate::BackupKey>> {
+                Ok(sqlx::query_as::<$db, $crate::BackupKey>($crate::sql::BACKUP_KEYS)
+                    .bind(localpart)
+                    .bind(version)
+                    .bind(room_id)
+                    .bind(session_id)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn delete_backup_keys(
+                &self,
+                localpart: &str,
+                version: i64,
+                room_id: Option<&str>,
+                session_id: Option<&str>,
+            ) -> $crate::Result<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query::<$db>($crate::sql::BUMP_BACKUP_ETAG)
+                    .bind(localpart)
+                    .bind(version)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query::<$db>($crate::sql::DELETE_BACKUP_KEYS)
+                    .bind(localpart)
+                    .bind(version)
+                    .bind(room_id)
+                    .bind(session_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn backup_key_count(&self, localpart: &str, version: i64) -> $crate::Result<i64> {
+                let (n,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::BACKUP_KEY_COUNT)
+                    .bind(localpart)
+                    .bind(version)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(n)
+            }
+
             async fn add_to_device(
                 &self,
                 messages: &[$crate::NewToDevice],

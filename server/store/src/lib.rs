@@ -235,6 +235,25 @@ pub struct ToDeviceMessage {
 /// A to-device message to queue: (localpart, device_id, sender, type, content JSON).
 pub type NewToDevice = (String, String, String, String, String);
 
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct BackupVersion {
+    pub version: i64,
+    pub algorithm: String,
+    pub auth_data: String,
+    pub etag: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct BackupKey {
+    pub room_id: String,
+    pub session_id: String,
+    pub first_message_index: i64,
+    pub forwarded_count: i64,
+    pub is_verified: bool,
+    /// Opaque (encrypted by the client) JSON.
+    pub session_data: String,
+}
+
 /// The storage interface the rest of the server uses. Both backends implement it with the
 /// same SQL (written once in `sql.rs`), and pass the same tests.
 #[async_trait]
@@ -418,6 +437,39 @@ pub trait Store: Send + Sync + 'static {
     /// Users whose device lists changed with after < stream_id <= upto.
     async fn device_list_changes(&self, after: i64, upto: i64) -> Result<Vec<String>>;
     async fn max_device_list_stream(&self) -> Result<i64>;
+
+    /// Record that a user's device list (or cross-signing keys) changed.
+    async fn add_device_list_change(&self, user_id: &str) -> Result<i64>;
+    async fn cross_signing_key(&self, localpart: &str, key_type: &str) -> Result<Option<String>>;
+    async fn set_cross_signing_key(&self, localpart: &str, key_type: &str, key_json: &str) -> Result<()>;
+
+    // --- key backup (room_keys), opaque to the server ---
+
+    /// Create the next backup version (1, 2, ...).
+    async fn create_backup_version(&self, localpart: &str, algorithm: &str, auth_data: &str) -> Result<i64>;
+    /// A backup version that is not deleted; the latest with None.
+    async fn backup_version(&self, localpart: &str, version: Option<i64>) -> Result<Option<BackupVersion>>;
+    async fn update_backup_version(&self, localpart: &str, version: i64, auth_data: &str) -> Result<bool>;
+    /// Delete a version and its keys.
+    async fn delete_backup_version(&self, localpart: &str, version: i64) -> Result<bool>;
+    /// Store (insert or replace) keys and bump the version's etag, in one transaction.
+    async fn put_backup_keys(&self, localpart: &str, version: i64, keys: &[BackupKey]) -> Result<()>;
+    /// Keys of a version, optionally of one room, optionally of one session.
+    async fn backup_keys(
+        &self,
+        localpart: &str,
+        version: i64,
+        room_id: Option<&str>,
+        session_id: Option<&str>,
+    ) -> Result<Vec<BackupKey>>;
+    async fn delete_backup_keys(
+        &self,
+        localpart: &str,
+        version: i64,
+        room_id: Option<&str>,
+        session_id: Option<&str>,
+    ) -> Result<()>;
+    async fn backup_key_count(&self, localpart: &str, version: i64) -> Result<i64>;
 
     /// Queue to-device messages; with a (localpart, device, txn_id) already seen, nothing is
     /// queued and None is returned. Else the last stream position used.

@@ -207,3 +207,30 @@ pub const TO_DEVICE: &str = "SELECT stream_id, sender, type, content FROM to_dev
 pub const DELETE_TO_DEVICE: &str =
     "DELETE FROM to_device_messages WHERE localpart = $1 AND device_id = $2 AND stream_id <= $3";
 pub const MAX_TO_DEVICE: &str = "SELECT COALESCE(MAX(stream_id), 0) FROM to_device_messages";
+
+pub const CROSS_SIGNING_KEY: &str =
+    "SELECT key_json FROM e2e_cross_signing_keys WHERE localpart = $1 AND key_type = $2";
+pub const SET_CROSS_SIGNING_KEY: &str = "INSERT INTO e2e_cross_signing_keys (localpart, key_type, key_json) VALUES ($1, $2, $3) \
+    ON CONFLICT (localpart, key_type) DO UPDATE SET key_json = excluded.key_json";
+
+pub const CREATE_BACKUP_VERSION: &str = "INSERT INTO backup_versions (localpart, version, algorithm, auth_data, etag) \
+    SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, 0 FROM backup_versions WHERE localpart = $1 RETURNING version";
+pub const BACKUP_VERSION: &str = "SELECT version, algorithm, auth_data, etag FROM backup_versions \
+    WHERE localpart = $1 AND version = $2 AND NOT deleted";
+pub const LATEST_BACKUP_VERSION: &str = "SELECT version, algorithm, auth_data, etag FROM backup_versions \
+    WHERE localpart = $1 AND NOT deleted ORDER BY version DESC LIMIT 1";
+pub const UPDATE_BACKUP_VERSION: &str =
+    "UPDATE backup_versions SET auth_data = $3 WHERE localpart = $1 AND version = $2 AND NOT deleted";
+pub const DELETE_BACKUP_VERSION: &str =
+    "UPDATE backup_versions SET deleted = TRUE WHERE localpart = $1 AND version = $2 AND NOT deleted";
+pub const BUMP_BACKUP_ETAG: &str = "UPDATE backup_versions SET etag = etag + 1 WHERE localpart = $1 AND version = $2";
+pub const PUT_BACKUP_KEY: &str = "INSERT INTO backup_keys (localpart, version, room_id, session_id, first_message_index, \
+    forwarded_count, is_verified, session_data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+    ON CONFLICT (localpart, version, room_id, session_id) DO UPDATE SET first_message_index = excluded.first_message_index, \
+    forwarded_count = excluded.forwarded_count, is_verified = excluded.is_verified, session_data = excluded.session_data";
+pub const BACKUP_KEYS: &str = "SELECT room_id, session_id, first_message_index, forwarded_count, is_verified, session_data \
+    FROM backup_keys WHERE localpart = $1 AND version = $2 AND ($3 IS NULL OR room_id = $3) \
+    AND ($4 IS NULL OR session_id = $4) ORDER BY room_id, session_id";
+pub const DELETE_BACKUP_KEYS: &str = "DELETE FROM backup_keys WHERE localpart = $1 AND version = $2 \
+    AND ($3 IS NULL OR room_id = $3) AND ($4 IS NULL OR session_id = $4)";
+pub const BACKUP_KEY_COUNT: &str = "SELECT COUNT(*) FROM backup_keys WHERE localpart = $1 AND version = $2";
