@@ -445,7 +445,41 @@ async fn bad_keys_and_to_device_rules(backend: Backend) {
     );
 }
 
+/// Users who start sharing a room show up in device_lists.changed; users who share no room
+/// any more show up in device_lists.left (in sync and in keys/changes).
+async fn device_lists_follow_room_membership(backend: Backend) {
+    let (_inst, server) = open_server(backend).await;
+    let alice = Client::register(&server, "alice", "pw").await;
+    let mut carol = Device::new(Client::register(&server, "carol", "pw").await);
+    carol.upload_keys(1, false).await;
+    let room = alice.post("createRoom", json!({ "preset": "public_chat" })).await.ok()["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let since = next(&alice.get("sync").await.ok());
+    carol.client.post(&format!("join/{room}"), json!({})).await.ok();
+    let s = alice.get(&format!("sync?since={since}")).await.ok();
+    assert!(
+        s["device_lists"]["changed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u == "@carol:localhost"),
+        "{s}"
+    );
+    let since = next(&s);
+    carol.client.post(&format!("rooms/{room}/leave"), json!({})).await.ok();
+    let s = alice.get(&format!("sync?since={since}")).await.ok();
+    assert_eq!(s["device_lists"]["left"], json!(["@carol:localhost"]), "{s}");
+    let changes = alice
+        .get(&format!("keys/changes?from={since}&to={}", next(&s)))
+        .await
+        .ok();
+    assert_eq!(changes["left"], json!(["@carol:localhost"]), "{changes}");
+}
+
 both_backends!(
+    device_lists_follow_room_membership,
     olm_megolm_roundtrip_and_fallback,
     concurrent_claims_hand_out_each_key_once,
     bad_keys_and_to_device_rules

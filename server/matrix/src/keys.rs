@@ -167,16 +167,82 @@ pub async fn key_changes(State(state): State<Arc<MatrixState>>, req: Ruma<change
             .ok_or_else(|| MatrixError::invalid_param(format!("Invalid token {t:?}")))
     };
     let (from, to) = (parse(&req.body.from)?, parse(&req.body.to)?);
-    let users = interesting_users(&state, caller).await?;
-    let changed: Vec<String> = state
-        .core
-        .e2ee
-        .device_list_changes(from.device_lists, to.device_lists)
-        .await?
+    let (changed, left) = device_list_updates(&state, caller, &from, &to).await?;
+    Ok(Json(json!({ "changed": changed, "left": left })))
+}
+
+/// Spec ("Tracking the device list for a user"): `changed` = users sharing a room with the
+/// caller whose devices changed, or who started sharing a room; `left` = users who no longer
+/// share any room with the caller. Between positions `from` and `to`.
+pub async fn device_list_updates(
+    state: &MatrixState,
+    caller: &Caller,
+    from: &estuary_core::streams::Positions,
+    to: &estuary_core::streams::Positions,
+) -> Result<(Vec<String>, Vec<String>), MatrixError> {
+    use std::collections::BTreeSet;
+    // Membership events scanned per room and sync; more than this in one gap is a full resync.
+    const SCAN: i64 = 1000;
+    let now_sharing = interesting_users(state, caller).await?;
+    let mut changed: BTreeSet<String> = BTreeSet::new();
+    if to.device_lists > from.device_lists {
+        for u in state
+            .core
+            .e2ee
+            .device_list_changes(from.device_lists, to.device_lists)
+            .await?
+        {
+            if now_sharing.contains(&u) {
+                changed.insert(u);
+            }
+        }
+    }
+    let mut candidates_left: BTreeSet<String> = BTreeSet::new();
+    if to.events > from.events {
+        let store = &state.core.store;
+        for m in store
+            .memberships(caller.user_id.as_str())
+            .await
+            .map_err(estuary_core::CoreError::from)?
+        {
+            if m.stream_ordering > from.events && m.stream_ordering <= to.events {
+                // The caller's own membership changed: everyone in the room is concerned.
+                for (user, (membership, _)) in state.core.rooms.members(&m.room_id).await? {
+                    if m.membership == "join" && membership == "join" {
+                        changed.insert(user);
+                    } else {
+                        candidates_left.insert(user);
+                    }
+                }
+                continue;
+            }
+            if m.membership != "join" {
+                continue;
+            }
+            let events = store
+                .room_events(&m.room_id, from.events, to.events, SCAN, true)
+                .await
+                .map_err(estuary_core::CoreError::from)?;
+            for e in events.iter().filter(|e| e.kind == "m.room.member") {
+                let Some(user) = &e.state_key else { continue };
+                match crate::events::client_event(e, false)["content"]["membership"].as_str() {
+                    Some("join") => {
+                        changed.insert(user.clone());
+                    }
+                    Some("leave" | "ban") => {
+                        candidates_left.insert(user.clone());
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    changed.retain(|u| now_sharing.contains(u));
+    let left: Vec<String> = candidates_left
         .into_iter()
-        .filter(|u| users.contains(u))
+        .filter(|u| !now_sharing.contains(u))
         .collect();
-    Ok(Json(json!({ "changed": changed, "left": [] })))
+    Ok((changed.into_iter().collect(), left))
 }
 
 pub async fn send_to_device(State(state): State<Arc<MatrixState>>, req: Ruma<to_device::Request>) -> JsonResult {

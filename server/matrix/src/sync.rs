@@ -287,18 +287,11 @@ async fn compute(
         .iter()
         .map(|m| json!({ "type": m.kind, "sender": m.sender, "content": serde_json::from_str::<Value>(&m.content).unwrap_or_default() }))
         .collect();
-    let changed: Vec<String> = match since {
-        Some(s) if now.device_lists > s.device_lists => {
-            let users = crate::keys::interesting_users(state, caller).await?;
-            core.e2ee
-                .device_list_changes(s.device_lists, now.device_lists)
-                .await?
-                .into_iter()
-                .filter(|u| users.contains(u))
-                .collect()
-        }
-        _ => Vec::new(),
+    let (changed, left) = match since {
+        Some(s) => crate::keys::device_list_updates(state, caller, &s, &now).await?,
+        None => (Vec::new(), Vec::new()),
     };
+    news |= !left.is_empty();
     news |= !changed.is_empty();
     let counts = core.e2ee.counts(&caller.localpart, device).await?;
     let fallback = core.e2ee.unused_fallback_algorithms(&caller.localpart, device).await?;
@@ -309,7 +302,7 @@ async fn compute(
             "presence": { "events": presence },
             "account_data": { "events": global_data },
             "to_device": { "events": to_device },
-            "device_lists": { "changed": changed, "left": [] },
+            "device_lists": { "changed": changed, "left": left },
             "device_one_time_keys_count": counts,
             "device_unused_fallback_key_types": fallback,
         }),
