@@ -139,6 +139,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Open registration and no rate limits: the configuration most API tests start from.
+pub const OPEN_CONFIG: &str = "[registration]\nopen = true\n\
+    [rate_limits]\nlogin = { per_second = 0.0, burst = 0.0 }\nregistration = { per_second = 0.0, burst = 0.0 }\n\
+    message = { per_second = 0.0, burst = 0.0 }\n";
+
+/// A started server with [`OPEN_CONFIG`].
+pub async fn open_server(backend: Backend) -> (Instance, Running) {
+    let inst = Instance::with_config(backend, OPEN_CONFIG).await;
+    let server = inst.start().await;
+    (inst, server)
+}
+
 /// An installation: a data dir, a config file, a database. It can be started (and
 /// restarted) as a server and administered with the CLI.
 pub struct Instance {

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use crate::Running;
 
+#[derive(Clone)]
 pub struct Client {
     pub http: reqwest::Client,
     pub base: String,
@@ -139,4 +140,9 @@ impl Client {
 
 pub fn login_body(user: &str, password: &str) -> Value {
     json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": user }, "password": password })
+}
+
+/// The `next_batch` of a sync response.
+pub fn next_batch(sync: &Value) -> String {
+    sync["next_batch"].as_str().expect("next_batch").to_owned()
 }

@@ -7,24 +7,10 @@
 
 use std::collections::BTreeSet;
 
-use estuary_tests::matrix::Client;
+use estuary_tests::matrix::{Client, next_batch as next};
 use estuary_tests::olm::{Device, RoomKey, megolm_decrypt};
-use estuary_tests::{Backend, Instance, Running, TestDb, both_backends};
+use estuary_tests::{Backend, TestDb, both_backends, open_server};
 use serde_json::{Value, json};
-
-const OPEN: &str = "[registration]\nopen = true\n\
-    [rate_limits]\nlogin = { per_second = 0.0, burst = 0.0 }\nregistration = { per_second = 0.0, burst = 0.0 }\n\
-    message = { per_second = 0.0, burst = 0.0 }\n";
-
-async fn open_server(backend: Backend) -> (Instance, Running) {
-    let inst = Instance::with_config(backend, OPEN).await;
-    let server = inst.start().await;
-    (inst, server)
-}
-
-fn next(s: &Value) -> String {
-    s["next_batch"].as_str().unwrap().to_owned()
-}
 
 /// The to-device events a sync delivers.
 fn to_device(s: &Value) -> Vec<Value> {
@@ -255,13 +241,7 @@ async fn concurrent_claims_hand_out_each_key_once(backend: Backend) {
     let alice = Client::register(&server, "alice", "pw").await;
     let mut tasks = Vec::new();
     for _ in 0..50 {
-        let c = Client {
-            http: alice.http.clone(),
-            base: alice.base.clone(),
-            token: alice.token.clone(),
-            user_id: alice.user_id.clone(),
-            device_id: alice.device_id.clone(),
-        };
+        let c = alice.clone();
         let device = bob.client.device_id.clone();
         tasks.push(tokio::spawn(async move {
             let r = c

@@ -3,19 +3,9 @@
 
 use estuary_tests::matrix::Client;
 use estuary_tests::olm::{Device, SigningKey};
-use estuary_tests::{Backend, Instance, Running, both_backends};
+use estuary_tests::{Backend, both_backends, open_server};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-const OPEN: &str = "[registration]\nopen = true\n\
-    [rate_limits]\nlogin = { per_second = 0.0, burst = 0.0 }\nregistration = { per_second = 0.0, burst = 0.0 }\n\
-    message = { per_second = 0.0, burst = 0.0 }\n";
-
-async fn open_server(backend: Backend) -> (Instance, Running) {
-    let inst = Instance::with_config(backend, OPEN).await;
-    let server = inst.start().await;
-    (inst, server)
-}
 
 async fn cross_signing(backend: Backend) {
     let (_inst, server) = open_server(backend).await;

@@ -4,20 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use estuary_tests::matrix::{Client, login_body};
-use estuary_tests::{Backend, Instance, Running, both_backends};
+use estuary_tests::{Backend, Instance, OPEN_CONFIG, both_backends, open_server};
 use reqwest::Method;
 use serde_json::json;
 
-/// Open registration, no rate limits (the rate-limit test sets its own).
-const OPEN: &str = "[registration]\nopen = true\n\
-    [rate_limits]\nlogin = { per_second = 0.0, burst = 0.0 }\nregistration = { per_second = 0.0, burst = 0.0 }\n\
-    message = { per_second = 0.0, burst = 0.0 }\n";
-
-async fn open_server(backend: Backend) -> (Instance, Running) {
-    let inst = Instance::with_config(backend, OPEN).await;
-    let server = inst.start().await;
-    (inst, server)
-}
 
 async fn registration_uia_flow(backend: Backend) {
     let (_inst, server) = open_server(backend).await;
@@ -389,7 +379,11 @@ async fn login_is_rate_limited() {
 /// The spec's errors for bad input, as a table. Never a 500, never a dropped connection.
 #[tokio::test]
 async fn bad_input_gets_spec_errors() {
-    let inst = Instance::with_config(Backend::Sqlite, &format!("{OPEN}[matrix]\nmax_request_bytes = 4096\n")).await;
+    let inst = Instance::with_config(
+        Backend::Sqlite,
+        &format!("{OPEN_CONFIG}[matrix]\nmax_request_bytes = 4096\n"),
+    )
+    .await;
     let server = inst.start().await;
     let user = Client::register(&server, "jo", "pw").await;
     let http = &server.http;

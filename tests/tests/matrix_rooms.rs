@@ -6,18 +6,8 @@
 use std::time::{Duration, Instant};
 
 use estuary_tests::matrix::Client;
-use estuary_tests::{Backend, Instance, Running, TestDb, both_backends};
+use estuary_tests::{Backend, Instance, OPEN_CONFIG, TestDb, both_backends, open_server};
 use serde_json::{Value, json};
-
-const OPEN: &str = "[registration]\nopen = true\n\
-    [rate_limits]\nlogin = { per_second = 0.0, burst = 0.0 }\nregistration = { per_second = 0.0, burst = 0.0 }\n\
-    message = { per_second = 0.0, burst = 0.0 }\n";
-
-async fn open_server(backend: Backend) -> (Instance, Running) {
-    let inst = Instance::with_config(backend, OPEN).await;
-    let server = inst.start().await;
-    (inst, server)
-}
 
 async fn create_room(c: &Client, body: Value) -> String {
     c.post("createRoom", body).await.ok()["room_id"]
@@ -132,7 +122,11 @@ async fn create_presets_and_encryption(backend: Backend) {
 }
 
 async fn encryption_default_can_be_turned_off(backend: Backend) {
-    let inst = Instance::with_config(backend, &format!("{OPEN}[matrix]\nencrypt_private_rooms = false\n")).await;
+    let inst = Instance::with_config(
+        backend,
+        &format!("{OPEN_CONFIG}[matrix]\nencrypt_private_rooms = false\n"),
+    )
+    .await;
     let server = inst.start().await;
     let alice = Client::register(&server, "alice", "pw").await;
     let room = create_room(&alice, json!({ "preset": "private_chat" })).await;
@@ -496,13 +490,7 @@ async fn long_poll_delivers_everything_once_in_order(backend: Backend) {
     since = r["next_batch"].as_str().unwrap().to_owned();
 
     let sender = {
-        let alice = Client {
-            http: alice.http.clone(),
-            base: alice.base.clone(),
-            token: alice.token.clone(),
-            user_id: alice.user_id.clone(),
-            device_id: alice.device_id.clone(),
-        };
+        let alice = alice.clone();
         let room = room.clone();
         tokio::spawn(async move {
             let mut ids = Vec::new();
@@ -668,13 +656,7 @@ async fn client_details(backend: Backend) {
     let room = create_room(&alice, json!({ "preset": "public_chat", "topic": "first" })).await;
     bob.post(&format!("join/{room}"), json!({})).await.ok();
     let since = |c: &Client| {
-        let c = Client {
-            http: c.http.clone(),
-            base: c.base.clone(),
-            token: c.token.clone(),
-            user_id: c.user_id.clone(),
-            device_id: c.device_id.clone(),
-        };
+        let c = c.clone();
         async move { c.get("sync").await.ok()["next_batch"].as_str().unwrap().to_owned() }
     };
     let (sa, sa2, sb) = (since(&alice).await, since(&alice2).await, since(&bob).await);
@@ -730,13 +712,7 @@ async fn relations_threads_and_context(backend: Backend) {
     let original = send_text(&alice, &room, "orig", "helo").await;
     let put = |c: &Client, kind: &str, txn: &str, content: Value| {
         let path = format!("rooms/{room}/send/{kind}/{txn}");
-        let c = Client {
-            http: c.http.clone(),
-            base: c.base.clone(),
-            token: c.token.clone(),
-            user_id: c.user_id.clone(),
-            device_id: c.device_id.clone(),
-        };
+        let c = c.clone();
         async move {
             c.put(&path, content).await.ok()["event_id"]
                 .as_str()
@@ -1078,13 +1054,7 @@ async fn acknowledged_events_survive_a_crash(backend: Backend) {
     let alice = Client::register(&server, "alice", "pw").await;
     let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
     let burst = {
-        let alice = Client {
-            http: alice.http.clone(),
-            base: alice.base.clone(),
-            token: alice.token.clone(),
-            user_id: alice.user_id.clone(),
-            device_id: alice.device_id.clone(),
-        };
+        let alice = alice.clone();
         let room = room.clone();
         tokio::spawn(async move {
             let mut acked = Vec::new();

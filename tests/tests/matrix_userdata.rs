@@ -5,19 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use estuary_tests::matrix::Client;
-use estuary_tests::{Backend, Instance, Running, both_backends};
+use estuary_tests::matrix::{Client, next_batch as next};
+use estuary_tests::{Backend, both_backends, open_server};
 use serde_json::{Value, json};
-
-const OPEN: &str = "[registration]\nopen = true\n\
-    [rate_limits]\nlogin = { per_second = 0.0, burst = 0.0 }\nregistration = { per_second = 0.0, burst = 0.0 }\n\
-    message = { per_second = 0.0, burst = 0.0 }\n";
-
-async fn open_server(backend: Backend) -> (Instance, Running) {
-    let inst = Instance::with_config(backend, OPEN).await;
-    let server = inst.start().await;
-    (inst, server)
-}
 
 async fn shared_room(alice: &Client, bob: &Client) -> String {
     let room = alice.post("createRoom", json!({ "preset": "public_chat" })).await.ok()["room_id"]
@@ -38,10 +28,6 @@ async fn send(c: &Client, room: &str, txn: &str) -> String {
         .as_str()
         .unwrap()
         .to_owned()
-}
-
-fn next(s: &Value) -> String {
-    s["next_batch"].as_str().unwrap().to_owned()
 }
 
 async fn account_data_and_tags(backend: Backend) {

@@ -103,7 +103,7 @@ pub async fn annotate(state: &MatrixState, viewer: &Caller, events: &mut [Value]
 }
 
 /// The viewer may see a room's history while joined (or up to when they left).
-async fn visible_until(state: &MatrixState, room_id: &RoomId, caller: &Caller) -> Result<i64, MatrixError> {
+pub(crate) async fn visible_until(state: &MatrixState, room_id: &RoomId, caller: &Caller) -> Result<i64, MatrixError> {
     if state.core.rooms.room(room_id.as_str()).await?.is_none() {
         return Err(MatrixError::not_found("Unknown room"));
     }

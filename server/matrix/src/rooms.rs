@@ -22,7 +22,7 @@ use crate::{Caller, MatrixError, MatrixState, Ruma};
 type JsonResult = Result<Json<Value>, MatrixError>;
 
 /// The caller must be joined to see or change a room (no peeking, no world-readable yet).
-async fn require_joined(state: &MatrixState, room_id: &RoomId, caller: &Caller) -> Result<(), MatrixError> {
+pub(crate) async fn require_joined(state: &MatrixState, room_id: &RoomId, caller: &Caller) -> Result<(), MatrixError> {
     if state.core.rooms.room(room_id.as_str()).await?.is_none() {
         return Err(MatrixError::not_found("Unknown room"));
     }

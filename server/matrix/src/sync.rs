@@ -408,19 +408,7 @@ pub async fn room_messages(State(state): State<Arc<MatrixState>>, req: Ruma<mess
     let caller = req.caller()?;
     let b = &req.body;
     let room_id = b.room_id.as_str();
-    if state.core.rooms.room(room_id).await?.is_none() {
-        return Err(MatrixError::not_found("Unknown room"));
-    }
-    let member = state
-        .core
-        .rooms
-        .state_event(room_id, "m.room.member", caller.user_id.as_str())
-        .await?;
-    let visible_to = match member {
-        Some(m) if crate::events::client_event(&m, false)["content"]["membership"] == "join" => i64::MAX,
-        Some(m) => m.stream_ordering,
-        None => return Err(MatrixError::forbidden("You are not a member of this room")),
-    };
+    let visible_to = crate::relations::visible_until(&state, &b.room_id, caller).await?;
     let limit = i64::try_from(u64::from(b.limit))
         .unwrap_or(10)
         .clamp(1, MAX_TIMELINE_LIMIT);

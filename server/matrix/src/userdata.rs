@@ -31,19 +31,6 @@ fn only_self(caller: &Caller, user_id: &UserId) -> Result<(), MatrixError> {
     }
 }
 
-async fn joined(state: &MatrixState, room_id: &RoomId, caller: &Caller) -> Result<(), MatrixError> {
-    match state
-        .core
-        .rooms
-        .membership(room_id.as_str(), &caller.user_id)
-        .await?
-        .as_deref()
-    {
-        Some("join") => Ok(()),
-        _ => Err(MatrixError::forbidden("You are not joined to this room")),
-    }
-}
-
 /// The event must exist in the room.
 async fn event_in_room(state: &MatrixState, room_id: &RoomId, event_id: &EventId) -> Result<(), MatrixError> {
     match state.core.rooms.event(event_id.as_str()).await? {
@@ -192,7 +179,7 @@ pub async fn remove_tag(State(state): State<Arc<MatrixState>>, req: Ruma<delete_
 pub async fn put_receipt(State(state): State<Arc<MatrixState>>, req: Ruma<receipt::Request>) -> JsonResult {
     let caller = req.caller()?;
     let b = &req.body;
-    joined(&state, &b.room_id, caller).await?;
+    crate::rooms::require_joined(&state, &b.room_id, caller).await?;
     event_in_room(&state, &b.room_id, &b.event_id).await?;
     let kind = b.receipt_type.to_string();
     let thread = match &b.thread {
@@ -240,7 +227,7 @@ async fn set_fully_read(
 pub async fn put_read_markers(State(state): State<Arc<MatrixState>>, req: Ruma<read_marker::Request>) -> JsonResult {
     let caller = req.caller()?;
     let b = &req.body;
-    joined(&state, &b.room_id, caller).await?;
+    crate::rooms::require_joined(&state, &b.room_id, caller).await?;
     if let Some(e) = &b.fully_read {
         event_in_room(&state, &b.room_id, e).await?;
         set_fully_read(&state, caller, &b.room_id, e).await?;
@@ -262,7 +249,7 @@ pub async fn put_typing(State(state): State<Arc<MatrixState>>, req: Ruma<typing:
     let caller = req.caller()?;
     let b = &req.body;
     only_self(caller, &b.user_id)?;
-    joined(&state, &b.room_id, caller).await?;
+    crate::rooms::require_joined(&state, &b.room_id, caller).await?;
     let timeout = match &b.state {
         typing::Typing::Yes(info) => Some(info.timeout),
         _ => None,
