@@ -8,7 +8,6 @@ use estuary_tests::{Backend, Instance, OPEN_CONFIG, both_backends, open_server};
 use reqwest::Method;
 use serde_json::json;
 
-
 async fn registration_uia_flow(backend: Backend) {
     let (_inst, server) = open_server(backend).await;
     let anon = Client::anonymous(&server);
