@@ -69,6 +69,15 @@ impl Device {
     /// Generate and upload `otks` one-time keys (and a fallback key if asked), with the device
     /// keys. Returns the server's one-time key counts.
     pub async fn upload_keys(&mut self, otks: usize, fallback: bool) -> Value {
+        let body = self.generate_keys(otks, fallback);
+        let r = self.client.post("keys/upload", body).await.ok();
+        self.account.mark_keys_as_published();
+        r["one_time_key_counts"].clone()
+    }
+
+    /// Generate keys and return them as a keys/upload body (device_keys, one_time_keys,
+    /// fallback_keys); the caller uploads it and marks the keys published.
+    pub fn generate_keys(&mut self, otks: usize, fallback: bool) -> Value {
         self.account.generate_one_time_keys(otks);
         if fallback {
             self.account.generate_fallback_key();
@@ -95,11 +104,7 @@ impl Device {
                 )
             })
             .collect();
-        let body =
-            json!({ "device_keys": self.device_keys(), "one_time_keys": one_time, "fallback_keys": fallback_keys });
-        let r = self.client.post("keys/upload", body).await.ok();
-        self.account.mark_keys_as_published();
-        r["one_time_key_counts"].clone()
+        json!({ "device_keys": self.device_keys(), "one_time_keys": one_time, "fallback_keys": fallback_keys })
     }
 
     /// Claim a key of `other`'s device through the server: (key ID, key JSON).

@@ -458,7 +458,119 @@ async fn device_lists_follow_room_membership(backend: Backend) {
     assert_eq!(changes["left"], json!(["@carol:localhost"]), "{changes}");
 }
 
+/// MSC3814: a dehydrated device receives an Olm-encrypted room key while its user is
+/// offline; the user later reads it through /events.
+async fn dehydrated_device(backend: Backend) {
+    const BASE: &str = "/_matrix/client/unstable/org.matrix.msc3814.v1";
+    let (_inst, server) = open_server(backend).await;
+    let bob = Client::register(&server, "bob", "pw").await;
+    let alice = Device::new(Client::register(&server, "alice", "pw").await);
+    bob.get(&format!("{BASE}/dehydrated_device"))
+        .await
+        .err(404, "M_NOT_FOUND");
+
+    let mut parked = Device::new(Client {
+        device_id: "DEHYDRATED1".into(),
+        ..bob.clone()
+    });
+    let mut body = parked.generate_keys(2, true);
+    let data = json!({ "algorithm": "org.matrix.msc3814.v1.olm", "device_pickle": "opaque to the server" });
+    body["device_id"] = json!("DEHYDRATED1");
+    body["device_data"] = data.clone();
+    body["initial_device_display_name"] = json!("Dehydrated");
+    bob.put(&format!("{BASE}/dehydrated_device"), body).await.ok();
+    parked.account.mark_keys_as_published();
+    let got = bob.get(&format!("{BASE}/dehydrated_device")).await.ok();
+    assert_eq!(
+        (got["device_id"].as_str(), &got["device_data"]),
+        (Some("DEHYDRATED1"), &data)
+    );
+
+    // Alice sees the device's keys and sends it a room key.
+    let q = alice
+        .client
+        .post("keys/query", json!({ "device_keys": { "@bob:localhost": [] } }))
+        .await
+        .ok();
+    assert!(q["device_keys"]["@bob:localhost"].get("DEHYDRATED1").is_some(), "{q}");
+    let (_, otk) = alice.claim("@bob:localhost", "DEHYDRATED1").await.unwrap();
+    let share = RoomKey::new().share_payload("!room:localhost", &alice, "@bob:localhost", &parked.ed25519());
+    let encrypted = alice.olm_encrypt(&parked.curve25519(), otk["key"].as_str().unwrap(), &share);
+    alice
+        .client
+        .put(
+            "sendToDevice/m.room.encrypted/d1",
+            json!({ "messages": { "@bob:localhost": { "DEHYDRATED1": encrypted } } }),
+        )
+        .await
+        .ok();
+
+    let page = bob
+        .post(&format!("{BASE}/dehydrated_device/DEHYDRATED1/events"), json!({}))
+        .await
+        .ok();
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{page}");
+    assert_eq!(
+        parked.olm_decrypt(&events[0]["content"])["content"]["session_key"],
+        share["content"]["session_key"]
+    );
+    let again = bob
+        .post(
+            &format!("{BASE}/dehydrated_device/DEHYDRATED1/events"),
+            json!({ "next_batch": page["next_batch"] }),
+        )
+        .await
+        .ok();
+    assert!(
+        again["events"].as_array().unwrap().is_empty(),
+        "acknowledged messages are gone: {again}"
+    );
+    bob.post(&format!("{BASE}/dehydrated_device/OTHER/events"), json!({}))
+        .await
+        .err(404, "M_NOT_FOUND");
+
+    // A new dehydrated device replaces the old one (whose keys go).
+    let mut second = Device::new(Client {
+        device_id: "DEHYDRATED2".into(),
+        ..bob.clone()
+    });
+    let mut body = second.generate_keys(1, false);
+    body["device_id"] = json!("DEHYDRATED2");
+    body["device_data"] = data.clone();
+    bob.put(&format!("{BASE}/dehydrated_device"), body.clone()).await.ok();
+    let q = alice
+        .client
+        .post("keys/query", json!({ "device_keys": { "@bob:localhost": [] } }))
+        .await
+        .ok();
+    assert!(
+        q["device_keys"]["@bob:localhost"].get("DEHYDRATED1").is_none()
+            && q["device_keys"]["@bob:localhost"].get("DEHYDRATED2").is_some(),
+        "{q}"
+    );
+    // Refused: another device's ID, unsigned keys.
+    let mut clash = body.clone();
+    clash["device_id"] = json!(bob.device_id);
+    bob.put(&format!("{BASE}/dehydrated_device"), clash)
+        .await
+        .err(400, "M_INVALID_PARAM");
+    let mut unsigned = body;
+    unsigned["device_keys"].as_object_mut().unwrap().remove("signatures");
+    bob.put(&format!("{BASE}/dehydrated_device"), unsigned)
+        .await
+        .err(400, "M_INVALID_PARAM");
+    assert_eq!(
+        bob.delete(&format!("{BASE}/dehydrated_device"), json!({})).await.ok()["device_id"],
+        "DEHYDRATED2"
+    );
+    bob.get(&format!("{BASE}/dehydrated_device"))
+        .await
+        .err(404, "M_NOT_FOUND");
+}
+
 both_backends!(
+    dehydrated_device,
     device_lists_follow_room_membership,
     olm_megolm_roundtrip_and_fallback,
     concurrent_claims_hand_out_each_key_once,

@@ -158,8 +158,71 @@ impl Core {
         self.delete_devices(localpart, &ids).await
     }
 
+    /// MSC3814: store a dehydrated device (replacing, and deleting, the previous one) with its
+    /// keys, which are checked like any device's. The device has no access token.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn put_dehydrated_device(
+        &self,
+        localpart: &str,
+        device_id: &str,
+        display_name: Option<&str>,
+        device_data: &serde_json::Value,
+        device_keys: &serde_json::Value,
+        one_time_keys: &serde_json::Map<String, serde_json::Value>,
+        fallback_keys: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), CoreError> {
+        let user_id = self.matrix_user_id(localpart);
+        // Check the keys before anything changes.
+        e2ee::verify_device_keys(device_keys, &user_id, device_id)?;
+        let previous = self.store.dehydrated_device(localpart).await?;
+        let existing = self.sessions.device(localpart, device_id).await?;
+        if existing.is_some() && previous.as_ref().is_none_or(|(d, _)| d != device_id) {
+            return Err(CoreError::InvalidParam(format!("device {device_id} already exists")));
+        }
+        if let Some((old, _)) = &previous {
+            self.delete_devices(localpart, std::slice::from_ref(old)).await?;
+        }
+        self.store
+            .create_device(localpart, device_id, display_name, now_ms())
+            .await?;
+        self.e2ee
+            .upload(
+                localpart,
+                &user_id,
+                device_id,
+                Some(device_keys),
+                one_time_keys,
+                fallback_keys,
+            )
+            .await?;
+        self.store
+            .set_dehydrated_device(localpart, device_id, &device_data.to_string())
+            .await?;
+        Ok(())
+    }
+
+    /// MSC3814: the user's dehydrated device, (device_id, device_data).
+    pub async fn dehydrated_device(&self, localpart: &str) -> Result<Option<(String, serde_json::Value)>, CoreError> {
+        Ok(self
+            .store
+            .dehydrated_device(localpart)
+            .await?
+            .map(|(d, data)| (d, serde_json::from_str(&data).unwrap_or_default())))
+    }
+
+    /// MSC3814: delete the dehydrated device (and the device with its keys); its ID if any.
+    pub async fn delete_dehydrated_device(&self, localpart: &str) -> Result<Option<String>, CoreError> {
+        let Some((device, _)) = self.store.dehydrated_device(localpart).await? else {
+            return Ok(None);
+        };
+        self.delete_devices(localpart, std::slice::from_ref(&device)).await?;
+        self.store.delete_dehydrated_device(localpart).await?;
+        Ok(Some(device))
+    }
+
     /// Deactivate an account, with its devices and their keys.
     pub async fn deactivate(&self, localpart: &str) -> Result<(), CoreError> {
+        self.delete_dehydrated_device(localpart).await?;
         self.delete_other_devices(localpart, None).await?;
         self.accounts.deactivate(localpart).await
     }

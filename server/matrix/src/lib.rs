@@ -12,6 +12,7 @@ use ruma::{OwnedServerName, OwnedUserId, ServerName, UserId};
 pub mod account;
 pub mod alias;
 pub mod backup;
+pub mod dehydrated;
 pub mod device;
 pub mod directory;
 pub mod discovery;
@@ -86,7 +87,7 @@ pub fn client_router(core: Arc<Core>) -> Result<Router, String> {
         account as acc, alias as al, device as dev, discovery as disc, filter, membership as mem, message,
         profile as prof, redact, room, session as ses, state as st, sync as sy,
     };
-    use ruma::api::client::{backup as bk, keys as ks, to_device as td};
+    use ruma::api::client::{backup as bk, dehydrated_device as dd, keys as ks, to_device as td};
     use ruma::api::client::{config as cfg, presence as pres, read_marker as rm, receipt as rc, tag, typing as ty};
     use ruma::api::client::{context as ctx, relations as rel, threads as th};
     use ruma::api::client::{directory as dir, search as se, user_directory as ud};
@@ -198,6 +199,10 @@ pub fn client_router(core: Arc<Core>) -> Result<Router, String> {
         .endpoint::<bk::delete_backup_keys::v3::Request, _, _>(backup::remove_all)
         .endpoint::<bk::delete_backup_keys_for_room::v3::Request, _, _>(backup::remove_room)
         .endpoint::<bk::delete_backup_keys_for_session::v3::Request, _, _>(backup::remove_session)
+        .endpoint::<dd::put_dehydrated_device::unstable::Request, _, _>(dehydrated::put_device)
+        .endpoint::<dd::get_dehydrated_device::unstable::Request, _, _>(dehydrated::get_device)
+        .endpoint::<dd::delete_dehydrated_device::unstable::Request, _, _>(dehydrated::delete_device)
+        .endpoint::<dd::get_events::unstable::Request, _, _>(dehydrated::device_events)
         .fallback(error::unrecognized)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state);

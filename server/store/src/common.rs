@@ -1080,6 +1080,53 @@ macro_rules! impl_store {
                 Ok(n)
             }
 
+            async fn create_device(
+                &self,
+                localpart: &str,
+                device_id: &str,
+                display_name: Option<&str>,
+                created_at: i64,
+            ) -> $crate::Result<()> {
+                sqlx::query::<$db>($crate::sql::INSERT_DEVICE_IF_NEW)
+                    .bind(localpart)
+                    .bind(device_id)
+                    .bind(display_name)
+                    .bind(created_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn set_dehydrated_device(
+                &self,
+                localpart: &str,
+                device_id: &str,
+                device_data: &str,
+            ) -> $crate::Result<()> {
+                sqlx::query::<$db>($crate::sql::SET_DEHYDRATED)
+                    .bind(localpart)
+                    .bind(device_id)
+                    .bind(device_data)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn dehydrated_device(&self, localpart: &str) -> $crate::Result<Option<(String, String)>> {
+                Ok(sqlx::query_as::<$db, (String, String)>($crate::sql::DEHYDRATED)
+                    .bind(localpart)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn delete_dehydrated_device(&self, localpart: &str) -> $crate::Result<()> {
+                sqlx::query::<$db>($crate::sql::DELETE_DEHYDRATED)
+                    .bind(localpart)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
             async fn add_to_device(
                 &self,
                 messages: &[$crate::NewToDevice],

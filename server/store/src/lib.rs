@@ -471,6 +471,20 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     async fn backup_key_count(&self, localpart: &str, version: i64) -> Result<i64>;
 
+    /// Create a device with no access token (a dehydrated device); no-op if it exists.
+    async fn create_device(
+        &self,
+        localpart: &str,
+        device_id: &str,
+        display_name: Option<&str>,
+        created_at: i64,
+    ) -> Result<()>;
+    /// Record the user's dehydrated device (replacing the record of a previous one).
+    async fn set_dehydrated_device(&self, localpart: &str, device_id: &str, device_data: &str) -> Result<()>;
+    /// (device_id, device_data) of the user's dehydrated device.
+    async fn dehydrated_device(&self, localpart: &str) -> Result<Option<(String, String)>>;
+    async fn delete_dehydrated_device(&self, localpart: &str) -> Result<()>;
+
     /// Queue to-device messages; with a (localpart, device, txn_id) already seen, nothing is
     /// queued and None is returned. Else the last stream position used.
     async fn add_to_device(&self, messages: &[NewToDevice], txn: Option<(&str, &str, &str)>) -> Result<Option<i64>>;

@@ -234,3 +234,8 @@ pub const BACKUP_KEYS: &str = "SELECT room_id, session_id, first_message_index, 
 pub const DELETE_BACKUP_KEYS: &str = "DELETE FROM backup_keys WHERE localpart = $1 AND version = $2 \
     AND ($3 IS NULL OR room_id = $3) AND ($4 IS NULL OR session_id = $4)";
 pub const BACKUP_KEY_COUNT: &str = "SELECT COUNT(*) FROM backup_keys WHERE localpart = $1 AND version = $2";
+
+pub const SET_DEHYDRATED: &str = "INSERT INTO dehydrated_devices (localpart, device_id, device_data) VALUES ($1, $2, $3) \
+    ON CONFLICT (localpart) DO UPDATE SET device_id = excluded.device_id, device_data = excluded.device_data";
+pub const DEHYDRATED: &str = "SELECT device_id, device_data FROM dehydrated_devices WHERE localpart = $1";
+pub const DELETE_DEHYDRATED: &str = "DELETE FROM dehydrated_devices WHERE localpart = $1";
