@@ -33,3 +33,11 @@ impl ServerKey {
         Ok(Arc::new(ServerKey { key_id, pair }))
     }
 }
+
+impl ServerKey {
+    /// The public key, unpadded standard base64 (as the Matrix key APIs write it).
+    pub fn public_base64(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(self.pair.public_key())
+    }
+}

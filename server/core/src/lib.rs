@@ -78,6 +78,8 @@ pub struct Core {
     pub presence: ephemeral::Presence,
     pub streams: Arc<streams::Streams>,
     pub e2ee: e2ee::E2ee,
+    /// The server's signing key (events, and federation's key endpoint).
+    pub key: Arc<keys::ServerKey>,
     pub limits: RateLimiters,
 }
 
@@ -105,7 +107,7 @@ impl Core {
             device_lists: store.max_device_list_stream().await?,
         };
         let streams = Arc::new(streams::Streams::new(start));
-        let rooms = rooms::Rooms::new(store.clone(), key, server_name, streams.clone());
+        let rooms = rooms::Rooms::new(store.clone(), key.clone(), server_name, streams.clone());
         let account_data = account_data::AccountData::new(store.clone(), streams.clone());
         let typing = ephemeral::Typing::new(streams.clone());
         typing.spawn_expiry();
@@ -130,6 +132,7 @@ impl Core {
             presence,
             streams,
             e2ee,
+            key,
             limits,
         })
     }
