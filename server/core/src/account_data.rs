@@ -43,6 +43,7 @@ impl AccountData {
                 "account data is larger than {MAX_ACCOUNT_DATA_BYTES} bytes"
             )));
         }
+        let _writer = self.streams.account_data_writer.lock().await;
         let pos = self
             .store
             .set_account_data(localpart, room_id.unwrap_or(""), kind, &text)
@@ -79,6 +80,7 @@ impl AccountData {
             event_id: event_id.to_owned(),
             ts: now_ms(),
         };
+        let _writer = self.streams.receipts_writer.lock().await;
         let pos = self.store.set_receipt(&receipt).await?;
         self.streams.advance(|p| p.receipts = p.receipts.max(pos));
         Ok(())

@@ -83,6 +83,39 @@ pub fn verify_signature(object: &Value, signer: &str, key_id: &str, public_key: 
     .map_err(|_| invalid(format!("the signature by {key_id} does not verify")))
 }
 
+/// Key JSON as stored: `unsigned` is the server's to fill in (client data there is dropped)
+/// and `signatures`, when present, must be an object of objects. Later writes into the stored
+/// JSON then cannot meet a non-object where they expect one.
+pub fn sanitize_key_object(mut v: Value) -> Result<Value, CoreError> {
+    let obj = v.as_object_mut().ok_or_else(|| invalid("keys must be a JSON object"))?;
+    obj.remove("unsigned");
+    match obj.get("signatures") {
+        None => {}
+        Some(Value::Object(sigs)) if sigs.values().all(Value::is_object) => {}
+        Some(_) => return Err(invalid("signatures must be an object of objects")),
+    }
+    Ok(v)
+}
+
+/// Set `object.signatures[signer][key_id] = signature`, creating the maps; never panics.
+pub fn set_signature(object: &mut Value, signer: &str, key_id: &str, signature: Value) {
+    let Some(obj) = object.as_object_mut() else { return };
+    let sigs = obj.entry("signatures").or_insert_with(|| Value::Object(Map::new()));
+    if !sigs.is_object() {
+        *sigs = Value::Object(Map::new());
+    }
+    let Some(sigs) = sigs.as_object_mut() else { return };
+    let mine = sigs
+        .entry(signer.to_owned())
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !mine.is_object() {
+        *mine = Value::Object(Map::new());
+    }
+    if let Some(mine) = mine.as_object_mut() {
+        mine.insert(key_id.to_owned(), signature);
+    }
+}
+
 /// Split `algorithm:key_id` and check the algorithm.
 fn key_name(name: &str) -> Result<(String, String), CoreError> {
     match name.split_once(':') {
@@ -111,6 +144,8 @@ impl E2ee {
         fallback_keys: &Map<String, Value>,
     ) -> Result<BTreeMap<String, i64>, CoreError> {
         // Everything is checked before anything is stored: a bad key fails the whole upload.
+        let device_keys = device_keys.map(|k| sanitize_key_object(k.clone())).transpose()?;
+        let device_keys = device_keys.as_ref();
         if let Some(keys) = device_keys {
             verify_device_keys(keys, user_id, device_id)?;
         }
@@ -123,6 +158,7 @@ impl E2ee {
         for (name, key) in fallback_keys {
             fallbacks.push((key_name(name)?, key.to_string()));
         }
+        let device_lists_writer = self.streams.device_lists_writer.lock().await;
         if let Some(keys) = device_keys
             && let Some(pos) = self
                 .store
@@ -131,6 +167,7 @@ impl E2ee {
         {
             self.streams.advance(|p| p.device_lists = p.device_lists.max(pos));
         }
+        drop(device_lists_writer);
         if !otks.is_empty() {
             self.store.add_one_time_keys(localpart, device_id, &otks).await?;
         }
@@ -142,13 +179,17 @@ impl E2ee {
         self.counts(localpart, device_id).await
     }
 
+    /// One-time key counts. `signed_curve25519` is always present (0 when all are claimed):
+    /// clients read a missing count as "unchanged" and would never upload more.
     pub async fn counts(&self, localpart: &str, device_id: &str) -> Result<BTreeMap<String, i64>, CoreError> {
-        Ok(self
+        let mut counts: BTreeMap<String, i64> = self
             .store
             .one_time_key_counts(localpart, device_id)
             .await?
             .into_iter()
-            .collect())
+            .collect();
+        counts.entry("signed_curve25519".to_owned()).or_insert(0);
+        Ok(counts)
     }
 
     pub async fn unused_fallback_algorithms(&self, localpart: &str, device_id: &str) -> Result<Vec<String>, CoreError> {
@@ -181,6 +222,7 @@ impl E2ee {
     /// A device was deleted: its keys and queued messages go, and its user's device list
     /// changed.
     pub async fn device_deleted(&self, localpart: &str, device_id: &str, user_id: &str) -> Result<(), CoreError> {
+        let _writer = self.streams.device_lists_writer.lock().await;
         let pos = self.store.delete_device_keys(localpart, device_id, user_id).await?;
         self.streams.advance(|p| p.device_lists = p.device_lists.max(pos));
         Ok(())
@@ -200,6 +242,7 @@ impl E2ee {
                 )));
             }
         }
+        let _writer = self.streams.to_device_writer.lock().await;
         if let Some(pos) = self.store.add_to_device(&messages, Some(txn)).await?
             && pos > 0
         {
@@ -259,6 +302,7 @@ fn signed_part(v: &Value) -> Value {
 
 impl E2ee {
     async fn changed(&self, user_id: &str) -> Result<(), CoreError> {
+        let _writer = self.streams.device_lists_writer.lock().await;
         let pos = self.store.add_device_list_change(user_id).await?;
         self.streams.advance(|p| p.device_lists = p.device_lists.max(pos));
         Ok(())
@@ -279,12 +323,17 @@ impl E2ee {
         user_id: &str,
         keys: &[(&str, &Value)],
     ) -> Result<(), CoreError> {
+        // Sanitised copies are what is checked and stored.
+        let keys: Vec<(&str, Value)> = keys
+            .iter()
+            .map(|(t, k)| Ok((*t, sanitize_key_object((*k).clone())?)))
+            .collect::<Result<_, CoreError>>()?;
         let new_master = keys.iter().find(|(t, _)| *t == "master").map(|(_, k)| (*k).clone());
         let master = match &new_master {
             Some(m) => Some(m.clone()),
             None => self.cross_signing_key(localpart, "master").await?,
         };
-        for (key_type, key) in keys {
+        for (key_type, key) in &keys {
             if !CROSS_SIGNING_TYPES.contains(key_type) {
                 return Err(invalid(format!("unknown cross-signing key type {key_type}")));
             }
@@ -306,7 +355,7 @@ impl E2ee {
                 verify_signature(key, user_id, &id, &public)?;
             }
         }
-        for (key_type, key) in keys {
+        for (key_type, key) in &keys {
             self.store
                 .set_cross_signing_key(localpart, key_type, &key.to_string())
                 .await?;
@@ -385,7 +434,7 @@ impl E2ee {
                     ok = false;
                     break;
                 }
-                object["signatures"][uploader][sig_key] = sig.clone();
+                set_signature(&mut object, uploader, sig_key, sig.clone());
             }
             if !ok {
                 fail("a signature does not verify with the uploader's keys");

@@ -63,12 +63,23 @@ impl Positions {
 
 pub struct Streams {
     tx: watch::Sender<Positions>,
+    /// Writers of a persisted stream hold its lock from insert to publish, so positions become
+    /// visible in order (PostgreSQL sequences can commit out of order; a reader that saw N
+    /// must never later find a row below N). Events have their own append lock in Rooms.
+    pub account_data_writer: tokio::sync::Mutex<()>,
+    pub receipts_writer: tokio::sync::Mutex<()>,
+    pub to_device_writer: tokio::sync::Mutex<()>,
+    pub device_lists_writer: tokio::sync::Mutex<()>,
 }
 
 impl Streams {
     pub fn new(start: Positions) -> Self {
         Self {
             tx: watch::channel(start).0,
+            account_data_writer: tokio::sync::Mutex::new(()),
+            receipts_writer: tokio::sync::Mutex::new(()),
+            to_device_writer: tokio::sync::Mutex::new(()),
+            device_lists_writer: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -69,18 +69,39 @@ pub async fn put_alias(State(state): State<Arc<MatrixState>>, req: Ruma<create::
     }
 }
 
+/// Deleting an alias needs its creator, or a member of its room with the power to set the
+/// room's canonical alias (as Synapse).
 pub async fn delete_alias(State(state): State<Arc<MatrixState>>, req: Ruma<delete::Request>) -> JsonResult {
-    let _caller = req.caller()?;
-    local_alias(&state, &req.body.room_alias)?;
-    if state
-        .core
-        .store
-        .delete_alias(req.body.room_alias.as_str())
+    let caller = req.caller()?;
+    let alias = &req.body.room_alias;
+    local_alias(&state, alias)?;
+    let store = &state.core.store;
+    let room = store
+        .alias(alias.as_str())
         .await
-        .map_err(estuary_core::CoreError::from)?
-    {
-        Ok(Json(json!({})))
+        .map_err(estuary_core::CoreError::from)?;
+    let room = room.ok_or_else(|| MatrixError::not_found("Room alias not found"))?;
+    let creator = store
+        .alias_creator(alias.as_str())
+        .await
+        .map_err(estuary_core::CoreError::from)?;
+    let allowed = if creator.as_deref() == Some(caller.user_id.as_str()) {
+        true
+    } else if state.core.rooms.membership(&room, &caller.user_id).await?.as_deref() == Some("join") {
+        let levels = state.core.rooms.power_levels(&room).await?;
+        let needed = levels.0["events"]["m.room.canonical_alias"]
+            .as_i64()
+            .unwrap_or_else(|| levels.get("state_default", 50));
+        levels.user(caller.user_id.as_str()) >= needed
     } else {
-        Err(MatrixError::not_found("Room alias not found"))
+        false
+    };
+    if !allowed {
+        return Err(MatrixError::forbidden("You may not delete this alias"));
     }
+    store
+        .delete_alias(alias.as_str())
+        .await
+        .map_err(estuary_core::CoreError::from)?;
+    Ok(Json(json!({})))
 }

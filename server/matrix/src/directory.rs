@@ -275,7 +275,7 @@ pub async fn search_events(State(state): State<Arc<MatrixState>>, req: Ruma<sear
     let next = (hits.len() as i64 == limit)
         .then(|| hits.last().map(|e| crate::sync::token(e.stream_ordering)))
         .flatten();
-    let events = crate::relations::for_client(&state, caller, &hits, true).await?;
+    let events = crate::relations::for_client(&state, caller, &hits, true, i64::MAX).await?;
     let results: Vec<Value> = events
         .into_iter()
         .map(|e| json!({ "rank": 1.0, "result": e }))

@@ -78,8 +78,10 @@ pub async fn query_keys(State(state): State<Arc<MatrixState>>, req: Ruma<query::
             if !wanted.is_empty() && !wanted.iter().any(|w| w.as_str() == device) {
                 continue;
             }
-            if let Some(Some(name)) = names.get(&device) {
-                keys["unsigned"]["device_display_name"] = json!(name);
+            if let Some(Some(name)) = names.get(&device)
+                && let Some(obj) = keys.as_object_mut()
+            {
+                obj.insert("unsigned".into(), json!({ "device_display_name": name }));
             }
             devices.insert(device, keys);
         }
@@ -205,7 +207,10 @@ pub async fn device_list_updates(
             .await
             .map_err(estuary_core::CoreError::from)?
         {
-            if m.stream_ordering > from.events && m.stream_ordering <= to.events {
+            if m.stream_ordering > from.events
+                && m.stream_ordering <= to.events
+                && !crate::sync::same_membership_as_before(state, &m).await?
+            {
                 // The caller's own membership changed: everyone in the room is concerned.
                 for (user, (membership, _)) in state.core.rooms.members(&m.room_id).await? {
                     if m.membership == "join" && membership == "join" {

@@ -27,33 +27,41 @@ type JsonResult = Result<Json<Value>, MatrixError>;
 const DEFAULT_LIMIT: i64 = 10;
 const MAX_LIMIT: i64 = 100;
 
-/// Events in the client format for `viewer`, with relation aggregations added.
+/// Events in the client format for `viewer`, with relation aggregations added (only from
+/// relating events at or below `visible`).
 pub async fn for_client(
     state: &MatrixState,
     viewer: &Caller,
     events: &[StoredEvent],
     with_room_id: bool,
+    visible: i64,
 ) -> Result<Vec<Value>, MatrixError> {
     let mut out: Vec<Value> = events
         .iter()
         .map(|e| client_event_for(state, viewer, e, with_room_id))
         .collect();
-    annotate(state, viewer, &mut out).await?;
+    annotate(state, viewer, &mut out, visible).await?;
     Ok(out)
 }
 
 /// Add `unsigned.m.relations` to client events that have edits, threads or references.
-pub async fn annotate(state: &MatrixState, viewer: &Caller, events: &mut [Value]) -> Result<(), MatrixError> {
+pub async fn annotate(
+    state: &MatrixState,
+    viewer: &Caller,
+    events: &mut [Value],
+    visible: i64,
+) -> Result<(), MatrixError> {
     let ids: Vec<String> = events
         .iter()
         .filter_map(|e| e["event_id"].as_str().map(str::to_owned))
         .collect();
-    let relations = state
+    let mut relations = state
         .core
         .store
         .relations_to(&ids)
         .await
         .map_err(estuary_core::CoreError::from)?;
+    relations.retain(|r| r.stream_ordering <= visible);
     if relations.is_empty() {
         return Ok(());
     }
@@ -102,21 +110,18 @@ pub async fn annotate(state: &MatrixState, viewer: &Caller, events: &mut [Value]
     Ok(())
 }
 
-/// The viewer may see a room's history while joined (or up to when they left).
+/// The viewer may see a room's history while joined, up to the end of their last joined
+/// period after leaving, and nothing if they never joined.
 pub(crate) async fn visible_until(state: &MatrixState, room_id: &RoomId, caller: &Caller) -> Result<i64, MatrixError> {
     if state.core.rooms.room(room_id.as_str()).await?.is_none() {
         return Err(MatrixError::not_found("Unknown room"));
     }
-    match state
+    state
         .core
         .rooms
-        .state_event(room_id.as_str(), "m.room.member", caller.user_id.as_str())
+        .joined_until(room_id.as_str(), &caller.user_id)
         .await?
-    {
-        Some(m) if crate::events::client_event(&m, false)["content"]["membership"] == "join" => Ok(i64::MAX),
-        Some(m) => Ok(m.stream_ordering),
-        None => Err(MatrixError::forbidden("You are not a member of this room")),
-    }
+        .ok_or_else(|| MatrixError::forbidden("You are not a member of this room"))
 }
 
 async fn target_in_room(
@@ -180,7 +185,7 @@ async fn relating(
             (events, next)
         }
     };
-    let mut out = json!({ "chunk": for_client(state, caller, &events, true).await? });
+    let mut out = json!({ "chunk": for_client(state, caller, &events, true, visible).await? });
     if let Some(n) = next {
         out["next_batch"] = json!(token(n));
     }
@@ -274,7 +279,7 @@ pub async fn list_threads(State(state): State<Arc<MatrixState>>, req: Ruma<threa
             chunk.push(e);
         }
     }
-    let mut events = for_client(&state, caller, &chunk, true).await?;
+    let mut events = for_client(&state, caller, &chunk, true, visible).await?;
     if participated_only {
         events.retain(|e| e["unsigned"]["m.relations"]["m.thread"]["current_user_participated"] == true);
     }
@@ -321,11 +326,14 @@ pub async fn get_context(State(state): State<Arc<MatrixState>>, req: Ruma<contex
         .last()
         .map_or(event.stream_ordering - 1, |e| e.stream_ordering - 1);
     let end = after.last().map_or(event.stream_ordering, |e| e.stream_ordering);
-    let state_events = state.core.rooms.current_state(room).await?;
+    // A departed user sees the state as far as they saw the room (approximately: entries set
+    // after they left are left out, not rolled back).
+    let mut state_events = state.core.rooms.current_state(room).await?;
+    state_events.retain(|e| e.stream_ordering <= visible);
     Ok(Json(json!({
-        "event": for_client(&state, caller, std::slice::from_ref(&event), true).await?.pop(),
-        "events_before": for_client(&state, caller, &before, true).await?,
-        "events_after": for_client(&state, caller, &after, true).await?,
+        "event": for_client(&state, caller, std::slice::from_ref(&event), true, visible).await?.pop(),
+        "events_before": for_client(&state, caller, &before, true, visible).await?,
+        "events_after": for_client(&state, caller, &after, true, visible).await?,
         "state": state_events.iter().map(|e| crate::events::client_event(e, true)).collect::<Vec<_>>(),
         "start": token(start.max(0)),
         "end": token(end),

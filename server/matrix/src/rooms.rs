@@ -252,7 +252,8 @@ pub async fn get_room_event(State(state): State<Arc<MatrixState>>, req: Ruma<get
     require_joined(&state, &b.room_id, caller).await?;
     match state.core.rooms.event(b.event_id.as_str()).await? {
         Some(e) if e.room_id == b.room_id.as_str() => {
-            let mut one = crate::relations::for_client(&state, caller, std::slice::from_ref(&e), true).await?;
+            let mut one =
+                crate::relations::for_client(&state, caller, std::slice::from_ref(&e), true, i64::MAX).await?;
             Ok(Json(one.pop().unwrap_or_default()))
         }
         _ => Err(MatrixError::not_found("Event not found")),

@@ -147,7 +147,13 @@ async fn compute(
         if m.stream_ordering > now.events {
             continue;
         }
-        let changed_since = since.is_none_or(|s| m.stream_ordering > s.events);
+        // A new membership since the last sync, as opposed to an update of the same one (a
+        // profile change rewrites every member event but joins nothing anew).
+        let changed_since = match since {
+            None => true,
+            Some(s) if m.stream_ordering > s.events => !same_membership_as_before(state, &m).await?,
+            Some(_) => false,
+        };
         match m.membership.as_str() {
             "join" => {
                 let from = if full_state || changed_since {
@@ -228,16 +234,16 @@ async fn compute(
             }
             // Rooms left or banned from since the last sync; an initial sync leaves them out.
             "leave" | "ban" if since.is_some() && changed_since => {
-                if let Some(room) = room_section(
-                    state,
-                    caller,
-                    &m.room_id,
-                    Some(s.events),
-                    m.stream_ordering,
-                    limit,
-                    false,
-                )
-                .await?
+                // Events since the last sync up to the end of the user's joined period; a user
+                // who was not joined in that span (a rejected invite, a ban before joining)
+                // gets only their own membership event.
+                let until = rooms.joined_until(&m.room_id, &caller.user_id).await?;
+                let from = match until {
+                    Some(u) if u > s.events => s.events,
+                    _ => m.stream_ordering - 1,
+                };
+                if let Some(room) =
+                    room_section(state, caller, &m.room_id, Some(from), m.stream_ordering, limit, false).await?
                 {
                     leave.insert(m.room_id.clone(), room);
                     news = true;
@@ -308,6 +314,21 @@ async fn compute(
         }),
         news,
     ))
+}
+
+/// True if the member event replaced one with the same membership (e.g. a profile update).
+pub(crate) async fn same_membership_as_before(
+    state: &MatrixState,
+    m: &estuary_core::Membership,
+) -> Result<bool, MatrixError> {
+    let Some(e) = state.core.rooms.event(&m.event_id).await? else {
+        return Ok(false);
+    };
+    let previous = e
+        .prev_content
+        .as_deref()
+        .and_then(|c| serde_json::from_str::<Value>(c).ok());
+    Ok(previous.as_ref().and_then(|p| p["membership"].as_str()) == Some(m.membership.as_str()))
 }
 
 fn empty_room(now: i64) -> Value {
@@ -390,7 +411,7 @@ async fn room_section(
     let prev_batch = token(first.saturating_sub(1));
     Ok(Some(json!({
         "timeline": {
-            "events": crate::relations::for_client(state, caller, &events, false).await?,
+            "events": crate::relations::for_client(state, caller, &events, false, to).await?,
             "limited": limited,
             "prev_batch": prev_batch,
         },
@@ -450,7 +471,7 @@ pub async fn room_messages(State(state): State<Arc<MatrixState>>, req: Ruma<mess
         }
     };
     let mut out = json!({
-        "chunk": crate::relations::for_client(&state, caller, &chunk, true).await?,
+        "chunk": crate::relations::for_client(&state, caller, &chunk, true, visible_to).await?,
         "start": token(from),
         "state": [],
     });

@@ -15,6 +15,8 @@ pub const DUMMY: &str = "m.login.dummy";
 pub const PASSWORD: &str = "m.login.password";
 pub const REGISTRATION_TOKEN: &str = "m.login.registration_token";
 
+/// At most this many open sessions; beyond it new ones are refused (memory bound).
+const MAX_SESSIONS: usize = 10_000;
 /// How long a client has to complete the stages of one session.
 const SESSION_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
@@ -93,6 +95,14 @@ pub async fn authenticate(
             let right_user = claimed_localpart
                 .as_ref()
                 .is_none_or(|c| c.as_deref() == Some(expected));
+            // Password checks here get the login limit too: a stolen token must not allow
+            // unlimited password guessing.
+            state
+                .core
+                .limits
+                .login
+                .check(&format!("user:{expected}"))
+                .map_err(MatrixError::limit_exceeded)?;
             if right_user && !expected.is_empty() && state.core.accounts.check_password(expected, &p.password).await? {
                 Ok(PASSWORD)
             } else {
@@ -146,6 +156,9 @@ fn new_session(state: &MatrixState, purpose: &str) -> Result<String, MatrixError
     let id = estuary_core::random::string(24, estuary_core::random::BASE62)?;
     let mut sessions = state.uiaa.lock();
     sessions.retain(|_, s| s.started.elapsed() < SESSION_LIFETIME);
+    if sessions.len() >= MAX_SESSIONS {
+        return Err(MatrixError::limit_exceeded(SESSION_LIFETIME / 10));
+    }
     sessions.insert(
         id.clone(),
         Session {

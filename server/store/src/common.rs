@@ -504,6 +504,22 @@ macro_rules! impl_store {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn alias_creator(&self, alias: &str) -> $crate::Result<Option<String>> {
+                let row: Option<(String,)> = sqlx::query_as::<$db, (String,)>($crate::sql::ALIAS_CREATOR)
+                    .bind(alias)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|r| r.0))
+            }
+
+            async fn member_history(&self, room_id: &str, user_id: &str) -> $crate::Result<Vec<(i64, String)>> {
+                Ok(sqlx::query_as::<$db, (i64, String)>($crate::sql::MEMBER_HISTORY)
+                    .bind(room_id)
+                    .bind(user_id)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
             async fn room_aliases(&self, room_id: &str) -> $crate::Result<Vec<String>> {
                 let rows: Vec<(String,)> = sqlx::query_as::<$db, (String,)>($crate::sql::ROOM_ALIASES)
                     .bind(room_id)

@@ -239,3 +239,6 @@ pub const SET_DEHYDRATED: &str = "INSERT INTO dehydrated_devices (localpart, dev
     ON CONFLICT (localpart) DO UPDATE SET device_id = excluded.device_id, device_data = excluded.device_data";
 pub const DEHYDRATED: &str = "SELECT device_id, device_data FROM dehydrated_devices WHERE localpart = $1";
 pub const DELETE_DEHYDRATED: &str = "DELETE FROM dehydrated_devices WHERE localpart = $1";
+pub const ALIAS_CREATOR: &str = "SELECT creator FROM room_aliases WHERE alias = $1";
+pub const MEMBER_HISTORY: &str = "SELECT stream_ordering, pdu FROM events WHERE room_id = $1 AND type = 'm.room.member' \
+    AND state_key = $2 ORDER BY stream_ordering";

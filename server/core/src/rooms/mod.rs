@@ -209,6 +209,23 @@ impl Rooms {
             .room(room_id.as_str())
             .await?
             .ok_or_else(|| CoreError::NotFound(format!("room {room_id}")))?;
+        let mut template = template;
+        if template.kind == "m.room.redaction" {
+            // However it arrives (/redact, /send, /state), a redaction names its target and is
+            // checked: the redacter's own event, or the `redact` power level (spec, v3+).
+            if template.state_key.is_some() {
+                return Err(CoreError::InvalidParam(
+                    "m.room.redaction is not a state event".to_owned(),
+                ));
+            }
+            if template.redacts.is_none() {
+                let target = template.content["redacts"]
+                    .as_str()
+                    .ok_or_else(|| CoreError::InvalidParam("a redaction needs `redacts`".to_owned()))?;
+                template.redacts =
+                    Some(ruma::EventId::parse(target).map_err(|e| CoreError::InvalidParam(format!("redacts: {e}")))?);
+            }
+        }
         if let Some(target) = &template.redacts {
             self.check_redaction(room_id, sender, target).await?;
         }
@@ -465,6 +482,30 @@ impl Rooms {
             .map(|p| p["content"].clone())
             .unwrap_or_default();
         Ok(content.get("membership").and_then(Value::as_str).map(str::to_owned))
+    }
+
+    /// Up to which stream position a user may see a room's events: `i64::MAX` while joined,
+    /// the end of their last joined period (their leave, kick or ban) after that, None if
+    /// they never joined. (History visibility `shared`, the default; `invited`/`joined`/
+    /// `world_readable` are not distinguished yet.)
+    pub async fn joined_until(&self, room_id: &str, user_id: &UserId) -> Result<Option<i64>, CoreError> {
+        let history = self.store.member_history(room_id, user_id.as_str()).await?;
+        let mut joined = false;
+        let mut until = None;
+        for (stream, pdu) in history {
+            let membership = serde_json::from_str::<Value>(&pdu)
+                .ok()
+                .and_then(|p| p["content"]["membership"].as_str().map(str::to_owned));
+            match membership.as_deref() {
+                Some("join") => joined = true,
+                _ if joined => {
+                    joined = false;
+                    until = Some(stream);
+                }
+                _ => {}
+            }
+        }
+        Ok(if joined { Some(i64::MAX) } else { until })
     }
 
     /// Members of a room by membership, from the current state.
