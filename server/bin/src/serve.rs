@@ -44,8 +44,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         listeners.spawn(http::serve(listener, None, client_app.clone(), stopped.clone()));
     }
 
-    if config.federation.enabled && !config.matrix.federation_listen.is_empty() {
-        let tls = tls::server_config(&config)?;
+    let xmpp = &config.xmpp;
+    let federation = config.federation.enabled && !config.matrix.federation_listen.is_empty();
+    let c2s_wanted = !(xmpp.c2s_listen.is_empty() && xmpp.c2s_tls_listen.is_empty());
+    // One TLS configuration (certificate) for federation and XMPP.
+    let tls = if federation || c2s_wanted {
+        Some(tls::server_config(&config)?)
+    } else {
+        None
+    };
+
+    if let (true, Some(tls)) = (federation, &tls) {
         let federation_app = http::with_tracing(with_health(estuary_federation::router(core.clone())), log_ips);
         for addr in &config.matrix.federation_listen {
             let listener = TcpListener::bind(addr)
@@ -61,9 +70,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
 
-    let xmpp = &config.xmpp;
-    if !(xmpp.c2s_listen.is_empty() && xmpp.c2s_tls_listen.is_empty() && xmpp.s2s_listen.is_empty()) {
-        tracing::info!("XMPP listeners are configured, but this build does not serve XMPP yet; they stay closed");
+    if let (true, Some(tls)) = (c2s_wanted, &tls) {
+        use estuary_xmpp::c2s::{self, C2s, Mode};
+        let c2s_state = C2s::new(core.clone(), tls.clone()).context("xmpp: cannot set up c2s")?;
+        for (addrs, mode, key) in [
+            (&xmpp.c2s_listen, Mode::StartTls, "xmpp.c2s_listen"),
+            (&xmpp.c2s_tls_listen, Mode::DirectTls, "xmpp.c2s_tls_listen"),
+        ] {
+            for addr in addrs {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("{key}: cannot listen on {addr}"))?;
+                tracing::info!(%addr, ?mode, domain = %xmpp.domain, "XMPP client connections listening");
+                listeners.spawn(c2s::serve(listener, mode, c2s_state.clone(), stopped.clone()));
+            }
+        }
+    }
+    if !xmpp.s2s_listen.is_empty() {
+        tracing::info!("xmpp.s2s_listen is configured, but this build does not serve XMPP s2s yet; it stays closed");
     }
 
     tracing::info!(server_name = %config.server_name, "Estuary is ready");

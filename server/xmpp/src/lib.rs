@@ -1,5 +1,8 @@
-//! XMPP streams (c2s, WebSocket, components) over `estuary-core`. The listeners land with
-//! the c2s issue; until then this crate holds the account <-> JID mapping they will use.
+//! XMPP streams over `estuary-core`: client-to-server (`c2s`), with SASL (`scram`); WebSocket,
+//! components and s2s follow. Plus the account <-> JID mapping.
+
+pub mod c2s;
+pub mod scram;
 
 /// The bare JID of a local account: `localpart@domain`. Localparts are validated by
 /// `estuary_core::localpart` to be valid XMPP nodes already (RFC 7622 §3.3), so no escaping.

@@ -1,0 +1,702 @@
+//! XMPP client-to-server streams (RFC 6120): STARTTLS (required) or direct TLS (XEP-0368),
+//! SASL (SCRAM-SHA-256, SCRAM-SHA-1, PLAIN; over TLS only), resource binding, and the stanza
+//! loop. Accounts and passwords are the ones Matrix uses: one account, two protocols.
+//!
+//! Served today: XEP-0199 ping, disco#info of the server, and `<message/>` routing between
+//! connected sessions of local accounts. Other requests get `service-unavailable`; roster,
+//! presence, offline storage and the rest of the IM features follow (see docs/development).
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use estuary_core::Core;
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, BufStream};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::xmlstream::{AcceptedStream, ReadError, StreamHeader, Timeouts, XmlStream, accept_stream};
+use xmpp_parsers::bind::{BindFeature, BindQuery, BindResponse};
+use xmpp_parsers::disco::{DiscoInfoResult, Identity};
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::jid::{BareJid, FullJid, Jid};
+use xmpp_parsers::message::Message;
+use xmpp_parsers::ns;
+use xmpp_parsers::sasl::{
+    Auth, Challenge, DefinedCondition as SaslCondition, Failure as SaslFailure, Mechanism as SaslMechanism,
+    Response as SaslResponse, Success as SaslSuccess,
+};
+use xmpp_parsers::stanza_error::{DefinedCondition as StanzaCondition, ErrorType, StanzaError};
+use xmpp_parsers::starttls::{Proceed, StartTls};
+use xmpp_parsers::stream_error::{DefinedCondition as StreamCondition, StreamError};
+use xmpp_parsers::stream_features::StreamFeatures;
+
+use crate::scram::{self, ScramHash, ScramServer, StoredScram};
+
+// xmpp-parsers' `component` feature would make every stanza `jabber:component:accept`; it must
+// never be on in a build that contains the server (crates.md: the namespace trap).
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+const _: () = assert!(
+    str_eq(xmpp_parsers::ns::DEFAULT_NS, xmpp_parsers::ns::JABBER_CLIENT),
+    "xmpp-parsers `component` feature is enabled: stanzas would be jabber:component:accept"
+);
+
+/// How long a client may take for the TLS handshake.
+const TLS_DEADLINE: Duration = Duration::from_secs(15);
+/// Failed SASL attempts on one stream before it is closed with policy-violation.
+const MAX_AUTH_FAILURES: u32 = 3;
+
+type Xml<Io> = XmlStream<Io, Element>;
+
+/// The bound resources of one account, each with the channel feeding its stream.
+type Resources = Vec<(String, mpsc::UnboundedSender<Element>)>;
+
+/// Connected, bound sessions: bare JID -> resources.
+#[derive(Default)]
+pub struct Router {
+    sessions: Mutex<HashMap<String, Resources>>,
+}
+
+impl Router {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Resources>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self, full: &FullJid, tx: mpsc::UnboundedSender<Element>) {
+        let mut s = self.lock();
+        let list = s.entry(full.to_bare().to_string()).or_default();
+        list.retain(|(r, _)| r != full.resource().as_str());
+        list.push((full.resource().to_string(), tx));
+    }
+
+    fn remove(&self, full: &FullJid) {
+        let mut s = self.lock();
+        let bare = full.to_bare().to_string();
+        if let Some(list) = s.get_mut(&bare) {
+            list.retain(|(r, _)| r != full.resource().as_str());
+            if list.is_empty() {
+                s.remove(&bare);
+            }
+        }
+    }
+
+    /// Deliver to a full JID's session, or to every session of a bare JID. Returns false when
+    /// no session received it.
+    fn deliver(&self, to: &Jid, stanza: &Element) -> bool {
+        let s = self.lock();
+        let Some(list) = s.get(&to.to_bare().to_string()) else {
+            return false;
+        };
+        let mut delivered = false;
+        for (resource, tx) in list {
+            if to.resource().is_none_or(|r| r.as_str() == resource) && tx.send(stanza.clone()).is_ok() {
+                delivered = true;
+            }
+        }
+        delivered
+    }
+}
+
+/// What every c2s connection shares.
+pub struct C2s {
+    pub core: Arc<Core>,
+    pub domain: String,
+    pub tls: TlsAcceptor,
+    pub router: Router,
+    /// Secret for the fake SCRAM salts of unknown users (stable for the process's life).
+    fake_salt_key: [u8; 32],
+}
+
+impl C2s {
+    pub fn new(core: Arc<Core>, tls: Arc<rustls::ServerConfig>) -> io::Result<Arc<Self>> {
+        // XMPP over TLS announces its own ALPN; the HTTP listeners' h2/http1.1 would make
+        // rustls refuse clients that offer "xmpp-client".
+        let mut config = (*tls).clone();
+        config.alpn_protocols = vec![b"xmpp-client".to_vec()];
+        let mut fake_salt_key = [0u8; 32];
+        getrandom::fill(&mut fake_salt_key).map_err(|e| io::Error::other(e.to_string()))?;
+        let domain = core.config.xmpp.domain.clone();
+        Ok(Arc::new(Self {
+            core,
+            domain,
+            tls: TlsAcceptor::from(Arc::new(config)),
+            router: Router::default(),
+            fake_salt_key,
+        }))
+    }
+}
+
+/// Which listener a connection came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `xmpp.c2s_listen`: plaintext stream, STARTTLS required.
+    StartTls,
+    /// `xmpp.c2s_tls_listen`: TLS from the first byte (XEP-0368).
+    DirectTls,
+}
+
+/// Accept connections until `stop` flips to true.
+pub async fn serve(listener: TcpListener, mode: Mode, c2s: Arc<C2s>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "c2s accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopping(&mut stop) => break,
+        };
+        let c2s = c2s.clone();
+        let log_ips = c2s.core.config.privacy.log_ips;
+        tokio::spawn(async move {
+            let result = match mode {
+                Mode::StartTls => handle_starttls(tcp, &c2s).await,
+                Mode::DirectTls => match tokio::time::timeout(TLS_DEADLINE, c2s.tls.accept(tcp)).await {
+                    Ok(Ok(tls)) => handle_tls(tls, &c2s).await,
+                    _ => Ok(()),
+                },
+            };
+            if let Err(e) = result {
+                if log_ips {
+                    tracing::debug!(%peer, error = %e, "c2s stream ended with an error");
+                } else {
+                    tracing::debug!(error = %e, "c2s stream ended with an error");
+                }
+            }
+        });
+    }
+}
+
+/// Resolves once shutdown was requested; the watch guard is dropped before any await.
+async fn stopping(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
+}
+
+fn new_id() -> String {
+    estuary_core::random::string(16, estuary_core::random::BASE62).unwrap_or_else(|_| "id".to_owned())
+}
+
+/// Send a stream error, then the footer, and close.
+async fn stream_error<Io: AsyncBufRead + AsyncWrite + Unpin>(
+    xml: &mut Xml<Io>,
+    condition: StreamCondition,
+    text: &str,
+) {
+    let error = if text.is_empty() {
+        StreamError {
+            condition,
+            texts: BTreeMap::new(),
+            application_specific: vec![],
+        }
+    } else {
+        StreamError::new(condition, "en", text)
+    };
+    let _ = xml.send(&error).await;
+    let _ = xml.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(ev) = xml.next().await {
+            if matches!(ev, Err(ReadError::StreamFooterReceived) | Err(ReadError::HardError(_))) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Answer the client's stream header with ours and the given features; `host-unknown` when
+/// the client asked for a domain we do not serve.
+async fn open<Io: AsyncBufRead + AsyncWrite + Unpin>(
+    mut accepted: AcceptedStream<Io>,
+    c2s: &C2s,
+    features: StreamFeatures,
+) -> io::Result<Option<Xml<Io>>> {
+    let header = accepted.take_header();
+    let pending = accepted
+        .send_header(StreamHeader {
+            from: Some(Cow::Borrowed(c2s.domain.as_str())),
+            to: None,
+            id: Some(Cow::Owned(new_id())),
+        })
+        .await?;
+    if !header
+        .to
+        .as_deref()
+        .is_some_and(|to| to.eq_ignore_ascii_case(&c2s.domain))
+    {
+        pending
+            .send_error(&StreamError::new(
+                StreamCondition::HostUnknown,
+                "en",
+                "this server does not serve that domain",
+            ))
+            .await?;
+        return Ok(None);
+    }
+    Ok(Some(pending.send_features::<Element>(&features).await?))
+}
+
+async fn handle_starttls(tcp: TcpStream, c2s: &C2s) -> io::Result<()> {
+    let accepted = accept_stream(BufStream::new(tcp), ns::JABBER_CLIENT, Timeouts::tight()).await?;
+    let features = StreamFeatures {
+        starttls: Some(StartTls { required: true }),
+        ..Default::default()
+    };
+    let Some(mut xml) = open(accepted, c2s, features).await? else {
+        return Ok(());
+    };
+    match xml.next().await {
+        Some(Ok(el)) if el.is("starttls", ns::TLS) => {}
+        Some(Ok(_)) => {
+            stream_error(&mut xml, StreamCondition::PolicyViolation, "STARTTLS is required").await;
+            return Ok(());
+        }
+        Some(Err(ReadError::HardError(e))) if e.kind() == io::ErrorKind::InvalidData => {
+            stream_error(&mut xml, StreamCondition::NotWellFormed, "").await;
+            return Ok(());
+        }
+        _ => return Ok(()),
+    }
+    xml.send(&Proceed).await?;
+    // The client waits for <proceed/> before the handshake, so no buffered bytes are lost.
+    let tcp: TcpStream = xml.into_inner().into_inner();
+    let tls = tokio::time::timeout(TLS_DEADLINE, c2s.tls.accept(tcp))
+        .await
+        .map_err(|_| io::Error::other("TLS handshake timed out"))??;
+    handle_tls(tls, c2s).await
+}
+
+/// From the first stream over TLS: authentication, binding, stanzas.
+async fn handle_tls<S: AsyncRead + AsyncWrite + Unpin + Send>(tls: S, c2s: &C2s) -> io::Result<()> {
+    let accepted = accept_stream(BufStream::new(tls), ns::JABBER_CLIENT, Timeouts::tight()).await?;
+    let features = StreamFeatures {
+        sasl_mechanisms: ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        ..Default::default()
+    };
+    let Some(mut xml) = open(accepted, c2s, features).await? else {
+        return Ok(());
+    };
+    let mut failures = 0;
+    let (localpart, accepted) = loop {
+        let el = match xml.next().await {
+            Some(Ok(el)) => el,
+            Some(Err(ReadError::HardError(e))) if e.kind() == io::ErrorKind::InvalidData => {
+                stream_error(&mut xml, StreamCondition::NotWellFormed, "").await;
+                return Ok(());
+            }
+            Some(Err(ReadError::SoftTimeout)) => continue,
+            _ => return Ok(()),
+        };
+        if !el.is("auth", ns::SASL) {
+            stream_error(&mut xml, StreamCondition::NotAuthorized, "authenticate first").await;
+            return Ok(());
+        }
+        let outcome = match Auth::try_from(el) {
+            Ok(auth) => sasl_exchange(&mut xml, c2s, auth).await?,
+            Err(_) => Err(SaslCondition::InvalidMechanism),
+        };
+        match outcome {
+            Ok((localpart, success)) => break (localpart, xml.accept_reset(&SaslSuccess { data: success }).await?),
+            Err(condition) => {
+                failures += 1;
+                xml.send(&SaslFailure {
+                    defined_condition: condition,
+                    texts: BTreeMap::new(),
+                })
+                .await?;
+                if failures >= MAX_AUTH_FAILURES {
+                    stream_error(
+                        &mut xml,
+                        StreamCondition::PolicyViolation,
+                        "too many failed authentications",
+                    )
+                    .await;
+                    return Ok(());
+                }
+            }
+        }
+    };
+
+    let features = StreamFeatures {
+        bind: Some(BindFeature { required: false }),
+        ..Default::default()
+    };
+    let Some(mut xml) = open(accepted, c2s, features).await? else {
+        return Ok(());
+    };
+    let bare = BareJid::new(&format!("{localpart}@{}", c2s.domain)).map_err(|e| io::Error::other(e.to_string()))?;
+    let full: FullJid = loop {
+        let el = match xml.next().await {
+            Some(Ok(el)) => el,
+            Some(Err(ReadError::SoftTimeout)) => continue,
+            _ => return Ok(()),
+        };
+        match Iq::try_from(el) {
+            Ok(Iq::Set { id, payload, .. }) if payload.is("bind", ns::BIND) => {
+                // RFC 6120 §7.6: the server generates a resource when the client asks for none.
+                let resource = BindQuery::try_from(payload)
+                    .ok()
+                    .and_then(|q| q.resource)
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or_else(new_id);
+                let Ok(full) = bare.with_resource_str(&resource) else {
+                    xml.send(&error_reply(
+                        id,
+                        None,
+                        None,
+                        ErrorType::Modify,
+                        StanzaCondition::BadRequest,
+                    ))
+                    .await?;
+                    continue;
+                };
+                xml.send(&Iq::Result {
+                    from: None,
+                    to: None,
+                    id,
+                    payload: Some(BindResponse { jid: full.clone() }.into()),
+                })
+                .await?;
+                break full;
+            }
+            _ => {
+                stream_error(&mut xml, StreamCondition::NotAuthorized, "bind a resource first").await;
+                return Ok(());
+            }
+        }
+    };
+    tracing::info!(jid = %full, "XMPP session bound");
+    let (tx, rx) = mpsc::unbounded_channel();
+    // RFC 6120 §7.7.2.2: a new session with the same resource replaces the old one.
+    c2s.router.add(&full, tx);
+    let result = stanza_loop(&mut xml, c2s, &full, rx).await;
+    c2s.router.remove(&full);
+    result
+}
+
+async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
+    xml: &mut Xml<Io>,
+    c2s: &C2s,
+    full: &FullJid,
+    mut inbox: mpsc::UnboundedReceiver<Element>,
+) -> io::Result<()> {
+    let domain = Jid::new(&c2s.domain).map_err(|e| io::Error::other(e.to_string()))?;
+    loop {
+        let item = tokio::select! {
+            item = xml.next() => item,
+            routed = inbox.recv() => {
+                match routed {
+                    Some(el) => { xml.send(&el).await?; continue; }
+                    // Replaced by a newer session with the same resource.
+                    None => { stream_error(xml, StreamCondition::Conflict, "replaced by a new connection").await; return Ok(()); }
+                }
+            }
+        };
+        let Some(item) = item else { return Ok(()) };
+        let el = match item {
+            Ok(el) => el,
+            Err(ReadError::SoftTimeout) => {
+                xml.send(&Iq::from_get(new_id(), xmpp_parsers::ping::Ping).with_to(full.clone().into()))
+                    .await?;
+                continue;
+            }
+            Err(ReadError::StreamFooterReceived) => {
+                let _ = xml.shutdown().await;
+                return Ok(());
+            }
+            Err(ReadError::HardError(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                stream_error(xml, StreamCondition::NotWellFormed, "").await;
+                return Ok(());
+            }
+            Err(ReadError::ParseError(e)) => {
+                stream_error(xml, StreamCondition::InvalidXml, &e.to_string()).await;
+                return Ok(());
+            }
+            Err(ReadError::HardError(e)) => return Err(e),
+        };
+        if el.ns() != ns::JABBER_CLIENT {
+            stream_error(xml, StreamCondition::UnsupportedStanzaType, "").await;
+            return Ok(());
+        }
+        match el.name() {
+            "iq" => match Iq::try_from(el) {
+                Ok(iq) => {
+                    if let Some(reply) = handle_iq(iq, full, &domain) {
+                        xml.send(&reply).await?;
+                    }
+                }
+                Err(e) => {
+                    stream_error(xml, StreamCondition::InvalidXml, &e.to_string()).await;
+                    return Ok(());
+                }
+            },
+            "message" => {
+                let Ok(mut msg) = Message::try_from(el) else {
+                    stream_error(xml, StreamCondition::InvalidXml, "malformed message").await;
+                    return Ok(());
+                };
+                // RFC 6120 §8.1.2.1: the server stamps the sender.
+                msg.from = Some(full.clone().into());
+                if let Some(error) = route_message(c2s, msg) {
+                    xml.send(&error).await?;
+                }
+            }
+            // Presence and the roster arrive with the IM issue; presence is accepted silently
+            // until then (RFC 6121 servers may ignore presence they do not route).
+            "presence" => {}
+            _ => {
+                stream_error(xml, StreamCondition::UnsupportedStanzaType, "").await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Route a message between local sessions. Returns the error stanza to bounce, if any.
+fn route_message(c2s: &C2s, msg: Message) -> Option<Element> {
+    let to = msg.to.clone()?;
+    let local = to.domain().as_str().eq_ignore_ascii_case(&c2s.domain);
+    let element: Element = msg.clone().into();
+    if local && to.node().is_some() && c2s.router.deliver(&to, &element) {
+        return None;
+    }
+    // Not deliverable: no session online (offline storage is not there yet) or another server
+    // (s2s is not there yet). Errors are never sent for error messages (RFC 6120 §8.3.1).
+    if msg.type_ == xmpp_parsers::message::MessageType::Error {
+        return None;
+    }
+    let condition = if local {
+        StanzaCondition::ServiceUnavailable
+    } else {
+        StanzaCondition::RemoteServerNotFound
+    };
+    let mut bounce = msg.clone();
+    bounce.type_ = xmpp_parsers::message::MessageType::Error;
+    bounce.from = msg.to;
+    bounce.to = msg.from;
+    bounce.payloads.push(
+        StanzaError {
+            type_: ErrorType::Cancel,
+            by: None,
+            defined_condition: condition,
+            texts: BTreeMap::new(),
+            other: None,
+        }
+        .into(),
+    );
+    Some(bounce.into())
+}
+
+fn error_reply(id: String, from: Option<Jid>, to: Option<Jid>, type_: ErrorType, condition: StanzaCondition) -> Iq {
+    Iq::Error {
+        from,
+        to,
+        id,
+        error: StanzaError {
+            type_,
+            by: None,
+            defined_condition: condition,
+            texts: BTreeMap::new(),
+            other: None,
+        },
+        payload: None,
+    }
+}
+
+fn handle_iq(iq: Iq, full: &FullJid, domain: &Jid) -> Option<Iq> {
+    let me: Jid = full.clone().into();
+    match iq {
+        Iq::Get { to, id, payload, .. } => {
+            // Addressed to the server, or to the account (which the server answers for).
+            let for_server = to
+                .as_ref()
+                .is_none_or(|t| t == domain || (t.resource().is_none() && t.to_bare() == full.to_bare()));
+            if for_server && payload.is("ping", ns::PING) {
+                return Some(Iq::Result {
+                    from: to,
+                    to: Some(me),
+                    id,
+                    payload: None,
+                });
+            }
+            if for_server && payload.is("query", ns::DISCO_INFO) {
+                let info = DiscoInfoResult {
+                    node: None,
+                    identities: vec![Identity {
+                        category: "server".into(),
+                        type_: "im".into(),
+                        lang: None,
+                        name: Some("Estuary".into()),
+                    }],
+                    features: BTreeSet::from([ns::DISCO_INFO.to_owned(), ns::PING.to_owned()]),
+                    extensions: vec![],
+                };
+                return Some(Iq::Result {
+                    from: to,
+                    to: Some(me),
+                    id,
+                    payload: Some(info.into()),
+                });
+            }
+            Some(error_reply(
+                id,
+                to,
+                Some(me),
+                ErrorType::Cancel,
+                StanzaCondition::ServiceUnavailable,
+            ))
+        }
+        Iq::Set { to, id, .. } => Some(error_reply(
+            id,
+            to,
+            Some(me),
+            ErrorType::Cancel,
+            StanzaCondition::ServiceUnavailable,
+        )),
+        // Never answer a result or an error (RFC 6120 §8.2.3).
+        Iq::Result { .. } | Iq::Error { .. } => None,
+    }
+}
+
+/// One SASL exchange. Outer Err: I/O. Inner Err: the SASL failure condition.
+async fn sasl_exchange<Io: AsyncBufRead + AsyncWrite + Unpin>(
+    xml: &mut Xml<Io>,
+    c2s: &C2s,
+    auth: Auth,
+) -> io::Result<Result<(String, Vec<u8>), SaslCondition>> {
+    let core = &c2s.core;
+    let hash = match auth.mechanism {
+        SaslMechanism::ScramSha256 => ScramHash::Sha256,
+        SaslMechanism::ScramSha1 => ScramHash::Sha1,
+        SaslMechanism::Plain => {
+            // authzid \0 authcid \0 password
+            let mut parts = auth.data.split(|b| *b == 0);
+            let (Some(authzid), Some(user), Some(pass), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Ok(Err(SaslCondition::MalformedRequest));
+            };
+            let user = String::from_utf8_lossy(user).to_lowercase();
+            if !authzid.is_empty()
+                && String::from_utf8_lossy(authzid).to_lowercase() != format!("{user}@{}", c2s.domain)
+            {
+                return Ok(Err(SaslCondition::InvalidAuthzid));
+            }
+            if core.limits.login.check(&format!("user:{user}")).is_err() {
+                return Ok(Err(SaslCondition::TemporaryAuthFailure));
+            }
+            let password = String::from_utf8_lossy(pass);
+            let ok = core.accounts.check_password(&user, &password).await.unwrap_or(false);
+            return Ok(if ok {
+                Ok((user, Vec::new()))
+            } else {
+                Err(SaslCondition::NotAuthorized)
+            });
+        }
+        _ => return Ok(Err(SaslCondition::InvalidMechanism)),
+    };
+    let first = match scram::parse_client_first(&auth.data) {
+        Ok(f) => f,
+        Err(_) => return Ok(Err(SaslCondition::MalformedRequest)),
+    };
+    let user = first.username.to_lowercase();
+    if first
+        .authzid
+        .as_ref()
+        .is_some_and(|a| a.to_lowercase() != format!("{user}@{}", c2s.domain))
+    {
+        return Ok(Err(SaslCondition::InvalidAuthzid));
+    }
+    if core.limits.login.check(&format!("user:{user}")).is_err() {
+        return Ok(Err(SaslCondition::TemporaryAuthFailure));
+    }
+    // Unknown or deactivated users go through the same exchange with a fake, stable salt and
+    // fail at the end, so user names cannot be probed.
+    let account = core
+        .accounts
+        .find(&user)
+        .await
+        .ok()
+        .flatten()
+        .filter(|a| a.is_active())
+        .and_then(|a| a.password);
+    let creds = match &account {
+        Some(p) => {
+            let keys = if hash == ScramHash::Sha1 {
+                &p.scram_sha1
+            } else {
+                &p.scram_sha256
+            };
+            StoredScram {
+                salt: p.scram_salt.clone(),
+                iterations: p.scram_iterations,
+                stored_key: keys.stored_key.clone(),
+                server_key: keys.server_key.clone(),
+            }
+        }
+        None => StoredScram {
+            salt: fake_salt(&c2s.fake_salt_key, &user),
+            iterations: estuary_core::password::SCRAM_ITERATIONS,
+            stored_key: vec![0; 32],
+            server_key: vec![0; 32],
+        },
+    };
+    let (server, server_first) = ScramServer::new(hash, &first, creds, &new_id());
+    xml.send(&Challenge { data: server_first }).await?;
+    let response = loop {
+        match xml.next().await {
+            Some(Ok(el)) => break el,
+            Some(Err(ReadError::SoftTimeout)) => continue,
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the stream ended during SASL",
+                ));
+            }
+        }
+    };
+    if response.is("abort", ns::SASL) {
+        return Ok(Err(SaslCondition::Aborted));
+    }
+    let Ok(response) = SaslResponse::try_from(response) else {
+        return Ok(Err(SaslCondition::MalformedRequest));
+    };
+    Ok(match server.finish(&response.data) {
+        Ok(server_final) if account.is_some() => Ok((user, server_final)),
+        Ok(_) | Err(scram::ScramError::NotAuthorized) => Err(SaslCondition::NotAuthorized),
+        Err(_) => Err(SaslCondition::MalformedRequest),
+    })
+}
+
+/// A salt for an unknown user: the same every time within this process, so repeated probes
+/// look like a real account's.
+fn fake_salt(key: &[u8; 32], user: &str) -> Vec<u8> {
+    use hmac::{Hmac, KeyInit, Mac};
+    let Ok(mut mac) = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key) else {
+        return vec![0; 16];
+    };
+    mac.update(user.as_bytes());
+    mac.finalize().into_bytes()[..16].to_vec()
+}

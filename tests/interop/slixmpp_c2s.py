@@ -1,0 +1,91 @@
+"""Interop: slixmpp (a real XMPP client library) against Estuary's c2s listeners.
+
+alice registered through the Matrix API and bob was created with the CLI: both log in over
+XMPP with the same passwords. Checks STARTTLS + SCRAM-SHA-256, direct TLS + SCRAM-SHA-1, a
+wrong password refused, XEP-0199 ping, disco#info, and messages both ways between two
+sessions, plus a bounce for a recipient with no session. Prints ALL OK on success.
+"""
+
+import argparse
+import asyncio
+import ssl
+import sys
+
+import slixmpp
+from slixmpp.exceptions import IqError
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+    print(f"ok - {what}", flush=True)
+
+
+class Client(slixmpp.ClientXMPP):
+    def __init__(self, jid, password, mech, direct_tls):
+        super().__init__(jid, password, sasl_mech=mech)
+        self.enable_direct_tls = direct_tls
+        self.enable_starttls = not direct_tls
+        self.enable_plaintext = False
+        # The test server uses the certificate Estuary generates for itself.
+        self.ssl_context.check_hostname = False
+        self.ssl_context.verify_mode = ssl.CERT_NONE
+        self.register_plugin("xep_0030")
+        self.register_plugin("xep_0199")
+        self.started = asyncio.get_event_loop().create_future()
+        self.inbox = asyncio.Queue()
+        self.add_event_handler("session_start", lambda _: self.started.done() or self.started.set_result(True))
+        self.add_event_handler("failed_auth", lambda _: self.started.done() or self.started.set_result(False))
+        self.add_event_handler("message", lambda m: self.inbox.put_nowait(m))
+
+    async def login(self, host, port):
+        self.connect(host, port)
+        return await asyncio.wait_for(self.started, 20)
+
+
+async def main(a):
+    alice = Client(f"alice@{a.domain}/laptop", "alice-password", "SCRAM-SHA-256", False)
+    check(await alice.login(a.host, a.starttls_port), "alice (registered over Matrix) logs in: STARTTLS + SCRAM-SHA-256")
+    check(str(alice.boundjid) == f"alice@{a.domain}/laptop", f"resource bound: {alice.boundjid}")
+    rtt = await alice.plugin["xep_0199"].ping(slixmpp.JID(a.domain), timeout=5)
+    check(rtt is not None, "XEP-0199 ping answered")
+    info = await alice.plugin["xep_0030"].get_info(jid=a.domain)
+    check("urn:xmpp:ping" in info["disco_info"]["features"], "disco#info lists ping")
+    try:
+        await alice.plugin["xep_0030"].get_items(jid=a.domain, node="nonexistent-node-for-test")
+        items_ok = True
+    except IqError as e:
+        items_ok = e.iq["error"]["condition"] == "service-unavailable"
+    check(items_ok, "an unsupported request gets service-unavailable (or an answer), not silence")
+
+    wrong = Client(f"alice@{a.domain}/x", "not-the-password", "SCRAM-SHA-256", False)
+    check(not await wrong.login(a.host, a.starttls_port), "a wrong password is refused")
+    wrong.disconnect()
+
+    bob = Client(f"bob@{a.domain}/phone", "bob-password", "SCRAM-SHA-1", True)
+    check(await bob.login(a.host, a.tls_port), "bob (created with the CLI) logs in: direct TLS + SCRAM-SHA-1")
+
+    alice.send_message(mto=f"bob@{a.domain}", mbody="hello bob", mtype="chat")
+    m = await asyncio.wait_for(bob.inbox.get(), 10)
+    check(m["body"] == "hello bob" and m["from"].bare == f"alice@{a.domain}", f"bob receives alice's message from {m['from']}")
+    bob.send_message(mto=str(m["from"]), mbody="hello alice", mtype="chat")
+    m = await asyncio.wait_for(alice.inbox.get(), 10)
+    check(m["body"] == "hello alice", "alice receives bob's reply at her full JID")
+
+    alice.send_message(mto=f"nobody@{a.domain}", mbody="anyone?", mtype="chat")
+    m = await asyncio.wait_for(alice.inbox.get(), 10)
+    check(m["type"] == "error" and m["error"]["condition"] == "service-unavailable", "a message nobody can receive bounces with service-unavailable")
+
+    for c in (alice, bob):
+        c.disconnect()
+    print("ALL OK", flush=True)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--domain", default="localhost")
+    p.add_argument("--starttls-port", type=int, required=True)
+    p.add_argument("--tls-port", type=int, required=True)
+    asyncio.run(main(p.parse_args()))
+    sys.exit(0)

@@ -1,0 +1,100 @@
+//! XMPP client-to-server: one account for Matrix and XMPP (a Matrix-registered user logs in
+//! with SCRAM over XMPP), slixmpp interop, and stream errors for bad input. On SQLite and
+//! PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use estuary_tests::matrix::Client;
+use estuary_tests::{Backend, Instance, OPEN_CONFIG, both_backends, free_port, run_interop_script};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn xmpp_instance(backend: Backend) -> (Instance, u16, u16) {
+    let (plain, tls) = (free_port(), free_port());
+    let extra =
+        format!("{OPEN_CONFIG}[xmpp]\nc2s_listen = [\"127.0.0.1:{plain}\"]\nc2s_tls_listen = [\"127.0.0.1:{tls}\"]\n");
+    (Instance::with_config(backend, &extra).await, plain, tls)
+}
+
+async fn slixmpp_interop(backend: Backend) {
+    let (inst, plain, tls) = xmpp_instance(backend).await;
+    let server = inst.start().await;
+    Client::register(&server, "alice", "alice-password").await;
+    assert!(
+        inst.cli(&["user", "create", "bob", "--password", "bob-password"])
+            .status
+            .success()
+    );
+    let args = [
+        "--starttls-port".to_owned(),
+        plain.to_string(),
+        "--tls-port".to_owned(),
+        tls.to_string(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_interop_script("slixmpp_c2s.py", &args, Duration::from_secs(120))
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("bob receives alice's message"), "{out}");
+    let log_path = server.log_path.clone();
+    assert!(server.terminate().await.success());
+    let log = std::fs::read_to_string(log_path).unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(!log.contains("alice-password"), "a password reached the log");
+}
+
+both_backends!(slixmpp_interop);
+
+/// Talk raw XML to the STARTTLS port and return what the server sent back before closing.
+async fn raw_exchange(port: u16, send: &[&str]) -> String {
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    for chunk in send {
+        sock.write_all(chunk.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let mut out = Vec::new();
+    // A server that keeps the stream open (waiting for the client) is read for 2 s.
+    let _ = tokio::time::timeout(Duration::from_secs(2), sock.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0' to='localhost'>";
+
+/// Bad input gets the RFC 6120 stream error it deserves, never silence or a crash.
+#[tokio::test]
+async fn stream_errors_for_bad_input() {
+    let (inst, plain, _tls) = xmpp_instance(Backend::Sqlite).await;
+    let server = inst.start().await;
+
+    let wrong_host = HEADER.replace("to='localhost'", "to='elsewhere.example'");
+    let r = raw_exchange(plain, &[&wrong_host]).await;
+    assert!(r.contains("host-unknown"), "{r}");
+
+    let r = raw_exchange(plain, &[HEADER]).await;
+    assert!(
+        r.contains("starttls") && r.contains("required"),
+        "STARTTLS is offered and required: {r}"
+    );
+
+    let r = raw_exchange(
+        plain,
+        &[
+            HEADER,
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHB3</auth>",
+        ],
+    )
+    .await;
+    assert!(r.contains("policy-violation"), "no authentication before TLS: {r}");
+
+    let r = raw_exchange(plain, &[HEADER, "<message><<<"]).await;
+    assert!(r.contains("not-well-formed"), "{r}");
+
+    // The server is fine afterwards.
+    let r = raw_exchange(plain, &[HEADER]).await;
+    assert!(r.contains("starttls"), "{r}");
+    let log_path = server.log_path.clone();
+    assert!(server.terminate().await.success());
+    assert!(!std::fs::read_to_string(log_path).unwrap().contains("panicked"));
+}
