@@ -32,6 +32,7 @@ class Client(slixmpp.ClientXMPP):
         self.ssl_context.verify_mode = ssl.CERT_NONE
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0199")
+        self.register_plugin("xep_0054")
         self.started = asyncio.get_event_loop().create_future()
         self.inbox = asyncio.Queue()
         self.add_event_handler("session_start", lambda _: self.started.done() or self.started.set_result(True))
@@ -71,6 +72,15 @@ async def main(a):
     bob.send_message(mto=str(m["from"]), mbody="hello alice", mtype="chat")
     m = await asyncio.wait_for(alice.inbox.get(), 10)
     check(m["body"] == "hello alice", "alice receives bob's reply at her full JID")
+
+    # vCard-temp is the shared profile: alice's Matrix display name is her FN, and bob's FN set
+    # over XMPP becomes his Matrix display name (the Rust test checks that side).
+    iq = await bob.plugin["xep_0054"].get_vcard(jid=f"alice@{a.domain}")
+    check(iq["vcard_temp"]["FN"] == "Alice from Matrix", f"alice's Matrix display name is her vCard FN: {iq['vcard_temp']['FN']!r}")
+    vcard = bob.plugin["xep_0054"].make_vcard()
+    vcard["FN"] = "Bob via XMPP"
+    await bob.plugin["xep_0054"].publish_vcard(vcard)
+    check(True, "bob publishes a vCard with a new FN")
 
     alice.send_message(mto=f"nobody@{a.domain}", mbody="anyone?", mtype="chat")
     m = await asyncio.wait_for(alice.inbox.get(), 10)

@@ -19,7 +19,14 @@ async fn xmpp_instance(backend: Backend) -> (Instance, u16, u16) {
 async fn slixmpp_interop(backend: Backend) {
     let (inst, plain, tls) = xmpp_instance(backend).await;
     let server = inst.start().await;
-    Client::register(&server, "alice", "alice-password").await;
+    let alice = Client::register(&server, "alice", "alice-password").await;
+    alice
+        .put(
+            "profile/@alice:localhost/displayname",
+            serde_json::json!({ "displayname": "Alice from Matrix" }),
+        )
+        .await
+        .ok();
     assert!(
         inst.cli(&["user", "create", "bob", "--password", "bob-password"])
             .status
@@ -38,6 +45,12 @@ async fn slixmpp_interop(backend: Backend) {
     .await
     .unwrap();
     assert!(out.contains("bob receives alice's message"), "{out}");
+    // The vCard bob set over XMPP is his Matrix display name.
+    let anon = Client::anonymous(&server);
+    assert_eq!(
+        anon.get("profile/@bob:localhost/displayname").await.ok()["displayname"],
+        "Bob via XMPP"
+    );
     let log_path = server.log_path.clone();
     assert!(server.terminate().await.success());
     let log = std::fs::read_to_string(log_path).unwrap();

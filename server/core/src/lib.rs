@@ -230,6 +230,52 @@ impl Core {
         self.accounts.deactivate(localpart).await
     }
 
+    /// Matrix spec: a profile change is reflected in the user's member event in every joined
+    /// room (whichever protocol changed it: Matrix profile API or XMPP vCard). A room that
+    /// refuses the update (a power-level override, say) is logged, not fatal.
+    pub async fn propagate_profile(&self, localpart: &str) {
+        let Ok(Some(account)) = self.accounts.find(localpart).await else {
+            return;
+        };
+        let user = self.matrix_user_id(localpart);
+        let Ok(user_id) = ruma::UserId::parse(&user) else {
+            return;
+        };
+        let Ok(memberships) = self.store.memberships(&user).await else {
+            return;
+        };
+        for m in memberships.into_iter().filter(|m| m.membership == "join") {
+            let Ok(room_id) = ruma::RoomId::parse(&m.room_id) else {
+                continue;
+            };
+            let Ok(Some(current)) = self.rooms.state_event(&m.room_id, "m.room.member", &user).await else {
+                continue;
+            };
+            let Ok(pdu) = rooms::Pdu::from_stored(&current) else {
+                continue;
+            };
+            let mut content = pdu.content_value();
+            let Some(obj) = content.as_object_mut() else { continue };
+            for (key, value) in [
+                ("displayname", &account.displayname),
+                ("avatar_url", &account.avatar_url),
+            ] {
+                match value {
+                    Some(v) => {
+                        obj.insert(key.to_owned(), serde_json::Value::String(v.clone()));
+                    }
+                    None => {
+                        obj.remove(key);
+                    }
+                }
+            }
+            let template = rooms::EventTemplate::state("m.room.member", &user, content);
+            if let Err(e) = self.rooms.send(&room_id, &user_id, template, None).await {
+                tracing::warn!(room = %room_id, error = %e, "profile change not reflected in the room");
+            }
+        }
+    }
+
     /// `@localpart:server_name`
     pub fn matrix_user_id(&self, localpart: &str) -> String {
         format!("@{localpart}:{}", self.config.server_name)

@@ -81,7 +81,7 @@ pub async fn set_displayname(
         )));
     }
     state.core.accounts.set_displayname(&localpart, name).await?;
-    update_member_events(&state, caller).await;
+    state.core.propagate_profile(&caller.localpart).await;
     Ok(RumaResponse(set_name::Response::new()))
 }
 
@@ -98,45 +98,6 @@ pub async fn set_avatar_url(
         .map(|u| u.as_str())
         .filter(|u| !u.is_empty());
     state.core.accounts.set_avatar_url(&localpart, url).await?;
-    update_member_events(&state, caller).await;
+    state.core.propagate_profile(&caller.localpart).await;
     Ok(RumaResponse(set_avatar::Response::new()))
-}
-
-/// Spec: a profile change is reflected in the user's member event in every joined room.
-/// A room that refuses the update (a power-level override, say) is logged, not fatal.
-async fn update_member_events(state: &MatrixState, caller: &crate::Caller) {
-    let core = &state.core;
-    let Ok(Some(account)) = core.accounts.find(&caller.localpart).await else {
-        return;
-    };
-    let Ok(memberships) = core.store.memberships(caller.user_id.as_str()).await else {
-        return;
-    };
-    for m in memberships.into_iter().filter(|m| m.membership == "join") {
-        let Ok(room_id) = ruma::RoomId::parse(&m.room_id) else {
-            continue;
-        };
-        let Ok(Some(current)) = core
-            .rooms
-            .state_event(&m.room_id, "m.room.member", caller.user_id.as_str())
-            .await
-        else {
-            continue;
-        };
-        let mut content = crate::events::client_event(&current, false)["content"].clone();
-        let set = |content: &mut Value, key: &str, value: &Option<String>| match value {
-            Some(v) => content[key] = Value::String(v.clone()),
-            None => {
-                if let Some(o) = content.as_object_mut() {
-                    o.remove(key);
-                }
-            }
-        };
-        set(&mut content, "displayname", &account.displayname);
-        set(&mut content, "avatar_url", &account.avatar_url);
-        let template = estuary_core::rooms::EventTemplate::state("m.room.member", caller.user_id.as_str(), content);
-        if let Err(e) = core.rooms.send(&room_id, &caller.user_id, template, None).await {
-            tracing::warn!(room = %room_id, error = %e, "profile change not reflected in the room");
-        }
-    }
 }

@@ -36,6 +36,7 @@ use xmpp_parsers::stream_error::{DefinedCondition as StreamCondition, StreamErro
 use xmpp_parsers::stream_features::StreamFeatures;
 
 use crate::scram::{self, ScramHash, ScramServer, StoredScram};
+use crate::vcard;
 
 // xmpp-parsers' `component` feature would make every stanza `jabber:component:accept`; it must
 // never be on in a build that contains the server (crates.md: the namespace trap).
@@ -443,7 +444,11 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
         match el.name() {
             "iq" => match Iq::try_from(el) {
                 Ok(iq) => {
-                    if let Some(reply) = handle_iq(iq, full, &domain) {
+                    let reply = match vcard::handle(c2s, &iq, full).await {
+                        Some(reply) => Some(reply),
+                        None => handle_iq(iq, full, &domain),
+                    };
+                    if let Some(reply) = reply {
                         xml.send(&reply).await?;
                     }
                 }
@@ -509,7 +514,13 @@ fn route_message(c2s: &C2s, msg: Message) -> Option<Element> {
     Some(bounce.into())
 }
 
-fn error_reply(id: String, from: Option<Jid>, to: Option<Jid>, type_: ErrorType, condition: StanzaCondition) -> Iq {
+pub(crate) fn error_reply(
+    id: String,
+    from: Option<Jid>,
+    to: Option<Jid>,
+    type_: ErrorType,
+    condition: StanzaCondition,
+) -> Iq {
     Iq::Error {
         from,
         to,
@@ -550,7 +561,7 @@ fn handle_iq(iq: Iq, full: &FullJid, domain: &Jid) -> Option<Iq> {
                         lang: None,
                         name: Some("Estuary".into()),
                     }],
-                    features: BTreeSet::from([ns::DISCO_INFO.to_owned(), ns::PING.to_owned()]),
+                    features: BTreeSet::from([ns::DISCO_INFO.to_owned(), ns::PING.to_owned(), vcard::NS.to_owned()]),
                     extensions: vec![],
                 };
                 return Some(Iq::Result {

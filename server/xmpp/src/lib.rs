@@ -3,6 +3,7 @@
 
 pub mod c2s;
 pub mod scram;
+pub mod vcard;
 
 /// The bare JID of a local account: `localpart@domain`. Localparts are validated by
 /// `estuary_core::localpart` to be valid XMPP nodes already (RFC 7622 §3.3), so no escaping.
