@@ -129,14 +129,13 @@ pub fn estuary_bin() -> PathBuf {
     bin
 }
 
-/// A free TCP port on loopback (bound, read, released: another process could take it in
-/// between, which is rare enough on a test machine).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `N` distinct free TCP ports on loopback: all bound at once (so no two are the same), read,
+/// then released. Another process could take one in between, which is rare on a test machine.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
 }
 
 /// Open registration and no rate limits: the configuration most API tests start from.
@@ -159,6 +158,10 @@ pub struct Instance {
     pub db: TestDb,
     pub client_port: u16,
     pub federation_port: u16,
+    /// Free ports for the XMPP listeners; used where the config says `{C2S_PORT}` and
+    /// `{C2S_TLS_PORT}`.
+    pub c2s_port: u16,
+    pub c2s_tls_port: u16,
     runs: AtomicU32,
 }
 
@@ -172,8 +175,11 @@ impl Instance {
     pub async fn with_config(backend: Backend, extra: &str) -> Instance {
         let db = TestDb::new(backend).await;
         let dir = tempfile::tempdir().unwrap();
-        let client_port = free_port();
-        let federation_port = free_port();
+        let [client_port, federation_port, c2s_port, c2s_tls_port] = free_ports();
+        // Tests that enable XMPP refer to its ports by placeholder, so all four are distinct.
+        let extra = extra
+            .replace("{C2S_PORT}", &c2s_port.to_string())
+            .replace("{C2S_TLS_PORT}", &c2s_tls_port.to_string());
         let config_path = dir.path().join("estuary.toml");
         let base = format!(
             "server_name = \"localhost\"\n\
@@ -194,6 +200,8 @@ impl Instance {
             db,
             client_port,
             federation_port,
+            c2s_port,
+            c2s_tls_port,
             runs: AtomicU32::new(0),
         }
     }

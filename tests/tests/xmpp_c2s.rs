@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use estuary_tests::matrix::Client;
-use estuary_tests::{Backend, Instance, OPEN_CONFIG, both_backends, free_port, run_interop_script};
+use estuary_tests::{Backend, Instance, OPEN_CONFIG, both_backends, run_interop_script};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn xmpp_instance(backend: Backend) -> (Instance, u16, u16) {
-    let (plain, tls) = (free_port(), free_port());
+    let [plain, tls] = estuary_tests::free_ports();
     let extra =
         format!("{OPEN_CONFIG}[xmpp]\nc2s_listen = [\"127.0.0.1:{plain}\"]\nc2s_tls_listen = [\"127.0.0.1:{tls}\"]\n");
     (Instance::with_config(backend, &extra).await, plain, tls)
@@ -58,7 +58,25 @@ async fn slixmpp_interop(backend: Backend) {
     assert!(!log.contains("alice-password"), "a password reached the log");
 }
 
-both_backends!(slixmpp_interop);
+/// RFC 6121 roster, subscriptions and presence between two accounts, driven by slixmpp (the
+/// script checks the stored roster through a second session).
+async fn slixmpp_roster_and_presence(backend: Backend) {
+    let (inst, plain, _tls) = xmpp_instance(backend).await;
+    let server = inst.start().await;
+    for (user, pw) in [("alice", "alice-password"), ("bob", "bob-password")] {
+        assert!(inst.cli(&["user", "create", user, "--password", pw]).status.success());
+    }
+    let port = plain.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        run_interop_script("slixmpp_roster.py", &["--port", &port], Duration::from_secs(120))
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("subscription handshake ends at 'both'"), "{out}");
+    assert!(server.terminate().await.success());
+}
+
+both_backends!(slixmpp_interop, slixmpp_roster_and_presence);
 
 /// Talk raw XML to the STARTTLS port and return what the server sent back before closing.
 async fn raw_exchange(port: u16, send: &[&str]) -> String {

@@ -36,12 +36,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         with_health(estuary_matrix::client_router(core.clone()).map_err(anyhow::Error::msg)?),
         log_ips,
     );
+    // The client listeners (which answer /health) start serving last: once /health answers,
+    // every listener is bound.
+    let mut client_listeners = Vec::new();
     for addr in &config.matrix.client_listen {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("matrix.client_listen: cannot listen on {addr}"))?;
         tracing::info!(%addr, "Matrix client API listening (HTTP)");
-        listeners.spawn(http::serve(listener, None, client_app.clone(), stopped.clone()));
+        client_listeners.push(listener);
     }
 
     let xmpp = &config.xmpp;
@@ -90,6 +93,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!("xmpp.s2s_listen is configured, but this build does not serve XMPP s2s yet; it stays closed");
     }
 
+    for listener in client_listeners {
+        listeners.spawn(http::serve(listener, None, client_app.clone(), stopped.clone()));
+    }
     tracing::info!(server_name = %config.server_name, "Estuary is ready");
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections, draining requests in flight");

@@ -21,7 +21,9 @@ pub mod streams;
 
 pub use accounts::Accounts;
 pub use config::Config;
-pub use estuary_store::{Account, BackupKey, Device, Membership, Relation, Session, StoreError, StoredEvent};
+pub use estuary_store::{
+    Account, BackupKey, Device, Membership, Relation, RosterItem, Session, StoreError, StoredEvent,
+};
 pub use sessions::Sessions;
 
 /// Errors of the core, mapped to protocol errors (Matrix `M_*`, XMPP stanza errors) at the

@@ -1143,6 +1143,66 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn roster(&self, localpart: &str) -> $crate::Result<Vec<$crate::RosterItem>> {
+                Ok(sqlx::query_as::<$db, $crate::RosterItem>($crate::sql::ROSTER)
+                    .bind(localpart)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn roster_item(&self, localpart: &str, contact: &str) -> $crate::Result<Option<$crate::RosterItem>> {
+                Ok(
+                    sqlx::query_as::<$db, $crate::RosterItem>($crate::sql::ROSTER_ITEM)
+                        .bind(localpart)
+                        .bind(contact)
+                        .fetch_optional(&self.pool)
+                        .await?,
+                )
+            }
+
+            async fn put_roster_item(&self, localpart: &str, item: &$crate::RosterItem) -> $crate::Result<i64> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query::<$db>($crate::sql::PUT_ROSTER_ITEM)
+                    .bind(localpart)
+                    .bind(&item.contact)
+                    .bind(item.name.as_deref())
+                    .bind(&item.subscription)
+                    .bind(item.ask)
+                    .bind(item.pending_in)
+                    .bind(&item.groups)
+                    .execute(&mut *tx)
+                    .await?;
+                let (v,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::BUMP_ROSTER_VERSION)
+                    .bind(localpart)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(v)
+            }
+
+            async fn remove_roster_item(&self, localpart: &str, contact: &str) -> $crate::Result<i64> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query::<$db>($crate::sql::REMOVE_ROSTER_ITEM)
+                    .bind(localpart)
+                    .bind(contact)
+                    .execute(&mut *tx)
+                    .await?;
+                let (v,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::BUMP_ROSTER_VERSION)
+                    .bind(localpart)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(v)
+            }
+
+            async fn roster_version(&self, localpart: &str) -> $crate::Result<i64> {
+                let row: Option<(i64,)> = sqlx::query_as::<$db, (i64,)>($crate::sql::ROSTER_VERSION)
+                    .bind(localpart)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map_or(0, |r| r.0))
+            }
+
             async fn add_to_device(
                 &self,
                 messages: &[$crate::NewToDevice],

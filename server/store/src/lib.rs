@@ -254,6 +254,18 @@ pub struct BackupKey {
     pub session_data: String,
 }
 
+/// An XMPP roster item (RFC 6121 §2.1).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RosterItem {
+    pub contact: String,
+    pub name: Option<String>,
+    pub subscription: String,
+    pub ask: bool,
+    pub pending_in: bool,
+    /// JSON array of group names.
+    pub groups: String,
+}
+
 /// The storage interface the rest of the server uses. Both backends implement it with the
 /// same SQL (written once in `sql.rs`), and pass the same tests.
 #[async_trait]
@@ -487,6 +499,16 @@ pub trait Store: Send + Sync + 'static {
     /// (device_id, device_data) of the user's dehydrated device.
     async fn dehydrated_device(&self, localpart: &str) -> Result<Option<(String, String)>>;
     async fn delete_dehydrated_device(&self, localpart: &str) -> Result<()>;
+
+    // --- XMPP rosters ---
+
+    async fn roster(&self, localpart: &str) -> Result<Vec<RosterItem>>;
+    async fn roster_item(&self, localpart: &str, contact: &str) -> Result<Option<RosterItem>>;
+    /// Insert or replace an item and bump the roster version; returns the new version.
+    async fn put_roster_item(&self, localpart: &str, item: &RosterItem) -> Result<i64>;
+    /// Remove an item and bump the version; returns the new version.
+    async fn remove_roster_item(&self, localpart: &str, contact: &str) -> Result<i64>;
+    async fn roster_version(&self, localpart: &str) -> Result<i64>;
 
     /// Queue to-device messages; with a (localpart, device, txn_id) already seen, nothing is
     /// queued and None is returned. Else the last stream position used.

@@ -242,3 +242,15 @@ pub const DELETE_DEHYDRATED: &str = "DELETE FROM dehydrated_devices WHERE localp
 pub const ALIAS_CREATOR: &str = "SELECT creator FROM room_aliases WHERE alias = $1";
 pub const MEMBER_HISTORY: &str = "SELECT stream_ordering, pdu FROM events WHERE room_id = $1 AND type = 'm.room.member' \
     AND state_key = $2 ORDER BY stream_ordering";
+
+pub const ROSTER: &str = "SELECT contact, name, subscription, ask, pending_in, groups FROM roster_items \
+    WHERE localpart = $1 ORDER BY contact";
+pub const ROSTER_ITEM: &str = "SELECT contact, name, subscription, ask, pending_in, groups FROM roster_items \
+    WHERE localpart = $1 AND contact = $2";
+pub const PUT_ROSTER_ITEM: &str = "INSERT INTO roster_items (localpart, contact, name, subscription, ask, pending_in, groups) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (localpart, contact) DO UPDATE SET name = excluded.name, \
+    subscription = excluded.subscription, ask = excluded.ask, pending_in = excluded.pending_in, groups = excluded.groups";
+pub const REMOVE_ROSTER_ITEM: &str = "DELETE FROM roster_items WHERE localpart = $1 AND contact = $2";
+pub const BUMP_ROSTER_VERSION: &str = "INSERT INTO roster_versions (localpart, version) VALUES ($1, 1) \
+    ON CONFLICT (localpart) DO UPDATE SET version = roster_versions.version + 1 RETURNING version";
+pub const ROSTER_VERSION: &str = "SELECT version FROM roster_versions WHERE localpart = $1";

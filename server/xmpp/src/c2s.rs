@@ -2,9 +2,11 @@
 //! SASL (SCRAM-SHA-256, SCRAM-SHA-1, PLAIN; over TLS only), resource binding, and the stanza
 //! loop. Accounts and passwords are the ones Matrix uses: one account, two protocols.
 //!
-//! Served today: XEP-0199 ping, disco#info of the server, and `<message/>` routing between
-//! connected sessions of local accounts. Other requests get `service-unavailable`; roster,
-//! presence, offline storage and the rest of the IM features follow (see docs/development).
+//! Served today: XEP-0199 ping, disco#info of the server, the roster with presence
+//! subscriptions and broadcast (`roster`), vCard on the shared profile (`vcard`), and
+//! `<message/>` routing between connected sessions of local accounts. Other requests get
+//! `service-unavailable`; offline storage, carbons, stream management and the other XEPs
+//! follow (see docs/development).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -66,32 +68,41 @@ const MAX_AUTH_FAILURES: u32 = 3;
 
 type Xml<Io> = XmlStream<Io, Element>;
 
-/// The bound resources of one account, each with the channel feeding its stream.
-type Resources = Vec<(String, mpsc::UnboundedSender<Element>)>;
+/// One bound resource: the channel feeding its stream, and its last available presence
+/// (None until initial presence, and after unavailable).
+struct Session {
+    resource: String,
+    tx: mpsc::UnboundedSender<Element>,
+    presence: Option<Element>,
+}
 
 /// Connected, bound sessions: bare JID -> resources.
 #[derive(Default)]
 pub struct Router {
-    sessions: Mutex<HashMap<String, Resources>>,
+    sessions: Mutex<HashMap<String, Vec<Session>>>,
 }
 
 impl Router {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Resources>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Session>>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn add(&self, full: &FullJid, tx: mpsc::UnboundedSender<Element>) {
         let mut s = self.lock();
         let list = s.entry(full.to_bare().to_string()).or_default();
-        list.retain(|(r, _)| r != full.resource().as_str());
-        list.push((full.resource().to_string(), tx));
+        list.retain(|r| r.resource != full.resource().as_str());
+        list.push(Session {
+            resource: full.resource().to_string(),
+            tx,
+            presence: None,
+        });
     }
 
     fn remove(&self, full: &FullJid) {
         let mut s = self.lock();
         let bare = full.to_bare().to_string();
         if let Some(list) = s.get_mut(&bare) {
-            list.retain(|(r, _)| r != full.resource().as_str());
+            list.retain(|r| r.resource != full.resource().as_str());
             if list.is_empty() {
                 s.remove(&bare);
             }
@@ -100,18 +111,70 @@ impl Router {
 
     /// Deliver to a full JID's session, or to every session of a bare JID. Returns false when
     /// no session received it.
-    fn deliver(&self, to: &Jid, stanza: &Element) -> bool {
+    pub fn deliver(&self, to: &Jid, stanza: &Element) -> bool {
         let s = self.lock();
         let Some(list) = s.get(&to.to_bare().to_string()) else {
             return false;
         };
         let mut delivered = false;
-        for (resource, tx) in list {
-            if to.resource().is_none_or(|r| r.as_str() == resource) && tx.send(stanza.clone()).is_ok() {
+        for r in list {
+            if to.resource().is_none_or(|res| res.as_str() == r.resource) && r.tx.send(stanza.clone()).is_ok() {
                 delivered = true;
             }
         }
         delivered
+    }
+
+    /// Deliver to the sessions of an account that sent available presence.
+    pub fn deliver_available(&self, bare: &BareJid, stanza: &Element) {
+        let s = self.lock();
+        for r in s
+            .get(&bare.to_string())
+            .into_iter()
+            .flatten()
+            .filter(|r| r.presence.is_some())
+        {
+            let _ = r.tx.send(stanza.clone());
+        }
+    }
+
+    /// The full JIDs of an account's bound sessions.
+    pub fn resources(&self, bare: &str) -> Vec<Jid> {
+        let s = self.lock();
+        s.get(bare)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| Jid::new(&format!("{bare}/{}", r.resource)).ok())
+            .collect()
+    }
+
+    pub fn presence_of(&self, full: &FullJid) -> Option<Element> {
+        let s = self.lock();
+        s.get(&full.to_bare().to_string())?
+            .iter()
+            .find(|r| r.resource == full.resource().as_str())?
+            .presence
+            .clone()
+    }
+
+    pub fn set_presence(&self, full: &FullJid, presence: Option<Element>) {
+        let mut s = self.lock();
+        if let Some(r) = s
+            .get_mut(&full.to_bare().to_string())
+            .and_then(|l| l.iter_mut().find(|r| r.resource == full.resource().as_str()))
+        {
+            r.presence = presence;
+        }
+    }
+
+    /// (full JID, last presence) of each available session of an account.
+    pub fn available_presences(&self, bare: &BareJid) -> Vec<(Jid, Element)> {
+        let s = self.lock();
+        s.get(&bare.to_string())
+            .into_iter()
+            .flatten()
+            .filter_map(|r| Some((Jid::new(&format!("{bare}/{}", r.resource)).ok()?, r.presence.clone()?)))
+            .collect()
     }
 }
 
@@ -193,7 +256,7 @@ async fn stopping(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await.map(|_| ());
 }
 
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     estuary_core::random::string(16, estuary_core::random::BASE62).unwrap_or_else(|_| "id".to_owned())
 }
 
@@ -393,6 +456,8 @@ async fn handle_tls<S: AsyncRead + AsyncWrite + Unpin + Send>(tls: S, c2s: &C2s)
     // RFC 6120 §7.7.2.2: a new session with the same resource replaces the old one.
     c2s.router.add(&full, tx);
     let result = stanza_loop(&mut xml, c2s, &full, rx).await;
+    // RFC 6121 §4.5.4: watchers see the session go unavailable, whatever ended it.
+    crate::roster::disconnected(c2s, &full).await;
     c2s.router.remove(&full);
     result
 }
@@ -446,7 +511,10 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
                 Ok(iq) => {
                     let reply = match vcard::handle(c2s, &iq, full).await {
                         Some(reply) => Some(reply),
-                        None => handle_iq(iq, full, &domain),
+                        None => match crate::roster::handle_iq(c2s, &iq, full).await {
+                            Some(reply) => Some(reply),
+                            None => handle_iq(iq, full, &domain),
+                        },
                     };
                     if let Some(reply) = reply {
                         xml.send(&reply).await?;
@@ -468,9 +536,14 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
                     xml.send(&error).await?;
                 }
             }
-            // Presence and the roster arrive with the IM issue; presence is accepted silently
-            // until then (RFC 6121 servers may ignore presence they do not route).
-            "presence" => {}
+            "presence" => {
+                let Ok(mut presence) = xmpp_parsers::presence::Presence::try_from(el) else {
+                    stream_error(xml, StreamCondition::InvalidXml, "malformed presence").await;
+                    return Ok(());
+                };
+                presence.from = Some(full.clone().into());
+                crate::roster::handle_presence(c2s, full, presence).await;
+            }
             _ => {
                 stream_error(xml, StreamCondition::UnsupportedStanzaType, "").await;
                 return Ok(());
@@ -561,7 +634,12 @@ fn handle_iq(iq: Iq, full: &FullJid, domain: &Jid) -> Option<Iq> {
                         lang: None,
                         name: Some("Estuary".into()),
                     }],
-                    features: BTreeSet::from([ns::DISCO_INFO.to_owned(), ns::PING.to_owned(), vcard::NS.to_owned()]),
+                    features: BTreeSet::from([
+                        ns::DISCO_INFO.to_owned(),
+                        ns::PING.to_owned(),
+                        vcard::NS.to_owned(),
+                        crate::roster::NS.to_owned(),
+                    ]),
                     extensions: vec![],
                 };
                 return Some(Iq::Result {

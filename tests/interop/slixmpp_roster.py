@@ -1,0 +1,104 @@
+"""Interop: slixmpp roster, presence subscriptions and presence broadcast against Estuary.
+
+alice asks bob for a subscription; bob's client (slixmpp's auto-authorize and auto-subscribe,
+as real clients do) approves and asks back, so both end at 'both'. Presence then flows both
+ways (available, a status change, unavailable on disconnect); a roster removal cancels the
+subscriptions; a subscription to another server is refused with an error, not dropped.
+Prints ALL OK on success.
+"""
+
+import argparse
+import asyncio
+import ssl
+import sys
+
+import slixmpp
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+    print(f"ok - {what}", flush=True)
+
+
+async def until(cond, what, timeout=10):
+    deadline = asyncio.get_event_loop().time() + timeout
+    while not cond():
+        if asyncio.get_event_loop().time() > deadline:
+            raise AssertionError(f"timed out: {what}")
+        await asyncio.sleep(0.05)
+    print(f"ok - {what}", flush=True)
+
+
+class Client(slixmpp.ClientXMPP):
+    def __init__(self, jid, password):
+        super().__init__(jid, password, sasl_mech="SCRAM-SHA-256")
+        self.enable_direct_tls, self.enable_starttls, self.enable_plaintext = False, True, False
+        self.ssl_context.check_hostname = False
+        self.ssl_context.verify_mode = ssl.CERT_NONE
+        self.auto_authorize = True
+        self.auto_subscribe = True
+        self.started = asyncio.get_event_loop().create_future()
+        self.presences = []
+        self.errors = []
+        self.add_event_handler("session_start", self.on_start)
+        self.add_event_handler("presence", lambda p: self.presences.append(p))
+        self.add_event_handler("presence_error", lambda p: self.errors.append(p))
+
+    async def on_start(self, _):
+        await self.get_roster()
+        self.send_presence()
+        self.started.set_result(True)
+
+    async def login(self, host, port):
+        self.connect(host, port)
+        await asyncio.wait_for(self.started, 20)
+
+    def sub(self, jid):
+        return self.client_roster[jid]["subscription"] if jid in self.client_roster else None
+
+    def saw(self, sender_bare, ptype=None, show=None):
+        return any(p["from"].bare == sender_bare and (ptype is None or p["type"] == ptype) and (show is None or p["show"] == show) for p in self.presences)
+
+
+async def main(a):
+    d = a.domain
+    alice, bob = Client(f"alice@{d}/a", "alice-password"), Client(f"bob@{d}/b", "bob-password")
+    await alice.login(a.host, a.port)
+    await bob.login(a.host, a.port)
+
+    alice.send_presence_subscription(pto=f"bob@{d}")
+    await until(lambda: alice.sub(f"bob@{d}") == "both" and bob.sub(f"alice@{d}") == "both", "subscription handshake ends at 'both' on both rosters")
+    await until(lambda: alice.saw(f"bob@{d}", "available") and bob.saw(f"alice@{d}", "available"), "each sees the other available")
+
+    bob.send_presence(pshow="dnd", pstatus="in a meeting")
+    await until(lambda: alice.saw(f"bob@{d}", show="dnd"), "a status change reaches alice")
+
+    # A second session of alice's gets the roster from the server, with versioning.
+    alice2 = Client(f"alice@{d}/second", "alice-password")
+    await alice2.login(a.host, a.port)
+    check(alice2.sub(f"bob@{d}") == "both", "the roster is stored: a new session reads 'both'")
+    await until(lambda: alice2.saw(f"bob@{d}", show="dnd"), "a new session is told bob's current presence (probe)")
+
+    bob.disconnect()
+    await until(lambda: alice.saw(f"bob@{d}", "unavailable"), "bob's disconnect shows as unavailable")
+
+    alice.del_roster_item(f"bob@{d}")
+    await until(lambda: f"bob@{d}" not in alice.client_roster or alice.sub(f"bob@{d}") in (None, "remove"), "alice removes bob from her roster")
+    await until(lambda: f"bob@{d}" not in alice2.client_roster or alice2.sub(f"bob@{d}") in (None, "remove"), "the removal is pushed to alice's other session")
+
+    alice.send_presence_subscription(pto="carol@elsewhere.example")
+    await until(lambda: any(e["error"]["condition"] == "remote-server-not-found" for e in alice.errors), "a subscription to another server is refused with an error")
+
+    for c in (alice, alice2):
+        c.disconnect()
+    print("ALL OK", flush=True)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--domain", default="localhost")
+    p.add_argument("--port", type=int, required=True)
+    asyncio.run(main(p.parse_args()))
+    sys.exit(0)
