@@ -2,12 +2,14 @@
 
 alice registered through the Matrix API and bob was created with the CLI: both log in over
 XMPP with the same passwords. Checks STARTTLS + SCRAM-SHA-256, direct TLS + SCRAM-SHA-1, a
-wrong password refused, XEP-0199 ping, disco#info, and messages both ways between two
+wrong password refused, XEP-0199 ping, XEP-0092 version, XEP-0202 time, disco#info,
+IQ routing to full JIDs (and errors where it cannot go), and messages both ways between two
 sessions, plus a bounce for a recipient with no session. Prints ALL OK on success.
 """
 
 import argparse
 import asyncio
+import datetime
 import ssl
 import sys
 
@@ -33,6 +35,8 @@ class Client(slixmpp.ClientXMPP):
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0199")
         self.register_plugin("xep_0054")
+        self.register_plugin("xep_0092", pconfig={"software_name": f"client-of-{jid.split('@')[0]}", "version": "1.0"})
+        self.register_plugin("xep_0202")
         self.started = asyncio.get_event_loop().create_future()
         self.inbox = asyncio.Queue()
         self.add_event_handler("session_start", lambda _: self.started.done() or self.started.set_result(True))
@@ -66,6 +70,28 @@ async def main(a):
     bob = Client(f"bob@{a.domain}/phone", "bob-password", "SCRAM-SHA-1", True)
     check(await bob.login(a.host, a.tls_port), "bob (created with the CLI) logs in: direct TLS + SCRAM-SHA-1")
 
+    # XEP-0092 and XEP-0202 of the server itself.
+    v = await alice.plugin["xep_0092"].get_version(slixmpp.JID(a.domain), timeout=5)
+    check(v["software_version"]["name"] == "Estuary" and v["software_version"]["version"], f"XEP-0092 version: {v['software_version']['version']}")
+    check(not v["software_version"]["os"], "XEP-0092 does not disclose the operating system")
+    t = await alice.plugin["xep_0202"].get_entity_time(slixmpp.JID(a.domain), timeout=5)
+    # Read the raw text: slixmpp's own parser appends a second 'Z' to a correct XEP-0082 value.
+    utc = t.xml.find("{urn:xmpp:time}time/{urn:xmpp:time}utc").text
+    tzo = t.xml.find("{urn:xmpp:time}time/{urn:xmpp:time}tzo").text
+    skew = abs((datetime.datetime.fromisoformat(utc.replace("Z", "+00:00")) - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
+    check(tzo == "+00:00" and skew < 60, f"XEP-0202 time in UTC: {utc} {tzo}")
+
+    # RFC 6120 10.5.3.1: an IQ for a full JID goes to that session, and its answer comes back.
+    v = await alice.plugin["xep_0092"].get_version(slixmpp.JID(f"bob@{a.domain}/phone"), timeout=5)
+    check(v["software_version"]["name"] == "client-of-bob" and v["from"] == f"bob@{a.domain}/phone", "an IQ to bob's full JID is answered by bob's client")
+    for target, condition in ((f"bob@{a.domain}/nowhere", "service-unavailable"), (f"carol@elsewhere.example/x", "remote-server-not-found")):
+        try:
+            await alice.plugin["xep_0092"].get_version(slixmpp.JID(target), timeout=5)
+            got = "a result"
+        except IqError as e:
+            got = e.iq["error"]["condition"]
+        check(got == condition, f"an IQ to {target} gets {condition} (got {got})")
+
     alice.send_message(mto=f"bob@{a.domain}", mbody="hello bob", mtype="chat")
     m = await asyncio.wait_for(bob.inbox.get(), 10)
     check(m["body"] == "hello bob" and m["from"].bare == f"alice@{a.domain}", f"bob receives alice's message from {m['from']}")
@@ -85,6 +111,19 @@ async def main(a):
     alice.send_message(mto=f"nobody@{a.domain}", mbody="anyone?", mtype="chat")
     m = await asyncio.wait_for(alice.inbox.get(), 10)
     check(m["type"] == "error" and m["error"]["condition"] == "service-unavailable", "a message nobody can receive bounces with service-unavailable")
+
+    # Stanza size (RFC 6120 13.12): 200 KiB passes, 300 KiB ends the sender's stream with
+    # policy-violation and reaches nobody.
+    alice.send_message(mto=f"bob@{a.domain}/phone", mbody="b" * 200_000, mtype="chat")
+    m = await asyncio.wait_for(bob.inbox.get(), 10)
+    check(len(m["body"]) == 200_000, "a 200 KiB message is delivered whole")
+    errors = asyncio.Queue()
+    alice.add_event_handler("stream_error", lambda e: errors.put_nowait(e))
+    alice.send_message(mto=f"bob@{a.domain}/phone", mbody="c" * 300_000, mtype="chat")
+    e = await asyncio.wait_for(errors.get(), 10)
+    check(e["condition"] == "policy-violation", f"a 300 KiB message ends the stream with {e['condition']}")
+    await asyncio.sleep(0.5)
+    check(bob.inbox.empty(), "the oversized message reached nobody")
 
     for c in (alice, bob):
         c.disconnect()

@@ -119,6 +119,12 @@ async fn stream_errors_for_bad_input() {
     .await;
     assert!(r.contains("policy-violation"), "no authentication before TLS: {r}");
 
+    // RFC 6120 §13.12: an oversized stanza ends the stream with policy-violation (10 KiB
+    // before authentication; the slixmpp test checks the limit after it).
+    let big = format!("<message><body>{}</body></message>", "a".repeat(20_000));
+    let r = raw_exchange(plain, &[HEADER, &big]).await;
+    assert!(r.contains("policy-violation") && r.contains("stanza too large"), "{r}");
+
     let r = raw_exchange(plain, &[HEADER, "<message><<<"]).await;
     assert!(r.contains("not-well-formed"), "{r}");
 

@@ -2,9 +2,9 @@
 //! SASL (SCRAM-SHA-256, SCRAM-SHA-1, PLAIN; over TLS only), resource binding, and the stanza
 //! loop. Accounts and passwords are the ones Matrix uses: one account, two protocols.
 //!
-//! Served today: XEP-0199 ping, disco#info of the server, the roster with presence
+//! Served today: XEP-0199 ping, XEP-0092 version, XEP-0202 time, disco#info of the server, the roster with presence
 //! subscriptions and broadcast (`roster`), vCard on the shared profile (`vcard`), and
-//! `<message/>` routing between connected sessions of local accounts. Other requests get
+//! `<message/>` and `<iq/>` routing between connected sessions of local accounts. Other requests get
 //! `service-unavailable`; offline storage, carbons, stream management and the other XEPs
 //! follow (see docs/development).
 
@@ -37,6 +37,7 @@ use xmpp_parsers::starttls::{Proceed, StartTls};
 use xmpp_parsers::stream_error::{DefinedCondition as StreamCondition, StreamError};
 use xmpp_parsers::stream_features::StreamFeatures;
 
+use crate::limit::{self, Budget, Limited};
 use crate::scram::{self, ScramHash, ScramServer, StoredScram};
 use crate::vcard;
 
@@ -319,8 +320,19 @@ async fn open<Io: AsyncBufRead + AsyncWrite + Unpin>(
     Ok(Some(pending.send_features::<Element>(&features).await?))
 }
 
+/// After the reader failed: the stream error the failure deserves, if it deserves one.
+async fn read_failed<Io: AsyncBufRead + AsyncWrite + Unpin>(xml: &mut Xml<Io>, budget: &Budget, e: &io::Error) {
+    if budget.exceeded() {
+        stream_error(xml, StreamCondition::PolicyViolation, "stanza too large").await;
+    } else if e.kind() == io::ErrorKind::InvalidData {
+        stream_error(xml, StreamCondition::NotWellFormed, "").await;
+    }
+}
+
 async fn handle_starttls(tcp: TcpStream, c2s: &C2s) -> io::Result<()> {
-    let accepted = accept_stream(BufStream::new(tcp), ns::JABBER_CLIENT, Timeouts::tight()).await?;
+    let budget = Budget::new(limit::UNAUTHENTICATED);
+    let stream = BufStream::new(Limited::new(tcp, budget.clone()));
+    let accepted = accept_stream(stream, ns::JABBER_CLIENT, Timeouts::tight()).await?;
     let features = StreamFeatures {
         starttls: Some(StartTls { required: true }),
         ..Default::default()
@@ -334,15 +346,15 @@ async fn handle_starttls(tcp: TcpStream, c2s: &C2s) -> io::Result<()> {
             stream_error(&mut xml, StreamCondition::PolicyViolation, "STARTTLS is required").await;
             return Ok(());
         }
-        Some(Err(ReadError::HardError(e))) if e.kind() == io::ErrorKind::InvalidData => {
-            stream_error(&mut xml, StreamCondition::NotWellFormed, "").await;
+        Some(Err(ReadError::HardError(e))) => {
+            read_failed(&mut xml, &budget, &e).await;
             return Ok(());
         }
         _ => return Ok(()),
     }
     xml.send(&Proceed).await?;
     // The client waits for <proceed/> before the handshake, so no buffered bytes are lost.
-    let tcp: TcpStream = xml.into_inner().into_inner();
+    let tcp: TcpStream = xml.into_inner().into_inner().into_inner();
     let tls = tokio::time::timeout(TLS_DEADLINE, c2s.tls.accept(tcp))
         .await
         .map_err(|_| io::Error::other("TLS handshake timed out"))??;
@@ -351,7 +363,9 @@ async fn handle_starttls(tcp: TcpStream, c2s: &C2s) -> io::Result<()> {
 
 /// From the first stream over TLS: authentication, binding, stanzas.
 async fn handle_tls<S: AsyncRead + AsyncWrite + Unpin + Send>(tls: S, c2s: &C2s) -> io::Result<()> {
-    let accepted = accept_stream(BufStream::new(tls), ns::JABBER_CLIENT, Timeouts::tight()).await?;
+    let budget = Budget::new(limit::UNAUTHENTICATED);
+    let stream = BufStream::new(Limited::new(tls, budget.clone()));
+    let accepted = accept_stream(stream, ns::JABBER_CLIENT, Timeouts::tight()).await?;
     let features = StreamFeatures {
         sasl_mechanisms: ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]
             .into_iter()
@@ -366,13 +380,14 @@ async fn handle_tls<S: AsyncRead + AsyncWrite + Unpin + Send>(tls: S, c2s: &C2s)
     let (localpart, accepted) = loop {
         let el = match xml.next().await {
             Some(Ok(el)) => el,
-            Some(Err(ReadError::HardError(e))) if e.kind() == io::ErrorKind::InvalidData => {
-                stream_error(&mut xml, StreamCondition::NotWellFormed, "").await;
+            Some(Err(ReadError::HardError(e))) => {
+                read_failed(&mut xml, &budget, &e).await;
                 return Ok(());
             }
             Some(Err(ReadError::SoftTimeout)) => continue,
             _ => return Ok(()),
         };
+        budget.reset();
         if !el.is("auth", ns::SASL) {
             stream_error(&mut xml, StreamCondition::NotAuthorized, "authenticate first").await;
             return Ok(());
@@ -411,12 +426,18 @@ async fn handle_tls<S: AsyncRead + AsyncWrite + Unpin + Send>(tls: S, c2s: &C2s)
         return Ok(());
     };
     let bare = BareJid::new(&format!("{localpart}@{}", c2s.domain)).map_err(|e| io::Error::other(e.to_string()))?;
+    budget.set_limit(limit::AUTHENTICATED);
     let full: FullJid = loop {
         let el = match xml.next().await {
             Some(Ok(el)) => el,
+            Some(Err(ReadError::HardError(e))) => {
+                read_failed(&mut xml, &budget, &e).await;
+                return Ok(());
+            }
             Some(Err(ReadError::SoftTimeout)) => continue,
             _ => return Ok(()),
         };
+        budget.reset();
         match Iq::try_from(el) {
             Ok(Iq::Set { id, payload, .. }) if payload.is("bind", ns::BIND) => {
                 // RFC 6120 §7.6: the server generates a resource when the client asks for none.
@@ -455,7 +476,7 @@ async fn handle_tls<S: AsyncRead + AsyncWrite + Unpin + Send>(tls: S, c2s: &C2s)
     let (tx, rx) = mpsc::unbounded_channel();
     // RFC 6120 §7.7.2.2: a new session with the same resource replaces the old one.
     c2s.router.add(&full, tx);
-    let result = stanza_loop(&mut xml, c2s, &full, rx).await;
+    let result = stanza_loop(&mut xml, c2s, &full, rx, &budget).await;
     // RFC 6121 §4.5.4: watchers see the session go unavailable, whatever ended it.
     crate::roster::disconnected(c2s, &full).await;
     c2s.router.remove(&full);
@@ -467,6 +488,7 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
     c2s: &C2s,
     full: &FullJid,
     mut inbox: mpsc::UnboundedReceiver<Element>,
+    budget: &Budget,
 ) -> io::Result<()> {
     let domain = Jid::new(&c2s.domain).map_err(|e| io::Error::other(e.to_string()))?;
     loop {
@@ -492,8 +514,8 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
                 let _ = xml.shutdown().await;
                 return Ok(());
             }
-            Err(ReadError::HardError(e)) if e.kind() == io::ErrorKind::InvalidData => {
-                stream_error(xml, StreamCondition::NotWellFormed, "").await;
+            Err(ReadError::HardError(e)) if budget.exceeded() || e.kind() == io::ErrorKind::InvalidData => {
+                read_failed(xml, budget, &e).await;
                 return Ok(());
             }
             Err(ReadError::ParseError(e)) => {
@@ -502,13 +524,19 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
             }
             Err(ReadError::HardError(e)) => return Err(e),
         };
+        budget.reset();
         if el.ns() != ns::JABBER_CLIENT {
             stream_error(xml, StreamCondition::UnsupportedStanzaType, "").await;
             return Ok(());
         }
         match el.name() {
-            "iq" => match Iq::try_from(el) {
-                Ok(iq) => {
+            "iq" => match Iq::try_from(el).map(|iq| route_iq(c2s, iq, full)) {
+                Ok(IqRoute::Routed(routed)) => {
+                    if let Some(error) = routed {
+                        xml.send(&error).await?;
+                    }
+                }
+                Ok(IqRoute::Server(iq)) => {
                     let reply = match vcard::handle(c2s, &iq, full).await {
                         Some(reply) => Some(reply),
                         None => match crate::roster::handle_iq(c2s, &iq, full).await {
@@ -587,6 +615,55 @@ fn route_message(c2s: &C2s, msg: Message) -> Option<Element> {
     Some(bounce.into())
 }
 
+/// RFC 6120 §10.5.3.1 and §10.4: an IQ for the full JID of a local account belongs to that
+/// session, and one for another server to that server; neither is the server's to answer.
+/// Where an IQ from a client goes.
+enum IqRoute {
+    /// The server answers: addressed to it, or to an account (which the server answers for).
+    Server(Iq),
+    /// Sent on to a session or dropped; with the error to return when it could not be delivered.
+    Routed(Option<Iq>),
+}
+
+fn route_iq(c2s: &C2s, mut iq: Iq, full: &FullJid) -> IqRoute {
+    let (from, to, id) = match &mut iq {
+        Iq::Get { from, to, id, .. }
+        | Iq::Set { from, to, id, .. }
+        | Iq::Result { from, to, id, .. }
+        | Iq::Error { from, to, id, .. } => (from, to.clone(), id.clone()),
+    };
+    let Some(to) = to else {
+        return IqRoute::Server(iq);
+    };
+    let local = to.domain().as_str().eq_ignore_ascii_case(&c2s.domain);
+    if local && (to.resource().is_none() || to.node().is_none()) {
+        return IqRoute::Server(iq);
+    }
+    // RFC 6120 §8.1.2.1: the server stamps the sender.
+    *from = Some(full.clone().into());
+    let request = matches!(iq, Iq::Get { .. } | Iq::Set { .. });
+    if local && c2s.router.deliver(&to, &Element::from(iq)) {
+        return IqRoute::Routed(None);
+    }
+    // Results and errors that cannot be delivered are dropped (§8.2.3: never answer them).
+    if !request {
+        return IqRoute::Routed(None);
+    }
+    // No such session (local), or no s2s yet (remote).
+    let condition = if local {
+        StanzaCondition::ServiceUnavailable
+    } else {
+        StanzaCondition::RemoteServerNotFound
+    };
+    IqRoute::Routed(Some(error_reply(
+        id,
+        Some(to),
+        Some(full.clone().into()),
+        ErrorType::Cancel,
+        condition,
+    )))
+}
+
 pub(crate) fn error_reply(
     id: String,
     from: Option<Jid>,
@@ -625,6 +702,42 @@ fn handle_iq(iq: Iq, full: &FullJid, domain: &Jid) -> Option<Iq> {
                     payload: None,
                 });
             }
+            if for_server && payload.is("query", ns::VERSION) {
+                // XEP-0092. The operating system is left out: nothing a client needs, and
+                // something an attacker would like.
+                let version = xmpp_parsers::version::VersionResult {
+                    name: "Estuary".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    os: None,
+                };
+                return Some(Iq::Result {
+                    from: to,
+                    to: Some(me),
+                    id,
+                    payload: Some(version.into()),
+                });
+            }
+            if for_server && payload.is("time", ns::TIME) {
+                // XEP-0202, in UTC: the server's own time zone is nobody's business.
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                let utc = chrono::DateTime::from_timestamp(
+                    i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
+                    now.subsec_nanos(),
+                )
+                .unwrap_or_default();
+                let time = xmpp_parsers::time::TimeResult {
+                    tz_offset: chrono::Offset::fix(&chrono::Utc),
+                    utc,
+                };
+                return Some(Iq::Result {
+                    from: to,
+                    to: Some(me),
+                    id,
+                    payload: Some(time.into()),
+                });
+            }
             if for_server && payload.is("query", ns::DISCO_INFO) {
                 let info = DiscoInfoResult {
                     node: None,
@@ -637,6 +750,8 @@ fn handle_iq(iq: Iq, full: &FullJid, domain: &Jid) -> Option<Iq> {
                     features: BTreeSet::from([
                         ns::DISCO_INFO.to_owned(),
                         ns::PING.to_owned(),
+                        ns::VERSION.to_owned(),
+                        ns::TIME.to_owned(),
                         vcard::NS.to_owned(),
                         crate::roster::NS.to_owned(),
                     ]),
