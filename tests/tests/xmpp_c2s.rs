@@ -78,6 +78,25 @@ async fn slixmpp_roster_and_presence(backend: Backend) {
 
 both_backends!(slixmpp_interop, slixmpp_roster_and_presence);
 
+/// XEP-0280 carbons between three sessions of one account, driven by slixmpp. Carbons live in
+/// memory only, so one backend is enough.
+#[tokio::test]
+async fn slixmpp_carbons() {
+    let (inst, plain, _tls) = xmpp_instance(Backend::Sqlite).await;
+    let server = inst.start().await;
+    for (user, pw) in [("alice", "alice-password"), ("bob", "bob-password")] {
+        assert!(inst.cli(&["user", "create", user, "--password", pw]).status.success());
+    }
+    let port = plain.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        run_interop_script("slixmpp_carbons.py", &["--port", &port], Duration::from_secs(120))
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("a <private/> message is not copied"), "{out}");
+    assert!(server.terminate().await.success());
+}
+
 /// Talk raw XML to the STARTTLS port and return what the server sent back before closing.
 async fn raw_exchange(port: u16, send: &[&str]) -> String {
     let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();

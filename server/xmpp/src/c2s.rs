@@ -3,9 +3,10 @@
 //! loop. Accounts and passwords are the ones Matrix uses: one account, two protocols.
 //!
 //! Served today: XEP-0199 ping, XEP-0092 version, XEP-0202 time, disco#info of the server, the roster with presence
-//! subscriptions and broadcast (`roster`), vCard on the shared profile (`vcard`), and
+//! subscriptions and broadcast (`roster`), vCard on the shared profile (`vcard`), carbons
+//! (`carbons`), and
 //! `<message/>` and `<iq/>` routing between connected sessions of local accounts. Other requests get
-//! `service-unavailable`; offline storage, carbons, stream management and the other XEPs
+//! `service-unavailable`; offline storage, stream management and the other XEPs
 //! follow (see docs/development).
 
 use std::borrow::Cow;
@@ -75,6 +76,8 @@ struct Session {
     resource: String,
     tx: mpsc::UnboundedSender<Element>,
     presence: Option<Element>,
+    /// XEP-0280 carbons enabled on this session.
+    carbons: bool,
 }
 
 /// Connected, bound sessions: bare JID -> resources.
@@ -96,6 +99,7 @@ impl Router {
             resource: full.resource().to_string(),
             tx,
             presence: None,
+            carbons: false,
         });
     }
 
@@ -158,14 +162,36 @@ impl Router {
             .clone()
     }
 
-    pub fn set_presence(&self, full: &FullJid, presence: Option<Element>) {
+    /// Change one session's state, if it is still bound.
+    fn update(&self, full: &FullJid, f: impl FnOnce(&mut Session)) {
         let mut s = self.lock();
         if let Some(r) = s
             .get_mut(&full.to_bare().to_string())
             .and_then(|l| l.iter_mut().find(|r| r.resource == full.resource().as_str()))
         {
-            r.presence = presence;
+            f(r);
         }
+    }
+
+    pub fn set_carbons(&self, full: &FullJid, enabled: bool) {
+        self.update(full, |r| r.carbons = enabled);
+    }
+
+    /// Send `make(full JID)` to each session of `bare` with carbons enabled, but `except`.
+    pub fn deliver_carbons(&self, bare: &BareJid, except: Option<&str>, make: impl Fn(Jid) -> Element) {
+        let s = self.lock();
+        for r in s.get(&bare.to_string()).into_iter().flatten() {
+            if r.carbons
+                && except != Some(r.resource.as_str())
+                && let Ok(full) = bare.with_resource_str(&r.resource)
+            {
+                let _ = r.tx.send(make(full.into()));
+            }
+        }
+    }
+
+    pub fn set_presence(&self, full: &FullJid, presence: Option<Element>) {
+        self.update(full, |r| r.presence = presence);
     }
 
     /// (full JID, last presence) of each available session of an account.
@@ -537,13 +563,15 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
                     }
                 }
                 Ok(IqRoute::Server(iq)) => {
-                    let reply = match vcard::handle(c2s, &iq, full).await {
-                        Some(reply) => Some(reply),
-                        None => match crate::roster::handle_iq(c2s, &iq, full).await {
-                            Some(reply) => Some(reply),
-                            None => handle_iq(iq, full, &domain),
-                        },
-                    };
+                    // Each feature module answers what is its own; the rest is handled here.
+                    let mut reply = crate::carbons::handle_iq(c2s, &iq, full);
+                    if reply.is_none() {
+                        reply = vcard::handle(c2s, &iq, full).await;
+                    }
+                    if reply.is_none() {
+                        reply = crate::roster::handle_iq(c2s, &iq, full).await;
+                    }
+                    let reply = reply.or_else(|| handle_iq(iq, full, &domain));
                     if let Some(reply) = reply {
                         xml.send(&reply).await?;
                     }
@@ -560,7 +588,7 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
                 };
                 // RFC 6120 §8.1.2.1: the server stamps the sender.
                 msg.from = Some(full.clone().into());
-                if let Some(error) = route_message(c2s, msg) {
+                if let Some(error) = route_message(c2s, msg, full) {
                     xml.send(&error).await?;
                 }
             }
@@ -581,11 +609,12 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
 }
 
 /// Route a message between local sessions. Returns the error stanza to bounce, if any.
-fn route_message(c2s: &C2s, msg: Message) -> Option<Element> {
+fn route_message(c2s: &C2s, msg: Message, sender: &FullJid) -> Option<Element> {
     let to = msg.to.clone()?;
     let local = to.domain().as_str().eq_ignore_ascii_case(&c2s.domain);
     let element: Element = msg.clone().into();
     if local && to.node().is_some() && c2s.router.deliver(&to, &element) {
+        crate::carbons::copy(c2s, &msg, sender);
         return None;
     }
     // Not deliverable: no session online (offline storage is not there yet) or another server
@@ -752,6 +781,7 @@ fn handle_iq(iq: Iq, full: &FullJid, domain: &Jid) -> Option<Iq> {
                         ns::PING.to_owned(),
                         ns::VERSION.to_owned(),
                         ns::TIME.to_owned(),
+                        crate::carbons::NS.to_owned(),
                         vcard::NS.to_owned(),
                         crate::roster::NS.to_owned(),
                     ]),

@@ -2,6 +2,7 @@
 //! components and s2s follow. Plus the account <-> JID mapping.
 
 pub mod c2s;
+pub mod carbons;
 mod limit;
 pub mod roster;
 pub mod scram;

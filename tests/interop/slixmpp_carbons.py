@@ -1,0 +1,98 @@
+"""Interop: XEP-0280 Message Carbons with slixmpp against Estuary.
+
+alice has two sessions (laptop, phone) with carbons enabled and one (watch) without. bob writes
+to alice/laptop: the phone gets a <received/> copy, the watch gets nothing. alice answers from
+the laptop: the phone gets a <sent/> copy. A message marked <private/> is not copied. Prints
+ALL OK on success.
+"""
+
+import argparse
+import asyncio
+import ssl
+import sys
+
+import slixmpp
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+    print(f"ok - {what}", flush=True)
+
+
+class Client(slixmpp.ClientXMPP):
+    def __init__(self, jid, password):
+        super().__init__(jid, password, sasl_mech="SCRAM-SHA-256")
+        self.enable_direct_tls, self.enable_starttls, self.enable_plaintext = False, True, False
+        self.ssl_context.check_hostname = False
+        self.ssl_context.verify_mode = ssl.CERT_NONE
+        self.register_plugin("xep_0030")
+        self.register_plugin("xep_0280")
+        self.started = asyncio.get_event_loop().create_future()
+        self.inbox, self.received, self.sent = asyncio.Queue(), asyncio.Queue(), asyncio.Queue()
+        self.add_event_handler("session_start", lambda _: self.started.done() or self.started.set_result(True))
+        self.add_event_handler("message", lambda m: self.inbox.put_nowait(m))
+        self.add_event_handler("carbon_received", lambda m: self.received.put_nowait(m))
+        self.add_event_handler("carbon_sent", lambda m: self.sent.put_nowait(m))
+
+    async def login(self, host, port):
+        self.connect(host, port)
+        return await asyncio.wait_for(self.started, 20)
+
+
+async def main(a):
+    d = a.domain
+    laptop, phone, watch = (Client(f"alice@{d}/{r}", "alice-password") for r in ("laptop", "phone", "watch"))
+    bob = Client(f"bob@{d}/desk", "bob-password")
+    for c in (laptop, phone, watch, bob):
+        check(await c.login(a.host, a.port), f"{c.boundjid} logs in")
+    info = await laptop.plugin["xep_0030"].get_info(jid=d)
+    check("urn:xmpp:carbons:2" in info["disco_info"]["features"], "the server advertises carbons")
+    for c in (laptop, phone):
+        await c.plugin["xep_0280"].enable(timeout=5)
+    check(True, "carbons enabled on alice's laptop and phone")
+
+    bob.send_message(mto=f"alice@{d}/laptop", mbody="to your laptop", mtype="chat")
+    m = await asyncio.wait_for(laptop.inbox.get(), 10)
+    check(m["body"] == "to your laptop", "the laptop receives bob's message")
+    c = await asyncio.wait_for(phone.received.get(), 10)
+    fwd = c["carbon_received"]
+    check(fwd["body"] == "to your laptop" and fwd["from"] == f"bob@{d}/desk" and c["from"] == f"alice@{d}",
+          f"the phone gets a <received/> carbon from its own account, forwarding bob's message ({fwd['from']})")
+
+    laptop.send_message(mto=f"bob@{d}/desk", mbody="answer from the laptop", mtype="chat")
+    m = await asyncio.wait_for(bob.inbox.get(), 10)
+    check(m["body"] == "answer from the laptop", "bob receives the answer")
+    c = await asyncio.wait_for(phone.sent.get(), 10)
+    fwd = c["carbon_sent"]
+    check(fwd["body"] == "answer from the laptop" and fwd["to"] == f"bob@{d}/desk",
+          "the phone gets a <sent/> carbon of the laptop's answer")
+
+    private = laptop.make_message(mto=f"bob@{d}/desk", mbody="just between us", mtype="chat")
+    private.append(slixmpp.xmlstream.ET.Element("{urn:xmpp:carbons:2}private"))
+    private.send()
+    m = await asyncio.wait_for(bob.inbox.get(), 10)
+    check(m["body"] == "just between us", "bob receives the private message")
+    await asyncio.sleep(0.5)
+    check(phone.sent.empty() and phone.received.empty(), "a <private/> message is not copied")
+    check(watch.sent.empty() and watch.received.empty() and watch.inbox.empty(),
+          "the watch, without carbons, received no copies and no messages for other sessions")
+
+    await phone.plugin["xep_0280"].disable(timeout=5)
+    bob.send_message(mto=f"alice@{d}/laptop", mbody="after disable", mtype="chat")
+    await asyncio.wait_for(laptop.inbox.get(), 10)
+    await asyncio.sleep(0.5)
+    check(phone.received.empty(), "after <disable/> the phone gets no more carbons")
+
+    for c in (laptop, phone, watch, bob):
+        c.disconnect()
+    print("ALL OK", flush=True)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--domain", default="localhost")
+    p.add_argument("--port", type=int, required=True)
+    asyncio.run(main(p.parse_args()))
+    sys.exit(0)
