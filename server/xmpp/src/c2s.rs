@@ -2,12 +2,11 @@
 //! SASL (SCRAM-SHA-256, SCRAM-SHA-1, PLAIN; over TLS only), resource binding, and the stanza
 //! loop. Accounts and passwords are the ones Matrix uses: one account, two protocols.
 //!
-//! Served today: XEP-0199 ping, XEP-0092 version, XEP-0202 time, disco#info of the server, the roster with presence
-//! subscriptions and broadcast (`roster`), vCard on the shared profile (`vcard`), carbons
-//! (`carbons`), and
-//! `<message/>` and `<iq/>` routing between connected sessions of local accounts. Other requests get
-//! `service-unavailable`; offline storage, stream management and the other XEPs
-//! follow (see docs/development).
+//! Served today: XEP-0199 ping, XEP-0092 version, XEP-0202 time, disco#info of the server,
+//! the roster with presence subscriptions and broadcast (`roster`), vCard on the shared
+//! profile (`vcard`), carbons (`carbons`), and `<message/>` and `<iq/>` routing between
+//! connected sessions of local accounts. Other requests get `service-unavailable`; offline
+//! storage, stream management and the other XEPs follow (see docs/development).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
