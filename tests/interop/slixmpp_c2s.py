@@ -39,9 +39,14 @@ class Client(slixmpp.ClientXMPP):
         self.register_plugin("xep_0202")
         self.started = asyncio.get_event_loop().create_future()
         self.inbox = asyncio.Queue()
-        self.add_event_handler("session_start", lambda _: self.started.done() or self.started.set_result(True))
+        self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("failed_auth", lambda _: self.started.done() or self.started.set_result(False))
         self.add_event_handler("message", lambda m: self.inbox.put_nowait(m))
+
+    def on_start(self, _):
+        # Initial presence: messages to the bare JID go to available sessions (RFC 6121 8.5.2).
+        self.send_presence()
+        self.started.done() or self.started.set_result(True)
 
     async def login(self, host, port):
         self.connect(host, port)

@@ -2,8 +2,9 @@
 
 alice has two sessions (laptop, phone) with carbons enabled and one (watch) without. bob writes
 to alice/laptop: the phone gets a <received/> copy, the watch gets nothing. alice answers from
-the laptop: the phone gets a <sent/> copy. A message marked <private/> is not copied. Prints
-ALL OK on success.
+the laptop: the phone gets a <sent/> copy. A message marked <private/> is not copied. Messages
+to the bare JID follow presence priorities (RFC 6121 8.5.2), with carbons for the sessions the
+message did not reach. Prints ALL OK on success.
 """
 
 import argparse
@@ -51,6 +52,10 @@ async def main(a):
     for c in (laptop, phone):
         await c.plugin["xep_0280"].enable(timeout=5)
     check(True, "carbons enabled on alice's laptop and phone")
+    # Available, at priorities laptop 5 > phone 1 > watch 0.
+    for c, prio in ((laptop, 5), (phone, 1), (watch, 0), (bob, 0)):
+        c.send_presence(ppriority=prio)
+    await asyncio.sleep(0.5)
 
     bob.send_message(mto=f"alice@{d}/laptop", mbody="to your laptop", mtype="chat")
     m = await asyncio.wait_for(laptop.inbox.get(), 10)
@@ -77,6 +82,38 @@ async def main(a):
     check(phone.sent.empty() and phone.received.empty(), "a <private/> message is not copied")
     check(watch.sent.empty() and watch.received.empty() and watch.inbox.empty(),
           "the watch, without carbons, received no copies and no messages for other sessions")
+
+    # RFC 6121 8.5.2.1.1: a chat message to the bare JID goes to the highest-priority session;
+    # the phone (carbons on) gets a <received/> copy, the watch (carbons off) nothing.
+    bob.send_message(mto=f"alice@{d}", mbody="to alice, wherever", mtype="chat")
+    m = await asyncio.wait_for(laptop.inbox.get(), 10)
+    check(m["body"] == "to alice, wherever", "the highest-priority session (laptop) gets a message to the bare JID")
+    c = await asyncio.wait_for(phone.received.get(), 10)
+    check(c["carbon_received"]["body"] == "to alice, wherever", "the lower-priority phone gets it as a carbon")
+    await asyncio.sleep(0.5)
+    check(phone.inbox.empty() and watch.inbox.empty(), "nobody else gets the message itself")
+
+    # Equal top priority: both get it (and no carbon, as both have the message).
+    phone.send_presence(ppriority=5)
+    await asyncio.sleep(0.5)
+    bob.send_message(mto=f"alice@{d}", mbody="tie", mtype="chat")
+    for c in (laptop, phone):
+        m = await asyncio.wait_for(c.inbox.get(), 10)
+        check(m["body"] == "tie", f"{c.boundjid.resource} (top priority, tied) gets the message")
+    await asyncio.sleep(0.5)
+    check(phone.received.empty() and laptop.received.empty(), "no carbon for a session that got the message")
+
+    # Negative priority: never chosen for the bare JID.
+    for c in (laptop, phone, watch):
+        c.send_presence(ppriority=-1)
+    await asyncio.sleep(0.5)
+    bob.send_message(mto=f"alice@{d}", mbody="anyone?", mtype="chat")
+    m = await asyncio.wait_for(bob.inbox.get(), 10)
+    check(m["type"] == "error" and m["error"]["condition"] == "service-unavailable",
+          "with only negative priorities, a message to the bare JID bounces (no offline storage yet)")
+    for c in (laptop, phone):
+        c.send_presence(ppriority=0)
+    await asyncio.sleep(0.3)
 
     await phone.plugin["xep_0280"].disable(timeout=5)
     bob.send_message(mto=f"alice@{d}/laptop", mbody="after disable", mtype="chat")

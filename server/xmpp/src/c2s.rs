@@ -26,7 +26,7 @@ use xmpp_parsers::bind::{BindFeature, BindQuery, BindResponse};
 use xmpp_parsers::disco::{DiscoInfoResult, Identity};
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::{BareJid, FullJid, Jid};
-use xmpp_parsers::message::Message;
+use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::ns;
 use xmpp_parsers::sasl::{
     Auth, Challenge, DefinedCondition as SaslCondition, Failure as SaslFailure, Mechanism as SaslMechanism,
@@ -113,6 +113,38 @@ impl Router {
         }
     }
 
+    /// RFC 6121 §8.5: deliver a message to a local account. To a bound full JID: that session.
+    /// Otherwise (a bare JID, or a resource that is not bound) chat and normal messages go to
+    /// the available sessions of highest non-negative priority, headlines to every available
+    /// session of non-negative priority, and the rest nowhere. Returns the resources reached.
+    pub fn deliver_message(&self, to: &Jid, stanza: &Element, kind: &MessageType) -> Vec<String> {
+        let s = self.lock();
+        let Some(list) = s.get(&to.to_bare().to_string()) else {
+            return vec![];
+        };
+        let send = |r: &Session| r.tx.send(stanza.clone()).is_ok().then(|| r.resource.clone());
+        if let Some(resource) = to.resource()
+            && let Some(r) = list.iter().find(|r| r.resource == resource.as_str())
+        {
+            return send(r).into_iter().collect();
+        }
+        let available: Vec<(&Session, i8)> = list
+            .iter()
+            .filter_map(|r| Some((r, priority(r.presence.as_ref()?))))
+            .filter(|(_, p)| *p >= 0)
+            .collect();
+        let top = available.iter().map(|(_, p)| *p).max();
+        match kind {
+            MessageType::Chat | MessageType::Normal => available
+                .iter()
+                .filter(|(_, p)| Some(*p) == top)
+                .filter_map(|(r, _)| send(r))
+                .collect(),
+            MessageType::Headline => available.iter().filter_map(|(r, _)| send(r)).collect(),
+            MessageType::Groupchat | MessageType::Error => vec![],
+        }
+    }
+
     /// Deliver to a full JID's session, or to every session of a bare JID. Returns false when
     /// no session received it.
     pub fn deliver(&self, to: &Jid, stanza: &Element) -> bool {
@@ -177,11 +209,11 @@ impl Router {
     }
 
     /// Send `make(full JID)` to each session of `bare` with carbons enabled, but `except`.
-    pub fn deliver_carbons(&self, bare: &BareJid, except: Option<&str>, make: impl Fn(Jid) -> Element) {
+    pub fn deliver_carbons(&self, bare: &BareJid, except: &[String], make: impl Fn(Jid) -> Element) {
         let s = self.lock();
         for r in s.get(&bare.to_string()).into_iter().flatten() {
             if r.carbons
-                && except != Some(r.resource.as_str())
+                && !except.contains(&r.resource)
                 && let Ok(full) = bare.with_resource_str(&r.resource)
             {
                 let _ = r.tx.send(make(full.into()));
@@ -202,6 +234,14 @@ impl Router {
             .filter_map(|r| Some((Jid::new(&format!("{bare}/{}", r.resource)).ok()?, r.presence.clone()?)))
             .collect()
     }
+}
+
+/// The `<priority/>` of an available presence (RFC 6121 §4.7.2.3; 0 when absent or invalid).
+fn priority(presence: &Element) -> i8 {
+    presence
+        .get_child("priority", ns::JABBER_CLIENT)
+        .and_then(|p| p.text().trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// What every c2s connection shares.
@@ -608,17 +648,22 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
 }
 
 /// Route a message between local sessions. Returns the error stanza to bounce, if any.
-fn route_message(c2s: &C2s, msg: Message, sender: &FullJid) -> Option<Element> {
-    let to = msg.to.clone()?;
+fn route_message(c2s: &C2s, mut msg: Message, sender: &FullJid) -> Option<Element> {
+    // RFC 6120 §10.3.1: no 'to' means the account's own bare JID.
+    let to = msg.to.get_or_insert_with(|| sender.to_bare().into()).clone();
     let local = to.domain().as_str().eq_ignore_ascii_case(&c2s.domain);
     let element: Element = msg.clone().into();
-    if local && to.node().is_some() && c2s.router.deliver(&to, &element) {
-        crate::carbons::copy(c2s, &msg, sender);
-        return None;
+    if local && to.node().is_some() {
+        let reached = c2s.router.deliver_message(&to, &element, &msg.type_);
+        if !reached.is_empty() {
+            crate::carbons::copy(c2s, &msg, sender, &reached);
+            return None;
+        }
     }
     // Not deliverable: no session online (offline storage is not there yet) or another server
-    // (s2s is not there yet). Errors are never sent for error messages (RFC 6120 §8.3.1).
-    if msg.type_ == xmpp_parsers::message::MessageType::Error {
+    // (s2s is not there yet). Errors are never sent for error messages (RFC 6120 §8.3.1), and
+    // headlines nobody can receive are dropped (RFC 6121 §8.5.2.2.1).
+    if msg.type_ == MessageType::Error || (local && msg.type_ == MessageType::Headline) {
         return None;
     }
     let condition = if local {
@@ -627,7 +672,7 @@ fn route_message(c2s: &C2s, msg: Message, sender: &FullJid) -> Option<Element> {
         StanzaCondition::RemoteServerNotFound
     };
     let mut bounce = msg.clone();
-    bounce.type_ = xmpp_parsers::message::MessageType::Error;
+    bounce.type_ = MessageType::Error;
     bounce.from = msg.to;
     bounce.to = msg.from;
     bounce.payloads.push(

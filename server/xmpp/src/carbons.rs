@@ -58,9 +58,10 @@ fn eligible(msg: &Message) -> bool {
         .any(|p| p.is("private", NS) || p.is("no-copy", HINTS) || p.is("received", NS) || p.is("sent", NS))
 }
 
-/// After `msg` (already stamped with the sender's full JID) was delivered locally: copies for
-/// the sender's other sessions, and for the recipient's sessions it was not addressed to.
-pub fn copy(c2s: &C2s, msg: &Message, sender: &FullJid) {
+/// After `msg` (already stamped with the sender's full JID) was delivered locally to the
+/// recipient's sessions `reached`: copies for the sender's other sessions, and for the
+/// recipient's sessions it did not reach.
+pub fn copy(c2s: &C2s, msg: &Message, sender: &FullJid, reached: &[String]) {
     if !eligible(msg) {
         return;
     }
@@ -70,7 +71,7 @@ pub fn copy(c2s: &C2s, msg: &Message, sender: &FullJid) {
     };
     let sender_bare = sender.to_bare();
     c2s.router
-        .deliver_carbons(&sender_bare, Some(sender.resource().as_str()), |to: Jid| {
+        .deliver_carbons(&sender_bare, &[sender.resource().to_string()], |to: Jid| {
             wrapper(
                 &sender_bare.clone().into(),
                 to,
@@ -78,13 +79,11 @@ pub fn copy(c2s: &C2s, msg: &Message, sender: &FullJid) {
                 Sent { forwarded: forwarded() }.into(),
             )
         });
-    // To a bare JID every session received it already; to a full JID, the others get a copy.
     if let Some(to) = &msg.to
-        && let Some(resource) = to.resource()
         && to.domain().as_str().eq_ignore_ascii_case(&c2s.domain)
     {
         let bare = to.to_bare();
-        c2s.router.deliver_carbons(&bare, Some(resource.as_str()), |dest: Jid| {
+        c2s.router.deliver_carbons(&bare, reached, |dest: Jid| {
             wrapper(
                 &bare.clone().into(),
                 dest,
