@@ -61,12 +61,28 @@ async def main(a):
     check(rtt is not None, "XEP-0199 ping answered")
     info = await alice.plugin["xep_0030"].get_info(jid=a.domain)
     check("urn:xmpp:ping" in info["disco_info"]["features"], "disco#info lists ping")
+    items = await alice.plugin["xep_0030"].get_items(jid=a.domain)
+    check(list(items["disco_items"]["items"]) == [], "disco#items of the server answers (no services yet)")
     try:
         await alice.plugin["xep_0030"].get_items(jid=a.domain, node="nonexistent-node-for-test")
-        items_ok = True
+        got = "a result"
     except IqError as e:
-        items_ok = e.iq["error"]["condition"] == "service-unavailable"
-    check(items_ok, "an unsupported request gets service-unavailable (or an answer), not silence")
+        got = e.iq["error"]["condition"]
+    check(got == "item-not-found", f"disco of an unknown node gets item-not-found (got {got})")
+    info = await alice.plugin["xep_0030"].get_info(jid=f"alice@{a.domain}")
+    check(("account", "registered", None, None) in info["disco_info"]["identities"], "the account's bare JID is an account/registered")
+    try:
+        await alice.plugin["xep_0030"].get_info(jid=f"alice@{a.domain}", node="some-node")
+        got = "a result"
+    except IqError as e:
+        got = e.iq["error"]["condition"]
+    check(got == "item-not-found", f"and an unknown node on it gets item-not-found (got {got})")
+    try:
+        await alice.make_iq_get(queryxmlns="urn:example:unsupported", ito=a.domain).send(timeout=5)
+        got = "a result"
+    except IqError as e:
+        got = e.iq["error"]["condition"]
+    check(got == "service-unavailable", f"an unsupported request gets service-unavailable, not silence (got {got})")
 
     wrong = Client(f"alice@{a.domain}/x", "not-the-password", "SCRAM-SHA-256", False)
     check(not await wrong.login(a.host, a.starttls_port), "a wrong password is refused")

@@ -23,7 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::xmlstream::{AcceptedStream, ReadError, StreamHeader, Timeouts, XmlStream, accept_stream};
 use xmpp_parsers::bind::{BindFeature, BindQuery, BindResponse};
-use xmpp_parsers::disco::{DiscoInfoResult, Identity};
+use xmpp_parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity};
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::{BareJid, FullJid, Jid};
 use xmpp_parsers::message::{Message, MessageType};
@@ -811,31 +811,69 @@ fn handle_iq(iq: Iq, full: &FullJid, domain: &Jid) -> Option<Iq> {
                     payload: Some(time.into()),
                 });
             }
-            if for_server && payload.is("query", ns::DISCO_INFO) {
-                let info = DiscoInfoResult {
-                    node: None,
-                    identities: vec![Identity {
-                        category: "server".into(),
-                        type_: "im".into(),
-                        lang: None,
-                        name: Some("Estuary".into()),
-                    }],
-                    features: BTreeSet::from([
-                        ns::DISCO_INFO.to_owned(),
-                        ns::PING.to_owned(),
-                        ns::VERSION.to_owned(),
-                        ns::TIME.to_owned(),
-                        crate::carbons::NS.to_owned(),
-                        vcard::NS.to_owned(),
-                        crate::roster::NS.to_owned(),
-                    ]),
-                    extensions: vec![],
+            let disco_info = payload.is("query", ns::DISCO_INFO);
+            if for_server && (disco_info || payload.is("query", ns::DISCO_ITEMS)) {
+                // XEP-0030: no nodes are served (yet), so a node query is item-not-found.
+                if payload.attr("node").is_some() {
+                    return Some(error_reply(
+                        id,
+                        to,
+                        Some(me),
+                        ErrorType::Cancel,
+                        StanzaCondition::ItemNotFound,
+                    ));
+                }
+                let account = to.as_ref().is_some_and(|t| t != domain);
+                let result: Element = if !disco_info {
+                    // No items: MUC and upload services are not there yet.
+                    DiscoItemsResult {
+                        node: None,
+                        items: vec![],
+                        rsm: None,
+                    }
+                    .into()
+                } else if account {
+                    // §3.1 on an account's bare JID, answered by the server for the account.
+                    DiscoInfoResult {
+                        node: None,
+                        identities: vec![Identity {
+                            category: "account".into(),
+                            type_: "registered".into(),
+                            lang: None,
+                            name: None,
+                        }],
+                        features: BTreeSet::from([ns::DISCO_INFO.to_owned(), ns::DISCO_ITEMS.to_owned()]),
+                        extensions: vec![],
+                    }
+                    .into()
+                } else {
+                    DiscoInfoResult {
+                        node: None,
+                        identities: vec![Identity {
+                            category: "server".into(),
+                            type_: "im".into(),
+                            lang: None,
+                            name: Some("Estuary".into()),
+                        }],
+                        features: BTreeSet::from([
+                            ns::DISCO_INFO.to_owned(),
+                            ns::DISCO_ITEMS.to_owned(),
+                            ns::PING.to_owned(),
+                            ns::VERSION.to_owned(),
+                            ns::TIME.to_owned(),
+                            crate::carbons::NS.to_owned(),
+                            vcard::NS.to_owned(),
+                            crate::roster::NS.to_owned(),
+                        ]),
+                        extensions: vec![],
+                    }
+                    .into()
                 };
                 return Some(Iq::Result {
                     from: to,
                     to: Some(me),
                     id,
-                    payload: Some(info.into()),
+                    payload: Some(result),
                 });
             }
             Some(error_reply(
