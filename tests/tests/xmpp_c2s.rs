@@ -110,6 +110,24 @@ async fn raw_exchange(port: u16, send: &[&str]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Like `raw_exchange`, for a header then bytes that need not be UTF-8; a write the server
+/// refuses midway (it closed the stream) is not an error.
+async fn raw_bytes_exchange(port: u16, header: &[u8], body: &[u8]) -> String {
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    sock.write_all(header).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (mut rd, mut wr) = sock.into_split();
+    let body = body.to_vec();
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&body).await;
+        wr
+    });
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), rd.read_to_end(&mut out)).await;
+    drop(writer);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0' to='localhost'>";
 
 /// Bad input gets the RFC 6120 stream error it deserves, never silence or a crash.
@@ -146,6 +164,42 @@ async fn stream_errors_for_bad_input() {
 
     let r = raw_exchange(plain, &[HEADER, "<message><<<"]).await;
     assert!(r.contains("not-well-formed"), "{r}");
+
+    // The hostile-input table: each gets its stream error, and the server keeps serving.
+    let nested = "<a>".repeat(10_000);
+    let laughs = "<!DOCTYPE lolz [<!ENTITY lol \"lol\"><!ENTITY lol2 \"&lol;&lol;&lol;&lol;\">]><lolz>&lol2;</lolz>";
+    let cases: [(&str, &[u8], &str); 6] = [
+        ("10 MB stanza", &[], "policy-violation"),
+        ("10,000 nested elements", nested.as_bytes(), "policy-violation"),
+        ("billion laughs (a DTD)", laughs.as_bytes(), "restricted-xml"),
+        ("a comment", b"<!-- hello -->", "restricted-xml"),
+        (
+            "invalid UTF-8",
+            b"<message><body>\xff\xfe</body></message>",
+            "not-well-formed",
+        ),
+        (
+            "a stanza before authentication",
+            b"<message to='bob@localhost'><body>hi</body></message>",
+            "policy-violation",
+        ),
+    ];
+    for (what, bytes, condition) in cases {
+        let big;
+        let bytes = if bytes.is_empty() {
+            big = format!("<message><body>{}</body></message>", "x".repeat(10 << 20));
+            big.as_bytes()
+        } else {
+            bytes
+        };
+        let r = raw_bytes_exchange(plain, HEADER.as_bytes(), bytes).await;
+        println!("{what}: {r:?}");
+        assert!(
+            r.contains(condition),
+            "{what}: expected {condition}, got {r}\n{}",
+            server.logs()
+        );
+    }
 
     // The server is fine afterwards.
     let r = raw_exchange(plain, &[HEADER]).await;

@@ -37,7 +37,7 @@ use xmpp_parsers::starttls::{Proceed, StartTls};
 use xmpp_parsers::stream_error::{DefinedCondition as StreamCondition, StreamError};
 use xmpp_parsers::stream_features::StreamFeatures;
 
-use crate::limit::{self, Budget, Limited};
+use crate::limit::{self, Budget, Limited, Violation};
 use crate::scram::{self, ScramHash, ScramServer, StoredScram};
 use crate::vcard;
 
@@ -385,12 +385,37 @@ async fn open<Io: AsyncBufRead + AsyncWrite + Unpin>(
     Ok(Some(pending.send_features::<Element>(&features).await?))
 }
 
-/// After the reader failed: the stream error the failure deserves, if it deserves one.
+/// After the reader failed: the stream error the failure deserves, if it deserves one (a
+/// transport failure does not: nobody would read it).
 async fn read_failed<Io: AsyncBufRead + AsyncWrite + Unpin>(xml: &mut Xml<Io>, budget: &Budget, e: &io::Error) {
-    if budget.exceeded() {
-        stream_error(xml, StreamCondition::PolicyViolation, "stanza too large").await;
-    } else if e.kind() == io::ErrorKind::InvalidData {
-        stream_error(xml, StreamCondition::NotWellFormed, "").await;
+    match budget.violation() {
+        Violation::TooLarge => {
+            stream_error(
+                xml,
+                StreamCondition::PolicyViolation,
+                "stanza too large or too deeply nested",
+            )
+            .await;
+        }
+        Violation::Restricted => {
+            let text = "no comments, processing instructions or DTDs (RFC 6120 §11.1)";
+            stream_error(xml, StreamCondition::RestrictedXml, text).await;
+        }
+        Violation::None if e.kind() == io::ErrorKind::InvalidData => {
+            // Entity references other than the predefined five are what the parser reports
+            // as restricted XML; the rest is malformed.
+            let restricted = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<tokio_xmpp::minidom::rxml::Error>())
+                .is_some_and(|x| matches!(x, tokio_xmpp::minidom::rxml::Error::RestrictedXml(_)));
+            let condition = if restricted {
+                StreamCondition::RestrictedXml
+            } else {
+                StreamCondition::NotWellFormed
+            };
+            stream_error(xml, condition, "").await;
+        }
+        Violation::None => tracing::debug!(error = %e, "c2s read failed"),
     }
 }
 
@@ -579,7 +604,9 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
                 let _ = xml.shutdown().await;
                 return Ok(());
             }
-            Err(ReadError::HardError(e)) if budget.exceeded() || e.kind() == io::ErrorKind::InvalidData => {
+            Err(ReadError::HardError(e))
+                if budget.violation() != Violation::None || e.kind() == io::ErrorKind::InvalidData =>
+            {
                 read_failed(xml, budget, &e).await;
                 return Ok(());
             }

@@ -2,11 +2,15 @@
 //! exceed a limit (RFC 6120 §13.12: a server limits stanza size, and answers an oversized one
 //! with the `policy-violation` stream error). The stanza loop resets the budget after each
 //! stanza; the reader fails once it runs out, and the loop reports the condition.
+//!
+//! The same reader bounds element nesting: the tree builder under tokio-xmpp recurses per
+//! level, so a few thousand nested elements (well within the size limit) would overflow the
+//! stack and take the whole process down. A small scanner follows tags byte by byte.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -15,12 +19,86 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub const UNAUTHENTICATED: usize = 10 * 1024;
 /// After authentication (the same default as Prosody's `c2s_stanza_size_limit`).
 pub const AUTHENTICATED: usize = 256 * 1024;
+/// Deepest element nesting accepted, counting the stream element (real stanzas stay far below).
+pub const MAX_DEPTH: u32 = 96;
+
+/// Where the scanner is in the XML: enough to count open elements, not to check syntax (the
+/// parser does that, and refuses what the scanner glosses over: comments, PIs, DTDs, CDATA).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scan {
+    Text,
+    /// Just read `<`.
+    Open,
+    /// Inside a start tag; the quote character when inside an attribute value.
+    StartTag(Option<u8>),
+    /// Read `/` inside a start tag: `>` next makes it empty.
+    Slash,
+    EndTag,
+    /// Read `<!`: only a CDATA section may follow.
+    Bang,
+    /// `<![CDATA[...` or the XML declaration, skipped to `>`.
+    Other,
+}
+
+/// Why the reader stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Violation {
+    None = 0,
+    /// Over the size budget or nested too deep: `policy-violation`.
+    TooLarge = 1,
+    /// RFC 6120 §11.1: a comment, processing instruction or DTD: `restricted-xml`.
+    Restricted = 2,
+}
+
+#[derive(Debug)]
+struct Depth {
+    scan: Scan,
+    depth: u32,
+}
+
+impl Depth {
+    /// Feed bytes; the violation, if any.
+    fn feed(&mut self, bytes: &[u8]) -> Violation {
+        for &b in bytes {
+            self.scan = match (self.scan, b) {
+                (Scan::Text, b'<') => Scan::Open,
+                (Scan::Text, _) => Scan::Text,
+                (Scan::Open, b'/') => Scan::EndTag,
+                (Scan::Open, b'!') => Scan::Bang,
+                (Scan::Bang, b'[') => Scan::Other,
+                (Scan::Bang, _) => return Violation::Restricted,
+                // The XML declaration comes before the stream element; a PI anywhere else.
+                (Scan::Open, b'?') if self.depth == 0 => Scan::Other,
+                (Scan::Open, b'?') => return Violation::Restricted,
+                (Scan::Open, _) => {
+                    self.depth += 1;
+                    if self.depth > MAX_DEPTH {
+                        return Violation::TooLarge;
+                    }
+                    Scan::StartTag(None)
+                }
+                (Scan::StartTag(Some(q)), c) => Scan::StartTag((c != q).then_some(q)),
+                (Scan::StartTag(None), b'"' | b'\'') => Scan::StartTag(Some(b)),
+                (Scan::StartTag(None) | Scan::Slash, b'/') => Scan::Slash,
+                (Scan::Slash, b'>') | (Scan::EndTag, b'>') => {
+                    self.depth = self.depth.saturating_sub(1);
+                    Scan::Text
+                }
+                (Scan::StartTag(None), b'>') | (Scan::Other, b'>') => Scan::Text,
+                (Scan::StartTag(None) | Scan::Slash, _) => Scan::StartTag(None),
+                (s, _) => s,
+            };
+        }
+        Violation::None
+    }
+}
 
 #[derive(Debug)]
 struct Inner {
     used: AtomicUsize,
     limit: AtomicUsize,
-    exceeded: AtomicBool,
+    violation: AtomicU8,
 }
 
 /// Shared between the reader and the stanza loop.
@@ -32,7 +110,7 @@ impl Budget {
         Self(Arc::new(Inner {
             used: AtomicUsize::new(0),
             limit: AtomicUsize::new(limit),
-            exceeded: AtomicBool::new(false),
+            violation: AtomicU8::new(Violation::None as u8),
         }))
     }
 
@@ -46,9 +124,17 @@ impl Budget {
         self.reset();
     }
 
-    /// Whether the reader failed because a stanza was too large.
-    pub fn exceeded(&self) -> bool {
-        self.0.exceeded.load(Ordering::Relaxed)
+    /// Why the reader failed, if it was the budget's doing.
+    pub fn violation(&self) -> Violation {
+        match self.0.violation.load(Ordering::Relaxed) {
+            1 => Violation::TooLarge,
+            2 => Violation::Restricted,
+            _ => Violation::None,
+        }
+    }
+
+    fn violated(&self, v: Violation) {
+        self.0.violation.store(v as u8, Ordering::Relaxed);
     }
 }
 
@@ -57,11 +143,19 @@ impl Budget {
 pub struct Limited<S> {
     inner: S,
     budget: Budget,
+    depth: Depth,
 }
 
 impl<S> Limited<S> {
     pub fn new(inner: S, budget: Budget) -> Self {
-        Self { inner, budget }
+        Self {
+            inner,
+            budget,
+            depth: Depth {
+                scan: Scan::Text,
+                depth: 0,
+            },
+        }
     }
 
     pub fn into_inner(self) -> S {
@@ -71,26 +165,31 @@ impl<S> Limited<S> {
 
 impl<S: AsyncRead + Unpin> AsyncRead for Limited<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if self.budget.exceeded() {
-            return Poll::Ready(Err(too_large()));
+        if self.budget.violation() != Violation::None {
+            return Poll::Ready(Err(refused()));
         }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
-            let read = buf.filled().len() - before;
-            let inner = &self.budget.0;
-            let used = inner.used.fetch_add(read, Ordering::Relaxed) + read;
+            let this = &mut *self;
+            let fresh = &buf.filled()[before..];
+            let mut violation = this.depth.feed(fresh);
+            let inner = &this.budget.0;
+            let used = inner.used.fetch_add(fresh.len(), Ordering::Relaxed) + fresh.len();
             if used > inner.limit.load(Ordering::Relaxed) {
-                inner.exceeded.store(true, Ordering::Relaxed);
-                return Poll::Ready(Err(too_large()));
+                violation = Violation::TooLarge;
+            }
+            if violation != Violation::None {
+                this.budget.violated(violation);
+                return Poll::Ready(Err(refused()));
             }
         }
         polled
     }
 }
 
-fn too_large() -> io::Error {
-    io::Error::other("stanza size limit exceeded")
+fn refused() -> io::Error {
+    io::Error::other("stanza refused by the size, nesting or restricted-XML checks")
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Limited<S> {
@@ -113,6 +212,36 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
+    fn depth_after(xml: &str) -> Option<u32> {
+        let mut d = Depth {
+            scan: Scan::Text,
+            depth: 0,
+        };
+        (d.feed(xml.as_bytes()) == Violation::None).then_some(d.depth)
+    }
+
+    #[test]
+    fn counts_nesting() {
+        assert_eq!(depth_after("<?xml version='1.0'?><stream:stream a='x'>"), Some(1));
+        assert_eq!(
+            depth_after("<s><message to='a/>b' b=\"'>\"><body>x &lt; y</body><x/></message>"),
+            Some(1)
+        );
+        assert_eq!(depth_after("<s><a><b/></a></s>"), Some(0));
+        assert_eq!(depth_after(&"<a>".repeat(MAX_DEPTH as usize)), Some(MAX_DEPTH));
+        assert_eq!(depth_after(&"<a>".repeat(MAX_DEPTH as usize + 1)), None);
+        assert_eq!(depth_after("<s><![CDATA[x]]><a/>"), Some(1));
+        for restricted in ["<s><!-- c -->", "<!DOCTYPE s>", "<s><?pi x?>"] {
+            let mut d = Depth {
+                scan: Scan::Text,
+                depth: 0,
+            };
+            assert_eq!(d.feed(restricted.as_bytes()), Violation::Restricted, "{restricted}");
+        }
+        // Flat but long: never fails.
+        assert_eq!(depth_after(&"<a/>".repeat(10_000)), Some(0));
+    }
+
     #[tokio::test]
     async fn fails_past_the_limit_until_reset() {
         let budget = Budget::new(8);
@@ -121,9 +250,9 @@ mod tests {
         r.read_exact(&mut buf).await.unwrap();
         budget.reset();
         r.read_exact(&mut buf).await.unwrap();
-        assert!(!budget.exceeded());
+        assert_eq!(budget.violation(), Violation::None);
         let mut rest = [0u8; 4];
         assert!(r.read_exact(&mut rest).await.is_err());
-        assert!(budget.exceeded());
+        assert_eq!(budget.violation(), Violation::TooLarge);
     }
 }
