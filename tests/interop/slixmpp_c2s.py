@@ -120,6 +120,12 @@ async def main(a):
     m = await asyncio.wait_for(alice.inbox.get(), 10)
     check(m["body"] == "hello alice", "alice receives bob's reply at her full JID")
 
+    # A burst of 1,000 arrives complete and in order.
+    for i in range(1000):
+        alice.send_message(mto=f"bob@{a.domain}/phone", mbody=f"burst {i}", mtype="chat")
+    got = [(await asyncio.wait_for(bob.inbox.get(), 30))["body"] for _ in range(1000)]
+    check(got == [f"burst {i}" for i in range(1000)], "a burst of 1,000 messages arrives complete and in order")
+
     # vCard-temp is the shared profile: alice's Matrix display name is her FN, and bob's FN set
     # over XMPP becomes his Matrix display name (the Rust test checks that side).
     iq = await bob.plugin["xep_0054"].get_vcard(jid=f"alice@{a.domain}")

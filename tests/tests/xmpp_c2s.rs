@@ -76,7 +76,53 @@ async fn slixmpp_roster_and_presence(backend: Backend) {
     assert!(server.terminate().await.success());
 }
 
-both_backends!(slixmpp_interop, slixmpp_roster_and_presence);
+/// One XMPP login with slixmpp; panics unless the outcome is `expect` ("ok" or "refused").
+async fn xmpp_login(port: u16, jid: &str, password: &str, expect: &str) {
+    let args = [
+        "--port".to_owned(),
+        port.to_string(),
+        "--jid".to_owned(),
+        jid.to_owned(),
+        "--password".to_owned(),
+        password.to_owned(),
+        "--expect".to_owned(),
+        expect.to_owned(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_interop_script("slixmpp_login.py", &args, Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    assert!(out.contains(&format!("login {expect}")), "{out}");
+}
+
+/// One account, two protocols: a Matrix-registered user logs in over XMPP, and once Matrix
+/// `account/password` changes the password, the old one fails on XMPP too.
+async fn cross_protocol_password_change(backend: Backend) {
+    let (inst, plain, _tls) = xmpp_instance(backend).await;
+    let server = inst.start().await;
+    let dora = Client::register(&server, "dora", "first-pw").await;
+    xmpp_login(plain, "dora@localhost/a", "first-pw", "ok").await;
+    let r = dora
+        .with_password_uia(
+            reqwest::Method::POST,
+            "account/password",
+            serde_json::json!({ "new_password": "second-pw" }),
+            "first-pw",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    xmpp_login(plain, "dora@localhost/b", "first-pw", "refused").await;
+    xmpp_login(plain, "dora@localhost/c", "second-pw", "ok").await;
+    assert!(server.terminate().await.success());
+}
+
+both_backends!(
+    slixmpp_interop,
+    slixmpp_roster_and_presence,
+    cross_protocol_password_change
+);
 
 /// XEP-0280 carbons between three sessions of one account, driven by slixmpp. Carbons live in
 /// memory only, so one backend is enough.
