@@ -61,6 +61,14 @@ async def main(a):
     check(rtt is not None, "XEP-0199 ping answered")
     info = await alice.plugin["xep_0030"].get_info(jid=a.domain)
     check("urn:xmpp:ping" in info["disco_info"]["features"], "disco#info lists ping")
+    fields = {
+        f.get("var"): [v.text for v in f.findall("{jabber:x:data}value")]
+        for f in info.xml.findall("{http://jabber.org/protocol/disco#info}query/{jabber:x:data}x/{jabber:x:data}field")
+    }
+    check(fields.get("FORM_TYPE") == ["http://jabber.org/network/serverinfo"]
+          and fields.get("admin-addresses") == ["mailto:admin@localhost", "xmpp:admin@localhost", "matrix:u/admin:localhost?action=chat"]
+          and fields.get("abuse-addresses") == ["https://localhost/abuse"],
+          f"XEP-0157 contact addresses in disco#info: {fields}")
     items = await alice.plugin["xep_0030"].get_items(jid=a.domain)
     check(list(items["disco_items"]["items"]) == [], "disco#items of the server answers (no services yet)")
     try:

@@ -268,6 +268,12 @@ fn bad_config_names_the_key() {
             "database.url",
         ),
         ("server_name = \"not a name\"\n", &[], "server_name"),
+        ("[contact]\nadmin = [\"admin@example.org\"]\n", &[], "contact.admin"),
+        (
+            "[contact]\nsupport_page = \"http://example.org/help\"\n",
+            &[],
+            "contact.support_page",
+        ),
         (
             "",
             &[("ESTUARY_FEDERATION__ENABLED", "sometimes")],
@@ -349,6 +355,11 @@ async fn unknown_endpoints_get_matrix_errors() {
     let server = inst.start().await;
     let (status, body) = server.get_json("/_matrix/client/v3/no_such_thing").await;
     assert_eq!((status, body["errcode"].as_str()), (404, Some("M_UNRECOGNIZED")));
+    // Discovery documents nobody configured are 404 with M_NOT_FOUND, never an empty answer.
+    for doc in ["client", "server", "support"] {
+        let (status, body) = server.get_json(&format!("/.well-known/matrix/{doc}")).await;
+        assert_eq!((status, body["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "{doc}");
+    }
     let r = server
         .http
         .delete(server.url("/_matrix/client/versions"))

@@ -9,10 +9,18 @@ use estuary_tests::matrix::Client;
 use estuary_tests::{Backend, Instance, OPEN_CONFIG, both_backends, run_interop_script};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Contact addresses, published over XMPP (XEP-0157) and Matrix (`/.well-known/matrix/support`).
+const CONTACT: &str = r#"[contact]
+admin = ["mailto:admin@localhost", "xmpp:admin@localhost", "matrix:u/admin:localhost?action=chat"]
+abuse = ["https://localhost/abuse"]
+support_page = "https://localhost/help"
+"#;
+
 async fn xmpp_instance(backend: Backend) -> (Instance, u16, u16) {
     let [plain, tls] = estuary_tests::free_ports();
-    let extra =
-        format!("{OPEN_CONFIG}[xmpp]\nc2s_listen = [\"127.0.0.1:{plain}\"]\nc2s_tls_listen = [\"127.0.0.1:{tls}\"]\n");
+    let extra = format!(
+        "{OPEN_CONFIG}[xmpp]\nc2s_listen = [\"127.0.0.1:{plain}\"]\nc2s_tls_listen = [\"127.0.0.1:{tls}\"]\n{CONTACT}"
+    );
     (Instance::with_config(backend, &extra).await, plain, tls)
 }
 
@@ -45,8 +53,25 @@ async fn slixmpp_interop(backend: Backend) {
     .await
     .unwrap();
     assert!(out.contains("bob receives alice's message"), "{out}");
-    // The vCard bob set over XMPP is his Matrix display name.
+    // The same contacts for Matrix clients (only e-mail and Matrix IDs have a field there).
     let anon = Client::anonymous(&server);
+    let support: serde_json::Value = reqwest::get(server.url("/.well-known/matrix/support"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        support,
+        serde_json::json!({
+            "contacts": [
+                { "role": "m.role.admin", "email_address": "admin@localhost" },
+                { "role": "m.role.admin", "matrix_id": "@admin:localhost" },
+            ],
+            "support_page": "https://localhost/help",
+        })
+    );
+    // The vCard bob set over XMPP is his Matrix display name.
     assert_eq!(
         anon.get("profile/@bob:localhost/displayname").await.ok()["displayname"],
         "Bob via XMPP"

@@ -27,6 +27,7 @@ pub struct Config {
     pub federation: FederationConfig,
     pub xmpp: XmppConfig,
     pub privacy: PrivacyConfig,
+    pub contact: ContactConfig,
     pub rate_limits: RateLimitsConfig,
     pub logging: LoggingConfig,
 }
@@ -175,6 +176,20 @@ pub struct PrivacyConfig {
     pub log_ips: bool,
 }
 
+/// How to reach the people who run the server, as URIs (`mailto:`, `xmpp:`, `https:`, or
+/// `matrix:u/user:server`). Published to XMPP clients (XEP-0157) and Matrix clients
+/// (`/.well-known/matrix/support`). Empty by default: nothing is published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContactConfig {
+    pub admin: Vec<String>,
+    pub abuse: Vec<String>,
+    pub security: Vec<String>,
+    pub support: Vec<String>,
+    /// A web page about getting help with this server ("" = none).
+    pub support_page: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
@@ -213,10 +228,21 @@ impl Default for Config {
             federation: FederationConfig::default(),
             xmpp: XmppConfig::default(),
             privacy: PrivacyConfig::default(),
+            contact: ContactConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             logging: LoggingConfig::default(),
         }
     }
+}
+
+/// `scheme:rest`, the scheme per RFC 3986 §3.1, no whitespace.
+fn is_uri(s: &str) -> bool {
+    s.split_once(':').is_some_and(|(scheme, rest)| {
+        !rest.is_empty()
+            && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            && !s.chars().any(char::is_whitespace)
+    })
 }
 
 /// A configuration problem, naming where it came from and which key is wrong.
@@ -353,6 +379,22 @@ impl Config {
                 "tls.cert and tls.key must be set together (or both left empty for a self-signed certificate)"
                     .to_owned(),
             ));
+        }
+        for (key, uris) in [
+            ("contact.admin", &self.contact.admin),
+            ("contact.abuse", &self.contact.abuse),
+            ("contact.security", &self.contact.security),
+            ("contact.support", &self.contact.support),
+        ] {
+            if let Some(bad) = uris.iter().find(|u| !is_uri(u)) {
+                return Err((
+                    key,
+                    format!("{bad:?} is not a URI (use mailto:, xmpp:, https: or matrix:u/)"),
+                ));
+            }
+        }
+        if !self.contact.support_page.is_empty() && !self.contact.support_page.starts_with("https://") {
+            return Err(("contact.support_page", "must be an https:// URL or empty".to_owned()));
         }
         for (key, limit) in [
             ("rate_limits.login", self.rate_limits.login),

@@ -1,4 +1,4 @@
-//! Discovery: `/versions`, `/.well-known/matrix/{client,server}`, `/capabilities`.
+//! Discovery: `/versions`, `/.well-known/matrix/{client,server,support}`, `/capabilities`.
 
 use std::sync::Arc;
 
@@ -36,6 +36,32 @@ pub async fn well_known_server(State(state): State<Arc<MatrixState>>) -> Result<
         return Err(MatrixError::not_found("No federation delegation configured"));
     }
     Ok(Json(json!({ "m.server": delegate })))
+}
+
+/// Spec v1.10: `GET /.well-known/matrix/support`, from `[contact]`. Only `mailto:` (e-mail)
+/// and `matrix:u/` (Matrix ID) URIs have a field here; 404 when nothing is left to say.
+pub async fn well_known_support(State(state): State<Arc<MatrixState>>) -> Result<Json<Value>, MatrixError> {
+    let contact = &state.core.config.contact;
+    let mut contacts = Vec::new();
+    for (role, uris) in [("m.role.admin", &contact.admin), ("m.role.security", &contact.security)] {
+        for uri in uris {
+            if let Some(email) = uri.strip_prefix("mailto:") {
+                contacts.push(json!({ "role": role, "email_address": email }));
+            } else if let Some(user) = uri.strip_prefix("matrix:u/") {
+                // MSC2312 URIs may carry `?action=...`.
+                let user = user.split('?').next().unwrap_or(user);
+                contacts.push(json!({ "role": role, "matrix_id": format!("@{user}") }));
+            }
+        }
+    }
+    if contacts.is_empty() && contact.support_page.is_empty() {
+        return Err(MatrixError::not_found("No support information configured"));
+    }
+    let mut body = json!({ "contacts": contacts });
+    if !contact.support_page.is_empty() {
+        body["support_page"] = json!(contact.support_page);
+    }
+    Ok(Json(body))
 }
 
 pub async fn capabilities(_req: Ruma<capabilities::Request>) -> ApiResult<capabilities::Response> {

@@ -96,6 +96,7 @@ pub fn client_router(core: Arc<Core>) -> Result<Router, String> {
         .route("/_matrix/client/versions", get(discovery::versions))
         .route("/.well-known/matrix/client", get(discovery::well_known_client))
         .route("/.well-known/matrix/server", get(discovery::well_known_server))
+        .route("/.well-known/matrix/support", get(discovery::well_known_support))
         .endpoint::<disc::get_capabilities::v3::Request, _, _>(discovery::capabilities)
         .endpoint::<ses::get_login_types::v3::Request, _, _>(session::login_types)
         .endpoint::<ses::login::v3::Request, _, _>(session::login)

@@ -23,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::xmlstream::{AcceptedStream, ReadError, StreamHeader, Timeouts, XmlStream, accept_stream};
 use xmpp_parsers::bind::{BindFeature, BindQuery, BindResponse};
+use xmpp_parsers::data_forms::{DataForm, DataFormType, Field, FieldType};
 use xmpp_parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity};
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::{BareJid, FullJid, Jid};
@@ -252,6 +253,8 @@ pub struct C2s {
     pub router: Router,
     /// Secret for the fake SCRAM salts of unknown users (stable for the process's life).
     fake_salt_key: [u8; 32],
+    /// XEP-0157 contact addresses, from `[contact]` (None when all are empty).
+    server_info: Option<DataForm>,
 }
 
 impl C2s {
@@ -263,14 +266,42 @@ impl C2s {
         let mut fake_salt_key = [0u8; 32];
         getrandom::fill(&mut fake_salt_key).map_err(|e| io::Error::other(e.to_string()))?;
         let domain = core.config.xmpp.domain.clone();
+        let server_info = server_info(&core.config.contact);
         Ok(Arc::new(Self {
             core,
             domain,
             tls: TlsAcceptor::from(Arc::new(config)),
             router: Router::default(),
             fake_salt_key,
+            server_info,
         }))
     }
+}
+
+/// XEP-0157: the `http://jabber.org/network/serverinfo` form of the server's disco#info.
+fn server_info(contact: &estuary_core::config::ContactConfig) -> Option<DataForm> {
+    let lists = [
+        ("admin-addresses", &contact.admin),
+        ("abuse-addresses", &contact.abuse),
+        ("security-addresses", &contact.security),
+        ("support-addresses", &contact.support),
+    ];
+    if lists.iter().all(|(_, uris)| uris.is_empty()) {
+        return None;
+    }
+    let fields = lists
+        .into_iter()
+        .map(|(var, uris)| {
+            let mut field = Field::new(var, FieldType::ListMulti);
+            field.values = uris.clone();
+            field
+        })
+        .collect();
+    Some(DataForm::new(
+        DataFormType::Result_,
+        "http://jabber.org/network/serverinfo",
+        fields,
+    ))
 }
 
 /// Which listener a connection came in on.
@@ -637,7 +668,7 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
                     if reply.is_none() {
                         reply = crate::roster::handle_iq(c2s, &iq, full).await;
                     }
-                    let reply = reply.or_else(|| handle_iq(iq, full, &domain));
+                    let reply = reply.or_else(|| handle_iq(c2s, iq, full, &domain));
                     if let Some(reply) = reply {
                         xml.send(&reply).await?;
                     }
@@ -786,7 +817,7 @@ pub(crate) fn error_reply(
     }
 }
 
-fn handle_iq(iq: Iq, full: &FullJid, domain: &Jid) -> Option<Iq> {
+fn handle_iq(c2s: &C2s, iq: Iq, full: &FullJid, domain: &Jid) -> Option<Iq> {
     let me: Jid = full.clone().into();
     match iq {
         Iq::Get { to, id, payload, .. } => {
@@ -892,7 +923,7 @@ fn handle_iq(iq: Iq, full: &FullJid, domain: &Jid) -> Option<Iq> {
                             vcard::NS.to_owned(),
                             crate::roster::NS.to_owned(),
                         ]),
-                        extensions: vec![],
+                        extensions: c2s.server_info.iter().cloned().collect(),
                     }
                     .into()
                 };
