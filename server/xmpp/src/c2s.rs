@@ -74,10 +74,29 @@ type Xml<Io> = XmlStream<Io, Element>;
 /// (None until initial presence, and after unavailable).
 struct Session {
     resource: String,
-    tx: mpsc::UnboundedSender<Element>,
+    tx: mpsc::Sender<Element>,
     presence: Option<Element>,
     /// XEP-0280 carbons enabled on this session.
     carbons: bool,
+}
+
+/// Stanzas waiting for one session's stream. A client that stops reading while others write
+/// to it fills this; further stanzas then count as not delivered (a message bounces) rather
+/// than grow the server's memory without bound.
+const INBOX_CAPACITY: usize = 2048;
+
+impl Session {
+    /// Queue a stanza for this session; false when it is gone or not keeping up.
+    fn offer(&self, stanza: Element) -> bool {
+        match self.tx.try_send(stanza) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(resource = %self.resource, "c2s session is not reading; stanza not queued");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
 }
 
 /// Connected, bound sessions: bare JID -> resources.
@@ -91,7 +110,7 @@ impl Router {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn add(&self, full: &FullJid, tx: mpsc::UnboundedSender<Element>) {
+    fn add(&self, full: &FullJid, tx: mpsc::Sender<Element>) {
         let mut s = self.lock();
         let list = s.entry(full.to_bare().to_string()).or_default();
         list.retain(|r| r.resource != full.resource().as_str());
@@ -123,7 +142,7 @@ impl Router {
         let Some(list) = s.get(&to.to_bare().to_string()) else {
             return vec![];
         };
-        let send = |r: &Session| r.tx.send(stanza.clone()).is_ok().then(|| r.resource.clone());
+        let send = |r: &Session| r.offer(stanza.clone()).then(|| r.resource.clone());
         if let Some(resource) = to.resource()
             && let Some(r) = list.iter().find(|r| r.resource == resource.as_str())
         {
@@ -155,7 +174,7 @@ impl Router {
         };
         let mut delivered = false;
         for r in list {
-            if to.resource().is_none_or(|res| res.as_str() == r.resource) && r.tx.send(stanza.clone()).is_ok() {
+            if to.resource().is_none_or(|res| res.as_str() == r.resource) && r.offer(stanza.clone()) {
                 delivered = true;
             }
         }
@@ -171,7 +190,7 @@ impl Router {
             .flatten()
             .filter(|r| r.presence.is_some())
         {
-            let _ = r.tx.send(stanza.clone());
+            r.offer(stanza.clone());
         }
     }
 
@@ -217,7 +236,7 @@ impl Router {
                 && !except.contains(&r.resource)
                 && let Ok(full) = bare.with_resource_str(&r.resource)
             {
-                let _ = r.tx.send(make(full.into()));
+                r.offer(make(full.into()));
             }
         }
     }
@@ -594,7 +613,7 @@ async fn handle_tls<S: AsyncRead + AsyncWrite + Unpin + Send>(tls: S, c2s: &C2s)
         }
     };
     tracing::info!(jid = %full, "XMPP session bound");
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
     // RFC 6120 §7.7.2.2: a new session with the same resource replaces the old one.
     c2s.router.add(&full, tx);
     let result = stanza_loop(&mut xml, c2s, &full, rx, &budget).await;
@@ -608,7 +627,7 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
     xml: &mut Xml<Io>,
     c2s: &C2s,
     full: &FullJid,
-    mut inbox: mpsc::UnboundedReceiver<Element>,
+    mut inbox: mpsc::Receiver<Element>,
     budget: &Budget,
 ) -> io::Result<()> {
     let domain = Jid::new(&c2s.domain).map_err(|e| io::Error::other(e.to_string()))?;
