@@ -2,7 +2,7 @@
 
 alice registered through the Matrix API and bob was created with the CLI: both log in over
 XMPP with the same passwords. Checks STARTTLS + SCRAM-SHA-256, direct TLS + SCRAM-SHA-1, a
-wrong password refused, XEP-0199 ping, XEP-0092 version, XEP-0202 time, disco#info,
+wrong password refused, XEP-0199 ping, XEP-0092 version, XEP-0202 time, XEP-0012 uptime, disco#info,
 IQ routing to full JIDs (and errors where it cannot go), and messages both ways between two
 sessions, plus a bounce for a recipient with no session. Prints ALL OK on success.
 """
@@ -37,6 +37,7 @@ class Client(slixmpp.ClientXMPP):
         self.register_plugin("xep_0054")
         self.register_plugin("xep_0092", pconfig={"software_name": f"client-of-{jid.split('@')[0]}", "version": "1.0"})
         self.register_plugin("xep_0202")
+        self.register_plugin("xep_0012")
         self.started = asyncio.get_event_loop().create_future()
         self.inbox = asyncio.Queue()
         self.add_event_handler("session_start", self.on_start)
@@ -109,6 +110,9 @@ async def main(a):
     tzo = t.xml.find("{urn:xmpp:time}time/{urn:xmpp:time}tzo").text
     skew = abs((datetime.datetime.fromisoformat(utc.replace("Z", "+00:00")) - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
     check(tzo == "+00:00" and skew < 60, f"XEP-0202 time in UTC: {utc} {tzo}")
+
+    last = await alice.plugin["xep_0012"].get_last_activity(slixmpp.JID(a.domain), timeout=5)
+    check(0 <= int(last["last_activity"]["seconds"]) < 3600, f"XEP-0012 server uptime: {last['last_activity']['seconds']} s")
 
     # RFC 6120 10.5.3.1: an IQ for a full JID goes to that session, and its answer comes back.
     v = await alice.plugin["xep_0092"].get_version(slixmpp.JID(f"bob@{a.domain}/phone"), timeout=5)

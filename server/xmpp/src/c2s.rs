@@ -2,7 +2,7 @@
 //! SASL (SCRAM-SHA-256, SCRAM-SHA-1, PLAIN; over TLS only), resource binding, and the stanza
 //! loop. Accounts and passwords are the ones Matrix uses: one account, two protocols.
 //!
-//! Served today: XEP-0199 ping, XEP-0092 version, XEP-0202 time, disco#info of the server,
+//! Served today: XEP-0199 ping, XEP-0092 version, XEP-0202 time, XEP-0012 uptime, disco of the server,
 //! the roster with presence subscriptions and broadcast (`roster`), vCard on the shared
 //! profile (`vcard`), carbons (`carbons`), and `<message/>` and `<iq/>` routing between
 //! connected sessions of local accounts. Other requests get `service-unavailable`; offline
@@ -274,6 +274,8 @@ pub struct C2s {
     fake_salt_key: [u8; 32],
     /// XEP-0157 contact addresses, from `[contact]` (None when all are empty).
     server_info: Option<DataForm>,
+    /// For XEP-0012 server uptime.
+    started: std::time::Instant,
 }
 
 impl C2s {
@@ -293,6 +295,7 @@ impl C2s {
             router: Router::default(),
             fake_salt_key,
             server_info,
+            started: std::time::Instant::now(),
         }))
     }
 }
@@ -322,6 +325,9 @@ fn server_info(contact: &estuary_core::config::ContactConfig) -> Option<DataForm
         fields,
     ))
 }
+
+/// XEP-0012 Last Activity.
+const LAST_ACTIVITY: &str = "jabber:iq:last";
 
 /// Which listener a connection came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -867,6 +873,22 @@ fn handle_iq(c2s: &C2s, iq: Iq, full: &FullJid, domain: &Jid) -> Option<Iq> {
                     payload: Some(version.into()),
                 });
             }
+            if to.as_ref().is_none_or(|t| t == domain) && payload.is("query", LAST_ACTIVITY) {
+                // XEP-0012 §5: asked of the server, the answer is its uptime. (Accounts' last
+                // activity is not kept: little metadata.)
+                let uptime = Element::builder("query", LAST_ACTIVITY)
+                    .attr(
+                        tokio_xmpp::minidom::rxml::xml_ncname!("seconds").to_owned(),
+                        c2s.started.elapsed().as_secs().to_string(),
+                    )
+                    .build();
+                return Some(Iq::Result {
+                    from: to,
+                    to: Some(me),
+                    id,
+                    payload: Some(uptime),
+                });
+            }
             if for_server && payload.is("time", ns::TIME) {
                 // XEP-0202, in UTC: the server's own time zone is nobody's business.
                 let now = std::time::SystemTime::now()
@@ -939,6 +961,7 @@ fn handle_iq(c2s: &C2s, iq: Iq, full: &FullJid, domain: &Jid) -> Option<Iq> {
                             ns::VERSION.to_owned(),
                             ns::TIME.to_owned(),
                             crate::carbons::NS.to_owned(),
+                            LAST_ACTIVITY.to_owned(),
                             vcard::NS.to_owned(),
                             crate::roster::NS.to_owned(),
                         ]),
