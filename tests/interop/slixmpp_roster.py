@@ -3,7 +3,8 @@
 alice asks bob for a subscription; bob's client (slixmpp's auto-authorize and auto-subscribe,
 as real clients do) approves and asks back, so both end at 'both'. Presence then flows both
 ways (available, a status change, unavailable on disconnect); a roster removal cancels the
-subscriptions; a subscription to another server is refused with an error, not dropped.
+subscriptions; a subscription to another server is refused with an error, not dropped. Client
+State Indication (XEP-0352) holds presence for an inactive session, not messages.
 Prints ALL OK on success.
 """
 
@@ -41,6 +42,9 @@ class Client(slixmpp.ClientXMPP):
         self.started = asyncio.get_event_loop().create_future()
         self.presences = []
         self.errors = []
+        self.messages = []
+        self.register_plugin("xep_0352")
+        self.add_event_handler("message", lambda m: self.messages.append(m))
         self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("presence", lambda p: self.presences.append(p))
         self.add_event_handler("presence_error", lambda p: self.errors.append(p))
@@ -79,6 +83,25 @@ async def main(a):
     await alice2.login(a.host, a.port)
     check(alice2.sub(f"bob@{d}") == "both", "the roster is stored: a new session reads 'both'")
     await until(lambda: alice2.saw(f"bob@{d}", show="dnd"), "a new session is told bob's current presence (probe)")
+
+    # XEP-0352: while alice's second session is inactive, presence updates wait (only the
+    # latest per contact); messages do not.
+    check(alice2.plugin["xep_0352"].enabled, "the server offers CSI")
+    alice2.plugin["xep_0352"].send_inactive()
+    await asyncio.sleep(0.3)
+    n = len(alice2.presences)
+    bob.send_presence(pshow="away", pstatus="one")
+    bob.send_presence(pshow="xa", pstatus="two")
+    await until(lambda: alice.saw(f"bob@{d}", show="xa"), "an active session gets bob's updates at once")
+    await asyncio.sleep(0.3)
+    check(len(alice2.presences) == n, "the inactive session is not woken for presence")
+    bob.send_message(mto=f"alice@{d}/second", mbody="wake up", mtype="chat")
+    await until(lambda: any(m["body"] == "wake up" for m in alice2.messages), "a message reaches the inactive session at once")
+    alice2.plugin["xep_0352"].send_active()
+    await until(lambda: len(alice2.presences) > n, "on <active/>, the held presence arrives")
+    await asyncio.sleep(0.3)
+    new = alice2.presences[n:]
+    check(len(new) == 1 and new[0]["show"] == "xa", f"only bob's latest presence, once: {[p['show'] for p in new]}")
 
     bob.disconnect()
     await until(lambda: alice.saw(f"bob@{d}", "unavailable"), "bob's disconnect shows as unavailable")

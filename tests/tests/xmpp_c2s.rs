@@ -216,6 +216,10 @@ async fn stream_errors_for_bad_input() {
         r.contains("starttls") && r.contains("required"),
         "STARTTLS is offered and required: {r}"
     );
+    assert!(
+        r.contains("<limits xmlns='urn:xmpp:stream-limits:0'><max-bytes>10240</max-bytes>"),
+        "XEP-0478 announces the pre-authentication stanza limit: {r}"
+    );
 
     let r = raw_exchange(
         plain,

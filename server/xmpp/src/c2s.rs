@@ -481,6 +481,7 @@ async fn handle_starttls(tcp: TcpStream, c2s: &C2s) -> io::Result<()> {
     let accepted = accept_stream(stream, ns::JABBER_CLIENT, Timeouts::tight()).await?;
     let features = StreamFeatures {
         starttls: Some(StartTls { required: true }),
+        limits: Some(limit::advertised(limit::UNAUTHENTICATED)),
         ..Default::default()
     };
     let Some(mut xml) = open(accepted, c2s, features).await? else {
@@ -517,6 +518,7 @@ async fn handle_tls<S: AsyncRead + AsyncWrite + Unpin + Send>(tls: S, c2s: &C2s)
             .into_iter()
             .map(String::from)
             .collect(),
+        limits: Some(limit::advertised(limit::UNAUTHENTICATED)),
         ..Default::default()
     };
     let Some(mut xml) = open(accepted, c2s, features).await? else {
@@ -566,6 +568,8 @@ async fn handle_tls<S: AsyncRead + AsyncWrite + Unpin + Send>(tls: S, c2s: &C2s)
 
     let features = StreamFeatures {
         bind: Some(BindFeature { required: false }),
+        limits: Some(limit::advertised(limit::AUTHENTICATED)),
+        others: vec![xmpp_parsers::csi::Feature.into()],
         ..Default::default()
     };
     let Some(mut xml) = open(accepted, c2s, features).await? else {
@@ -637,11 +641,19 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
     budget: &Budget,
 ) -> io::Result<()> {
     let domain = Jid::new(&c2s.domain).map_err(|e| io::Error::other(e.to_string()))?;
+    // XEP-0352: while the client says it is inactive, presence updates wait (the latest per
+    // sender); messages and everything else go out at once.
+    let mut inactive = false;
+    let mut held: BTreeMap<String, Element> = BTreeMap::new();
     loop {
         let item = tokio::select! {
             item = xml.next() => item,
             routed = inbox.recv() => {
                 match routed {
+                    Some(el) if inactive && is_presence_update(&el) => {
+                        held.insert(el.attr("from").unwrap_or_default().to_owned(), el);
+                        continue;
+                    }
                     Some(el) => { xml.send(&el).await?; continue; }
                     // Replaced by a newer session with the same resource.
                     None => { stream_error(xml, StreamCondition::Conflict, "replaced by a new connection").await; return Ok(()); }
@@ -673,6 +685,17 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
             Err(ReadError::HardError(e)) => return Err(e),
         };
         budget.reset();
+        if el.is("inactive", ns::CSI) {
+            inactive = true;
+            continue;
+        }
+        if el.is("active", ns::CSI) {
+            inactive = false;
+            for (_, presence) in std::mem::take(&mut held) {
+                xml.send(&presence).await?;
+            }
+            continue;
+        }
         if el.ns() != ns::JABBER_CLIENT {
             stream_error(xml, StreamCondition::UnsupportedStanzaType, "").await;
             return Ok(());
@@ -728,6 +751,12 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// Availability presence (no type, or unavailable): what CSI may hold back. Subscription
+/// requests and errors are not held.
+fn is_presence_update(el: &Element) -> bool {
+    el.name() == "presence" && el.attr("type").is_none_or(|t| t == "unavailable")
 }
 
 /// Route a message between local sessions. Returns the error stanza to bounce, if any.

@@ -19,6 +19,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub const UNAUTHENTICATED: usize = 10 * 1024;
 /// After authentication (the same default as Prosody's `c2s_stanza_size_limit`).
 pub const AUTHENTICATED: usize = 256 * 1024;
+/// XEP-0478: the limit as a stream feature, so clients know it before they hit it.
+pub fn advertised(max_bytes: usize) -> xmpp_parsers::stream_limits::Limits {
+    xmpp_parsers::stream_limits::Limits {
+        max_bytes: u32::try_from(max_bytes).ok().and_then(std::num::NonZeroU32::new),
+        idle_seconds: None,
+    }
+}
+
 /// Deepest element nesting accepted, counting the stream element (real stanzas stay far below).
 pub const MAX_DEPTH: u32 = 96;
 
