@@ -44,8 +44,13 @@ enum Scan {
     EndTag,
     /// Read `<!`: only a CDATA section may follow.
     Bang,
-    /// `<![CDATA[...` or the XML declaration, skipped to `>`.
-    Other,
+    /// Inside `<![CDATA[`, with how many `]` were just read (its end is `]]>`).
+    Cdata(u8),
+    /// Read `<?` and this many bytes of `xml`: only an XML declaration may follow (at the
+    /// start of any stream, a restarted one included).
+    Question(u8),
+    /// The XML declaration, skipped to `>`.
+    Declaration,
 }
 
 /// Why the reader stopped.
@@ -74,11 +79,16 @@ impl Depth {
                 (Scan::Text, _) => Scan::Text,
                 (Scan::Open, b'/') => Scan::EndTag,
                 (Scan::Open, b'!') => Scan::Bang,
-                (Scan::Bang, b'[') => Scan::Other,
+                (Scan::Bang, b'[') => Scan::Cdata(0),
                 (Scan::Bang, _) => return Violation::Restricted,
-                // The XML declaration comes before the stream element; a PI anywhere else.
-                (Scan::Open, b'?') if self.depth == 0 => Scan::Other,
-                (Scan::Open, b'?') => return Violation::Restricted,
+                (Scan::Cdata(n), b']') => Scan::Cdata((n + 1).min(2)),
+                (Scan::Cdata(2), b'>') => Scan::Text,
+                (Scan::Cdata(_), _) => Scan::Cdata(0),
+                (Scan::Open, b'?') => Scan::Question(0),
+                (Scan::Question(n), c) if n < 3 && c == b"xml"[usize::from(n)] => Scan::Question(n + 1),
+                (Scan::Question(3), c) if c.is_ascii_whitespace() => Scan::Declaration,
+                // Any other processing instruction.
+                (Scan::Question(_), _) => return Violation::Restricted,
                 (Scan::Open, _) => {
                     self.depth += 1;
                     if self.depth > MAX_DEPTH {
@@ -93,7 +103,7 @@ impl Depth {
                     self.depth = self.depth.saturating_sub(1);
                     Scan::Text
                 }
-                (Scan::StartTag(None), b'>') | (Scan::Other, b'>') => Scan::Text,
+                (Scan::StartTag(None), b'>') | (Scan::Declaration, b'>') => Scan::Text,
                 (Scan::StartTag(None) | Scan::Slash, _) => Scan::StartTag(None),
                 (s, _) => s,
             };
@@ -239,7 +249,11 @@ mod tests {
         assert_eq!(depth_after(&"<a>".repeat(MAX_DEPTH as usize)), Some(MAX_DEPTH));
         assert_eq!(depth_after(&"<a>".repeat(MAX_DEPTH as usize + 1)), None);
         assert_eq!(depth_after("<s><![CDATA[x]]><a/>"), Some(1));
-        for restricted in ["<s><!-- c -->", "<!DOCTYPE s>", "<s><?pi x?>"] {
+        // `>` and `<` inside CDATA are text, not tags.
+        assert_eq!(depth_after("<s><![CDATA[ if a > b && c < d ]] ]]><a/>"), Some(1));
+        // A restarted stream may open with an XML declaration again.
+        assert_eq!(depth_after("<?xml version='1.0'?><s><?xml version='1.0'?><s>"), Some(2));
+        for restricted in ["<s><!-- c -->", "<!DOCTYPE s>", "<s><?pi x?>", "<?xml-stylesheet x?>"] {
             let mut d = Depth {
                 scan: Scan::Text,
                 depth: 0,
