@@ -101,6 +101,33 @@ async fn slixmpp_roster_and_presence(backend: Backend) {
     assert!(server.terminate().await.success());
 }
 
+/// XEP-0191 blocking over slixmpp, kept in the Matrix ignore list (the script checks both
+/// directions over HTTP with alice's Matrix token).
+async fn slixmpp_blocking(backend: Backend) {
+    let (inst, plain, _tls) = xmpp_instance(backend).await;
+    let server = inst.start().await;
+    for (user, pw) in [("alice", "alice-password"), ("bob", "bob-password")] {
+        assert!(inst.cli(&["user", "create", user, "--password", pw]).status.success());
+    }
+    let alice = Client::login(&server, "alice", "alice-password").await;
+    let args = [
+        "--port".to_owned(),
+        plain.to_string(),
+        "--matrix-url".to_owned(),
+        server.base_url.clone(),
+        "--token".to_owned(),
+        alice.token.clone().unwrap(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_interop_script("slixmpp_blocking.py", &args, Duration::from_secs(120))
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("bob is in alice's Matrix ignore list"), "{out}");
+    assert!(server.terminate().await.success());
+}
+
 /// One XMPP login with slixmpp; panics unless the outcome is `expect` ("ok" or "refused").
 async fn xmpp_login(port: u16, jid: &str, password: &str, expect: &str) {
     let args = [
@@ -146,7 +173,8 @@ async fn cross_protocol_password_change(backend: Backend) {
 both_backends!(
     slixmpp_interop,
     slixmpp_roster_and_presence,
-    cross_protocol_password_change
+    cross_protocol_password_change,
+    slixmpp_blocking
 );
 
 /// XEP-0280 carbons between three sessions of one account, driven by slixmpp. Carbons live in

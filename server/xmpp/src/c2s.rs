@@ -4,7 +4,7 @@
 //!
 //! Served today: XEP-0199 ping, XEP-0092 version, XEP-0202 time, XEP-0012 uptime, disco of the server,
 //! the roster with presence subscriptions and broadcast (`roster`), vCard on the shared
-//! profile (`vcard`), carbons (`carbons`), and `<message/>` and `<iq/>` routing between
+//! profile (`vcard`), carbons (`carbons`), blocking (`blocking`), and `<message/>` and `<iq/>` routing between
 //! connected sessions of local accounts. Other requests get `service-unavailable`; offline
 //! storage, stream management and the other XEPs follow (see docs/development).
 
@@ -78,6 +78,8 @@ struct Session {
     presence: Option<Element>,
     /// XEP-0280 carbons enabled on this session.
     carbons: bool,
+    /// XEP-0191: the session asked for the blocklist, so it gets pushes.
+    blocklist: bool,
 }
 
 /// Stanzas waiting for one session's stream. A client that stops reading while others write
@@ -119,6 +121,7 @@ impl Router {
             tx,
             presence: None,
             carbons: false,
+            blocklist: false,
         });
     }
 
@@ -228,12 +231,24 @@ impl Router {
         self.update(full, |r| r.carbons = enabled);
     }
 
+    pub fn set_blocklist_interest(&self, full: &FullJid) {
+        self.update(full, |r| r.blocklist = true);
+    }
+
     /// Send `make(full JID)` to each session of `bare` with carbons enabled, but `except`.
     pub fn deliver_carbons(&self, bare: &BareJid, except: &[String], make: impl Fn(Jid) -> Element) {
+        self.deliver_where(bare, |r| r.carbons && !except.contains(&r.resource), make);
+    }
+
+    /// Send `make(full JID)` to each session of `bare` that asked for the blocklist.
+    pub fn deliver_blocklist_push(&self, bare: &BareJid, make: impl Fn(Jid) -> Element) {
+        self.deliver_where(bare, |r| r.blocklist, make);
+    }
+
+    fn deliver_where(&self, bare: &BareJid, pred: impl Fn(&Session) -> bool, make: impl Fn(Jid) -> Element) {
         let s = self.lock();
         for r in s.get(&bare.to_string()).into_iter().flatten() {
-            if r.carbons
-                && !except.contains(&r.resource)
+            if pred(r)
                 && let Ok(full) = bare.with_resource_str(&r.resource)
             {
                 r.offer(make(full.into()));
@@ -701,29 +716,41 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
             return Ok(());
         }
         match el.name() {
-            "iq" => match Iq::try_from(el).map(|iq| route_iq(c2s, iq, full)) {
-                Ok(IqRoute::Routed(routed)) => {
-                    if let Some(error) = routed {
-                        xml.send(&error).await?;
+            "iq" => match Iq::try_from(el.clone()) {
+                Ok(iq) => match route_iq(c2s, iq, full).await {
+                    IqRoute::Routed(routed) => {
+                        if let Some(error) = routed {
+                            xml.send(&error).await?;
+                        }
                     }
-                }
-                Ok(IqRoute::Server(iq)) => {
-                    // Each feature module answers what is its own; the rest is handled here.
-                    let mut reply = crate::carbons::handle_iq(c2s, &iq, full);
-                    if reply.is_none() {
-                        reply = vcard::handle(c2s, &iq, full).await;
+                    IqRoute::Server(iq) => {
+                        // Each feature module answers what is its own; the rest is handled here.
+                        let mut reply = crate::carbons::handle_iq(c2s, &iq, full);
+                        if reply.is_none() {
+                            reply = crate::blocking::handle_iq(c2s, &iq, full).await;
+                        }
+                        if reply.is_none() {
+                            reply = vcard::handle(c2s, &iq, full).await;
+                        }
+                        if reply.is_none() {
+                            reply = crate::roster::handle_iq(c2s, &iq, full).await;
+                        }
+                        let reply = reply.or_else(|| handle_iq(c2s, iq, full, &domain));
+                        if let Some(reply) = reply {
+                            xml.send(&reply).await?;
+                        }
                     }
-                    if reply.is_none() {
-                        reply = crate::roster::handle_iq(c2s, &iq, full).await;
-                    }
-                    let reply = reply.or_else(|| handle_iq(c2s, iq, full, &domain));
-                    if let Some(reply) = reply {
-                        xml.send(&reply).await?;
-                    }
-                }
+                },
                 Err(e) => {
-                    stream_error(xml, StreamCondition::InvalidXml, &e.to_string()).await;
-                    return Ok(());
+                    // RFC 6120 §8.2.3: a get or set without exactly one payload is a bad
+                    // request; an IQ that is not even that ends the stream.
+                    match malformed_iq_reply(&el, full) {
+                        Some(reply) => xml.send(&reply).await?,
+                        None => {
+                            stream_error(xml, StreamCondition::InvalidXml, &e.to_string()).await;
+                            return Ok(());
+                        }
+                    }
                 }
             },
             "message" => {
@@ -733,7 +760,7 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
                 };
                 // RFC 6120 §8.1.2.1: the server stamps the sender.
                 msg.from = Some(full.clone().into());
-                if let Some(error) = route_message(c2s, msg, full) {
+                if let Some(error) = route_message(c2s, msg, full).await {
                     xml.send(&error).await?;
                 }
             }
@@ -760,12 +787,17 @@ fn is_presence_update(el: &Element) -> bool {
 }
 
 /// Route a message between local sessions. Returns the error stanza to bounce, if any.
-fn route_message(c2s: &C2s, mut msg: Message, sender: &FullJid) -> Option<Element> {
+async fn route_message(c2s: &C2s, mut msg: Message, sender: &FullJid) -> Option<Element> {
     // RFC 6120 §10.3.1: no 'to' means the account's own bare JID.
     let to = msg.to.get_or_insert_with(|| sender.to_bare().into()).clone();
     let local = to.domain().as_str().eq_ignore_ascii_case(&c2s.domain);
     let element: Element = msg.clone().into();
-    if local && to.node().is_some() {
+    let refused = if msg.type_ == MessageType::Error {
+        None
+    } else {
+        blocked(c2s, sender, &to).await
+    };
+    if refused.is_none() && local && to.node().is_some() {
         let reached = c2s.router.deliver_message(&to, &element, &msg.type_);
         if !reached.is_empty() {
             crate::carbons::copy(c2s, &msg, sender, &reached);
@@ -778,11 +810,12 @@ fn route_message(c2s: &C2s, mut msg: Message, sender: &FullJid) -> Option<Elemen
     if msg.type_ == MessageType::Error || (local && msg.type_ == MessageType::Headline) {
         return None;
     }
-    let condition = if local {
+    let condition = refused.unwrap_or(if local {
         StanzaCondition::ServiceUnavailable
     } else {
         StanzaCondition::RemoteServerNotFound
-    };
+    });
+    let blocked_by_sender = condition == StanzaCondition::NotAcceptable;
     let mut bounce = msg.clone();
     bounce.type_ = MessageType::Error;
     bounce.from = msg.to;
@@ -793,15 +826,52 @@ fn route_message(c2s: &C2s, mut msg: Message, sender: &FullJid) -> Option<Elemen
             by: None,
             defined_condition: condition,
             texts: BTreeMap::new(),
-            other: None,
+            other: blocked_by_sender.then(blocked_error),
         }
         .into(),
     );
     Some(bounce.into())
 }
 
-/// RFC 6120 §10.5.3.1 and §10.4: an IQ for the full JID of a local account belongs to that
-/// session, and one for another server to that server; neither is the server's to answer.
+/// XEP-0191 §3.5's application condition: the sender itself blocked the recipient.
+fn blocked_error() -> Element {
+    Element::builder("blocked", "urn:xmpp:blocking:errors").build()
+}
+
+/// XEP-0191 §3.5: the sender blocked the recipient (`not-acceptable`, so its client can say
+/// why), or a local recipient blocked the sender (`service-unavailable`, as if nobody were
+/// there).
+async fn blocked(c2s: &C2s, sender: &FullJid, to: &Jid) -> Option<StanzaCondition> {
+    let own = sender.node()?.as_str();
+    if crate::blocking::blocks(c2s, own, to).await {
+        return Some(StanzaCondition::NotAcceptable);
+    }
+    if to.domain().as_str().eq_ignore_ascii_case(&c2s.domain)
+        && let Some(node) = to.node()
+        && crate::blocking::blocks(c2s, node.as_str(), &sender.clone().into()).await
+    {
+        return Some(StanzaCondition::ServiceUnavailable);
+    }
+    None
+}
+
+/// The `bad-request` answer to a get or set IQ that xmpp-parsers refused (no payload, or
+/// more than one); None when the IQ has no id or is not a request.
+fn malformed_iq_reply(el: &Element, full: &FullJid) -> Option<Iq> {
+    let id = el.attr("id").filter(|id| !id.is_empty())?;
+    if !matches!(el.attr("type"), Some("get" | "set")) {
+        return None;
+    }
+    let to = el.attr("to").and_then(|t| Jid::new(t).ok());
+    Some(error_reply(
+        id.to_owned(),
+        to,
+        Some(full.clone().into()),
+        ErrorType::Modify,
+        StanzaCondition::BadRequest,
+    ))
+}
+
 /// Where an IQ from a client goes.
 enum IqRoute {
     /// The server answers: addressed to it, or to an account (which the server answers for).
@@ -810,7 +880,9 @@ enum IqRoute {
     Routed(Option<Iq>),
 }
 
-fn route_iq(c2s: &C2s, mut iq: Iq, full: &FullJid) -> IqRoute {
+/// RFC 6120 §10.5.3.1 and §10.4: an IQ for the full JID of a local account belongs to that
+/// session, and one for another server to that server; neither is the server's to answer.
+async fn route_iq(c2s: &C2s, mut iq: Iq, full: &FullJid) -> IqRoute {
     let (from, to, id) = match &mut iq {
         Iq::Get { from, to, id, .. }
         | Iq::Set { from, to, id, .. }
@@ -827,6 +899,16 @@ fn route_iq(c2s: &C2s, mut iq: Iq, full: &FullJid) -> IqRoute {
     // RFC 6120 §8.1.2.1: the server stamps the sender.
     *from = Some(full.clone().into());
     let request = matches!(iq, Iq::Get { .. } | Iq::Set { .. });
+    let refused = if request { blocked(c2s, full, &to).await } else { None };
+    if let Some(condition) = refused {
+        return IqRoute::Routed(Some(error_reply(
+            id,
+            Some(to),
+            Some(full.clone().into()),
+            ErrorType::Cancel,
+            condition,
+        )));
+    }
     if local && c2s.router.deliver(&to, &Element::from(iq)) {
         return IqRoute::Routed(None);
     }
@@ -990,6 +1072,7 @@ fn handle_iq(c2s: &C2s, iq: Iq, full: &FullJid, domain: &Jid) -> Option<Iq> {
                             ns::VERSION.to_owned(),
                             ns::TIME.to_owned(),
                             crate::carbons::NS.to_owned(),
+                            crate::blocking::NS.to_owned(),
                             LAST_ACTIVITY.to_owned(),
                             vcard::NS.to_owned(),
                             crate::roster::NS.to_owned(),

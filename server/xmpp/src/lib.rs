@@ -1,6 +1,7 @@
 //! XMPP streams over `estuary-core`: client-to-server (`c2s`), with SASL (`scram`); WebSocket,
 //! components and s2s follow. Plus the account <-> JID mapping.
 
+pub mod blocking;
 pub mod c2s;
 pub mod carbons;
 mod limit;
