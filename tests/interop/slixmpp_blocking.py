@@ -1,7 +1,8 @@
 """Interop: XEP-0191 blocking with slixmpp against Estuary, on the list Matrix uses.
 
 alice blocks bob over XMPP: her other session gets the push, bob's messages and IQs to her get
-service-unavailable, hers to him get not-acceptable + <blocked/>. The block is her Matrix
+service-unavailable, hers to him get not-acceptable + <blocked/>; presence stops both ways and
+bob sees her go offline. The block is her Matrix
 ignore list (checked over HTTP with her Matrix token), and the reverse holds: ignoring from
 Matrix shows up as an XMPP block. A JID of another server stays blocked outside the Matrix
 list. Prints ALL OK on success.
@@ -33,6 +34,10 @@ class Client(slixmpp.ClientXMPP):
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0092")
         self.register_plugin("xep_0191")
+        self.auto_authorize = True
+        self.auto_subscribe = True
+        self.presences = []
+        self.add_event_handler("presence", lambda p: self.presences.append(p))
         self.started = asyncio.get_event_loop().create_future()
         self.inbox, self.pushes = asyncio.Queue(), asyncio.Queue()
         self.add_event_handler("session_start", self.on_start)
@@ -47,6 +52,19 @@ class Client(slixmpp.ClientXMPP):
     async def login(self, host, port):
         self.connect(host, port)
         return await asyncio.wait_for(self.started, 20)
+
+
+async def until(cond, what, timeout=10):
+    deadline = asyncio.get_event_loop().time() + timeout
+    while not cond():
+        if asyncio.get_event_loop().time() > deadline:
+            raise AssertionError(f"timed out: {what}")
+        await asyncio.sleep(0.05)
+    print(f"ok - {what}", flush=True)
+
+
+def saw(client, sender, **want):
+    return [p for p in client.presences if p["from"].bare == sender and all(p[k] == v for k, v in want.items())]
 
 
 def matrix(a, method, path, body=None):
@@ -70,7 +88,18 @@ async def main(a):
     check("urn:xmpp:blocking" in info["disco_info"]["features"], "the server advertises blocking")
     check(await alice2.plugin["xep_0191"].get_blocked_jids(timeout=5) == set(), "the blocklist starts empty")
 
+    alice.send_presence_subscription(pto=f"bob@{d}")
+    await until(lambda: saw(bob, f"alice@{d}", type="available") and saw(alice, f"bob@{d}", type="available"),
+                "alice and bob subscribe to each other and see each other available")
+
     await alice.plugin["xep_0191"].block([f"bob@{d}", "carol@elsewhere.example"], timeout=5)
+    await until(lambda: saw(bob, f"alice@{d}", type="unavailable"), "on the block, alice appears offline to bob (XEP-0191 3.3)")
+    n_bob, n_alice = len(bob.presences), len(alice.presences)
+    alice.send_presence(pshow="chat", pstatus="hidden from bob")
+    bob.send_presence(pshow="away", pstatus="hidden from alice")
+    await asyncio.sleep(0.5)
+    check(not saw(bob, f"alice@{d}", show="chat") and len(bob.presences) == n_bob, "alice's presence does not reach bob across the block")
+    check(not saw(alice, f"bob@{d}", show="away"), "nor bob's reach alice")
     kind, _ = await asyncio.wait_for(alice2.pushes.get(), 10)
     check(kind == "block", "alice's other session (which asked for the list) gets the block push")
     blocked = {str(j) for j in await alice2.plugin["xep_0191"].get_blocked_jids(timeout=5)}
@@ -102,6 +131,8 @@ async def main(a):
     bob.send_message(mto=f"alice@{d}/one", mbody="hello again", mtype="chat")
     m = await asyncio.wait_for(alice.inbox.get(), 10)
     check(m["body"] == "hello again", "bob's messages reach alice again")
+    alice.send_presence(pshow="dnd", pstatus="visible again")
+    await until(lambda: saw(bob, f"alice@{d}", show="dnd"), "and alice's presence reaches bob again")
 
     # slixmpp's unblock([]) sends an empty IQ; send the <unblock/> (no items = everyone) by hand.
     iq = alice.make_iq_set()

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use tokio_xmpp::minidom::Element;
 use xmpp_parsers::blocking::{Block, BlocklistResult, Unblock};
 use xmpp_parsers::iq::Iq;
-use xmpp_parsers::jid::{FullJid, Jid};
+use xmpp_parsers::jid::{BareJid, FullJid, Jid};
+use xmpp_parsers::presence::{Presence, Type as PresenceType};
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::c2s::{C2s, error_reply, new_id};
@@ -127,6 +128,7 @@ pub async fn handle_iq(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<Iq> {
         let items = list.iter().filter_map(|j| Jid::new(j).ok()).collect();
         return reply(Some(BlocklistResult { items }.into()));
     }
+    let mut newly_blocked = Vec::new();
     let push: Element = if payload.is("block", NS) {
         let Ok(block) = Block::try_from(payload.clone()) else {
             return err(DefinedCondition::BadRequest);
@@ -136,6 +138,7 @@ pub async fn handle_iq(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<Iq> {
             return err(DefinedCondition::BadRequest);
         }
         list.extend(block.items.iter().map(|j| j.to_string()));
+        newly_blocked.clone_from(&block.items);
         block.into()
     } else if payload.is("unblock", NS) {
         let Ok(unblock) = Unblock::try_from(payload.clone()) else {
@@ -157,6 +160,7 @@ pub async fn handle_iq(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<Iq> {
     }
     // §3.3/§3.4: every session that asked for the blocklist hears of the change.
     let bare = full.to_bare();
+    appear_offline_to(c2s, &localpart, &newly_blocked).await;
     c2s.router.deliver_blocklist_push(&bare, |dest| {
         Iq::Set {
             from: None,
@@ -167,4 +171,33 @@ pub async fn handle_iq(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<Iq> {
         .into()
     });
     reply(None)
+}
+
+/// §3.3: contacts that could see the user's presence and are now blocked see it go
+/// unavailable (from each available session).
+async fn appear_offline_to(c2s: &C2s, localpart: &str, blocked: &[Jid]) {
+    if blocked.is_empty() {
+        return;
+    }
+    let Ok(me) = BareJid::new(&crate::bare_jid(localpart, &c2s.domain)) else {
+        return;
+    };
+    let sessions = c2s.router.available_presences(&me);
+    for watcher in crate::roster::watchers(c2s, localpart).await {
+        let Ok(contact) = BareJid::new(&watcher.contact) else {
+            continue;
+        };
+        let hit = blocked
+            .iter()
+            .any(|b| b.to_bare() == contact || (b.node().is_none() && b.domain() == contact.domain()));
+        if !hit {
+            continue;
+        }
+        for (from, _) in &sessions {
+            let mut gone = Presence::new(PresenceType::Unavailable);
+            gone.from = Some(from.clone());
+            gone.to = Some(contact.clone().into());
+            c2s.router.deliver_available(&contact, &gone.into());
+        }
+    }
 }

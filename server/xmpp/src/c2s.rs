@@ -841,7 +841,7 @@ fn blocked_error() -> Element {
 /// XEP-0191 §3.5: the sender blocked the recipient (`not-acceptable`, so its client can say
 /// why), or a local recipient blocked the sender (`service-unavailable`, as if nobody were
 /// there).
-async fn blocked(c2s: &C2s, sender: &FullJid, to: &Jid) -> Option<StanzaCondition> {
+pub(crate) async fn blocked(c2s: &C2s, sender: &FullJid, to: &Jid) -> Option<StanzaCondition> {
     let own = sender.node()?.as_str();
     if crate::blocking::blocks(c2s, own, to).await {
         return Some(StanzaCondition::NotAcceptable);

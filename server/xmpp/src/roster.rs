@@ -201,9 +201,12 @@ pub async fn handle_presence(c2s: &C2s, full: &FullJid, presence: Presence) {
         ) => {
             subscription(c2s, full, &to.to_bare(), presence.type_.clone()).await;
         }
-        // Directed presence (§4.6) and probes to a single entity.
+        // Directed presence (§4.6) and probes to a single entity; never across a block
+        // (XEP-0191 §3.5).
         (_, Some(to)) => {
-            c2s.router.deliver(&to, &presence.into());
+            if crate::c2s::blocked(c2s, full, &to).await.is_none() {
+                c2s.router.deliver(&to, &presence.into());
+            }
         }
         // Broadcast presence (§4.2, §4.4, §4.5).
         (PresenceType::None | PresenceType::Unavailable, None) => broadcast(c2s, full, presence).await,
@@ -212,7 +215,7 @@ pub async fn handle_presence(c2s: &C2s, full: &FullJid, presence: Presence) {
 }
 
 /// An account's roster items whose subscription lets them see its presence.
-async fn watchers(c2s: &C2s, localpart: &str) -> Vec<RosterItem> {
+pub(crate) async fn watchers(c2s: &C2s, localpart: &str) -> Vec<RosterItem> {
     c2s.core
         .store
         .roster(localpart)
@@ -231,7 +234,9 @@ async fn broadcast(c2s: &C2s, full: &FullJid, presence: Presence) {
         (presence.type_ == PresenceType::None).then(|| presence.clone().into()),
     );
     for contact in watchers(c2s, &localpart).await {
-        if let Ok(to) = BareJid::new(&contact.contact) {
+        if let Ok(to) = BareJid::new(&contact.contact)
+            && crate::c2s::blocked(c2s, full, &to.clone().into()).await.is_none()
+        {
             let mut p = presence.clone();
             p.to = Some(to.clone().into());
             c2s.router.deliver_available(&to, &p.into());
@@ -252,8 +257,11 @@ async fn broadcast(c2s: &C2s, full: &FullJid, presence: Presence) {
             let Ok(contact) = BareJid::new(&item.contact) else {
                 continue;
             };
-            // Probes (§4.3): the current presence of every contact the user may see.
-            if matches!(item.subscription.as_str(), "to" | "both") {
+            // Probes (§4.3): the current presence of every contact the user may see (and has
+            // not blocked, nor been blocked by).
+            if matches!(item.subscription.as_str(), "to" | "both")
+                && crate::c2s::blocked(c2s, full, &contact.clone().into()).await.is_none()
+            {
                 for (from, p) in c2s.router.available_presences(&contact) {
                     let Ok(mut p) = Presence::try_from(p) else { continue };
                     p.from = Some(from);
