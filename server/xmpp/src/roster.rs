@@ -203,14 +203,16 @@ pub async fn handle_presence(c2s: &C2s, full: &FullJid, presence: Presence) {
         }
         // Directed presence (§4.6) and probes to a single entity; never across a block
         // (XEP-0191 §3.5).
-        (_, Some(to)) => {
-            if crate::c2s::blocked(c2s, full, &to).await.is_none() {
-                c2s.router.deliver(&to, &presence.into());
-            }
-        }
+        (_, Some(to)) => deliver_unless_blocked(c2s, full, &to, presence).await,
         // Broadcast presence (§4.2, §4.4, §4.5).
         (PresenceType::None | PresenceType::Unavailable, None) => broadcast(c2s, full, presence).await,
         _ => {}
+    }
+}
+
+async fn deliver_unless_blocked(c2s: &C2s, full: &FullJid, to: &Jid, presence: Presence) {
+    if crate::c2s::blocked(c2s, full, to).await.is_none() {
+        c2s.router.deliver(to, &presence.into());
     }
 }
 
