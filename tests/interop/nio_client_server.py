@@ -22,11 +22,7 @@ from nio import (
 )
 from nio.api import MessageDirection, RoomPreset
 
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-    print(f"ok - {what}", flush=True)
+from checks import check
 
 
 async def register(hs, user, password):

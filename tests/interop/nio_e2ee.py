@@ -13,11 +13,7 @@ import time
 
 from nio import AsyncClient, AsyncClientConfig, LoginResponse, MegolmEvent, RoomMessageText, RoomSendResponse
 
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-    print(f"ok - {what}", flush=True)
+from checks import check
 
 
 async def main(hs, room_id, store, expect):

@@ -14,13 +14,8 @@ import ssl
 import sys
 
 import slixmpp
-from slixmpp.exceptions import IqError
 
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-    print(f"ok - {what}", flush=True)
+from checks import check, iq_condition
 
 
 class Client(slixmpp.ClientXMPP):
@@ -72,25 +67,13 @@ async def main(a):
           f"XEP-0157 contact addresses in disco#info: {fields}")
     items = await alice.plugin["xep_0030"].get_items(jid=a.domain)
     check(list(items["disco_items"]["items"]) == [], "disco#items of the server answers (no services yet)")
-    try:
-        await alice.plugin["xep_0030"].get_items(jid=a.domain, node="nonexistent-node-for-test")
-        got = "a result"
-    except IqError as e:
-        got = e.iq["error"]["condition"]
+    got = await iq_condition(alice.plugin["xep_0030"].get_items(jid=a.domain, node="nonexistent-node-for-test"))
     check(got == "item-not-found", f"disco of an unknown node gets item-not-found (got {got})")
     info = await alice.plugin["xep_0030"].get_info(jid=f"alice@{a.domain}")
     check(("account", "registered", None, None) in info["disco_info"]["identities"], "the account's bare JID is an account/registered")
-    try:
-        await alice.plugin["xep_0030"].get_info(jid=f"alice@{a.domain}", node="some-node")
-        got = "a result"
-    except IqError as e:
-        got = e.iq["error"]["condition"]
+    got = await iq_condition(alice.plugin["xep_0030"].get_info(jid=f"alice@{a.domain}", node="some-node"))
     check(got == "item-not-found", f"and an unknown node on it gets item-not-found (got {got})")
-    try:
-        await alice.make_iq_get(queryxmlns="urn:example:unsupported", ito=a.domain).send(timeout=5)
-        got = "a result"
-    except IqError as e:
-        got = e.iq["error"]["condition"]
+    got = await iq_condition(alice.make_iq_get(queryxmlns="urn:example:unsupported", ito=a.domain).send(timeout=5))
     check(got == "service-unavailable", f"an unsupported request gets service-unavailable, not silence (got {got})")
 
     wrong = Client(f"alice@{a.domain}/x", "not-the-password", "SCRAM-SHA-256", False)
@@ -118,11 +101,7 @@ async def main(a):
     v = await alice.plugin["xep_0092"].get_version(slixmpp.JID(f"bob@{a.domain}/phone"), timeout=5)
     check(v["software_version"]["name"] == "client-of-bob" and v["from"] == f"bob@{a.domain}/phone", "an IQ to bob's full JID is answered by bob's client")
     for target, condition in ((f"bob@{a.domain}/nowhere", "service-unavailable"), (f"carol@elsewhere.example/x", "remote-server-not-found")):
-        try:
-            await alice.plugin["xep_0092"].get_version(slixmpp.JID(target), timeout=5)
-            got = "a result"
-        except IqError as e:
-            got = e.iq["error"]["condition"]
+        got = await iq_condition(alice.plugin["xep_0092"].get_version(slixmpp.JID(target), timeout=5))
         check(got == condition, f"an IQ to {target} gets {condition} (got {got})")
 
     alice.send_message(mto=f"bob@{a.domain}", mbody="hello bob", mtype="chat")

@@ -14,11 +14,7 @@ import sys
 
 import slixmpp
 
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-    print(f"ok - {what}", flush=True)
+from checks import check
 
 
 class Client(slixmpp.ClientXMPP):

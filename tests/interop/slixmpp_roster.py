@@ -15,20 +15,7 @@ import sys
 
 import slixmpp
 
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-    print(f"ok - {what}", flush=True)
-
-
-async def until(cond, what, timeout=10):
-    deadline = asyncio.get_event_loop().time() + timeout
-    while not cond():
-        if asyncio.get_event_loop().time() > deadline:
-            raise AssertionError(f"timed out: {what}")
-        await asyncio.sleep(0.05)
-    print(f"ok - {what}", flush=True)
+from checks import check, until
 
 
 class Client(slixmpp.ClientXMPP):

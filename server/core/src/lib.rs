@@ -22,7 +22,7 @@ pub mod streams;
 pub use accounts::Accounts;
 pub use config::Config;
 pub use estuary_store::{
-    Account, BackupKey, Device, Membership, Relation, RosterItem, Session, StoreError, StoredEvent,
+    Account, BackupKey, BackupVersion, Device, Membership, Relation, RosterItem, Session, StoreError, StoredEvent,
 };
 pub use sessions::Sessions;
 

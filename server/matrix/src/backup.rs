@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use estuary_core::{BackupKey, CoreError};
+use estuary_core::{BackupKey, BackupVersion, CoreError};
 use ruma::api::client::backup::{
     add_backup_keys::v3 as add_all, add_backup_keys_for_room::v3 as add_room,
     add_backup_keys_for_session::v3 as add_session, create_backup_version::v3 as create,
@@ -31,6 +31,29 @@ fn version_number(v: &str) -> Result<i64, MatrixError> {
 
 fn no_backup() -> MatrixError {
     MatrixError::not_found("No current backup version")
+}
+
+/// The caller's backup version `v`, or `M_NOT_FOUND`.
+async fn existing_version(state: &MatrixState, caller: &Caller, v: i64) -> Result<BackupVersion, MatrixError> {
+    state
+        .core
+        .store
+        .backup_version(&caller.localpart, Some(v))
+        .await
+        .map_err(store_err)?
+        .ok_or_else(no_backup)
+}
+
+/// The answer to a key upload or deletion: the version's new etag and its key count.
+async fn etag_and_count(state: &MatrixState, caller: &Caller, v: i64) -> JsonResult {
+    let info = existing_version(state, caller, v).await?;
+    let count = state
+        .core
+        .store
+        .backup_key_count(&caller.localpart, v)
+        .await
+        .map_err(store_err)?;
+    Ok(Json(json!({ "etag": info.etag.to_string(), "count": count })))
 }
 
 /// The algorithm object of a request body: `{algorithm, auth_data}`.
@@ -91,13 +114,7 @@ pub async fn update_version(State(state): State<Arc<MatrixState>>, req: Ruma<upd
     let caller = req.caller()?;
     let v = version_number(&req.body.version)?;
     let (alg, auth) = algorithm(req.body.algorithm.json())?;
-    let current = state
-        .core
-        .store
-        .backup_version(&caller.localpart, Some(v))
-        .await
-        .map_err(store_err)?
-        .ok_or_else(no_backup)?;
+    let current = existing_version(&state, caller, v).await?;
     if current.algorithm != alg {
         return Err(MatrixError::invalid_param(
             "The algorithm of a backup version cannot change",
@@ -203,13 +220,7 @@ async fn put_keys(state: &MatrixState, caller: &Caller, version: &str, keys: Vec
         .put_backup_keys(&caller.localpart, v, &kept)
         .await
         .map_err(store_err)?;
-    let info = store
-        .backup_version(&caller.localpart, Some(v))
-        .await
-        .map_err(store_err)?
-        .ok_or_else(no_backup)?;
-    let count = store.backup_key_count(&caller.localpart, v).await.map_err(store_err)?;
-    Ok(Json(json!({ "etag": info.etag.to_string(), "count": count })))
+    etag_and_count(state, caller, v).await
 }
 
 pub async fn put_all(State(state): State<Arc<MatrixState>>, req: Ruma<add_all::Request>) -> JsonResult {
@@ -258,13 +269,7 @@ async fn fetch(
     session: Option<&str>,
 ) -> Result<Vec<BackupKey>, MatrixError> {
     let v = version_number(version)?;
-    state
-        .core
-        .store
-        .backup_version(&caller.localpart, Some(v))
-        .await
-        .map_err(store_err)?
-        .ok_or_else(no_backup)?;
+    existing_version(state, caller, v).await?;
     state
         .core
         .store
@@ -321,33 +326,14 @@ async fn delete_keys(
     session: Option<&str>,
 ) -> JsonResult {
     let v = version_number(version)?;
-    state
-        .core
-        .store
-        .backup_version(&caller.localpart, Some(v))
-        .await
-        .map_err(store_err)?
-        .ok_or_else(no_backup)?;
+    existing_version(state, caller, v).await?;
     state
         .core
         .store
         .delete_backup_keys(&caller.localpart, v, room, session)
         .await
         .map_err(store_err)?;
-    let info = state
-        .core
-        .store
-        .backup_version(&caller.localpart, Some(v))
-        .await
-        .map_err(store_err)?
-        .ok_or_else(no_backup)?;
-    let count = state
-        .core
-        .store
-        .backup_key_count(&caller.localpart, v)
-        .await
-        .map_err(store_err)?;
-    Ok(Json(json!({ "etag": info.etag.to_string(), "count": count })))
+    etag_and_count(state, caller, v).await
 }
 
 pub async fn remove_all(State(state): State<Arc<MatrixState>>, req: Ruma<del_all::Request>) -> JsonResult {

@@ -49,7 +49,7 @@ pub async fn well_known_support(State(state): State<Arc<MatrixState>>) -> Result
                 contacts.push(json!({ "role": role, "email_address": email }));
             } else if let Some(user) = uri.strip_prefix("matrix:u/") {
                 // MSC2312 URIs may carry `?action=...`.
-                let user = user.split('?').next().unwrap_or(user);
+                let user = user.split_once('?').map_or(user, |(u, _)| u);
                 contacts.push(json!({ "role": role, "matrix_id": format!("@{user}") }));
             }
         }

@@ -45,10 +45,7 @@ pub async fn blocklist(c2s: &C2s, localpart: &str) -> BTreeSet<String> {
 /// Whether `localpart` blocked `jid` (XEP-0191 §4: by full JID, bare JID or domain).
 pub async fn blocks(c2s: &C2s, localpart: &str, jid: &Jid) -> bool {
     let list = blocklist(c2s, localpart).await;
-    !list.is_empty()
-        && (list.contains(jid.as_str())
-            || list.contains(jid.to_bare().as_str())
-            || list.contains(jid.domain().as_str()))
+    list.contains(jid.as_str()) || list.contains(jid.to_bare().as_str()) || list.contains(jid.domain().as_str())
 }
 
 /// Store a new list: local accounts into the Matrix ignore list (other entries there kept),

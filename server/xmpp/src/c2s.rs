@@ -23,7 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::xmlstream::{AcceptedStream, ReadError, StreamHeader, Timeouts, XmlStream, accept_stream};
 use xmpp_parsers::bind::{BindFeature, BindQuery, BindResponse};
-use xmpp_parsers::data_forms::{DataForm, DataFormType, Field, FieldType};
+use xmpp_parsers::data_forms::DataForm;
 use xmpp_parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity};
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::{BareJid, FullJid, Jid};
@@ -317,28 +317,18 @@ impl C2s {
 
 /// XEP-0157: the `http://jabber.org/network/serverinfo` form of the server's disco#info.
 fn server_info(contact: &estuary_core::config::ContactConfig) -> Option<DataForm> {
-    let lists = [
-        ("admin-addresses", &contact.admin),
-        ("abuse-addresses", &contact.abuse),
-        ("security-addresses", &contact.security),
-        ("support-addresses", &contact.support),
-    ];
-    if lists.iter().all(|(_, uris)| uris.is_empty()) {
-        return None;
-    }
-    let fields = lists
-        .into_iter()
-        .map(|(var, uris)| {
-            let mut field = Field::new(var, FieldType::ListMulti);
-            field.values = uris.clone();
-            field
-        })
-        .collect();
-    Some(DataForm::new(
-        DataFormType::Result_,
-        "http://jabber.org/network/serverinfo",
-        fields,
-    ))
+    let info = xmpp_parsers::server_info::ServerInfo {
+        abuse: contact.abuse.clone(),
+        admin: contact.admin.clone(),
+        feedback: vec![],
+        sales: vec![],
+        security: contact.security.clone(),
+        support: contact.support.clone(),
+    };
+    let empty = [&info.abuse, &info.admin, &info.security, &info.support]
+        .iter()
+        .all(|l| l.is_empty());
+    (!empty).then(|| info.into())
 }
 
 /// XEP-0012 Last Activity.
@@ -715,8 +705,10 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
             stream_error(xml, StreamCondition::UnsupportedStanzaType, "").await;
             return Ok(());
         }
+        // What a malformed IQ's error reply needs, taken before parsing consumes the element.
+        let iq_attrs = (el.name() == "iq").then(|| ["id", "type", "to"].map(|a| el.attr(a).map(str::to_owned)));
         match el.name() {
-            "iq" => match Iq::try_from(el.clone()) {
+            "iq" => match Iq::try_from(el) {
                 Ok(iq) => match route_iq(c2s, iq, full).await {
                     IqRoute::Routed(routed) => {
                         if let Some(error) = routed {
@@ -744,7 +736,7 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
                 Err(e) => {
                     // RFC 6120 §8.2.3: a get or set without exactly one payload is a bad
                     // request; an IQ that is not even that ends the stream.
-                    match malformed_iq_reply(&el, full) {
+                    match malformed_iq_reply(&iq_attrs, full) {
                         Some(reply) => xml.send(&reply).await?,
                         None => {
                             stream_error(xml, StreamCondition::InvalidXml, &e.to_string()).await;
@@ -857,12 +849,13 @@ pub(crate) async fn blocked(c2s: &C2s, sender: &FullJid, to: &Jid) -> Option<Sta
 
 /// The `bad-request` answer to a get or set IQ that xmpp-parsers refused (no payload, or
 /// more than one); None when the IQ has no id or is not a request.
-fn malformed_iq_reply(el: &Element, full: &FullJid) -> Option<Iq> {
-    let id = el.attr("id").filter(|id| !id.is_empty())?;
-    if !matches!(el.attr("type"), Some("get" | "set")) {
+fn malformed_iq_reply(attrs: &Option<[Option<String>; 3]>, full: &FullJid) -> Option<Iq> {
+    let [id, type_, to] = attrs.as_ref()?;
+    let id = id.as_deref().filter(|id| !id.is_empty())?;
+    if !matches!(type_.as_deref(), Some("get" | "set")) {
         return None;
     }
-    let to = el.attr("to").and_then(|t| Jid::new(t).ok());
+    let to = to.as_deref().and_then(|t| Jid::new(t).ok());
     Some(error_reply(
         id.to_owned(),
         to,

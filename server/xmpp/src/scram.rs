@@ -16,13 +16,6 @@ pub enum ScramHash {
 }
 
 impl ScramHash {
-    pub fn from_mechanism(name: &str) -> Option<Self> {
-        match name {
-            "SCRAM-SHA-1" => Some(Self::Sha1),
-            "SCRAM-SHA-256" => Some(Self::Sha256),
-            _ => None,
-        }
-    }
     fn hmac(self, key: &[u8], msg: &[u8]) -> Vec<u8> {
         match self {
             Self::Sha1 => {
