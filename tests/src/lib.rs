@@ -179,7 +179,8 @@ impl Instance {
         // Tests that enable XMPP refer to its ports by placeholder, so all four are distinct.
         let extra = extra
             .replace("{C2S_PORT}", &c2s_port.to_string())
-            .replace("{C2S_TLS_PORT}", &c2s_tls_port.to_string());
+            .replace("{C2S_TLS_PORT}", &c2s_tls_port.to_string())
+            .replace("{CLIENT_PORT}", &client_port.to_string());
         let config_path = dir.path().join("estuary.toml");
         let base = format!(
             "server_name = \"localhost\"\n\
@@ -438,8 +439,8 @@ pub fn run_interop_script(script: &str, args: &[&str], deadline: Duration) -> St
 pub fn run_node_script(script: &str, args: &[&str], deadline: Duration) -> String {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/js");
     assert!(
-        dir.join("node_modules/matrix-js-sdk").exists(),
-        "matrix-js-sdk is not installed in {}; run ./scripts/test (it runs npm ci there)",
+        dir.join("node_modules/matrix-js-sdk").exists() && dir.join("node_modules/@xmpp/client").exists(),
+        "the JavaScript test clients are not installed in {}; run ./scripts/test (it runs npm ci there)",
         dir.display()
     );
     let mut cmd = std::process::Command::new("node");

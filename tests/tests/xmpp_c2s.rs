@@ -196,6 +196,38 @@ async fn slixmpp_carbons() {
     assert!(server.terminate().await.success());
 }
 
+/// XMPP over WebSocket (RFC 7395) with xmpp.js, found through host-meta (XEP-0156): login,
+/// a wrong password, an IQ, messages both ways, bad frames, a clean close. The session code
+/// is the one TCP streams use, so one backend is enough.
+#[tokio::test]
+async fn xmpp_websocket() {
+    let extra = format!("{OPEN_CONFIG}[matrix]\npublic_base_url = \"http://127.0.0.1:{{CLIENT_PORT}}\"\n");
+    let inst = Instance::with_config(Backend::Sqlite, &extra).await;
+    let server = inst.start().await;
+    for user in ["alice", "bob"] {
+        assert!(inst.cli(&["user", "create", user, "--password", "ws-password"]).status.success());
+    }
+    let base = server.url("");
+    let out = tokio::task::spawn_blocking(move || {
+        estuary_tests::run_node_script(
+            "xmpp_websocket.mjs",
+            &[&base, "localhost", "ws-password"],
+            Duration::from_secs(120),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("bob got alice's 50 messages in order"), "{out}");
+    // Without a public URL there is nothing to announce.
+    let plain = Instance::new(Backend::Sqlite).await;
+    let server2 = plain.start().await;
+    let r = reqwest::get(server2.url("/.well-known/host-meta.json")).await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(server2.terminate().await.success());
+    assert!(!server.logs().contains("panicked"), "{}", server.logs());
+    assert!(server.terminate().await.success());
+}
+
 /// Talk raw XML to the STARTTLS port and return what the server sent back before closing.
 async fn raw_exchange(port: u16, send: &[&str]) -> String {
     let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();

@@ -32,10 +32,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut listeners = JoinSet::new();
     let log_ips = config.privacy.log_ips;
 
-    let client_app = http::with_tracing(
-        with_health(estuary_matrix::client_router(core.clone()).map_err(anyhow::Error::msg)?),
-        log_ips,
-    );
     // The client listeners (which answer /health) start serving last: once /health answers,
     // every listener is bound.
     let mut client_listeners = Vec::new();
@@ -49,15 +45,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let xmpp = &config.xmpp;
     let federation = config.federation.enabled && !config.matrix.federation_listen.is_empty();
-    let c2s_wanted = !(xmpp.c2s_listen.is_empty() && xmpp.c2s_tls_listen.is_empty());
     // One TLS configuration (certificate) for federation and XMPP.
-    let tls = if federation || c2s_wanted {
-        Some(tls::server_config(&config)?)
-    } else {
-        None
-    };
+    let tls = tls::server_config(&config)?;
+    let c2s_state = estuary_xmpp::c2s::C2s::new(core.clone(), tls.clone()).context("xmpp: cannot set up c2s")?;
+    // The client listener also carries XMPP over WebSocket (RFC 7395) and its discovery.
+    let client_app = http::with_tracing(
+        with_health(
+            estuary_matrix::client_router(core.clone())
+                .map_err(anyhow::Error::msg)?
+                .merge(estuary_xmpp::websocket::router(c2s_state.clone())),
+        ),
+        log_ips,
+    );
 
-    if let (true, Some(tls)) = (federation, &tls) {
+    if federation {
         let federation_app = http::with_tracing(with_health(estuary_federation::router(core.clone())), log_ips);
         for addr in &config.matrix.federation_listen {
             let listener = TcpListener::bind(addr)
@@ -73,9 +74,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
 
-    if let (true, Some(tls)) = (c2s_wanted, &tls) {
-        use estuary_xmpp::c2s::{self, C2s, Mode};
-        let c2s_state = C2s::new(core.clone(), tls.clone()).context("xmpp: cannot set up c2s")?;
+    {
+        use estuary_xmpp::c2s::{self, Mode};
         for (addrs, mode, key) in [
             (&xmpp.c2s_listen, Mode::StartTls, "xmpp.c2s_listen"),
             (&xmpp.c2s_tls_listen, Mode::DirectTls, "xmpp.c2s_tls_listen"),

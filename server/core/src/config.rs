@@ -154,6 +154,8 @@ pub struct XmppConfig {
     pub s2s_listen: Vec<SocketAddr>,
     /// Peer domain -> "host:port", bypassing DNS.
     pub s2s_static_routes: BTreeMap<String, String>,
+    /// Offer SASL PLAIN (over TLS only), for clients without SCRAM. SCRAM is always offered.
+    pub sasl_plain: bool,
 }
 
 impl Default for XmppConfig {
@@ -165,6 +167,7 @@ impl Default for XmppConfig {
             c2s_tls_listen: vec![SocketAddr::from(([0, 0, 0, 0], 5223))],
             s2s_listen: vec![SocketAddr::from(([0, 0, 0, 0], 5269))],
             s2s_static_routes: BTreeMap::new(),
+            sasl_plain: true,
         }
     }
 }

@@ -8,20 +8,18 @@
 //! connected sessions of local accounts. Other requests get `service-unavailable`; offline
 //! storage, stream management and the other XEPs follow (see docs/development).
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use estuary_core::Core;
-use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, BufStream};
+use tokio::io::{AsyncRead, AsyncWrite, BufStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_xmpp::minidom::Element;
-use tokio_xmpp::xmlstream::{AcceptedStream, ReadError, StreamHeader, Timeouts, XmlStream, accept_stream};
+use tokio_xmpp::xmlstream::{ReadError, Timeouts, accept_stream};
 use xmpp_parsers::bind::{BindFeature, BindQuery, BindResponse};
 use xmpp_parsers::data_forms::DataForm;
 use xmpp_parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity};
@@ -39,6 +37,7 @@ use xmpp_parsers::stream_error::{DefinedCondition as StreamCondition, StreamErro
 use xmpp_parsers::stream_features::StreamFeatures;
 
 use crate::limit::{self, Budget, Limited, Violation};
+use crate::wire::{self, Wire, WsWire};
 use crate::scram::{self, ScramHash, ScramServer, StoredScram};
 use crate::vcard;
 
@@ -68,7 +67,6 @@ const TLS_DEADLINE: Duration = Duration::from_secs(15);
 /// Failed SASL attempts on one stream before it is closed with policy-violation.
 const MAX_AUTH_FAILURES: u32 = 3;
 
-type Xml<Io> = XmlStream<Io, Element>;
 
 /// One bound resource: the channel feeding its stream, and its last available presence
 /// (None until initial presence, and after unavailable).
@@ -388,8 +386,8 @@ pub(crate) fn new_id() -> String {
 }
 
 /// Send a stream error, then the footer, and close.
-async fn stream_error<Io: AsyncBufRead + AsyncWrite + Unpin>(
-    xml: &mut Xml<Io>,
+pub(crate) async fn stream_error<W: Wire>(
+    xml: &mut W,
     condition: StreamCondition,
     text: &str,
 ) {
@@ -402,7 +400,7 @@ async fn stream_error<Io: AsyncBufRead + AsyncWrite + Unpin>(
     } else {
         StreamError::new(condition, "en", text)
     };
-    let _ = xml.send(&error).await;
+    let _ = xml.send(error.into()).await;
     let _ = xml.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         while let Some(ev) = xml.next().await {
@@ -414,41 +412,9 @@ async fn stream_error<Io: AsyncBufRead + AsyncWrite + Unpin>(
     .await;
 }
 
-/// Answer the client's stream header with ours and the given features; `host-unknown` when
-/// the client asked for a domain we do not serve.
-async fn open<Io: AsyncBufRead + AsyncWrite + Unpin>(
-    mut accepted: AcceptedStream<Io>,
-    c2s: &C2s,
-    features: StreamFeatures,
-) -> io::Result<Option<Xml<Io>>> {
-    let header = accepted.take_header();
-    let pending = accepted
-        .send_header(StreamHeader {
-            from: Some(Cow::Borrowed(c2s.domain.as_str())),
-            to: None,
-            id: Some(Cow::Owned(new_id())),
-        })
-        .await?;
-    if !header
-        .to
-        .as_deref()
-        .is_some_and(|to| to.eq_ignore_ascii_case(&c2s.domain))
-    {
-        pending
-            .send_error(&StreamError::new(
-                StreamCondition::HostUnknown,
-                "en",
-                "this server does not serve that domain",
-            ))
-            .await?;
-        return Ok(None);
-    }
-    Ok(Some(pending.send_features::<Element>(&features).await?))
-}
-
 /// After the reader failed: the stream error the failure deserves, if it deserves one (a
 /// transport failure does not: nobody would read it).
-async fn read_failed<Io: AsyncBufRead + AsyncWrite + Unpin>(xml: &mut Xml<Io>, budget: &Budget, e: &io::Error) {
+pub(crate) async fn read_failed<W: Wire>(xml: &mut W, budget: &Budget, e: &io::Error) {
     match budget.violation() {
         Violation::TooLarge => {
             stream_error(
@@ -489,22 +455,18 @@ async fn handle_starttls(tcp: TcpStream, c2s: &C2s) -> io::Result<()> {
         limits: Some(limit::advertised(limit::UNAUTHENTICATED)),
         ..Default::default()
     };
-    let Some(mut xml) = open(accepted, c2s, features).await? else {
+    let Some(mut xml) = wire::open(accepted, c2s, features).await? else {
         return Ok(());
     };
-    match xml.next().await {
-        Some(Ok(el)) if el.is("starttls", ns::TLS) => {}
-        Some(Ok(_)) => {
+    match next_element(&mut xml, &budget).await {
+        Some(el) if el.is("starttls", ns::TLS) => {}
+        Some(_) => {
             stream_error(&mut xml, StreamCondition::PolicyViolation, "STARTTLS is required").await;
             return Ok(());
         }
-        Some(Err(ReadError::HardError(e))) => {
-            read_failed(&mut xml, &budget, &e).await;
-            return Ok(());
-        }
-        _ => return Ok(()),
+        None => return Ok(()),
     }
-    xml.send(&Proceed).await?;
+    Wire::send(&mut xml, Proceed.into()).await?;
     // The client waits for <proceed/> before the handshake, so no buffered bytes are lost.
     let tcp: TcpStream = xml.into_inner().into_inner().into_inner();
     let tls = tokio::time::timeout(TLS_DEADLINE, c2s.tls.accept(tcp))
@@ -513,50 +475,111 @@ async fn handle_starttls(tcp: TcpStream, c2s: &C2s) -> io::Result<()> {
     handle_tls(tls, c2s).await
 }
 
+/// SASL mechanisms offered over TLS. PLAIN only there, and only when the operator allows it.
+fn tls_mechanisms(c2s: &C2s) -> Vec<&'static str> {
+    let mut m = vec!["SCRAM-SHA-256", "SCRAM-SHA-1"];
+    if c2s.core.config.xmpp.sasl_plain {
+        m.push("PLAIN");
+    }
+    m
+}
+
+/// The first stream's features: SASL and the pre-authentication size limit.
+fn auth_features(mechanisms: &[&str]) -> StreamFeatures {
+    StreamFeatures {
+        sasl_mechanisms: mechanisms.iter().map(|m| (*m).to_owned()).collect(),
+        limits: Some(limit::advertised(limit::UNAUTHENTICATED)),
+        ..Default::default()
+    }
+}
+
 /// From the first stream over TLS: authentication, binding, stanzas.
 async fn handle_tls<S: AsyncRead + AsyncWrite + Unpin + Send>(tls: S, c2s: &C2s) -> io::Result<()> {
     let budget = Budget::new(limit::UNAUTHENTICATED);
     let stream = BufStream::new(Limited::new(tls, budget.clone()));
     let accepted = accept_stream(stream, ns::JABBER_CLIENT, Timeouts::tight()).await?;
-    let features = StreamFeatures {
-        sasl_mechanisms: ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]
-            .into_iter()
-            .map(String::from)
-            .collect(),
-        limits: Some(limit::advertised(limit::UNAUTHENTICATED)),
-        ..Default::default()
-    };
-    let Some(mut xml) = open(accepted, c2s, features).await? else {
+    let mechanisms = tls_mechanisms(c2s);
+    let Some(xml) = wire::open(accepted, c2s, auth_features(&mechanisms)).await? else {
         return Ok(());
     };
-    let mut failures = 0;
-    let (localpart, accepted) = loop {
-        let el = match xml.next().await {
-            Some(Ok(el)) => el,
+    run(xml, c2s, &budget, &mechanisms).await
+}
+
+/// RFC 7395: a c2s stream over a WebSocket on the HTTP client listener. Only SCRAM is
+/// offered: the server cannot tell whether a proxy in front of it used TLS.
+pub async fn handle_websocket(socket: axum::extract::ws::WebSocket, c2s: Arc<C2s>) {
+    let budget = Budget::new(limit::UNAUTHENTICATED);
+    let (reader, frames) = wire::split(socket, budget.clone());
+    let result = async {
+        let accepted = accept_stream(reader, ns::JABBER_CLIENT, Timeouts::tight()).await?;
+        let mechanisms = ["SCRAM-SHA-256", "SCRAM-SHA-1"];
+        let Some(ws) = WsWire::open(accepted, frames, &c2s, auth_features(&mechanisms)).await? else {
+            return Ok(());
+        };
+        run(ws, &c2s, &budget, &mechanisms).await
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "XMPP WebSocket ended with an error");
+    }
+}
+
+fn mechanism_name(m: &SaslMechanism) -> &'static str {
+    match m {
+        SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+        SaslMechanism::ScramSha1 => "SCRAM-SHA-1",
+        SaslMechanism::Plain => "PLAIN",
+        _ => "",
+    }
+}
+
+/// The next element from the client. None when the stream is over: ended by the client, or
+/// failed (and then answered with the stream error the failure deserves).
+async fn next_element<W: Wire>(xml: &mut W, budget: &Budget) -> Option<Element> {
+    loop {
+        match xml.next().await {
+            Some(Ok(el)) => {
+                budget.reset();
+                return Some(el);
+            }
             Some(Err(ReadError::HardError(e))) => {
-                read_failed(&mut xml, &budget, &e).await;
-                return Ok(());
+                read_failed(xml, budget, &e).await;
+                return None;
             }
             Some(Err(ReadError::SoftTimeout)) => continue,
-            _ => return Ok(()),
+            _ => return None,
+        }
+    }
+}
+
+/// Authentication, the restarted stream, binding, and the session.
+async fn run<W: Wire>(mut xml: W, c2s: &C2s, budget: &Budget, mechanisms: &[&str]) -> io::Result<()> {
+    let mut failures = 0;
+    let (localpart, success) = loop {
+        let Some(el) = next_element(&mut xml, budget).await else {
+            return Ok(());
         };
-        budget.reset();
         if !el.is("auth", ns::SASL) {
             stream_error(&mut xml, StreamCondition::NotAuthorized, "authenticate first").await;
             return Ok(());
         }
         let outcome = match Auth::try_from(el) {
-            Ok(auth) => sasl_exchange(&mut xml, c2s, auth).await?,
-            Err(_) => Err(SaslCondition::InvalidMechanism),
+            Ok(auth) if mechanisms.contains(&mechanism_name(&auth.mechanism)) => {
+                sasl_exchange(&mut xml, c2s, auth).await?
+            }
+            _ => Err(SaslCondition::InvalidMechanism),
         };
         match outcome {
-            Ok((localpart, success)) => break (localpart, xml.accept_reset(&SaslSuccess { data: success }).await?),
+            Ok(done) => break done,
             Err(condition) => {
                 failures += 1;
-                xml.send(&SaslFailure {
-                    defined_condition: condition,
-                    texts: BTreeMap::new(),
-                })
+                xml.send(
+                    SaslFailure {
+                        defined_condition: condition,
+                        texts: BTreeMap::new(),
+                    }
+                    .into(),
+                )
                 .await?;
                 if failures >= MAX_AUTH_FAILURES {
                     stream_error(
@@ -577,22 +600,15 @@ async fn handle_tls<S: AsyncRead + AsyncWrite + Unpin + Send>(tls: S, c2s: &C2s)
         others: vec![xmpp_parsers::csi::Feature.into()],
         ..Default::default()
     };
-    let Some(mut xml) = open(accepted, c2s, features).await? else {
+    let Some(mut xml) = xml.restart(SaslSuccess { data: success }.into(), c2s, features).await? else {
         return Ok(());
     };
-    let bare = BareJid::new(&format!("{localpart}@{}", c2s.domain)).map_err(|e| io::Error::other(e.to_string()))?;
+    let bare = BareJid::new(&crate::bare_jid(&localpart, &c2s.domain)).map_err(|e| io::Error::other(e.to_string()))?;
     budget.set_limit(limit::AUTHENTICATED);
     let full: FullJid = loop {
-        let el = match xml.next().await {
-            Some(Ok(el)) => el,
-            Some(Err(ReadError::HardError(e))) => {
-                read_failed(&mut xml, &budget, &e).await;
-                return Ok(());
-            }
-            Some(Err(ReadError::SoftTimeout)) => continue,
-            _ => return Ok(()),
+        let Some(el) = next_element(&mut xml, budget).await else {
+            return Ok(());
         };
-        budget.reset();
         match Iq::try_from(el) {
             Ok(Iq::Set { id, payload, .. }) if payload.is("bind", ns::BIND) => {
                 // RFC 6120 §7.6: the server generates a resource when the client asks for none.
@@ -602,22 +618,19 @@ async fn handle_tls<S: AsyncRead + AsyncWrite + Unpin + Send>(tls: S, c2s: &C2s)
                     .filter(|r| !r.is_empty())
                     .unwrap_or_else(new_id);
                 let Ok(full) = bare.with_resource_str(&resource) else {
-                    xml.send(&error_reply(
-                        id,
-                        None,
-                        None,
-                        ErrorType::Modify,
-                        StanzaCondition::BadRequest,
-                    ))
-                    .await?;
+                    xml.send(error_reply(id, None, None, ErrorType::Modify, StanzaCondition::BadRequest).into())
+                        .await?;
                     continue;
                 };
-                xml.send(&Iq::Result {
-                    from: None,
-                    to: None,
-                    id,
-                    payload: Some(BindResponse { jid: full.clone() }.into()),
-                })
+                xml.send(
+                    Iq::Result {
+                        from: None,
+                        to: None,
+                        id,
+                        payload: Some(BindResponse { jid: full.clone() }.into()),
+                    }
+                    .into(),
+                )
                 .await?;
                 break full;
             }
@@ -631,15 +644,15 @@ async fn handle_tls<S: AsyncRead + AsyncWrite + Unpin + Send>(tls: S, c2s: &C2s)
     let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
     // RFC 6120 §7.7.2.2: a new session with the same resource replaces the old one.
     c2s.router.add(&full, tx);
-    let result = stanza_loop(&mut xml, c2s, &full, rx, &budget).await;
+    let result = stanza_loop(&mut xml, c2s, &full, rx, budget).await;
     // RFC 6121 §4.5.4: watchers see the session go unavailable, whatever ended it.
     crate::roster::disconnected(c2s, &full).await;
     c2s.router.remove(&full);
     result
 }
 
-async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
-    xml: &mut Xml<Io>,
+async fn stanza_loop<W: Wire>(
+    xml: &mut W,
     c2s: &C2s,
     full: &FullJid,
     mut inbox: mpsc::Receiver<Element>,
@@ -659,7 +672,7 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
                         held.insert(el.attr("from").unwrap_or_default().to_owned(), el);
                         continue;
                     }
-                    Some(el) => { xml.send(&el).await?; continue; }
+                    Some(el) => { xml.send(el).await?; continue; }
                     // Replaced by a newer session with the same resource.
                     None => { stream_error(xml, StreamCondition::Conflict, "replaced by a new connection").await; return Ok(()); }
                 }
@@ -669,7 +682,7 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
         let el = match item {
             Ok(el) => el,
             Err(ReadError::SoftTimeout) => {
-                xml.send(&Iq::from_get(new_id(), xmpp_parsers::ping::Ping).with_to(full.clone().into()))
+                xml.send(Iq::from_get(new_id(), xmpp_parsers::ping::Ping).with_to(full.clone().into()).into())
                     .await?;
                 continue;
             }
@@ -697,7 +710,7 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
         if el.is("active", ns::CSI) {
             inactive = false;
             for (_, presence) in std::mem::take(&mut held) {
-                xml.send(&presence).await?;
+                xml.send(presence).await?;
             }
             continue;
         }
@@ -712,7 +725,7 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
                 Ok(iq) => match route_iq(c2s, iq, full).await {
                     IqRoute::Routed(routed) => {
                         if let Some(error) = routed {
-                            xml.send(&error).await?;
+                            xml.send(error.into()).await?;
                         }
                     }
                     IqRoute::Server(iq) => {
@@ -729,7 +742,7 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
                         }
                         let reply = reply.or_else(|| handle_iq(c2s, iq, full, &domain));
                         if let Some(reply) = reply {
-                            xml.send(&reply).await?;
+                            xml.send(reply.into()).await?;
                         }
                     }
                 },
@@ -737,7 +750,7 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
                     // RFC 6120 §8.2.3: a get or set without exactly one payload is a bad
                     // request; an IQ that is not even that ends the stream.
                     match malformed_iq_reply(&iq_attrs, full) {
-                        Some(reply) => xml.send(&reply).await?,
+                        Some(reply) => xml.send(reply.into()).await?,
                         None => {
                             stream_error(xml, StreamCondition::InvalidXml, &e.to_string()).await;
                             return Ok(());
@@ -753,7 +766,7 @@ async fn stanza_loop<Io: AsyncBufRead + AsyncWrite + Unpin>(
                 // RFC 6120 §8.1.2.1: the server stamps the sender.
                 msg.from = Some(full.clone().into());
                 if let Some(error) = route_message(c2s, msg, full).await {
-                    xml.send(&error).await?;
+                    xml.send(error.into()).await?;
                 }
             }
             "presence" => {
@@ -1102,8 +1115,8 @@ fn handle_iq(c2s: &C2s, iq: Iq, full: &FullJid, domain: &Jid) -> Option<Iq> {
 }
 
 /// One SASL exchange. Outer Err: I/O. Inner Err: the SASL failure condition.
-async fn sasl_exchange<Io: AsyncBufRead + AsyncWrite + Unpin>(
-    xml: &mut Xml<Io>,
+async fn sasl_exchange<W: Wire>(
+    xml: &mut W,
     c2s: &C2s,
     auth: Auth,
 ) -> io::Result<Result<(String, Vec<u8>), SaslCondition>> {
@@ -1185,7 +1198,7 @@ async fn sasl_exchange<Io: AsyncBufRead + AsyncWrite + Unpin>(
         },
     };
     let (server, server_first) = ScramServer::new(hash, &first, creds, &new_id());
-    xml.send(&Challenge { data: server_first }).await?;
+    xml.send(Challenge { data: server_first }.into()).await?;
     let response = loop {
         match xml.next().await {
             Some(Ok(el)) => break el,

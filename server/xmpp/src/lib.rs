@@ -8,6 +8,8 @@ mod limit;
 pub mod roster;
 pub mod scram;
 pub mod vcard;
+pub mod websocket;
+mod wire;
 
 /// The bare JID of a local account: `localpart@domain`. Localparts are validated by
 /// `estuary_core::localpart` to be valid XMPP nodes already (RFC 7622 §3.3), so no escaping.
