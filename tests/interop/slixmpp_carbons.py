@@ -104,9 +104,13 @@ async def main(a):
         c.send_presence(ppriority=-1)
     await asyncio.sleep(0.5)
     bob.send_message(mto=f"alice@{d}", mbody="anyone?", mtype="chat")
-    m = await asyncio.wait_for(bob.inbox.get(), 10)
-    check(m["type"] == "error" and m["error"]["condition"] == "service-unavailable",
-          "with only negative priorities, a message to the bare JID bounces (no offline storage yet)")
+    # Kept offline (RFC 6121 §8.5.2.2.1); sessions with carbons still see a copy.
+    for c in (laptop, phone):
+        fwd = await asyncio.wait_for(c.received.get(), 10)
+        check(fwd["carbon_received"]["body"] == "anyone?", f"{c.boundjid.resource} (negative priority) gets only a carbon")
+    await asyncio.sleep(0.5)
+    check(bob.inbox.empty() and laptop.inbox.empty() and phone.inbox.empty(),
+          "with only negative priorities, a message to the bare JID is kept offline, not bounced")
     for c in (laptop, phone):
         c.send_presence(ppriority=0)
     await asyncio.sleep(0.3)

@@ -156,6 +156,8 @@ pub struct XmppConfig {
     pub s2s_static_routes: BTreeMap<String, String>,
     /// Offer SASL PLAIN (over TLS only), for clients without SCRAM. SCRAM is always offered.
     pub sasl_plain: bool,
+    /// XEP-0198: how long a session whose connection was lost stays resumable.
+    pub sm_resume_seconds: u64,
 }
 
 impl Default for XmppConfig {
@@ -168,6 +170,7 @@ impl Default for XmppConfig {
             s2s_listen: vec![SocketAddr::from(([0, 0, 0, 0], 5269))],
             s2s_static_routes: BTreeMap::new(),
             sasl_plain: true,
+            sm_resume_seconds: 300,
         }
     }
 }

@@ -141,6 +141,10 @@ macro_rules! impl_store {
                     .bind(None::<&str>)
                     .execute(&mut *tx)
                     .await?;
+                sqlx::query::<$db>($crate::sql::OFFLINE_ERASE)
+                    .bind(localpart)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -1201,6 +1205,25 @@ macro_rules! impl_store {
                     .fetch_optional(&self.pool)
                     .await?;
                 Ok(row.map_or(0, |r| r.0))
+            }
+
+            async fn offline_push(&self, localpart: &str, stanza: &str, limit: i64) -> $crate::Result<bool> {
+                let done = sqlx::query::<$db>($crate::sql::OFFLINE_PUSH)
+                    .bind(localpart)
+                    .bind(stanza)
+                    .bind(limit)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn offline_take(&self, localpart: &str) -> $crate::Result<Vec<String>> {
+                let mut rows: Vec<(i64, String)> = sqlx::query_as::<$db, (i64, String)>($crate::sql::OFFLINE_TAKE)
+                    .bind(localpart)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.sort_unstable_by_key(|r| r.0);
+                Ok(rows.into_iter().map(|(_, s)| s).collect())
             }
 
             async fn add_to_device(

@@ -510,6 +510,13 @@ pub trait Store: Send + Sync + 'static {
     async fn remove_roster_item(&self, localpart: &str, contact: &str) -> Result<i64>;
     async fn roster_version(&self, localpart: &str) -> Result<i64>;
 
+    // --- XMPP offline messages ---
+    /// Keep a stanza for an account without a session, unless it already holds `limit`;
+    /// false when full. Durable when this returns.
+    async fn offline_push(&self, localpart: &str, stanza: &str, limit: i64) -> Result<bool>;
+    /// Take (return and delete) an account's offline stanzas, oldest first.
+    async fn offline_take(&self, localpart: &str) -> Result<Vec<String>>;
+
     /// Queue to-device messages; with a (localpart, device, txn_id) already seen, nothing is
     /// queued and None is returned. Else the last stream position used.
     async fn add_to_device(&self, messages: &[NewToDevice], txn: Option<(&str, &str, &str)>) -> Result<Option<i64>>;

@@ -254,3 +254,8 @@ pub const REMOVE_ROSTER_ITEM: &str = "DELETE FROM roster_items WHERE localpart =
 pub const BUMP_ROSTER_VERSION: &str = "INSERT INTO roster_versions (localpart, version) VALUES ($1, 1) \
     ON CONFLICT (localpart) DO UPDATE SET version = roster_versions.version + 1 RETURNING version";
 pub const ROSTER_VERSION: &str = "SELECT version FROM roster_versions WHERE localpart = $1";
+/// One statement (no read-then-write transaction): the account's quota is checked as it inserts.
+pub const OFFLINE_PUSH: &str = "INSERT INTO xmpp_offline (localpart, stanza) SELECT $1, $2 \
+    WHERE (SELECT COUNT(*) FROM xmpp_offline WHERE localpart = $1) < $3";
+pub const OFFLINE_TAKE: &str = "DELETE FROM xmpp_offline WHERE localpart = $1 RETURNING id, stanza";
+pub const OFFLINE_ERASE: &str = "DELETE FROM xmpp_offline WHERE localpart = $1";

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::xmlstream::{ReadError, Timeouts, accept_stream};
-use xmpp_parsers::bind::{BindFeature, BindQuery, BindResponse};
+use xmpp_parsers::bind::BindFeature;
 use xmpp_parsers::data_forms::DataForm;
 use xmpp_parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity};
 use xmpp_parsers::iq::Iq;
@@ -72,6 +72,8 @@ const MAX_AUTH_FAILURES: u32 = 3;
 /// (None until initial presence, and after unavailable).
 struct Session {
     resource: String,
+    /// Tells this session apart from an earlier or later one with the same resource.
+    sid: u64,
     tx: mpsc::Sender<Element>,
     presence: Option<Element>,
     /// XEP-0280 carbons enabled on this session.
@@ -83,7 +85,7 @@ struct Session {
 /// Stanzas waiting for one session's stream. A client that stops reading while others write
 /// to it fills this; further stanzas then count as not delivered (a message bounces) rather
 /// than grow the server's memory without bound.
-const INBOX_CAPACITY: usize = 2048;
+pub(crate) const INBOX_CAPACITY: usize = 2048;
 
 impl Session {
     /// Queue a stanza for this session; false when it is gone or not keeping up.
@@ -110,12 +112,13 @@ impl Router {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn add(&self, full: &FullJid, tx: mpsc::Sender<Element>) {
+    pub(crate) fn add(&self, full: &FullJid, tx: mpsc::Sender<Element>, sid: u64) {
         let mut s = self.lock();
         let list = s.entry(full.to_bare().to_string()).or_default();
         list.retain(|r| r.resource != full.resource().as_str());
         list.push(Session {
             resource: full.resource().to_string(),
+            sid,
             tx,
             presence: None,
             carbons: false,
@@ -123,11 +126,19 @@ impl Router {
         });
     }
 
-    fn remove(&self, full: &FullJid) {
+    /// Whether `full` is bound to session `sid` (and not to a newer one).
+    pub(crate) fn is_session(&self, full: &FullJid, sid: u64) -> bool {
+        self.lock()
+            .get(&full.to_bare().to_string())
+            .is_some_and(|l| l.iter().any(|r| r.sid == sid && r.resource == full.resource().as_str()))
+    }
+
+    /// Unbind session `sid` (a newer session with the same resource stays).
+    pub(crate) fn remove(&self, full: &FullJid, sid: u64) {
         let mut s = self.lock();
         let bare = full.to_bare().to_string();
         if let Some(list) = s.get_mut(&bare) {
-            list.retain(|r| r.resource != full.resource().as_str());
+            list.retain(|r| r.sid != sid);
             if list.is_empty() {
                 s.remove(&bare);
             }
@@ -270,7 +281,7 @@ impl Router {
 }
 
 /// The `<priority/>` of an available presence (RFC 6121 §4.7.2.3; 0 when absent or invalid).
-fn priority(presence: &Element) -> i8 {
+pub(crate) fn priority(presence: &Element) -> i8 {
     presence
         .get_child("priority", ns::JABBER_CLIENT)
         .and_then(|p| p.text().trim().parse().ok())
@@ -289,6 +300,9 @@ pub struct C2s {
     server_info: Option<DataForm>,
     /// For XEP-0012 server uptime.
     started: std::time::Instant,
+    /// XEP-0198 sessions that may be resumed, by stream management id.
+    resumable: Mutex<HashMap<String, crate::session::Resumable>>,
+    sessions: std::sync::atomic::AtomicU64,
 }
 
 impl C2s {
@@ -309,7 +323,17 @@ impl C2s {
             fake_salt_key,
             server_info,
             started: std::time::Instant::now(),
+            resumable: Mutex::default(),
+            sessions: std::sync::atomic::AtomicU64::new(0),
         }))
+    }
+
+    pub(crate) fn resumable(&self) -> std::sync::MutexGuard<'_, HashMap<String, crate::session::Resumable>> {
+        self.resumable.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn next_sid(&self) -> u64 {
+        self.sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -381,6 +405,15 @@ async fn stopping(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await.map(|_| ());
 }
 
+/// Now, in UTC (chrono's clock feature is not built).
+pub(crate) fn utc_now() -> chrono::DateTime<chrono::Utc> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    chrono::DateTime::from_timestamp(i64::try_from(now.as_secs()).unwrap_or(i64::MAX), now.subsec_nanos())
+        .unwrap_or_default()
+}
+
 pub(crate) fn new_id() -> String {
     estuary_core::random::string(16, estuary_core::random::BASE62).unwrap_or_else(|_| "id".to_owned())
 }
@@ -446,7 +479,7 @@ pub(crate) async fn read_failed<W: Wire>(xml: &mut W, budget: &Budget, e: &io::E
     }
 }
 
-async fn handle_starttls(tcp: TcpStream, c2s: &C2s) -> io::Result<()> {
+async fn handle_starttls(tcp: TcpStream, c2s: &Arc<C2s>) -> io::Result<()> {
     let budget = Budget::new(limit::UNAUTHENTICATED);
     let stream = BufStream::new(Limited::new(tcp, budget.clone()));
     let accepted = accept_stream(stream, ns::JABBER_CLIENT, Timeouts::tight()).await?;
@@ -494,7 +527,7 @@ fn auth_features(mechanisms: &[&str]) -> StreamFeatures {
 }
 
 /// From the first stream over TLS: authentication, binding, stanzas.
-async fn handle_tls<S: AsyncRead + AsyncWrite + Unpin + Send>(tls: S, c2s: &C2s) -> io::Result<()> {
+async fn handle_tls<S: AsyncRead + AsyncWrite + Unpin + Send>(tls: S, c2s: &Arc<C2s>) -> io::Result<()> {
     let budget = Budget::new(limit::UNAUTHENTICATED);
     let stream = BufStream::new(Limited::new(tls, budget.clone()));
     let accepted = accept_stream(stream, ns::JABBER_CLIENT, Timeouts::tight()).await?;
@@ -535,7 +568,7 @@ fn mechanism_name(m: &SaslMechanism) -> &'static str {
 
 /// The next element from the client. None when the stream is over: ended by the client, or
 /// failed (and then answered with the stream error the failure deserves).
-async fn next_element<W: Wire>(xml: &mut W, budget: &Budget) -> Option<Element> {
+pub(crate) async fn next_element<W: Wire>(xml: &mut W, budget: &Budget) -> Option<Element> {
     loop {
         match xml.next().await {
             Some(Ok(el)) => {
@@ -553,7 +586,7 @@ async fn next_element<W: Wire>(xml: &mut W, budget: &Budget) -> Option<Element> 
 }
 
 /// Authentication, the restarted stream, binding, and the session.
-async fn run<W: Wire>(mut xml: W, c2s: &C2s, budget: &Budget, mechanisms: &[&str]) -> io::Result<()> {
+async fn run<W: Wire>(mut xml: W, c2s: &Arc<C2s>, budget: &Budget, mechanisms: &[&str]) -> io::Result<()> {
     let mut failures = 0;
     let (localpart, success) = loop {
         let Some(el) = next_element(&mut xml, budget).await else {
@@ -597,198 +630,77 @@ async fn run<W: Wire>(mut xml: W, c2s: &C2s, budget: &Budget, mechanisms: &[&str
     let features = StreamFeatures {
         bind: Some(BindFeature { required: false }),
         limits: Some(limit::advertised(limit::AUTHENTICATED)),
+        stream_management: Some(xmpp_parsers::sm::StreamManagement { optional: false }),
         others: vec![xmpp_parsers::csi::Feature.into()],
         ..Default::default()
     };
-    let Some(mut xml) = xml.restart(SaslSuccess { data: success }.into(), c2s, features).await? else {
+    let Some(xml) = xml.restart(SaslSuccess { data: success }.into(), c2s, features).await? else {
         return Ok(());
     };
     let bare = BareJid::new(&crate::bare_jid(&localpart, &c2s.domain)).map_err(|e| io::Error::other(e.to_string()))?;
     budget.set_limit(limit::AUTHENTICATED);
-    let full: FullJid = loop {
-        let Some(el) = next_element(&mut xml, budget).await else {
-            return Ok(());
-        };
-        match Iq::try_from(el) {
-            Ok(Iq::Set { id, payload, .. }) if payload.is("bind", ns::BIND) => {
-                // RFC 6120 §7.6: the server generates a resource when the client asks for none.
-                let resource = BindQuery::try_from(payload)
-                    .ok()
-                    .and_then(|q| q.resource)
-                    .filter(|r| !r.is_empty())
-                    .unwrap_or_else(new_id);
-                let Ok(full) = bare.with_resource_str(&resource) else {
-                    xml.send(error_reply(id, None, None, ErrorType::Modify, StanzaCondition::BadRequest).into())
-                        .await?;
-                    continue;
-                };
-                xml.send(
-                    Iq::Result {
-                        from: None,
-                        to: None,
-                        id,
-                        payload: Some(BindResponse { jid: full.clone() }.into()),
-                    }
-                    .into(),
-                )
-                .await?;
-                break full;
-            }
-            _ => {
-                stream_error(&mut xml, StreamCondition::NotAuthorized, "bind a resource first").await;
-                return Ok(());
-            }
-        }
-    };
-    tracing::info!(jid = %full, "XMPP session bound");
-    let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
-    // RFC 6120 §7.7.2.2: a new session with the same resource replaces the old one.
-    c2s.router.add(&full, tx);
-    let result = stanza_loop(&mut xml, c2s, &full, rx, budget).await;
-    // RFC 6121 §4.5.4: watchers see the session go unavailable, whatever ended it.
-    crate::roster::disconnected(c2s, &full).await;
-    c2s.router.remove(&full);
-    result
+    crate::session::start(xml, c2s, bare, budget).await
 }
 
-async fn stanza_loop<W: Wire>(
-    xml: &mut W,
-    c2s: &C2s,
-    full: &FullJid,
-    mut inbox: mpsc::Receiver<Element>,
-    budget: &Budget,
-) -> io::Result<()> {
-    let domain = Jid::new(&c2s.domain).map_err(|e| io::Error::other(e.to_string()))?;
-    // XEP-0352: while the client says it is inactive, presence updates wait (the latest per
-    // sender); messages and everything else go out at once.
-    let mut inactive = false;
-    let mut held: BTreeMap<String, Element> = BTreeMap::new();
-    loop {
-        let item = tokio::select! {
-            item = xml.next() => item,
-            routed = inbox.recv() => {
-                match routed {
-                    Some(el) if inactive && is_presence_update(&el) => {
-                        held.insert(el.attr("from").unwrap_or_default().to_owned(), el);
-                        continue;
+/// What one stanza from the client calls for.
+pub(crate) enum Outcome {
+    /// Handled; with the stanza to send back, if any.
+    Done(Option<Element>),
+    /// The stream must end with this error.
+    Fatal(StreamCondition, String),
+}
+
+/// Serve one stanza (`iq`, `message` or `presence` in `jabber:client`) from a bound session.
+pub(crate) async fn handle_stanza(c2s: &C2s, el: Element, full: &FullJid, domain: &Jid) -> Outcome {
+    if el.ns() != ns::JABBER_CLIENT {
+        return Outcome::Fatal(StreamCondition::UnsupportedStanzaType, String::new());
+    }
+    // What a malformed IQ's error reply needs, taken before parsing consumes the element.
+    let iq_attrs = (el.name() == "iq").then(|| ["id", "type", "to"].map(|a| el.attr(a).map(str::to_owned)));
+    match el.name() {
+        "iq" => match Iq::try_from(el) {
+            Ok(iq) => match route_iq(c2s, iq, full).await {
+                IqRoute::Routed(routed) => Outcome::Done(routed.map(Into::into)),
+                IqRoute::Server(iq) => {
+                    // Each feature module answers what is its own; the rest is handled here.
+                    let mut reply = crate::carbons::handle_iq(c2s, &iq, full);
+                    if reply.is_none() {
+                        reply = crate::blocking::handle_iq(c2s, &iq, full).await;
                     }
-                    Some(el) => { xml.send(el).await?; continue; }
-                    // Replaced by a newer session with the same resource.
-                    None => { stream_error(xml, StreamCondition::Conflict, "replaced by a new connection").await; return Ok(()); }
-                }
-            }
-        };
-        let Some(item) = item else { return Ok(()) };
-        let el = match item {
-            Ok(el) => el,
-            Err(ReadError::SoftTimeout) => {
-                xml.send(Iq::from_get(new_id(), xmpp_parsers::ping::Ping).with_to(full.clone().into()).into())
-                    .await?;
-                continue;
-            }
-            Err(ReadError::StreamFooterReceived) => {
-                let _ = xml.shutdown().await;
-                return Ok(());
-            }
-            Err(ReadError::HardError(e))
-                if budget.violation() != Violation::None || e.kind() == io::ErrorKind::InvalidData =>
-            {
-                read_failed(xml, budget, &e).await;
-                return Ok(());
-            }
-            Err(ReadError::ParseError(e)) => {
-                stream_error(xml, StreamCondition::InvalidXml, &e.to_string()).await;
-                return Ok(());
-            }
-            Err(ReadError::HardError(e)) => return Err(e),
-        };
-        budget.reset();
-        if el.is("inactive", ns::CSI) {
-            inactive = true;
-            continue;
-        }
-        if el.is("active", ns::CSI) {
-            inactive = false;
-            for (_, presence) in std::mem::take(&mut held) {
-                xml.send(presence).await?;
-            }
-            continue;
-        }
-        if el.ns() != ns::JABBER_CLIENT {
-            stream_error(xml, StreamCondition::UnsupportedStanzaType, "").await;
-            return Ok(());
-        }
-        // What a malformed IQ's error reply needs, taken before parsing consumes the element.
-        let iq_attrs = (el.name() == "iq").then(|| ["id", "type", "to"].map(|a| el.attr(a).map(str::to_owned)));
-        match el.name() {
-            "iq" => match Iq::try_from(el) {
-                Ok(iq) => match route_iq(c2s, iq, full).await {
-                    IqRoute::Routed(routed) => {
-                        if let Some(error) = routed {
-                            xml.send(error.into()).await?;
-                        }
+                    if reply.is_none() {
+                        reply = vcard::handle(c2s, &iq, full).await;
                     }
-                    IqRoute::Server(iq) => {
-                        // Each feature module answers what is its own; the rest is handled here.
-                        let mut reply = crate::carbons::handle_iq(c2s, &iq, full);
-                        if reply.is_none() {
-                            reply = crate::blocking::handle_iq(c2s, &iq, full).await;
-                        }
-                        if reply.is_none() {
-                            reply = vcard::handle(c2s, &iq, full).await;
-                        }
-                        if reply.is_none() {
-                            reply = crate::roster::handle_iq(c2s, &iq, full).await;
-                        }
-                        let reply = reply.or_else(|| handle_iq(c2s, iq, full, &domain));
-                        if let Some(reply) = reply {
-                            xml.send(reply.into()).await?;
-                        }
+                    if reply.is_none() {
+                        reply = crate::roster::handle_iq(c2s, &iq, full).await;
                     }
-                },
-                Err(e) => {
-                    // RFC 6120 §8.2.3: a get or set without exactly one payload is a bad
-                    // request; an IQ that is not even that ends the stream.
-                    match malformed_iq_reply(&iq_attrs, full) {
-                        Some(reply) => xml.send(reply.into()).await?,
-                        None => {
-                            stream_error(xml, StreamCondition::InvalidXml, &e.to_string()).await;
-                            return Ok(());
-                        }
-                    }
+                    Outcome::Done(reply.or_else(|| handle_iq(c2s, iq, full, domain)).map(Into::into))
                 }
             },
-            "message" => {
-                let Ok(mut msg) = Message::try_from(el) else {
-                    stream_error(xml, StreamCondition::InvalidXml, "malformed message").await;
-                    return Ok(());
-                };
-                // RFC 6120 §8.1.2.1: the server stamps the sender.
-                msg.from = Some(full.clone().into());
-                if let Some(error) = route_message(c2s, msg, full).await {
-                    xml.send(error.into()).await?;
-                }
-            }
-            "presence" => {
-                let Ok(mut presence) = xmpp_parsers::presence::Presence::try_from(el) else {
-                    stream_error(xml, StreamCondition::InvalidXml, "malformed presence").await;
-                    return Ok(());
-                };
-                presence.from = Some(full.clone().into());
-                crate::roster::handle_presence(c2s, full, presence).await;
-            }
-            _ => {
-                stream_error(xml, StreamCondition::UnsupportedStanzaType, "").await;
-                return Ok(());
-            }
+            // RFC 6120 §8.2.3: a get or set without exactly one payload is a bad request; an
+            // IQ that is not even that ends the stream.
+            Err(e) => match malformed_iq_reply(&iq_attrs, full) {
+                Some(reply) => Outcome::Done(Some(reply.into())),
+                None => Outcome::Fatal(StreamCondition::InvalidXml, e.to_string()),
+            },
+        },
+        "message" => {
+            let Ok(mut msg) = Message::try_from(el) else {
+                return Outcome::Fatal(StreamCondition::InvalidXml, "malformed message".into());
+            };
+            // RFC 6120 §8.1.2.1: the server stamps the sender.
+            msg.from = Some(full.clone().into());
+            Outcome::Done(route_message(c2s, msg, full).await)
         }
+        "presence" => {
+            let Ok(mut presence) = xmpp_parsers::presence::Presence::try_from(el) else {
+                return Outcome::Fatal(StreamCondition::InvalidXml, "malformed presence".into());
+            };
+            presence.from = Some(full.clone().into());
+            crate::roster::handle_presence(c2s, full, presence).await;
+            Outcome::Done(None)
+        }
+        _ => Outcome::Fatal(StreamCondition::UnsupportedStanzaType, String::new()),
     }
-}
-
-/// Availability presence (no type, or unavailable): what CSI may hold back. Subscription
-/// requests and errors are not held.
-fn is_presence_update(el: &Element) -> bool {
-    el.name() == "presence" && el.attr("type").is_none_or(|t| t == "unavailable")
 }
 
 /// Route a message between local sessions. Returns the error stanza to bounce, if any.
@@ -802,16 +714,32 @@ async fn route_message(c2s: &C2s, mut msg: Message, sender: &FullJid) -> Option<
     } else {
         blocked(c2s, sender, &to).await
     };
-    if refused.is_none() && local && to.node().is_some() {
+    let mut refused = refused;
+    if refused.is_none()
+        && local
+        && let Some(node) = to.node()
+    {
         let reached = c2s.router.deliver_message(&to, &element, &msg.type_);
         if !reached.is_empty() {
             crate::carbons::copy(c2s, &msg, sender, &reached);
             return None;
         }
+        // Nobody online: kept for the account's next session (RFC 6121 §8.5.2.2.1).
+        if crate::offline::storable(&msg) {
+            match crate::offline::store(c2s, node.as_str(), &msg).await {
+                Ok(()) => {
+                    crate::carbons::copy(c2s, &msg, sender, &[]);
+                    return None;
+                }
+                Err(crate::offline::Refused::Full) => refused = Some(StanzaCondition::ResourceConstraint),
+                Err(crate::offline::Refused::Store) => refused = Some(StanzaCondition::InternalServerError),
+                Err(crate::offline::Refused::NoAccount) => {}
+            }
+        }
     }
-    // Not deliverable: no session online (offline storage is not there yet) or another server
-    // (s2s is not there yet). Errors are never sent for error messages (RFC 6120 §8.3.1), and
-    // headlines nobody can receive are dropped (RFC 6121 §8.5.2.2.1).
+    // Not deliverable: no such account, or another server (s2s is not there yet). Errors are
+    // never sent for error messages (RFC 6120 §8.3.1), and headlines nobody can receive are
+    // dropped (RFC 6121 §8.5.2.2.1).
     if msg.type_ == MessageType::Error || (local && msg.type_ == MessageType::Headline) {
         return None;
     }
@@ -1008,17 +936,9 @@ fn handle_iq(c2s: &C2s, iq: Iq, full: &FullJid, domain: &Jid) -> Option<Iq> {
             }
             if for_server && payload.is("time", ns::TIME) {
                 // XEP-0202, in UTC: the server's own time zone is nobody's business.
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default();
-                let utc = chrono::DateTime::from_timestamp(
-                    i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
-                    now.subsec_nanos(),
-                )
-                .unwrap_or_default();
                 let time = xmpp_parsers::time::TimeResult {
                     tz_offset: chrono::Offset::fix(&chrono::Utc),
-                    utc,
+                    utc: utc_now(),
                 };
                 return Some(Iq::Result {
                     from: to,

@@ -252,6 +252,9 @@ async fn broadcast(c2s: &C2s, full: &FullJid, presence: Presence) {
             c2s.router.deliver(&other, &p.into());
         }
     }
+    if initial && crate::c2s::priority(&presence.clone().into()) >= 0 {
+        crate::offline::deliver(c2s, full).await;
+    }
     if initial {
         let me: Jid = full.clone().into();
         let items = c2s.core.store.roster(&localpart).await.unwrap_or_default();
