@@ -170,7 +170,85 @@ async fn cross_protocol_password_change(backend: Backend) {
     assert!(server.terminate().await.success());
 }
 
+/// Offline messages with delay, and XEP-0198 resumption after a dropped connection, with
+/// slixmpp: nothing lost, nothing twice; after the resumption window, offline.
+async fn slixmpp_offline_and_resumption(backend: Backend) {
+    let extra = format!("{OPEN_CONFIG}[xmpp]\nc2s_listen = [\"127.0.0.1:{{C2S_PORT}}\"]\nsm_resume_seconds = 2\n");
+    let inst = Instance::with_config(backend, &extra).await;
+    let server = inst.start().await;
+    for user in ["alice", "bob"] {
+        assert!(inst.cli(&["user", "create", user, "--password", "pw"]).status.success());
+    }
+    let port = inst.c2s_port.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        run_interop_script("slixmpp_sm.py", &["--port", &port, "--phase", "session"], Duration::from_secs(120))
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("messages for the expired session were kept offline"), "{out}");
+    assert!(!server.logs().contains("panicked"), "{}", server.logs());
+    assert!(server.terminate().await.success());
+}
+
+/// SIGKILL during a burst from a stream-managed client to an offline account: after the
+/// restart, every message the server had acknowledged (`<a h=…>`) is waiting offline.
+async fn acked_messages_survive_sigkill(backend: Backend) {
+    let extra = format!("{OPEN_CONFIG}[xmpp]\nc2s_listen = [\"127.0.0.1:{{C2S_PORT}}\"]\n");
+    let inst = Instance::with_config(backend, &extra).await;
+    let server = inst.start().await;
+    for user in ["alice", "bob"] {
+        assert!(inst.cli(&["user", "create", user, "--password", "pw"]).status.success());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let acked = dir.path().join("acked.txt");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/slixmpp_sm.py");
+    let mut burst = tokio::process::Command::new(estuary_tests::interop_python())
+        .arg(&script)
+        .args(["--port", &inst.c2s_port.to_string(), "--phase", "burst", "--acked"])
+        .arg(&acked)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill once a few hundred messages were acknowledged, while the burst goes on.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = std::fs::read_to_string(&acked).map(|s| s.lines().count()).unwrap_or(0);
+        if n >= 300 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the burst was not acknowledged in time ({n} acked)");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill().await;
+    let done = tokio::time::timeout(Duration::from_secs(60), burst.wait()).await.unwrap().unwrap();
+    assert!(done.success(), "the burst client failed");
+    let acked: Vec<String> = std::fs::read_to_string(&acked).unwrap().lines().map(str::to_owned).collect();
+
+    let server = inst.start().await;
+    let got_path = dir.path().join("got.txt");
+    let (port, got) = (inst.c2s_port.to_string(), got_path.display().to_string());
+    tokio::task::spawn_blocking(move || {
+        run_interop_script(
+            "slixmpp_sm.py",
+            &["--port", &port, "--phase", "collect", "--out", &got],
+            Duration::from_secs(120),
+        )
+    })
+    .await
+    .unwrap();
+    let got: Vec<String> = std::fs::read_to_string(&got_path).unwrap().lines().map(str::to_owned).collect();
+    let missing: Vec<&String> = acked.iter().filter(|b| !got.contains(b)).collect();
+    assert!(missing.is_empty(), "{} of {} acknowledged messages lost: {:?}", missing.len(), acked.len(), &missing[..missing.len().min(10)]);
+    // In order, and none twice.
+    let numbers: Vec<u32> = got.iter().filter_map(|b| b.strip_prefix("burst-")?.parse().ok()).collect();
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "out of order or duplicated: {numbers:?}");
+    assert!(server.terminate().await.success());
+}
+
 both_backends!(
+    slixmpp_offline_and_resumption,
+    acked_messages_survive_sigkill,
     slixmpp_interop,
     slixmpp_roster_and_presence,
     cross_protocol_password_change,

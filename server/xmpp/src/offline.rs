@@ -24,6 +24,15 @@ pub fn storable(msg: &Message) -> bool {
             || msg.payloads.iter().any(|p| p.ns() != CHAT_STATES))
 }
 
+/// Now to the millisecond: XEP-0082 allows any fraction, but clients parse at most six digits
+/// (slixmpp refuses nanoseconds).
+fn stamp_now() -> chrono::DateTime<chrono::FixedOffset> {
+    use chrono::Timelike;
+    let now = crate::c2s::utc_now();
+    let millis = now.nanosecond() / 1_000_000 * 1_000_000;
+    now.with_nanosecond(millis).unwrap_or(now).fixed_offset()
+}
+
 /// Why a message could not be kept.
 pub enum Refused {
     /// No such (active) account.
@@ -46,7 +55,7 @@ pub async fn store(c2s: &C2s, localpart: &str, msg: &Message) -> Result<(), Refu
         msg.payloads.push(
             Delay {
                 from: Jid::new(&c2s.domain).ok(),
-                stamp: xmpp_parsers::date::DateTime(crate::c2s::utc_now().fixed_offset()),
+                stamp: xmpp_parsers::date::DateTime(stamp_now()),
                 data: Some("Offline Storage".into()),
             }
             .into(),
