@@ -181,11 +181,18 @@ async fn slixmpp_offline_and_resumption(backend: Backend) {
     }
     let port = inst.c2s_port.to_string();
     let out = tokio::task::spawn_blocking(move || {
-        run_interop_script("slixmpp_sm.py", &["--port", &port, "--phase", "session"], Duration::from_secs(120))
+        run_interop_script(
+            "slixmpp_sm.py",
+            &["--port", &port, "--phase", "session"],
+            Duration::from_secs(120),
+        )
     })
     .await
     .unwrap();
-    assert!(out.contains("messages for the expired session were kept offline"), "{out}");
+    assert!(
+        out.contains("messages for the expired session were kept offline"),
+        "{out}"
+    );
     assert!(!server.logs().contains("panicked"), "{}", server.logs());
     assert!(server.terminate().await.success());
 }
@@ -217,13 +224,23 @@ async fn acked_messages_survive_sigkill(backend: Backend) {
         if n >= 300 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the burst was not acknowledged in time ({n} acked)");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the burst was not acknowledged in time ({n} acked)"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     server.kill().await;
-    let done = tokio::time::timeout(Duration::from_secs(60), burst.wait()).await.unwrap().unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(60), burst.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(done.success(), "the burst client failed");
-    let acked: Vec<String> = std::fs::read_to_string(&acked).unwrap().lines().map(str::to_owned).collect();
+    let acked: Vec<String> = std::fs::read_to_string(&acked)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
 
     let server = inst.start().await;
     let got_path = dir.path().join("got.txt");
@@ -237,12 +254,28 @@ async fn acked_messages_survive_sigkill(backend: Backend) {
     })
     .await
     .unwrap();
-    let got: Vec<String> = std::fs::read_to_string(&got_path).unwrap().lines().map(str::to_owned).collect();
+    let got: Vec<String> = std::fs::read_to_string(&got_path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
     let missing: Vec<&String> = acked.iter().filter(|b| !got.contains(b)).collect();
-    assert!(missing.is_empty(), "{} of {} acknowledged messages lost: {:?}", missing.len(), acked.len(), &missing[..missing.len().min(10)]);
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged messages lost: {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(10)]
+    );
     // In order, and none twice.
-    let numbers: Vec<u32> = got.iter().filter_map(|b| b.strip_prefix("burst-")?.parse().ok()).collect();
-    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "out of order or duplicated: {numbers:?}");
+    let numbers: Vec<u32> = got
+        .iter()
+        .filter_map(|b| b.strip_prefix("burst-")?.parse().ok())
+        .collect();
+    assert!(
+        numbers.windows(2).all(|w| w[0] < w[1]),
+        "out of order or duplicated: {numbers:?}"
+    );
     assert!(server.terminate().await.success());
 }
 
@@ -283,7 +316,11 @@ async fn xmpp_websocket() {
     let inst = Instance::with_config(Backend::Sqlite, &extra).await;
     let server = inst.start().await;
     for user in ["alice", "bob"] {
-        assert!(inst.cli(&["user", "create", user, "--password", "ws-password"]).status.success());
+        assert!(
+            inst.cli(&["user", "create", user, "--password", "ws-password"])
+                .status
+                .success()
+        );
     }
     let base = server.url("");
     let out = tokio::task::spawn_blocking(move || {

@@ -37,9 +37,9 @@ use xmpp_parsers::stream_error::{DefinedCondition as StreamCondition, StreamErro
 use xmpp_parsers::stream_features::StreamFeatures;
 
 use crate::limit::{self, Budget, Limited, Violation};
-use crate::wire::{self, Wire, WsWire};
 use crate::scram::{self, ScramHash, ScramServer, StoredScram};
 use crate::vcard;
+use crate::wire::{self, Wire, WsWire};
 
 // xmpp-parsers' `component` feature would make every stanza `jabber:component:accept`; it must
 // never be on in a build that contains the server (crates.md: the namespace trap).
@@ -66,7 +66,6 @@ const _: () = assert!(
 const TLS_DEADLINE: Duration = Duration::from_secs(15);
 /// Failed SASL attempts on one stream before it is closed with policy-violation.
 const MAX_AUTH_FAILURES: u32 = 3;
-
 
 /// One bound resource: the channel feeding its stream, and its last available presence
 /// (None until initial presence, and after unavailable).
@@ -419,11 +418,7 @@ pub(crate) fn new_id() -> String {
 }
 
 /// Send a stream error, then the footer, and close.
-pub(crate) async fn stream_error<W: Wire>(
-    xml: &mut W,
-    condition: StreamCondition,
-    text: &str,
-) {
+pub(crate) async fn stream_error<W: Wire>(xml: &mut W, condition: StreamCondition, text: &str) {
     let error = if text.is_empty() {
         StreamError {
             condition,

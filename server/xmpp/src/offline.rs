@@ -19,9 +19,7 @@ const CHAT_STATES: &str = "http://jabber.org/protocol/chatstates";
 /// notification alone is stale by the time anyone reads it).
 pub fn storable(msg: &Message) -> bool {
     matches!(msg.type_, MessageType::Chat | MessageType::Normal)
-        && (!msg.bodies.is_empty()
-            || !msg.subjects.is_empty()
-            || msg.payloads.iter().any(|p| p.ns() != CHAT_STATES))
+        && (!msg.bodies.is_empty() || !msg.subjects.is_empty() || msg.payloads.iter().any(|p| p.ns() != CHAT_STATES))
 }
 
 /// Now to the millisecond: XEP-0082 allows any fraction, but clients parse at most six digits

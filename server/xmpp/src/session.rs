@@ -216,7 +216,12 @@ pub(crate) async fn start<W: Wire>(mut xml: W, c2s: &Arc<C2s>, bare: BareJid, bu
     };
     match end {
         Some(End::TakenOver(to)) => {
-            stream_error(&mut xml, StreamCondition::Conflict, "the session was resumed on another stream").await;
+            stream_error(
+                &mut xml,
+                StreamCondition::Conflict,
+                "the session was resumed on another stream",
+            )
+            .await;
             if let Err(live) = to.send(live) {
                 park(c2s.clone(), live);
             }

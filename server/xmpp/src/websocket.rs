@@ -45,7 +45,11 @@ fn endpoint(c2s: &C2s) -> Option<String> {
 }
 
 fn not_found() -> Response {
-    (axum::http::StatusCode::NOT_FOUND, "no public URL is configured (matrix.public_base_url)").into_response()
+    (
+        axum::http::StatusCode::NOT_FOUND,
+        "no public URL is configured (matrix.public_base_url)",
+    )
+        .into_response()
 }
 
 async fn host_meta(State(c2s): State<Arc<C2s>>) -> Response {

@@ -336,7 +336,10 @@ mod tests {
         let header = String::from_utf8(header).unwrap();
         assert!(header.starts_with("<stream:stream xmlns='jabber:client'"), "{header}");
         assert!(header.contains("to='ex&apos;ample'"), "{header}");
-        assert_eq!(unframe(r#"<close xmlns="urn:ietf:params:xml:ns:xmpp-framing"/>"#), b"</stream:stream>");
+        assert_eq!(
+            unframe(r#"<close xmlns="urn:ietf:params:xml:ns:xmpp-framing"/>"#),
+            b"</stream:stream>"
+        );
         // Anything else, an `<open/>` of another namespace included, passes unchanged.
         let other = r#"<open xmlns="urn:other"/>"#;
         assert_eq!(unframe(other), other.as_bytes());
