@@ -307,12 +307,14 @@ async fn slixmpp_carbons() {
     assert!(server.terminate().await.success());
 }
 
-/// XMPP over WebSocket (RFC 7395) with xmpp.js, found through host-meta (XEP-0156): login,
-/// a wrong password, an IQ, messages both ways, bad frames, a clean close. The session code
-/// is the one TCP streams use, so one backend is enough.
+/// xmpp.js: over WebSocket (RFC 7395, found through host-meta, XEP-0156) and over TCP with
+/// STARTTLS: login, a wrong password, an IQ, messages both ways between the two, bad frames,
+/// a clean close. The session code is the same for both, so one backend is enough.
 #[tokio::test]
-async fn xmpp_websocket() {
-    let extra = format!("{OPEN_CONFIG}[matrix]\npublic_base_url = \"http://127.0.0.1:{{CLIENT_PORT}}\"\n");
+async fn xmpp_js_websocket_and_tcp() {
+    let extra = format!(
+        "{OPEN_CONFIG}[matrix]\npublic_base_url = \"http://127.0.0.1:{{CLIENT_PORT}}\"\n[xmpp]\nc2s_listen = [\"127.0.0.1:{{C2S_PORT}}\"]\n"
+    );
     let inst = Instance::with_config(Backend::Sqlite, &extra).await;
     let server = inst.start().await;
     for user in ["alice", "bob"] {
@@ -323,10 +325,11 @@ async fn xmpp_websocket() {
         );
     }
     let base = server.url("");
+    let port = inst.c2s_port.to_string();
     let out = tokio::task::spawn_blocking(move || {
         estuary_tests::run_node_script(
-            "xmpp_websocket.mjs",
-            &[&base, "localhost", "ws-password"],
+            "xmpp_js.mjs",
+            &[&base, "localhost", "ws-password", &port],
             Duration::from_secs(120),
         )
     })

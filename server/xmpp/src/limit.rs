@@ -210,8 +210,23 @@ fn refused() -> io::Error {
     io::Error::other("stanza refused by the size, nesting or restricted-XML checks")
 }
 
+/// What xmpp-parsers writes for a stream feature list without SASL mechanisms (it always
+/// writes the element). Clients such as xmpp.js read an empty list as "SASL with nothing I can
+/// use" and give up, so it never leaves the server.
+const EMPTY_MECHANISMS: &[u8] = b"<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'></mechanisms>";
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for Limited<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        // Features go out only before the session is bound, while the tight limit holds.
+        if self.budget.0.limit.load(Ordering::Relaxed) == UNAUTHENTICATED
+            && let Some(at) = buf.windows(EMPTY_MECHANISMS.len()).position(|w| w == EMPTY_MECHANISMS)
+        {
+            if at == 0 {
+                // Reported as written; the caller goes on with what follows.
+                return Poll::Ready(Ok(EMPTY_MECHANISMS.len()));
+            }
+            return Pin::new(&mut self.inner).poll_write(cx, &buf[..at]);
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -262,6 +277,20 @@ mod tests {
         }
         // Flat but long: never fails.
         assert_eq!(depth_after(&"<a/>".repeat(10_000)), Some(0));
+    }
+
+    #[tokio::test]
+    async fn empty_mechanisms_never_leave() {
+        use tokio::io::AsyncWriteExt;
+        let mut out = Limited::new(Vec::new(), Budget::new(UNAUTHENTICATED));
+        let features = "<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'></mechanisms><bind/></stream:features>";
+        out.write_all(features.as_bytes()).await.unwrap();
+        assert_eq!(String::from_utf8(out.into_inner()).unwrap(), "<stream:features><bind/></stream:features>");
+        // A real offer passes.
+        let mut out = Limited::new(Vec::new(), Budget::new(UNAUTHENTICATED));
+        let offer = "<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>PLAIN</mechanism></mechanisms>";
+        out.write_all(offer.as_bytes()).await.unwrap();
+        assert_eq!(String::from_utf8(out.into_inner()).unwrap(), offer);
     }
 
     #[tokio::test]

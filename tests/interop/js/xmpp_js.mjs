@@ -1,6 +1,7 @@
-// Interop: xmpp.js (@xmpp/client, the library of many web XMPP clients) against Estuary over
-// XMPP-over-WebSocket (RFC 7395), found through XEP-0156 host-meta.
-// Usage: node xmpp_websocket.mjs HTTP_BASE_URL DOMAIN PASSWORD. Accounts alice and bob must
+// Interop: xmpp.js (@xmpp/client, the library of many web XMPP clients) against Estuary: alice
+// over XMPP-over-WebSocket (RFC 7395, found through XEP-0156 host-meta), bob over a TCP stream
+// with STARTTLS; they exchange messages. Bad WebSocket frames get their stream errors.
+// Usage: node xmpp_js.mjs HTTP_BASE_URL DOMAIN PASSWORD C2S_PORT. Accounts alice and bob must
 // exist with that password. Prints ALL OK and exits 0 on success.
 import { client, xml } from "@xmpp/client";
 import WebSocket from "ws";
@@ -8,11 +9,13 @@ import WebSocket from "ws";
 // Node 20 has no WebSocket of its own; xmpp.js uses the global one.
 globalThis.WebSocket ??= WebSocket;
 
-const [, , baseUrl, domain, password] = process.argv;
-if (!password) {
-  console.error("usage: node xmpp_websocket.mjs HTTP_BASE_URL DOMAIN PASSWORD");
+const [, , baseUrl, domain, password, c2sPort] = process.argv;
+if (!c2sPort) {
+  console.error("usage: node xmpp_js.mjs HTTP_BASE_URL DOMAIN PASSWORD C2S_PORT");
   process.exit(2);
 }
+// The test server's certificate is self-signed.
+process.env.NODE_TLS_REJECT_UNAUTHORIZED = "0";
 
 function check(cond, what) {
   if (!cond) throw new Error(`check failed: ${what}`);
@@ -34,8 +37,8 @@ const service = link.href;
 const xrd = await (await fetch(`${baseUrl}/.well-known/host-meta`)).text();
 check(xrd.includes(service), "host-meta (XRD) names the same endpoint");
 
-async function connect(username, pass, resource) {
-  const c = client({ service, domain, username, password: pass, resource });
+async function connect(username, pass, resource, over = service) {
+  const c = client({ service: over, domain, username, password: pass, resource });
   c.reconnect.stop();
   c.on("error", () => {});
   const online = new Promise((resolve) => c.once("online", resolve));
@@ -60,7 +63,8 @@ async function connect(username, pass, resource) {
 
 const alice = await connect("alice", password, "web");
 check(alice.jid.toString() === `alice@${domain}/web`, `alice is bound as ${alice.jid}`);
-const bob = await connect("bob", password, "web");
+const bob = await connect("bob", password, "tcp", `xmpp://127.0.0.1:${c2sPort}`);
+check(bob.jid.toString() === `bob@${domain}/tcp`, `bob is bound over TCP with STARTTLS as ${bob.jid}`);
 
 // An IQ to the server: disco#info answers with the server identity.
 const info = await alice.iqCaller.request(
@@ -87,7 +91,7 @@ const N = 50;
 const atBob = collect(bob, `alice@${domain}`, N);
 const atAlice = collect(alice, `bob@${domain}`, N);
 for (let i = 0; i < N; i++) {
-  await alice.send(xml("message", { to: `bob@${domain}/web`, type: "chat" }, xml("body", {}, `a${i}`)));
+  await alice.send(xml("message", { to: `bob@${domain}/tcp`, type: "chat" }, xml("body", {}, `a${i}`)));
   await bob.send(xml("message", { to: `alice@${domain}/web`, type: "chat" }, xml("body", {}, `b${i}`)));
 }
 const [gotBob, gotAlice] = await withDeadline(Promise.all([atBob, atAlice]), 15000, "messages arrive");
