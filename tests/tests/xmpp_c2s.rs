@@ -170,6 +170,40 @@ async fn cross_protocol_password_change(backend: Backend) {
     assert!(server.terminate().await.success());
 }
 
+/// XEP-0077 with slixmpp: in-band registration when registration is open (the account is a
+/// Matrix account too), password change, removal (deactivation for both protocols); refused
+/// when registration is closed.
+async fn slixmpp_in_band_registration(backend: Backend) {
+    let (inst, plain, _tls) = xmpp_instance(backend).await;
+    let server = inst.start().await;
+    let port = plain.to_string();
+    let run = |phase: &'static str| {
+        let port = port.clone();
+        tokio::task::spawn_blocking(move || {
+            run_interop_script("slixmpp_register.py", &["--port", &port, "--phase", phase], Duration::from_secs(60))
+        })
+    };
+    run("open").await.unwrap();
+    // The account is a Matrix account, with the password changed over XMPP.
+    let anon = Client::anonymous(&server);
+    let login = |pw: &str| serde_json::json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "carol" }, "password": pw });
+    assert_eq!(anon.post("login", login("carol-pw-1")).await.status, 403);
+    assert_eq!(anon.post("login", login("carol-pw-2")).await.status, 200);
+    run("remove").await.unwrap();
+    assert_eq!(anon.post("login", login("carol-pw-2")).await.status, 403, "removed in band = deactivated");
+    assert!(server.terminate().await.success());
+
+    let closed = Instance::with_config(backend, "[xmpp]\nc2s_listen = [\"127.0.0.1:{C2S_PORT}\"]\n").await;
+    let server = closed.start().await;
+    let port = closed.c2s_port.to_string();
+    tokio::task::spawn_blocking(move || {
+        run_interop_script("slixmpp_register.py", &["--port", &port, "--phase", "closed"], Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    assert!(server.terminate().await.success());
+}
+
 /// Offline messages with delay, and XEP-0198 resumption after a dropped connection, with
 /// slixmpp: nothing lost, nothing twice; after the resumption window, offline.
 async fn slixmpp_offline_and_resumption(backend: Backend) {
@@ -280,6 +314,7 @@ async fn acked_messages_survive_sigkill(backend: Backend) {
 }
 
 both_backends!(
+    slixmpp_in_band_registration,
     slixmpp_offline_and_resumption,
     acked_messages_survive_sigkill,
     slixmpp_interop,

@@ -513,10 +513,12 @@ fn tls_mechanisms(c2s: &C2s) -> Vec<&'static str> {
 }
 
 /// The first stream's features: SASL and the pre-authentication size limit.
-fn auth_features(mechanisms: &[&str]) -> StreamFeatures {
+fn auth_features(c2s: &C2s, mechanisms: &[&str]) -> StreamFeatures {
     StreamFeatures {
         sasl_mechanisms: mechanisms.iter().map(|m| (*m).to_owned()).collect(),
         limits: Some(limit::advertised(limit::UNAUTHENTICATED)),
+        // XEP-0077 §4: offered only when anyone may register.
+        in_band_registration: c2s.core.config.registration.open,
         ..Default::default()
     }
 }
@@ -527,7 +529,7 @@ async fn handle_tls<S: AsyncRead + AsyncWrite + Unpin + Send>(tls: S, c2s: &Arc<
     let stream = BufStream::new(Limited::new(tls, budget.clone()));
     let accepted = accept_stream(stream, ns::JABBER_CLIENT, Timeouts::tight()).await?;
     let mechanisms = tls_mechanisms(c2s);
-    let Some(xml) = wire::open(accepted, c2s, auth_features(&mechanisms)).await? else {
+    let Some(xml) = wire::open(accepted, c2s, auth_features(c2s, &mechanisms)).await? else {
         return Ok(());
     };
     run(xml, c2s, &budget, &mechanisms).await
@@ -541,7 +543,7 @@ pub async fn handle_websocket(socket: axum::extract::ws::WebSocket, c2s: Arc<C2s
     let result = async {
         let accepted = accept_stream(reader, ns::JABBER_CLIENT, Timeouts::tight()).await?;
         let mechanisms = ["SCRAM-SHA-256", "SCRAM-SHA-1"];
-        let Some(ws) = WsWire::open(accepted, frames, &c2s, auth_features(&mechanisms)).await? else {
+        let Some(ws) = WsWire::open(accepted, frames, &c2s, auth_features(&c2s, &mechanisms)).await? else {
             return Ok(());
         };
         run(ws, &c2s, &budget, &mechanisms).await
@@ -587,6 +589,13 @@ async fn run<W: Wire>(mut xml: W, c2s: &Arc<C2s>, budget: &Budget, mechanisms: &
         let Some(el) = next_element(&mut xml, budget).await else {
             return Ok(());
         };
+        // XEP-0077: registering an account comes before authenticating with it.
+        if crate::register::is_request(&el) {
+            if let Some(reply) = crate::register::before_auth(c2s, el).await {
+                xml.send(reply.into()).await?;
+            }
+            continue;
+        }
         if !el.is("auth", ns::SASL) {
             stream_error(&mut xml, StreamCondition::NotAuthorized, "authenticate first").await;
             return Ok(());
@@ -641,6 +650,8 @@ async fn run<W: Wire>(mut xml: W, c2s: &Arc<C2s>, budget: &Budget, mechanisms: &
 pub(crate) enum Outcome {
     /// Handled; with the stanza to send back, if any.
     Done(Option<Element>),
+    /// Handled; send this, then end the stream (the account is gone).
+    Last(Element),
     /// The stream must end with this error.
     Fatal(StreamCondition, String),
 }
@@ -657,6 +668,11 @@ pub(crate) async fn handle_stanza(c2s: &C2s, el: Element, full: &FullJid, domain
             Ok(iq) => match route_iq(c2s, iq, full).await {
                 IqRoute::Routed(routed) => Outcome::Done(routed.map(Into::into)),
                 IqRoute::Server(iq) => {
+                    match crate::register::after_auth(c2s, &iq, full).await {
+                        Some(crate::register::After::Reply(reply)) => return Outcome::Done(Some(reply.into())),
+                        Some(crate::register::After::Removed(reply)) => return Outcome::Last(reply.into()),
+                        None => {}
+                    }
                     // Each feature module answers what is its own; the rest is handled here.
                     let mut reply = crate::carbons::handle_iq(c2s, &iq, full);
                     if reply.is_none() {

@@ -6,6 +6,7 @@ pub mod c2s;
 pub mod carbons;
 mod limit;
 pub mod offline;
+pub mod register;
 pub mod roster;
 pub mod scram;
 mod session;

@@ -464,6 +464,11 @@ async fn stanza_loop<W: Wire>(xml: &mut W, c2s: &C2s, live: &mut Live, budget: &
                     live.out(xml, reply).await?;
                 }
             }
+            Outcome::Last(reply) => {
+                live.out(xml, reply).await?;
+                stream_error(xml, StreamCondition::NotAuthorized, "the account was removed").await;
+                return Ok(End::Closed);
+            }
             Outcome::Fatal(condition, text) => {
                 stream_error(xml, condition, &text).await;
                 return Ok(End::Closed);
