@@ -33,6 +33,7 @@ class Client(slixmpp.ClientXMPP):
         self.register_plugin("xep_0092", pconfig={"software_name": f"client-of-{jid.split('@')[0]}", "version": "1.0"})
         self.register_plugin("xep_0202")
         self.register_plugin("xep_0012")
+        self.register_plugin("xep_0115")
         self.started = asyncio.get_event_loop().create_future()
         self.inbox = asyncio.Queue()
         self.add_event_handler("session_start", self.on_start)
@@ -65,6 +66,17 @@ async def main(a):
           and fields.get("admin-addresses") == ["mailto:admin@localhost", "xmpp:admin@localhost", "matrix:u/admin:localhost?action=chat"]
           and fields.get("abuse-addresses") == ["https://localhost/abuse"],
           f"XEP-0157 contact addresses in disco#info: {fields}")
+    # XEP-0115: the caps in the stream features verify against the server's disco#info
+    # (slixmpp queries node#ver and checks the hash before it records the ver).
+    ver = None
+    for _ in range(100):
+        ver = await alice.plugin["xep_0115"].get_verstring(a.domain)
+        if ver:
+            break
+        await asyncio.sleep(0.05)
+    check(ver is not None, f"the server's entity capabilities verify (ver {ver})")
+    caps = await alice.plugin["xep_0115"].get_caps(verstring=ver)
+    check("urn:xmpp:carbons:2" in caps["features"], "and name its features")
     items = await alice.plugin["xep_0030"].get_items(jid=a.domain)
     check(list(items["disco_items"]["items"]) == [], "disco#items of the server answers (no services yet)")
     got = await iq_condition(alice.plugin["xep_0030"].get_items(jid=a.domain, node="nonexistent-node-for-test"))

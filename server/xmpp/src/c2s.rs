@@ -295,8 +295,10 @@ pub struct C2s {
     pub router: Router,
     /// Secret for the fake SCRAM salts of unknown users (stable for the process's life).
     fake_salt_key: [u8; 32],
-    /// XEP-0157 contact addresses, from `[contact]` (None when all are empty).
-    server_info: Option<DataForm>,
+    /// The server's disco#info, with the XEP-0157 contact form from `[contact]`.
+    disco_info: DiscoInfoResult,
+    /// Its XEP-0115 capabilities (the hash of `disco_info`), offered as a stream feature.
+    caps: xmpp_parsers::caps::Caps,
     /// For XEP-0012 server uptime.
     started: std::time::Instant,
     /// XEP-0198 sessions that may be resumed, by stream management id.
@@ -313,18 +315,31 @@ impl C2s {
         let mut fake_salt_key = [0u8; 32];
         getrandom::fill(&mut fake_salt_key).map_err(|e| io::Error::other(e.to_string()))?;
         let domain = core.config.xmpp.domain.clone();
-        let server_info = server_info(&core.config.contact);
+        let disco_info = server_disco_info(server_info(&core.config.contact));
+        let hash = xmpp_parsers::caps::hash_caps(
+            &xmpp_parsers::caps::compute_disco(&disco_info),
+            xmpp_parsers::hashes::Algo::Sha_1,
+        )
+        .map_err(io::Error::other)?;
+        let caps = xmpp_parsers::caps::Caps::new(CAPS_NODE, hash);
         Ok(Arc::new(Self {
             core,
             domain,
             tls: TlsAcceptor::from(Arc::new(config)),
             router: Router::default(),
             fake_salt_key,
-            server_info,
+            disco_info,
+            caps,
             started: std::time::Instant::now(),
             resumable: Mutex::default(),
             sessions: std::sync::atomic::AtomicU64::new(0),
         }))
+    }
+
+    /// `node#ver` of the server's caps (XEP-0115 §6.2).
+    fn caps_node(&self) -> String {
+        use base64::Engine;
+        format!("{CAPS_NODE}#{}", base64::engine::general_purpose::STANDARD.encode(&self.caps.ver))
     }
 
     pub(crate) fn resumable(&self) -> std::sync::MutexGuard<'_, HashMap<String, crate::session::Resumable>> {
@@ -335,6 +350,36 @@ impl C2s {
         self.sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 }
+
+/// The server's disco#info (XEP-0030), also what its XEP-0115 caps hash covers.
+fn server_disco_info(server_info: Option<DataForm>) -> DiscoInfoResult {
+    DiscoInfoResult {
+        node: None,
+        identities: vec![Identity {
+            category: "server".into(),
+            type_: "im".into(),
+            lang: None,
+            name: Some("Estuary".into()),
+        }],
+        features: BTreeSet::from([
+            ns::DISCO_INFO.to_owned(),
+            ns::DISCO_ITEMS.to_owned(),
+            ns::PING.to_owned(),
+            ns::VERSION.to_owned(),
+            ns::TIME.to_owned(),
+            ns::REGISTER.to_owned(),
+            crate::carbons::NS.to_owned(),
+            crate::blocking::NS.to_owned(),
+            LAST_ACTIVITY.to_owned(),
+            vcard::NS.to_owned(),
+            crate::roster::NS.to_owned(),
+        ]),
+        extensions: server_info.into_iter().collect(),
+    }
+}
+
+/// XEP-0115 §6.3: the node of the server's own capabilities.
+const CAPS_NODE: &str = "https://estuary.invalid/caps";
 
 /// XEP-0157: the `http://jabber.org/network/serverinfo` form of the server's disco#info.
 fn server_info(contact: &estuary_core::config::ContactConfig) -> Option<DataForm> {
@@ -349,7 +394,14 @@ fn server_info(contact: &estuary_core::config::ContactConfig) -> Option<DataForm
     let empty = [&info.abuse, &info.admin, &info.security, &info.support]
         .iter()
         .all(|l| l.is_empty());
-    (!empty).then(|| info.into())
+    (!empty).then(|| {
+        let mut form: DataForm = info.into();
+        // Fields without a value say nothing, and clients disagree on how to hash them into
+        // XEP-0115 caps (slixmpp counts an extra '<'): leave them out.
+        form.fields
+            .retain(|f| f.var.as_deref() == Some("FORM_TYPE") || !f.values.is_empty());
+        form
+    })
 }
 
 /// XEP-0012 Last Activity.
@@ -635,7 +687,7 @@ async fn run<W: Wire>(mut xml: W, c2s: &Arc<C2s>, budget: &Budget, mechanisms: &
         bind: Some(BindFeature { required: false }),
         limits: Some(limit::advertised(limit::AUTHENTICATED)),
         stream_management: Some(xmpp_parsers::sm::StreamManagement { optional: false }),
-        others: vec![xmpp_parsers::csi::Feature.into()],
+        others: vec![xmpp_parsers::csi::Feature.into(), c2s.caps.clone().into()],
         ..Default::default()
     };
     let Some(xml) = xml.restart(SaslSuccess { data: success }.into(), c2s, features).await? else {
@@ -960,8 +1012,10 @@ fn handle_iq(c2s: &C2s, iq: Iq, full: &FullJid, domain: &Jid) -> Option<Iq> {
             }
             let disco_info = payload.is("query", ns::DISCO_INFO);
             if for_server && (disco_info || payload.is("query", ns::DISCO_ITEMS)) {
-                // XEP-0030: no nodes are served (yet), so a node query is item-not-found.
-                if payload.attr("node").is_some() {
+                // XEP-0030: the only node served is the server's XEP-0115 caps node (whose info
+                // is the server's); any other is item-not-found.
+                let node = payload.attr("node").map(str::to_owned);
+                if node.as_ref().is_some_and(|n| !(disco_info && *n == c2s.caps_node())) {
                     return Some(error_reply(
                         id,
                         to,
@@ -994,29 +1048,9 @@ fn handle_iq(c2s: &C2s, iq: Iq, full: &FullJid, domain: &Jid) -> Option<Iq> {
                     }
                     .into()
                 } else {
-                    DiscoInfoResult {
-                        node: None,
-                        identities: vec![Identity {
-                            category: "server".into(),
-                            type_: "im".into(),
-                            lang: None,
-                            name: Some("Estuary".into()),
-                        }],
-                        features: BTreeSet::from([
-                            ns::DISCO_INFO.to_owned(),
-                            ns::DISCO_ITEMS.to_owned(),
-                            ns::PING.to_owned(),
-                            ns::VERSION.to_owned(),
-                            ns::TIME.to_owned(),
-                            crate::carbons::NS.to_owned(),
-                            crate::blocking::NS.to_owned(),
-                            LAST_ACTIVITY.to_owned(),
-                            vcard::NS.to_owned(),
-                            crate::roster::NS.to_owned(),
-                        ]),
-                        extensions: c2s.server_info.iter().cloned().collect(),
-                    }
-                    .into()
+                    let mut info = c2s.disco_info.clone();
+                    info.node = node;
+                    info.into()
                 };
                 return Some(Iq::Result {
                     from: to,
