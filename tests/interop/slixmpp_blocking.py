@@ -117,6 +117,20 @@ async def main(a):
     alice.send_presence(pshow="dnd", pstatus="visible again")
     await until(lambda: saw(bob, f"alice@{d}", show="dnd"), "and alice's presence reaches bob again")
 
+    # Blocked and unblocked over XMPP: each sees the other's current presence again (3.4),
+    # without anyone sending new presence.
+    bob.send_presence(pshow="xa", pstatus="bob now")
+    await until(lambda: saw(alice, f"bob@{d}", show="xa"), "alice sees bob's new presence")
+    await alice.plugin["xep_0191"].block([f"bob@{d}"], timeout=5)
+    await until(lambda: len(saw(bob, f"alice@{d}", type="unavailable")) >= 4, "blocked again, alice appears offline to bob")
+    bob.presences.clear()
+    alice.presences.clear()
+    await alice.plugin["xep_0191"].unblock([f"bob@{d}"], timeout=5)
+    await until(lambda: saw(bob, f"alice@{d}", show="dnd"), "on unblock, bob gets alice's current presence again (XEP-0191 3.4)")
+    await until(lambda: saw(alice, f"bob@{d}", show="xa"), "and alice gets bob's")
+    for _ in range(2):
+        await asyncio.wait_for(alice2.pushes.get(), 10)
+
     # slixmpp's unblock([]) sends an empty IQ; send the <unblock/> (no items = everyone) by hand.
     iq = alice.make_iq_set()
     iq.append(slixmpp.xmlstream.ET.Element("{urn:xmpp:blocking}unblock"))

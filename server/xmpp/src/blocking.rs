@@ -125,6 +125,7 @@ pub async fn handle_iq(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<Iq> {
         let items = list.iter().filter_map(|j| Jid::new(j).ok()).collect();
         return reply(Some(BlocklistResult { items }.into()));
     }
+    let before = list.clone();
     let mut newly_blocked = Vec::new();
     let push: Element = if payload.is("block", NS) {
         let Ok(block) = Block::try_from(payload.clone()) else {
@@ -158,6 +159,8 @@ pub async fn handle_iq(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<Iq> {
     // §3.3/§3.4: every session that asked for the blocklist hears of the change.
     let bare = full.to_bare();
     appear_offline_to(c2s, &localpart, &newly_blocked).await;
+    let unblocked: Vec<Jid> = before.difference(&list).filter_map(|j| Jid::new(j).ok()).collect();
+    reappear(c2s, full, &localpart, &unblocked).await;
     c2s.router.deliver_blocklist_push(&bare, |dest| {
         Iq::Set {
             from: None,
@@ -184,10 +187,7 @@ async fn appear_offline_to(c2s: &C2s, localpart: &str, blocked: &[Jid]) {
         let Ok(contact) = BareJid::new(&watcher.contact) else {
             continue;
         };
-        let hit = blocked
-            .iter()
-            .any(|b| b.to_bare() == contact || (b.node().is_none() && b.domain() == contact.domain()));
-        if !hit {
+        if !names(blocked, &contact) {
             continue;
         }
         for (from, _) in &sessions {
@@ -195,6 +195,51 @@ async fn appear_offline_to(c2s: &C2s, localpart: &str, blocked: &[Jid]) {
             gone.from = Some(from.clone());
             gone.to = Some(contact.clone().into());
             c2s.router.deliver_available(&contact, &gone.into());
+        }
+    }
+}
+
+/// Whether one of `jids` (a JID, or a bare domain) covers `contact`.
+fn names(jids: &[Jid], contact: &BareJid) -> bool {
+    jids.iter()
+        .any(|b| b.to_bare() == *contact || (b.node().is_none() && b.domain() == contact.domain()))
+}
+
+/// §3.4: contacts the user unblocked see the user's current presence again (when subscribed
+/// to it), and the user's sessions see theirs (when the user is subscribed), unless a block
+/// remains either way.
+async fn reappear(c2s: &C2s, full: &FullJid, localpart: &str, unblocked: &[Jid]) {
+    if unblocked.is_empty() {
+        return;
+    }
+    let me = full.to_bare();
+    let mine = c2s.router.available_presences(&me);
+    for item in c2s.core.store.roster(localpart).await.unwrap_or_default() {
+        let Ok(contact) = BareJid::new(&item.contact) else {
+            continue;
+        };
+        if !names(unblocked, &contact) || crate::c2s::blocked(c2s, full, &contact.clone().into()).await.is_some() {
+            continue;
+        }
+        let with = |presence: &Element, from: &Jid, to: Jid| -> Option<Element> {
+            let mut p = Presence::try_from(presence.clone()).ok()?;
+            p.from = Some(from.clone());
+            p.to = Some(to);
+            Some(p.into())
+        };
+        if matches!(item.subscription.as_str(), "from" | "both") {
+            for (from, presence) in &mine {
+                if let Some(p) = with(presence, from, contact.clone().into()) {
+                    c2s.router.deliver_available(&contact, &p);
+                }
+            }
+        }
+        if matches!(item.subscription.as_str(), "to" | "both") {
+            for (from, presence) in c2s.router.available_presences(&contact) {
+                if let Some(p) = with(&presence, &from, me.clone().into()) {
+                    c2s.router.deliver_available(&me, &p);
+                }
+            }
         }
     }
 }
