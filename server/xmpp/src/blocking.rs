@@ -5,6 +5,7 @@
 //! never drops them.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tokio_xmpp::minidom::Element;
@@ -19,6 +20,41 @@ use crate::c2s::{C2s, error_reply, new_id};
 pub const NS: &str = "urn:xmpp:blocking";
 const IGNORED: &str = "m.ignored_user_list";
 const OTHERS: &str = "org.estuary.xmpp.blocklist";
+
+/// Blocklists read from the store, valid while the account-data stream stands still (every
+/// change to either list, from XMPP or from a Matrix client, moves it). Checked for every
+/// message and IQ, so it must not cost store reads each time.
+#[derive(Default)]
+pub struct Cache {
+    inner: std::sync::Mutex<(i64, std::collections::HashMap<String, Arc<BTreeSet<String>>>)>,
+}
+
+impl Cache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (i64, std::collections::HashMap<String, Arc<BTreeSet<String>>>)> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The account's blocklist, from the cache when nothing changed since it was read.
+async fn cached(c2s: &C2s, localpart: &str) -> Arc<BTreeSet<String>> {
+    let position = c2s.core.streams.current().account_data;
+    {
+        let mut cache = c2s.blocklists.lock();
+        if cache.0 != position {
+            *cache = (position, Default::default());
+        }
+        if let Some(list) = cache.1.get(localpart) {
+            return list.clone();
+        }
+    }
+    let list = Arc::new(blocklist(c2s, localpart).await);
+    let mut cache = c2s.blocklists.lock();
+    // Kept only if nothing moved while it was read.
+    if cache.0 == position {
+        cache.1.insert(localpart.to_owned(), list.clone());
+    }
+    list
+}
 
 /// The account's blocklist as JIDs.
 pub async fn blocklist(c2s: &C2s, localpart: &str) -> BTreeSet<String> {
@@ -44,7 +80,7 @@ pub async fn blocklist(c2s: &C2s, localpart: &str) -> BTreeSet<String> {
 
 /// Whether `localpart` blocked `jid` (XEP-0191 §4: by full JID, bare JID or domain).
 pub async fn blocks(c2s: &C2s, localpart: &str, jid: &Jid) -> bool {
-    let list = blocklist(c2s, localpart).await;
+    let list = cached(c2s, localpart).await;
     list.contains(jid.as_str()) || list.contains(jid.to_bare().as_str()) || list.contains(jid.domain().as_str())
 }
 

@@ -301,6 +301,8 @@ pub struct C2s {
     caps: xmpp_parsers::caps::Caps,
     /// For XEP-0012 server uptime.
     started: std::time::Instant,
+    /// XEP-0191 blocklists, read once per change.
+    pub(crate) blocklists: crate::blocking::Cache,
     /// XEP-0198 sessions that may be resumed, by stream management id.
     resumable: Mutex<HashMap<String, crate::session::Resumable>>,
     sessions: std::sync::atomic::AtomicU64,
@@ -331,6 +333,7 @@ impl C2s {
             disco_info,
             caps,
             started: std::time::Instant::now(),
+            blocklists: crate::blocking::Cache::default(),
             resumable: Mutex::default(),
             sessions: std::sync::atomic::AtomicU64::new(0),
         }))
