@@ -234,6 +234,16 @@ async fn slixmpp_offline_and_resumption(backend: Backend) {
 /// SIGKILL during a burst from a stream-managed client to an offline account: after the
 /// restart, every message the server had acknowledged (`<a h=…>`) is waiting offline.
 async fn acked_messages_survive_sigkill(backend: Backend) {
+    sigkill_during_burst(backend, false).await;
+}
+
+/// The same with the recipient online (stream-managed) during the burst: every acknowledged
+/// message reached him before the kill or waits offline after it.
+async fn acked_messages_to_an_online_recipient_survive_sigkill(backend: Backend) {
+    sigkill_during_burst(backend, true).await;
+}
+
+async fn sigkill_during_burst(backend: Backend, online: bool) {
     let extra = format!("{OPEN_CONFIG}[xmpp]\nc2s_listen = [\"127.0.0.1:{{C2S_PORT}}\"]\n");
     let inst = Instance::with_config(backend, &extra).await;
     let server = inst.start().await;
@@ -242,11 +252,17 @@ async fn acked_messages_survive_sigkill(backend: Backend) {
     }
     let dir = tempfile::tempdir().unwrap();
     let acked = dir.path().join("acked.txt");
+    let received = dir.path().join("received.txt");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/slixmpp_sm.py");
-    let mut burst = tokio::process::Command::new(estuary_tests::interop_python())
+    let mut burst = tokio::process::Command::new(estuary_tests::interop_python());
+    burst
         .arg(&script)
         .args(["--port", &inst.c2s_port.to_string(), "--phase", "burst", "--acked"])
-        .arg(&acked)
+        .arg(&acked);
+    if online {
+        burst.arg("--received").arg(&received);
+    }
+    let mut burst = burst
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -293,7 +309,13 @@ async fn acked_messages_survive_sigkill(backend: Backend) {
         .lines()
         .map(str::to_owned)
         .collect();
-    let missing: Vec<&String> = acked.iter().filter(|b| !got.contains(b)).collect();
+    let before: std::collections::HashSet<String> = std::fs::read_to_string(&received)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(!online || !before.is_empty(), "the online recipient received nothing during the burst");
+    let missing: Vec<&String> = acked.iter().filter(|b| !got.contains(b) && !before.contains(*b)).collect();
     assert!(
         missing.is_empty(),
         "{} of {} acknowledged messages lost: {:?}",
@@ -317,6 +339,7 @@ both_backends!(
     slixmpp_in_band_registration,
     slixmpp_offline_and_resumption,
     acked_messages_survive_sigkill,
+    acked_messages_to_an_online_recipient_survive_sigkill,
     slixmpp_interop,
     slixmpp_roster_and_presence,
     cross_protocol_password_change,

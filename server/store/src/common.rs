@@ -1207,23 +1207,45 @@ macro_rules! impl_store {
                 Ok(row.map_or(0, |r| r.0))
             }
 
-            async fn offline_push(&self, localpart: &str, stanza: &str, limit: i64) -> $crate::Result<bool> {
-                let done = sqlx::query::<$db>($crate::sql::OFFLINE_PUSH)
+            async fn offline_push(&self, localpart: &str, stanza: &str, limit: i64) -> $crate::Result<Option<i64>> {
+                let row: Option<(i64,)> = sqlx::query_as::<$db, (i64,)>($crate::sql::OFFLINE_PUSH)
                     .bind(localpart)
                     .bind(stanza)
                     .bind(limit)
-                    .execute(&self.pool)
+                    .fetch_optional(&self.pool)
                     .await?;
-                Ok(done.rows_affected() == 1)
+                Ok(row.map(|r| r.0))
             }
 
-            async fn offline_take(&self, localpart: &str) -> $crate::Result<Vec<String>> {
-                let mut rows: Vec<(i64, String)> = sqlx::query_as::<$db, (i64, String)>($crate::sql::OFFLINE_TAKE)
+            async fn offline_add(&self, localpart: &str, stanza: &str) -> $crate::Result<i64> {
+                let (id,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::OFFLINE_ADD)
+                    .bind(localpart)
+                    .bind(stanza)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(id)
+            }
+
+            async fn offline_list(&self, localpart: &str) -> $crate::Result<Vec<(i64, String)>> {
+                Ok(sqlx::query_as::<$db, (i64, String)>($crate::sql::OFFLINE_LIST)
                     .bind(localpart)
                     .fetch_all(&self.pool)
-                    .await?;
-                rows.sort_unstable_by_key(|r| r.0);
-                Ok(rows.into_iter().map(|(_, s)| s).collect())
+                    .await?)
+            }
+
+            async fn offline_delete(&self, ids: &[i64]) -> $crate::Result<()> {
+                if ids.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.pool.begin().await?;
+                for id in ids {
+                    sqlx::query::<$db>($crate::sql::OFFLINE_DELETE)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn add_to_device(

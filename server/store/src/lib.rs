@@ -510,12 +510,16 @@ pub trait Store: Send + Sync + 'static {
     async fn remove_roster_item(&self, localpart: &str, contact: &str) -> Result<i64>;
     async fn roster_version(&self, localpart: &str) -> Result<i64>;
 
-    // --- XMPP offline messages ---
+    // --- XMPP messages kept until delivered (offline, and in flight to a session) ---
     /// Keep a stanza for an account without a session, unless it already holds `limit`;
-    /// false when full. Durable when this returns.
-    async fn offline_push(&self, localpart: &str, stanza: &str, limit: i64) -> Result<bool>;
-    /// Take (return and delete) an account's offline stanzas, oldest first.
-    async fn offline_take(&self, localpart: &str) -> Result<Vec<String>>;
+    /// its id, or None when full. Durable when this returns.
+    async fn offline_push(&self, localpart: &str, stanza: &str, limit: i64) -> Result<Option<i64>>;
+    /// Keep a stanza being handed to a session of the account until the session has it.
+    async fn offline_add(&self, localpart: &str, stanza: &str) -> Result<i64>;
+    /// An account's kept stanzas, oldest first, with their ids.
+    async fn offline_list(&self, localpart: &str) -> Result<Vec<(i64, String)>>;
+    /// Forget delivered stanzas.
+    async fn offline_delete(&self, ids: &[i64]) -> Result<()>;
 
     /// Queue to-device messages; with a (localpart, device, txn_id) already seen, nothing is
     /// queued and None is returned. Else the last stream position used.

@@ -256,6 +256,8 @@ pub const BUMP_ROSTER_VERSION: &str = "INSERT INTO roster_versions (localpart, v
 pub const ROSTER_VERSION: &str = "SELECT version FROM roster_versions WHERE localpart = $1";
 /// One statement (no read-then-write transaction): the account's quota is checked as it inserts.
 pub const OFFLINE_PUSH: &str = "INSERT INTO xmpp_offline (localpart, stanza) SELECT $1, $2 \
-    WHERE (SELECT COUNT(*) FROM xmpp_offline WHERE localpart = $1) < $3";
-pub const OFFLINE_TAKE: &str = "DELETE FROM xmpp_offline WHERE localpart = $1 RETURNING id, stanza";
+    WHERE (SELECT COUNT(*) FROM xmpp_offline WHERE localpart = $1) < $3 RETURNING id";
+pub const OFFLINE_ADD: &str = "INSERT INTO xmpp_offline (localpart, stanza) VALUES ($1, $2) RETURNING id";
+pub const OFFLINE_LIST: &str = "SELECT id, stanza FROM xmpp_offline WHERE localpart = $1 ORDER BY id";
+pub const OFFLINE_DELETE: &str = "DELETE FROM xmpp_offline WHERE id = $1";
 pub const OFFLINE_ERASE: &str = "DELETE FROM xmpp_offline WHERE localpart = $1";

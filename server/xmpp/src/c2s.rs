@@ -73,12 +73,19 @@ struct Session {
     resource: String,
     /// Tells this session apart from an earlier or later one with the same resource.
     sid: u64,
-    tx: mpsc::Sender<Element>,
+    tx: mpsc::Sender<Routed>,
     presence: Option<Element>,
     /// XEP-0280 carbons enabled on this session.
     carbons: bool,
     /// XEP-0191: the session asked for the blocklist, so it gets pushes.
     blocklist: bool,
+}
+
+/// A stanza on its way to a session. A message the store keeps until a session has it
+/// carries its id (`kept`): the session deletes it once the client has the message.
+pub(crate) struct Routed {
+    pub el: Element,
+    pub kept: Option<i64>,
 }
 
 /// Stanzas waiting for one session's stream. A client that stops reading while others write
@@ -88,8 +95,12 @@ pub(crate) const INBOX_CAPACITY: usize = 2048;
 
 impl Session {
     /// Queue a stanza for this session; false when it is gone or not keeping up.
-    fn offer(&self, stanza: Element) -> bool {
-        match self.tx.try_send(stanza) {
+    fn offer(&self, el: Element) -> bool {
+        self.offer_kept(el, None)
+    }
+
+    fn offer_kept(&self, el: Element, kept: Option<i64>) -> bool {
+        match self.tx.try_send(Routed { el, kept }) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(resource = %self.resource, "c2s session is not reading; stanza not queued");
@@ -111,7 +122,7 @@ impl Router {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn add(&self, full: &FullJid, tx: mpsc::Sender<Element>, sid: u64) {
+    pub(crate) fn add(&self, full: &FullJid, tx: mpsc::Sender<Routed>, sid: u64) {
         let mut s = self.lock();
         let list = s.entry(full.to_bare().to_string()).or_default();
         list.retain(|r| r.resource != full.resource().as_str());
@@ -148,12 +159,13 @@ impl Router {
     /// Otherwise (a bare JID, or a resource that is not bound) chat and normal messages go to
     /// the available sessions of highest non-negative priority, headlines to every available
     /// session of non-negative priority, and the rest nowhere. Returns the resources reached.
-    pub fn deliver_message(&self, to: &Jid, stanza: &Element, kind: &MessageType) -> Vec<String> {
+    /// `kept`: the id under which the store holds the message until a session has it.
+    pub fn deliver_message(&self, to: &Jid, stanza: &Element, kind: &MessageType, kept: Option<i64>) -> Vec<String> {
         let s = self.lock();
         let Some(list) = s.get(&to.to_bare().to_string()) else {
             return vec![];
         };
-        let send = |r: &Session| r.offer(stanza.clone()).then(|| r.resource.clone());
+        let send = |r: &Session| r.offer_kept(stanza.clone(), kept).then(|| r.resource.clone());
         if let Some(resource) = to.resource()
             && let Some(r) = list.iter().find(|r| r.resource == resource.as_str())
         {
@@ -190,6 +202,20 @@ impl Router {
             }
         }
         delivered
+    }
+
+    /// Whether the account has any bound session.
+    pub fn has_sessions(&self, bare: &BareJid) -> bool {
+        self.lock().contains_key(bare.as_str())
+    }
+
+    /// Hand a kept message (see [`Routed`]) to one bound session; false when it is not there
+    /// or not keeping up.
+    pub(crate) fn deliver_kept(&self, full: &FullJid, el: Element, kept: i64) -> bool {
+        self.lock()
+            .get(&full.to_bare().to_string())
+            .and_then(|l| l.iter().find(|r| r.resource == full.resource().as_str()))
+            .is_some_and(|r| r.offer_kept(el, Some(kept)))
     }
 
     /// Deliver to the sessions of an account that sent available presence.
@@ -785,8 +811,16 @@ async fn route_message(c2s: &C2s, mut msg: Message, sender: &FullJid) -> Option<
         && local
         && let Some(node) = to.node()
     {
-        let reached = c2s.router.deliver_message(&to, &element, &msg.type_);
-        if !reached.is_empty() {
+        // Kept in the store until a session has it: once counted as handled (XEP-0198), a
+        // message survives a crash. An account with no session is handled below.
+        let kept = if crate::offline::storable(&msg) && c2s.router.has_sessions(&to.to_bare()) {
+            crate::offline::keep(c2s, node.as_str(), &msg).await
+        } else {
+            None
+        };
+        let reached = c2s.router.deliver_message(&to, &element, &msg.type_, kept);
+        if !reached.is_empty() || kept.is_some() {
+            // Reaching nobody, a kept message waits offline.
             crate::carbons::copy(c2s, &msg, sender, &reached);
             return None;
         }

@@ -26,7 +26,7 @@ use xmpp_parsers::sm::{A, Enable, Enabled, Failed, HandledCountTooHigh, R, Resum
 use xmpp_parsers::stanza_error::{DefinedCondition as StanzaCondition, ErrorType};
 use xmpp_parsers::stream_error::{DefinedCondition as StreamCondition, StreamError};
 
-use crate::c2s::{C2s, INBOX_CAPACITY, Outcome, error_reply, new_id, next_element, read_failed, stream_error};
+use crate::c2s::{C2s, INBOX_CAPACITY, Outcome, Routed, error_reply, new_id, next_element, read_failed, stream_error};
 use crate::limit::{Budget, Violation};
 use crate::wire::Wire;
 
@@ -39,7 +39,9 @@ pub(crate) struct Live {
     /// Tells this session apart from a later one bound to the same full JID.
     sid: u64,
     full: FullJid,
-    inbox: mpsc::Receiver<Element>,
+    inbox: mpsc::Receiver<Routed>,
+    /// Kept messages the client has (written, without stream management), to forget.
+    delivered: Vec<i64>,
     /// XEP-0352: while inactive, presence updates wait here (the latest per sender).
     inactive: bool,
     held: BTreeMap<String, Element>,
@@ -53,8 +55,8 @@ struct Sm {
     handled: u32,
     /// Stanzas sent to the client since enable (mod 2^32).
     sent: u32,
-    /// Sent and not acknowledged yet, oldest first.
-    unacked: VecDeque<Element>,
+    /// Sent and not acknowledged yet, oldest first, with the id a kept message has.
+    unacked: VecDeque<(Element, Option<i64>)>,
     /// An `<r/>` is out and unanswered.
     asked: bool,
     /// Requests from a resuming stream for this session (only when resumable).
@@ -99,33 +101,46 @@ impl Live {
             sid,
             full,
             inbox,
+            delivered: Vec::new(),
             inactive: false,
             held: BTreeMap::new(),
             sm: None,
         }
     }
 
-    /// Send a stanza or nonza; stanzas are counted and kept until acknowledged.
+    /// Send a stanza; under stream management it is counted and held until acknowledged.
     async fn out<W: Wire>(&mut self, xml: &mut W, el: Element) -> io::Result<()> {
-        if let Some(sm) = &mut self.sm
-            && is_stanza(&el)
-        {
-            sm.unacked.push_back(el.clone());
-            sm.sent = sm.sent.wrapping_add(1);
+        self.out_kept(xml, el, None).await
+    }
+
+    /// Send a stanza the store may keep (`kept`) until the client has it: acknowledged under
+    /// stream management, written to the stream otherwise.
+    async fn out_kept<W: Wire>(&mut self, xml: &mut W, el: Element, kept: Option<i64>) -> io::Result<()> {
+        match &mut self.sm {
+            Some(sm) if is_stanza(&el) => {
+                sm.unacked.push_back((el.clone(), kept));
+                sm.sent = sm.sent.wrapping_add(1);
+                xml.send(el).await
+            }
+            _ => {
+                xml.send(el).await?;
+                self.delivered.extend(kept);
+                Ok(())
+            }
         }
-        xml.send(el).await
     }
 }
 
 impl Sm {
-    /// The client acknowledged `h` stanzas in all; Err(sent) when that is more than were sent.
-    fn acked(&mut self, h: u32) -> Result<(), u32> {
+    /// The client acknowledged `h` stanzas in all: the kept messages among them go to
+    /// `delivered`. Err(sent) when that is more than were sent.
+    fn acked(&mut self, h: u32, delivered: &mut Vec<i64>) -> Result<(), u32> {
         let base = self.sent.wrapping_sub(self.unacked.len() as u32);
         let newly = h.wrapping_sub(base) as usize;
         if newly > self.unacked.len() {
             return Err(self.sent);
         }
-        self.unacked.drain(..newly);
+        delivered.extend(self.unacked.drain(..newly).filter_map(|(_, kept)| kept));
         self.asked = false;
         Ok(())
     }
@@ -265,13 +280,13 @@ async fn resumed<W: Wire>(xml: &mut W, live: &mut Live, h: u32) -> io::Result<bo
         h: sm.handled,
         previd: StreamId(sm.id.clone()),
     };
-    if let Err(sent) = sm.acked(h) {
+    if let Err(sent) = sm.acked(h, &mut live.delivered) {
         too_high(xml, h, sent).await;
         return Ok(false);
     }
     xml.send(answer.into()).await?;
     tracing::info!(jid = %live.full, "XMPP session resumed");
-    for el in sm.unacked.clone() {
+    for (el, _) in sm.unacked.clone() {
         xml.send(el).await?;
     }
     // CSI state belongs to a stream; the new one starts active.
@@ -337,21 +352,23 @@ async fn finish(c2s: &C2s, mut live: Live) {
         crate::roster::disconnected(c2s, &live.full).await;
         c2s.router.remove(&live.full, live.sid);
     }
-    let mut pending: Vec<Element> = live.sm.take().map(|s| s.unacked.into()).unwrap_or_default();
+    crate::offline::delivered(c2s, &mut live.delivered).await;
+    let mut pending: Vec<(Element, Option<i64>)> = live.sm.take().map(|s| s.unacked.into()).unwrap_or_default();
     live.inbox.close();
-    while let Ok(el) = live.inbox.try_recv() {
-        pending.push(el);
+    while let Ok(routed) = live.inbox.try_recv() {
+        pending.push((routed.el, routed.kept));
     }
-    for el in pending {
+    for (el, kept) in pending {
         if el.name() == "message" {
-            reroute(c2s, &live.full, el).await;
+            reroute(c2s, &live.full, el, kept).await;
         }
     }
 }
 
-/// A message its session never received: to the account's other sessions, else offline.
-/// Carbon copies are not rerouted (the original went where it should).
-async fn reroute(c2s: &C2s, full: &FullJid, el: Element) {
+/// A message its session never received: to the account's other sessions, else offline
+/// (where a kept one already is). Carbon copies are not rerouted (the original went where
+/// it should).
+async fn reroute(c2s: &C2s, full: &FullJid, el: Element, kept: Option<i64>) {
     if el.has_ns(crate::carbons::NS)
         || el
             .children()
@@ -362,7 +379,7 @@ async fn reroute(c2s: &C2s, full: &FullJid, el: Element) {
     let Ok(msg) = Message::try_from(el) else { return };
     let bare: Jid = full.to_bare().into();
     let el: Element = msg.clone().into();
-    if !c2s.router.deliver_message(&bare, &el, &msg.type_).is_empty() {
+    if !c2s.router.deliver_message(&bare, &el, &msg.type_, kept).is_empty() || kept.is_some() {
         return;
     }
     if crate::offline::storable(&msg)
@@ -380,11 +397,14 @@ async fn stanza_loop<W: Wire>(xml: &mut W, c2s: &C2s, live: &mut Live, budget: &
             item = xml.next() => item,
             routed = live.inbox.recv() => {
                 match routed {
-                    Some(el) if live.inactive && is_presence_update(&el) => {
+                    Some(Routed { el, .. }) if live.inactive && is_presence_update(&el) => {
                         live.held.insert(el.attr("from").unwrap_or_default().to_owned(), el);
                     }
-                    Some(el) => {
-                        live.out(xml, el).await?;
+                    Some(Routed { el, kept }) => {
+                        live.out_kept(xml, el, kept).await?;
+                        if live.inbox.is_empty() {
+                            crate::offline::delivered(c2s, &mut live.delivered).await;
+                        }
                         if let Some(sm) = &mut live.sm {
                             if sm.unacked.len() > MAX_UNACKED {
                                 stream_error(xml, StreamCondition::ResourceConstraint, "too many stanzas not acknowledged").await;
@@ -531,10 +551,11 @@ async fn stream_management<W: Wire>(xml: &mut W, c2s: &C2s, live: &mut Live, el:
             let (Some(sm), Ok(a)) = (&mut live.sm, A::try_from(el)) else {
                 return Ok(None);
             };
-            if let Err(sent) = sm.acked(a.h) {
+            if let Err(sent) = sm.acked(a.h, &mut live.delivered) {
                 too_high(xml, a.h, sent).await;
                 return Ok(Some(End::Closed));
             }
+            crate::offline::delivered(c2s, &mut live.delivered).await;
         }
         // A <resume/> on a bound stream, or anything else of the namespace.
         _ => {
