@@ -28,6 +28,7 @@ pub struct Config {
     pub xmpp: XmppConfig,
     pub privacy: PrivacyConfig,
     pub contact: ContactConfig,
+    pub media: MediaConfig,
     pub rate_limits: RateLimitsConfig,
     pub logging: LoggingConfig,
 }
@@ -182,6 +183,21 @@ pub struct PrivacyConfig {
     pub log_ips: bool,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Largest upload accepted, in bytes (larger: `M_TOO_LARGE`).
+    pub max_upload_bytes: usize,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 50 * 1024 * 1024,
+        }
+    }
+}
+
 /// How to reach the people who run the server, as URIs (`mailto:`, `xmpp:`, `https:`, or
 /// `matrix:u/user:server`). Published to XMPP clients (XEP-0157) and Matrix clients
 /// (`/.well-known/matrix/support`). Empty by default: nothing is published.
@@ -235,6 +251,7 @@ impl Default for Config {
             xmpp: XmppConfig::default(),
             privacy: PrivacyConfig::default(),
             contact: ContactConfig::default(),
+            media: MediaConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             logging: LoggingConfig::default(),
         }
@@ -368,6 +385,9 @@ impl Config {
         check_server_name(&self.server_name).map_err(|m| ("server_name", m))?;
         if self.data_dir.as_os_str().is_empty() {
             return Err(("data_dir", "must not be empty".to_owned()));
+        }
+        if self.media.max_upload_bytes == 0 {
+            return Err(("media.max_upload_bytes", "must be at least 1".to_owned()));
         }
         if self.database.url.is_empty() {
             self.database.url = format!("sqlite://{}", self.data_dir.join("estuary.db").display());

@@ -12,6 +12,7 @@ pub mod e2ee;
 pub mod ephemeral;
 pub mod keys;
 pub mod localpart;
+pub mod media;
 pub mod password;
 pub mod random;
 pub mod ratelimit;
@@ -22,7 +23,8 @@ pub mod streams;
 pub use accounts::Accounts;
 pub use config::Config;
 pub use estuary_store::{
-    Account, BackupKey, BackupVersion, Device, Membership, Relation, RosterItem, Session, StoreError, StoredEvent,
+    Account, BackupKey, BackupVersion, Device, MediaRecord, Membership, Relation, RosterItem, Session, StoreError,
+    StoredEvent,
 };
 pub use sessions::Sessions;
 
@@ -83,6 +85,7 @@ pub struct Core {
     /// The server's signing key (events, and federation's key endpoint).
     pub key: Arc<keys::ServerKey>,
     pub limits: RateLimiters,
+    pub media: media::Media,
 }
 
 /// One limiter per kind of action, configured by `[rate_limits]`.
@@ -117,6 +120,12 @@ impl Core {
         let e2ee = e2ee::E2ee::new(store.clone(), streams.clone());
         let accounts = Accounts::new(store.clone(), config.server_name.clone());
         let sessions = Sessions::new(store.clone());
+        let media = media::Media::new(
+            &config.data_dir,
+            store.clone(),
+            config.server_name.clone(),
+            config.media.max_upload_bytes,
+        );
         let r = &config.rate_limits;
         let limits = RateLimiters {
             login: ratelimit::RateLimiter::new(r.login),
@@ -136,6 +145,7 @@ impl Core {
             e2ee,
             key,
             limits,
+            media,
         })
     }
 

@@ -77,6 +77,28 @@ impl<T> Ruma<T> {
     }
 }
 
+/// The session an access token belongs to.
+async fn caller_of(state: &MatrixState, token: &str) -> Result<Caller, MatrixError> {
+    let session = state
+        .core
+        .sessions
+        .authenticate(token)
+        .await?
+        .ok_or_else(MatrixError::unknown_token)?;
+    let user_id = state.user_id(&session.localpart)?;
+    Ok(Caller {
+        localpart: session.localpart,
+        user_id,
+        device_id: session.device_id.into(),
+    })
+}
+
+/// For handlers outside the ruma extractor: the request's caller, which is required.
+pub async fn required_caller(parts: &http::request::Parts, state: &MatrixState) -> Result<Caller, MatrixError> {
+    let token = access_token(parts)?.ok_or_else(MatrixError::missing_token)?;
+    caller_of(state, &token).await
+}
+
 fn access_token(parts: &http::request::Parts) -> Result<Option<String>, MatrixError> {
     if let Some(value) = parts.headers.get(http::header::AUTHORIZATION) {
         let value = value.to_str().map_err(|_| MatrixError::unknown_token())?;
@@ -91,7 +113,7 @@ fn access_token(parts: &http::request::Parts) -> Result<Option<String>, MatrixEr
 }
 
 /// The first value of `key` in a URL query string, percent-decoded.
-fn form_urlencoded_get(query: &str, key: &str) -> Option<String> {
+pub(crate) fn form_urlencoded_get(query: &str, key: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == key).then(|| percent_decode(v))
@@ -191,20 +213,7 @@ where
         let caller = match (requirement, access_token(&parts)?) {
             (Requirement::None, _) | (Requirement::Optional, None) => None,
             (Requirement::Required, None) => return Err(MatrixError::missing_token()),
-            (_, Some(token)) => {
-                let session = state
-                    .core
-                    .sessions
-                    .authenticate(&token)
-                    .await?
-                    .ok_or_else(MatrixError::unknown_token)?;
-                let user_id = state.user_id(&session.localpart)?;
-                Some(Caller {
-                    localpart: session.localpart,
-                    user_id,
-                    device_id: session.device_id.into(),
-                })
-            }
+            (_, Some(token)) => Some(caller_of(state, &token).await?),
         };
 
         let limit = state.core.config.matrix.max_request_bytes;

@@ -20,6 +20,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod keys;
+pub mod media;
 pub mod profile;
 pub mod push;
 pub mod relations;
@@ -204,6 +205,7 @@ pub fn client_router(core: Arc<Core>) -> Result<Router, String> {
         .endpoint::<dd::get_dehydrated_device::unstable::Request, _, _>(dehydrated::get_device)
         .endpoint::<dd::delete_dehydrated_device::unstable::Request, _, _>(dehydrated::delete_device)
         .endpoint::<dd::get_events::unstable::Request, _, _>(dehydrated::device_events)
+        .merge(media::router())
         .fallback(error::unrecognized)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state);

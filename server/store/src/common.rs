@@ -1207,6 +1207,27 @@ macro_rules! impl_store {
                 Ok(row.map_or(0, |r| r.0))
             }
 
+            async fn add_media(&self, r: &$crate::MediaRecord) -> $crate::Result<()> {
+                sqlx::query::<$db>($crate::sql::ADD_MEDIA)
+                    .bind(&r.media_id)
+                    .bind(&r.uploader)
+                    .bind(&r.content_type)
+                    .bind(r.filename.as_deref())
+                    .bind(r.size)
+                    .bind(&r.sha1)
+                    .bind(r.created_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn media(&self, media_id: &str) -> $crate::Result<Option<$crate::MediaRecord>> {
+                Ok(sqlx::query_as::<$db, $crate::MediaRecord>($crate::sql::MEDIA)
+                    .bind(media_id)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
             async fn offline_push(&self, localpart: &str, stanza: &str, limit: i64) -> $crate::Result<Option<i64>> {
                 let row: Option<(i64,)> = sqlx::query_as::<$db, (i64,)>($crate::sql::OFFLINE_PUSH)
                     .bind(localpart)

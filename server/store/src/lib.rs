@@ -266,6 +266,19 @@ pub struct RosterItem {
     pub groups: String,
 }
 
+/// One upload in the media repository (the bytes live in files, not in the database).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct MediaRecord {
+    pub media_id: String,
+    pub uploader: String,
+    pub content_type: String,
+    pub filename: Option<String>,
+    pub size: i64,
+    /// Lower-case hex SHA-1 of the bytes.
+    pub sha1: String,
+    pub created_at: i64,
+}
+
 /// The storage interface the rest of the server uses. Both backends implement it with the
 /// same SQL (written once in `sql.rs`), and pass the same tests.
 #[async_trait]
@@ -509,6 +522,10 @@ pub trait Store: Send + Sync + 'static {
     /// Remove an item and bump the version; returns the new version.
     async fn remove_roster_item(&self, localpart: &str, contact: &str) -> Result<i64>;
     async fn roster_version(&self, localpart: &str) -> Result<i64>;
+
+    // --- media repository ---
+    async fn add_media(&self, record: &MediaRecord) -> Result<()>;
+    async fn media(&self, media_id: &str) -> Result<Option<MediaRecord>>;
 
     // --- XMPP messages kept until delivered (offline, and in flight to a session) ---
     /// Keep a stanza for an account without a session, unless it already holds `limit`;

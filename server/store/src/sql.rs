@@ -261,3 +261,7 @@ pub const OFFLINE_ADD: &str = "INSERT INTO xmpp_offline (localpart, stanza) VALU
 pub const OFFLINE_LIST: &str = "SELECT id, stanza FROM xmpp_offline WHERE localpart = $1 ORDER BY id";
 pub const OFFLINE_DELETE: &str = "DELETE FROM xmpp_offline WHERE id = $1";
 pub const OFFLINE_ERASE: &str = "DELETE FROM xmpp_offline WHERE localpart = $1";
+pub const ADD_MEDIA: &str = "INSERT INTO media (media_id, uploader, content_type, filename, size, sha1, created_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7)";
+pub const MEDIA: &str = "SELECT media_id, uploader, content_type, filename, size, sha1, created_at FROM media \
+    WHERE media_id = $1";
