@@ -9,6 +9,8 @@ sessions, plus a bounce for a recipient with no session. Prints ALL OK on succes
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import datetime
 import ssl
 import sys
@@ -16,6 +18,11 @@ import sys
 import slixmpp
 
 from checks import check, iq_condition
+
+# The avatar alice sets through Matrix (the Rust test uploads the same bytes), and bob's.
+ALICE_AVATAR = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJRU5ErkJggg==")
+BOB_AVATAR = b"GIF89a\x01\x00\x01\x00\x00\x00\x00;"
 
 
 class Client(slixmpp.ClientXMPP):
@@ -129,14 +136,34 @@ async def main(a):
     got = [(await asyncio.wait_for(bob.inbox.get(), 30))["body"] for _ in range(1000)]
     check(got == [f"burst {i}" for i in range(1000)], "a burst of 1,000 messages arrives complete and in order")
 
-    # vCard-temp is the shared profile: alice's Matrix display name is her FN, and bob's FN set
-    # over XMPP becomes his Matrix display name (the Rust test checks that side).
+    # vCard-temp is the shared profile: alice's Matrix display name is her FN and her Matrix
+    # avatar her PHOTO; bob's FN and PHOTO set over XMPP become his Matrix display name and
+    # avatar (the Rust test checks that side).
     iq = await bob.plugin["xep_0054"].get_vcard(jid=f"alice@{a.domain}")
     check(iq["vcard_temp"]["FN"] == "Alice from Matrix", f"alice's Matrix display name is her vCard FN: {iq['vcard_temp']['FN']!r}")
+    photo = iq["vcard_temp"]["PHOTO"]
+    check(photo["TYPE"] == "image/png" and photo["BINVAL"] == ALICE_AVATAR,
+          "alice's Matrix avatar is her vCard PHOTO (same bytes, same type)")
+    presences = asyncio.Queue()
+    bob.add_event_handler("presence_available", lambda p: presences.put_nowait(p))
+    alice.send_presence(pto=f"bob@{a.domain}/phone", pstatus="with avatar hash")
+    p = await asyncio.wait_for(presences.get(), 10)
+    got = p.xml.find("{vcard-temp:x:update}x/{vcard-temp:x:update}photo")
+    check(got is not None and got.text == hashlib.sha1(ALICE_AVATAR).hexdigest(),
+          "her presence carries the avatar's SHA-1 (XEP-0153), put there by the server")
     vcard = bob.plugin["xep_0054"].make_vcard()
     vcard["FN"] = "Bob via XMPP"
+    vcard["PHOTO"]["TYPE"] = "image/gif"
+    vcard["PHOTO"]["BINVAL"] = BOB_AVATAR
     await bob.plugin["xep_0054"].publish_vcard(vcard)
-    check(True, "bob publishes a vCard with a new FN")
+    check(True, "bob publishes a vCard with a new FN and PHOTO")
+    iq = await alice.plugin["xep_0054"].get_vcard(jid=f"bob@{a.domain}")
+    check(iq["vcard_temp"]["PHOTO"]["BINVAL"] == BOB_AVATAR, "alice reads bob's new PHOTO")
+    bad = bob.make_iq_set()
+    bad.append(slixmpp.xmlstream.ET.fromstring(
+        "<vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE><BINVAL>not*base64!</BINVAL></PHOTO></vCard>"))
+    got = await iq_condition(bad.send(timeout=5))
+    check(got == "bad-request", f"a PHOTO that is not base64 gets bad-request ({got})")
 
     alice.send_message(mto=f"nobody@{a.domain}", mbody="anyone?", mtype="chat")
     m = await asyncio.wait_for(alice.inbox.get(), 10)

@@ -35,6 +35,24 @@ async fn slixmpp_interop(backend: Backend) {
         )
         .await
         .ok();
+    // alice's avatar, set through Matrix (the script expects these bytes in her vCard).
+    let upload = alice
+        .http
+        .post(server.url("/_matrix/media/v3/upload"))
+        .bearer_auth(alice.token.as_ref().unwrap())
+        .header("content-type", "image/png")
+        .body(estuary_tests::TINY_PNG.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let mxc = upload.json::<serde_json::Value>().await.unwrap()["content_uri"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alice
+        .put("profile/@alice:localhost/avatar_url", serde_json::json!({ "avatar_url": mxc }))
+        .await
+        .ok();
     assert!(
         inst.cli(&["user", "create", "bob", "--password", "bob-password"])
             .status
@@ -71,11 +89,22 @@ async fn slixmpp_interop(backend: Backend) {
             "support_page": "https://localhost/help",
         })
     );
-    // The vCard bob set over XMPP is his Matrix display name.
-    assert_eq!(
-        anon.get("profile/@bob:localhost/displayname").await.ok()["displayname"],
-        "Bob via XMPP"
-    );
+    // The vCard bob set over XMPP is his Matrix display name and avatar.
+    let profile = anon.get("profile/@bob:localhost").await.ok();
+    assert_eq!(profile["displayname"], "Bob via XMPP");
+    let avatar = profile["avatar_url"].as_str().expect("bob has an avatar");
+    let r = alice
+        .http
+        .get(server.url(&format!(
+            "/_matrix/client/v1/media/download/{}",
+            avatar.strip_prefix("mxc://").unwrap()
+        )))
+        .bearer_auth(alice.token.as_ref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "image/gif");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"GIF89a\x01\x00\x01\x00\x00\x00\x00;");
     let log_path = server.log_path.clone();
     assert!(server.terminate().await.success());
     let log = std::fs::read_to_string(log_path).unwrap();

@@ -193,7 +193,13 @@ pub async fn handle_iq(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<Iq> {
 }
 
 /// Handle a presence stanza from a session (its `from` already stamped).
-pub async fn handle_presence(c2s: &C2s, full: &FullJid, presence: Presence) {
+pub async fn handle_presence(c2s: &C2s, full: &FullJid, mut presence: Presence) {
+    // XEP-0153: available presence carries the avatar's hash.
+    if presence.type_ == PresenceType::None
+        && let Some(node) = full.node()
+    {
+        crate::vcard::stamp_photo_hash(c2s, node.as_str(), &mut presence).await;
+    }
     match (presence.type_.clone(), presence.to.clone()) {
         (
             PresenceType::Subscribe | PresenceType::Subscribed | PresenceType::Unsubscribe | PresenceType::Unsubscribed,
