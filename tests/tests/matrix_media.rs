@@ -7,7 +7,6 @@ use estuary_tests::matrix::Client;
 use estuary_tests::{Backend, Instance, OPEN_CONFIG, TINY_PNG as PNG, both_backends};
 use serde_json::Value;
 
-
 struct Raw {
     status: u16,
     headers: reqwest::header::HeaderMap,
@@ -82,11 +81,18 @@ async fn chunked_upload(c: &Client, chunks: usize, size: usize) -> String {
     let _ = tcp.write_all(b"0\r\n\r\n").await;
     let mut reply = Vec::new();
     let _ = tcp.read_to_end(&mut reply).await;
-    String::from_utf8_lossy(&reply).lines().next().unwrap_or_default().to_owned()
+    String::from_utf8_lossy(&reply)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn download_path(mxc: &str) -> String {
-    format!("/_matrix/client/v1/media/download/{}", mxc.strip_prefix("mxc://").unwrap())
+    format!(
+        "/_matrix/client/v1/media/download/{}",
+        mxc.strip_prefix("mxc://").unwrap()
+    )
 }
 
 async fn content_repository(backend: Backend) {
@@ -104,39 +110,87 @@ async fn content_repository(backend: Backend) {
     assert_eq!(r.status, 200);
     assert_eq!(r.body, PNG);
     assert_eq!(r.header("content-type"), "image/png");
-    assert_eq!(r.header("content-disposition"), "inline; filename*=utf-8''dot%20one.png");
+    assert_eq!(
+        r.header("content-disposition"),
+        "inline; filename*=utf-8''dot%20one.png"
+    );
     assert!(r.header("content-security-policy").contains("sandbox"));
-    let r = raw(&bob, get.clone(), &format!("{}/other.png", download_path(&mxc)), None, vec![]).await;
-    assert_eq!((r.status, r.header("content-disposition")), (200, "inline; filename*=utf-8''other.png"));
+    let r = raw(
+        &bob,
+        get.clone(),
+        &format!("{}/other.png", download_path(&mxc)),
+        None,
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.header("content-disposition")),
+        (200, "inline; filename*=utf-8''other.png")
+    );
     let thumb = mxc.replacen("mxc://", "/_matrix/client/v1/media/thumbnail/", 1);
-    let r = raw(&bob, get.clone(), &format!("{thumb}?width=32&height=32&method=scale"), None, vec![]).await;
-    assert_eq!((r.status, r.body.as_slice()), (200, PNG), "a thumbnail is the original image");
+    let r = raw(
+        &bob,
+        get.clone(),
+        &format!("{thumb}?width=32&height=32&method=scale"),
+        None,
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, PNG),
+        "a thumbnail is the original image"
+    );
 
     // HTML is never shown inline, and has no thumbnail.
     let html = upload(&alice, "page.html", "text/html", b"<script>alert(1)</script>").await;
     let r = raw(&bob, get.clone(), &download_path(&html), None, vec![]).await;
-    assert!(r.header("content-disposition").starts_with("attachment"), "{}", r.header("content-disposition"));
-    raw(&bob, get.clone(), &html.replacen("mxc://", "/_matrix/client/v1/media/thumbnail/", 1), None, vec![])
-        .await
-        .err(404, "M_NOT_FOUND");
+    assert!(
+        r.header("content-disposition").starts_with("attachment"),
+        "{}",
+        r.header("content-disposition")
+    );
+    raw(
+        &bob,
+        get.clone(),
+        &html.replacen("mxc://", "/_matrix/client/v1/media/thumbnail/", 1),
+        None,
+        vec![],
+    )
+    .await
+    .err(404, "M_NOT_FOUND");
 
     // Errors.
-    raw(&anon, get.clone(), &download_path(&mxc), None, vec![]).await.err(401, "M_MISSING_TOKEN");
-    raw(&anon, reqwest::Method::POST, "/_matrix/media/v3/upload", Some("image/png"), PNG.to_vec())
+    raw(&anon, get.clone(), &download_path(&mxc), None, vec![])
         .await
         .err(401, "M_MISSING_TOKEN");
-    raw(&bob, get.clone(), "/_matrix/client/v1/media/download/localhost/NoSuchMedia1", None, vec![])
-        .await
-        .err(404, "M_NOT_FOUND");
-    raw(&bob, get.clone(), "/_matrix/client/v1/media/download/localhost/..%2F..%2Fetc", None, vec![])
-        .await
-        .err(404, "M_NOT_FOUND");
-    raw(&bob, get.clone(), "/_matrix/client/v1/media/download/elsewhere.example/abc", None, vec![])
-        .await
-        .err(404, "M_NOT_FOUND");
-    raw(&alice, reqwest::Method::POST, "/_matrix/media/v3/upload", Some("application/octet-stream"), vec![0; 4097])
-        .await
-        .err(413, "M_TOO_LARGE");
+    raw(
+        &anon,
+        reqwest::Method::POST,
+        "/_matrix/media/v3/upload",
+        Some("image/png"),
+        PNG.to_vec(),
+    )
+    .await
+    .err(401, "M_MISSING_TOKEN");
+    // Unknown media, an id that tries to be a path, another server's media.
+    for path in [
+        "localhost/NoSuchMedia1",
+        "localhost/..%2F..%2Fetc",
+        "elsewhere.example/abc",
+    ] {
+        let url = format!("/_matrix/client/v1/media/download/{path}");
+        raw(&bob, get.clone(), &url, None, vec![]).await.err(404, "M_NOT_FOUND");
+    }
+    raw(
+        &alice,
+        reqwest::Method::POST,
+        "/_matrix/media/v3/upload",
+        Some("application/octet-stream"),
+        vec![0; 4097],
+    )
+    .await
+    .err(413, "M_TOO_LARGE");
     // Without a Content-Length (chunked), the limit holds as the body is read.
     let status = chunked_upload(&alice, 5, 1000).await;
     assert!(status.starts_with("HTTP/1.1 413"), "{status}");

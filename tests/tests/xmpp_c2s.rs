@@ -50,7 +50,10 @@ async fn slixmpp_interop(backend: Backend) {
         .unwrap()
         .to_owned();
     alice
-        .put("profile/@alice:localhost/avatar_url", serde_json::json!({ "avatar_url": mxc }))
+        .put(
+            "profile/@alice:localhost/avatar_url",
+            serde_json::json!({ "avatar_url": mxc }),
+        )
         .await
         .ok();
     assert!(
@@ -104,7 +107,10 @@ async fn slixmpp_interop(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.headers()["content-type"], "image/gif");
-    assert_eq!(r.bytes().await.unwrap().as_ref(), b"GIF89a\x01\x00\x01\x00\x00\x00\x00;");
+    assert_eq!(
+        r.bytes().await.unwrap().as_ref(),
+        b"GIF89a\x01\x00\x01\x00\x00\x00\x00;"
+    );
     let log_path = server.log_path.clone();
     assert!(server.terminate().await.success());
     let log = std::fs::read_to_string(log_path).unwrap();
@@ -209,7 +215,11 @@ async fn slixmpp_in_band_registration(backend: Backend) {
     let run = |phase: &'static str| {
         let port = port.clone();
         tokio::task::spawn_blocking(move || {
-            run_interop_script("slixmpp_register.py", &["--port", &port, "--phase", phase], Duration::from_secs(60))
+            run_interop_script(
+                "slixmpp_register.py",
+                &["--port", &port, "--phase", phase],
+                Duration::from_secs(60),
+            )
         })
     };
     run("open").await.unwrap();
@@ -219,14 +229,22 @@ async fn slixmpp_in_band_registration(backend: Backend) {
     assert_eq!(anon.post("login", login("carol-pw-1")).await.status, 403);
     assert_eq!(anon.post("login", login("carol-pw-2")).await.status, 200);
     run("remove").await.unwrap();
-    assert_eq!(anon.post("login", login("carol-pw-2")).await.status, 403, "removed in band = deactivated");
+    assert_eq!(
+        anon.post("login", login("carol-pw-2")).await.status,
+        403,
+        "removed in band = deactivated"
+    );
     assert!(server.terminate().await.success());
 
     let closed = Instance::with_config(backend, "[xmpp]\nc2s_listen = [\"127.0.0.1:{C2S_PORT}\"]\n").await;
     let server = closed.start().await;
     let port = closed.c2s_port.to_string();
     tokio::task::spawn_blocking(move || {
-        run_interop_script("slixmpp_register.py", &["--port", &port, "--phase", "closed"], Duration::from_secs(60))
+        run_interop_script(
+            "slixmpp_register.py",
+            &["--port", &port, "--phase", "closed"],
+            Duration::from_secs(60),
+        )
     })
     .await
     .unwrap();
@@ -343,8 +361,14 @@ async fn sigkill_during_burst(backend: Backend, online: bool) {
         .lines()
         .map(str::to_owned)
         .collect();
-    assert!(!online || !before.is_empty(), "the online recipient received nothing during the burst");
-    let missing: Vec<&String> = acked.iter().filter(|b| !got.contains(b) && !before.contains(*b)).collect();
+    assert!(
+        !online || !before.is_empty(),
+        "the online recipient received nothing during the burst"
+    );
+    let missing: Vec<&String> = acked
+        .iter()
+        .filter(|b| !got.contains(b) && !before.contains(*b))
+        .collect();
     assert!(
         missing.is_empty(),
         "{} of {} acknowledged messages lost: {:?}",

@@ -18,7 +18,12 @@ pub struct Media {
 }
 
 impl Media {
-    pub fn new(data_dir: &std::path::Path, store: Arc<dyn Store>, server_name: String, max_upload_bytes: usize) -> Self {
+    pub fn new(
+        data_dir: &std::path::Path,
+        store: Arc<dyn Store>,
+        server_name: String,
+        max_upload_bytes: usize,
+    ) -> Self {
         Self {
             dir: data_dir.join("media"),
             store,

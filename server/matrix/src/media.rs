@@ -49,7 +49,9 @@ async fn upload(State(state): State<Arc<MatrixState>>, request: Request) -> Resu
     if declared.is_some_and(|n| n > limit) {
         return Err(MatrixError::too_large(limit));
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| MatrixError::too_large(limit))?;
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| MatrixError::too_large(limit))?;
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -115,7 +117,9 @@ async fn serve(
     let (parts, _) = request.into_parts();
     required_caller(&parts, state).await?;
     if server != state.server_name.as_str() {
-        return Err(MatrixError::not_found("Media from other servers needs federation, which this server does not do yet"));
+        return Err(MatrixError::not_found(
+            "Media from other servers needs federation, which this server does not do yet",
+        ));
     }
     let Some((record, bytes)) = state.core.media.get(media_id).await? else {
         return Err(MatrixError::not_found("No such media"));
@@ -123,7 +127,11 @@ async fn serve(
     if thumbnail && !record.content_type.starts_with("image/") {
         return Err(MatrixError::not_found("No thumbnail for this media"));
     }
-    let disposition = if inline(&record.content_type) { "inline" } else { "attachment" };
+    let disposition = if inline(&record.content_type) {
+        "inline"
+    } else {
+        "attachment"
+    };
     let name = name.or(record.filename);
     let disposition = match name {
         Some(n) => {

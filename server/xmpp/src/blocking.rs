@@ -26,11 +26,14 @@ const OTHERS: &str = "org.estuary.xmpp.blocklist";
 /// message and IQ, so it must not cost store reads each time.
 #[derive(Default)]
 pub struct Cache {
-    inner: std::sync::Mutex<(i64, std::collections::HashMap<String, Arc<BTreeSet<String>>>)>,
+    inner: std::sync::Mutex<Cached>,
 }
 
+/// The account-data position the lists were read at, and the lists by localpart.
+type Cached = (i64, std::collections::HashMap<String, Arc<BTreeSet<String>>>);
+
 impl Cache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (i64, std::collections::HashMap<String, Arc<BTreeSet<String>>>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -368,7 +368,10 @@ impl C2s {
     /// `node#ver` of the server's caps (XEP-0115 §6.2).
     fn caps_node(&self) -> String {
         use base64::Engine;
-        format!("{CAPS_NODE}#{}", base64::engine::general_purpose::STANDARD.encode(&self.caps.ver))
+        format!(
+            "{CAPS_NODE}#{}",
+            base64::engine::general_purpose::STANDARD.encode(&self.caps.ver)
+        )
     }
 
     pub(crate) fn resumable(&self) -> std::sync::MutexGuard<'_, HashMap<String, crate::session::Resumable>> {

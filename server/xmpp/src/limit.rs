@@ -285,7 +285,10 @@ mod tests {
         let mut out = Limited::new(Vec::new(), Budget::new(UNAUTHENTICATED));
         let features = "<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'></mechanisms><bind/></stream:features>";
         out.write_all(features.as_bytes()).await.unwrap();
-        assert_eq!(String::from_utf8(out.into_inner()).unwrap(), "<stream:features><bind/></stream:features>");
+        assert_eq!(
+            String::from_utf8(out.into_inner()).unwrap(),
+            "<stream:features><bind/></stream:features>"
+        );
         // A real offer passes.
         let mut out = Limited::new(Vec::new(), Budget::new(UNAUTHENTICATED));
         let offer = "<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>PLAIN</mechanism></mechanisms>";

@@ -127,11 +127,13 @@ pub async fn after_auth(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<After> {
             if user.to_lowercase() != localpart {
                 return Some(After::Reply(error(id, ErrorType::Auth, Condition::NotAuthorized)));
             }
-            Some(After::Reply(match c2s.core.accounts.set_password(localpart, &password).await {
-                Ok(()) => result(id, None),
-                Err(CoreError::InvalidPassword(_)) => error(id, ErrorType::Modify, Condition::NotAcceptable),
-                Err(_) => error(id, ErrorType::Wait, Condition::InternalServerError),
-            }))
+            Some(After::Reply(
+                match c2s.core.accounts.set_password(localpart, &password).await {
+                    Ok(()) => result(id, None),
+                    Err(CoreError::InvalidPassword(_)) => error(id, ErrorType::Modify, Condition::NotAcceptable),
+                    Err(_) => error(id, ErrorType::Wait, Condition::InternalServerError),
+                },
+            ))
         }
         _ => None,
     }

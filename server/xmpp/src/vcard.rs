@@ -117,7 +117,13 @@ pub async fn handle(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<Iq> {
 }
 
 fn err_modify(id: &str, to: &Option<Jid>, me: Jid, condition: DefinedCondition) -> Option<Iq> {
-    Some(error_reply(id.to_owned(), to.clone(), Some(me), ErrorType::Modify, condition))
+    Some(error_reply(
+        id.to_owned(),
+        to.clone(),
+        Some(me),
+        ErrorType::Modify,
+        condition,
+    ))
 }
 
 /// Largest photo put into a vCard answer (a client fetching a card should not get megabytes).
@@ -147,7 +153,11 @@ async fn avatar_record(c2s: &C2s, avatar_url: Option<&str>) -> Option<estuary_co
 }
 
 /// Make `photo` the account's avatar (None: no avatar). The same image again changes nothing.
-async fn set_avatar(c2s: &C2s, localpart: &str, photo: Option<(String, Vec<u8>)>) -> Result<(), estuary_core::CoreError> {
+async fn set_avatar(
+    c2s: &C2s,
+    localpart: &str,
+    photo: Option<(String, Vec<u8>)>,
+) -> Result<(), estuary_core::CoreError> {
     let core = &c2s.core;
     let account = core.accounts.get(localpart).await?;
     let Some((kind, bytes)) = photo else {
@@ -180,7 +190,11 @@ async fn avatar_photo(c2s: &C2s, avatar_url: Option<&str>) -> Option<Element> {
     }
     Some(
         Element::builder("PHOTO", NS)
-            .append(Element::builder("TYPE", NS).append(record.content_type.as_str()).build())
+            .append(
+                Element::builder("TYPE", NS)
+                    .append(record.content_type.as_str())
+                    .build(),
+            )
             .append(Element::builder("BINVAL", NS).append(B64.encode(&bytes)).build())
             .build(),
     )
