@@ -251,6 +251,26 @@ async fn slixmpp_in_band_registration(backend: Backend) {
     assert!(server.terminate().await.success());
 }
 
+/// XEP-0163 PEP with slixmpp: publish-options, access models, notifications filtered by caps,
+/// OMEMO device-list nodes, last item on login, configuration, retract, delete.
+async fn slixmpp_pep(backend: Backend) {
+    let extra = format!("{OPEN_CONFIG}[xmpp]\nc2s_listen = [\"127.0.0.1:{{C2S_PORT}}\"]\n");
+    let inst = Instance::with_config(backend, &extra).await;
+    let server = inst.start().await;
+    for user in ["alice", "bob", "carol"] {
+        assert!(inst.cli(&["user", "create", user, "--password", "pw"]).status.success());
+    }
+    let port = inst.c2s_port.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        run_interop_script("slixmpp_pep.py", &["--port", &port], Duration::from_secs(120))
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("and gets the node's last item"), "{out}");
+    assert!(!server.logs().contains("panicked"), "{}", server.logs());
+    assert!(server.terminate().await.success());
+}
+
 /// Offline messages with delay, and XEP-0198 resumption after a dropped connection, with
 /// slixmpp: nothing lost, nothing twice; after the resumption window, offline.
 async fn slixmpp_offline_and_resumption(backend: Backend) {
@@ -389,6 +409,7 @@ async fn sigkill_during_burst(backend: Backend, online: bool) {
 }
 
 both_backends!(
+    slixmpp_pep,
     slixmpp_in_band_registration,
     slixmpp_offline_and_resumption,
     acked_messages_survive_sigkill,

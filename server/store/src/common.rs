@@ -141,10 +141,9 @@ macro_rules! impl_store {
                     .bind(None::<&str>)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query::<$db>($crate::sql::OFFLINE_ERASE)
-                    .bind(localpart)
-                    .execute(&mut *tx)
-                    .await?;
+                for erase in [$crate::sql::OFFLINE_ERASE, $crate::sql::PEP_ERASE_NODES, $crate::sql::PEP_ERASE_ITEMS] {
+                    sqlx::query::<$db>(erase).bind(localpart).execute(&mut *tx).await?;
+                }
                 tx.commit().await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -1205,6 +1204,98 @@ macro_rules! impl_store {
                     .fetch_optional(&self.pool)
                     .await?;
                 Ok(row.map_or(0, |r| r.0))
+            }
+
+            async fn pep_node(&self, owner: &str, node: &str) -> $crate::Result<Option<$crate::PepNode>> {
+                Ok(sqlx::query_as::<$db, $crate::PepNode>($crate::sql::PEP_NODE)
+                    .bind(owner)
+                    .bind(node)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn pep_nodes(&self, owner: &str) -> $crate::Result<Vec<$crate::PepNode>> {
+                Ok(sqlx::query_as::<$db, $crate::PepNode>($crate::sql::PEP_NODES)
+                    .bind(owner)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn put_pep_node(&self, n: &$crate::PepNode) -> $crate::Result<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query::<$db>($crate::sql::PUT_PEP_NODE)
+                    .bind(&n.owner)
+                    .bind(&n.node)
+                    .bind(&n.access_model)
+                    .bind(n.persist_items)
+                    .bind(n.max_items)
+                    .execute(&mut *tx)
+                    .await?;
+                if n.max_items > 0 {
+                    sqlx::query::<$db>($crate::sql::PEP_TRIM)
+                        .bind(&n.owner)
+                        .bind(&n.node)
+                        .bind(n.max_items)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn delete_pep_node(&self, owner: &str, node: &str) -> $crate::Result<bool> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query::<$db>($crate::sql::DELETE_PEP_NODE)
+                    .bind(owner)
+                    .bind(node)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query::<$db>($crate::sql::DELETE_PEP_NODE_ITEMS)
+                    .bind(owner)
+                    .bind(node)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn pep_publish(&self, owner: &str, node: &str, item: &$crate::PepItem, keep: i64) -> $crate::Result<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query::<$db>($crate::sql::PEP_PUBLISH)
+                    .bind(owner)
+                    .bind(node)
+                    .bind(&item.item_id)
+                    .bind(item.publisher.as_deref())
+                    .bind(&item.payload)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query::<$db>($crate::sql::PEP_TRIM)
+                    .bind(owner)
+                    .bind(node)
+                    .bind(keep)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn pep_items(&self, owner: &str, node: &str, limit: i64) -> $crate::Result<Vec<$crate::PepItem>> {
+                Ok(sqlx::query_as::<$db, $crate::PepItem>($crate::sql::PEP_ITEMS)
+                    .bind(owner)
+                    .bind(node)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn pep_retract(&self, owner: &str, node: &str, item_id: &str) -> $crate::Result<bool> {
+                let done = sqlx::query::<$db>($crate::sql::PEP_RETRACT)
+                    .bind(owner)
+                    .bind(node)
+                    .bind(item_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
             }
 
             async fn add_media(&self, r: &$crate::MediaRecord) -> $crate::Result<()> {

@@ -266,6 +266,27 @@ pub struct RosterItem {
     pub groups: String,
 }
 
+/// A PEP node of an account (XEP-0163) and its configuration.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PepNode {
+    pub owner: String,
+    pub node: String,
+    /// open | presence | whitelist
+    pub access_model: String,
+    pub persist_items: bool,
+    /// 0 = "max".
+    pub max_items: i64,
+}
+
+/// One item of a PEP node.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PepItem {
+    pub item_id: String,
+    pub publisher: Option<String>,
+    /// The payload element, serialised.
+    pub payload: String,
+}
+
 /// One upload in the media repository (the bytes live in files, not in the database).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct MediaRecord {
@@ -522,6 +543,20 @@ pub trait Store: Send + Sync + 'static {
     /// Remove an item and bump the version; returns the new version.
     async fn remove_roster_item(&self, localpart: &str, contact: &str) -> Result<i64>;
     async fn roster_version(&self, localpart: &str) -> Result<i64>;
+
+    // --- PEP (XEP-0163) ---
+    async fn pep_node(&self, owner: &str, node: &str) -> Result<Option<PepNode>>;
+    async fn pep_nodes(&self, owner: &str) -> Result<Vec<PepNode>>;
+    /// Create the node or change its configuration (items beyond a smaller max_items go).
+    async fn put_pep_node(&self, node: &PepNode) -> Result<()>;
+    /// Delete a node with its items; false if there was none.
+    async fn delete_pep_node(&self, owner: &str, node: &str) -> Result<bool>;
+    /// Publish (or replace) an item as the newest, keeping at most `keep` items.
+    async fn pep_publish(&self, owner: &str, node: &str, item: &PepItem, keep: i64) -> Result<()>;
+    /// Items, newest first, at most `limit`.
+    async fn pep_items(&self, owner: &str, node: &str, limit: i64) -> Result<Vec<PepItem>>;
+    /// Retract an item; false if there was none.
+    async fn pep_retract(&self, owner: &str, node: &str, item_id: &str) -> Result<bool>;
 
     // --- media repository ---
     async fn add_media(&self, record: &MediaRecord) -> Result<()>;

@@ -265,3 +265,24 @@ pub const ADD_MEDIA: &str = "INSERT INTO media (media_id, uploader, content_type
     VALUES ($1, $2, $3, $4, $5, $6, $7)";
 pub const MEDIA: &str = "SELECT media_id, uploader, content_type, filename, size, sha1, created_at FROM media \
     WHERE media_id = $1";
+pub const PEP_NODE: &str = "SELECT owner, node, access_model, persist_items, max_items FROM pep_nodes \
+    WHERE owner = $1 AND node = $2";
+pub const PEP_NODES: &str = "SELECT owner, node, access_model, persist_items, max_items FROM pep_nodes \
+    WHERE owner = $1 ORDER BY node";
+pub const PUT_PEP_NODE: &str = "INSERT INTO pep_nodes (owner, node, access_model, persist_items, max_items) \
+    VALUES ($1, $2, $3, $4, $5) ON CONFLICT (owner, node) DO UPDATE SET access_model = excluded.access_model, \
+    persist_items = excluded.persist_items, max_items = excluded.max_items";
+pub const DELETE_PEP_NODE: &str = "DELETE FROM pep_nodes WHERE owner = $1 AND node = $2";
+pub const DELETE_PEP_NODE_ITEMS: &str = "DELETE FROM pep_items WHERE owner = $1 AND node = $2";
+pub const PEP_PUBLISH: &str = "INSERT INTO pep_items (owner, node, item_id, seq, publisher, payload) \
+    VALUES ($1, $2, $3, (SELECT COALESCE(MAX(seq), 0) + 1 FROM pep_items WHERE owner = $1 AND node = $2), $4, $5) \
+    ON CONFLICT (owner, node, item_id) DO UPDATE SET seq = excluded.seq, publisher = excluded.publisher, \
+    payload = excluded.payload";
+/// Keep the newest $3 items.
+pub const PEP_TRIM: &str = "DELETE FROM pep_items WHERE owner = $1 AND node = $2 AND seq <= \
+    (SELECT seq FROM pep_items WHERE owner = $1 AND node = $2 ORDER BY seq DESC LIMIT 1 OFFSET $3)";
+pub const PEP_ITEMS: &str = "SELECT item_id, publisher, payload FROM pep_items WHERE owner = $1 AND node = $2 \
+    ORDER BY seq DESC LIMIT $3";
+pub const PEP_RETRACT: &str = "DELETE FROM pep_items WHERE owner = $1 AND node = $2 AND item_id = $3";
+pub const PEP_ERASE_NODES: &str = "DELETE FROM pep_nodes WHERE owner = $1";
+pub const PEP_ERASE_ITEMS: &str = "DELETE FROM pep_items WHERE owner = $1";

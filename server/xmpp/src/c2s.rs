@@ -79,6 +79,8 @@ struct Session {
     carbons: bool,
     /// XEP-0191: the session asked for the blocklist, so it gets pushes.
     blocklist: bool,
+    /// XEP-0115: its client's features, once known.
+    features: Option<crate::caps::Features>,
 }
 
 /// A stanza on its way to a session. A message the store keeps until a session has it
@@ -133,6 +135,7 @@ impl Router {
             presence: None,
             carbons: false,
             blocklist: false,
+            features: None,
         });
     }
 
@@ -265,6 +268,29 @@ impl Router {
         self.update(full, |r| r.carbons = enabled);
     }
 
+    pub(crate) fn set_features(&self, full: &FullJid, features: crate::caps::Features) {
+        self.update(full, |r| r.features = Some(features));
+    }
+
+    /// The sessions of `bare` whose clients support `feature` (XEP-0115).
+    pub(crate) fn sessions_with(&self, bare: &BareJid, feature: &str) -> Vec<FullJid> {
+        self.lock()
+            .get(bare.as_str())
+            .into_iter()
+            .flatten()
+            .filter(|r| r.features.as_ref().is_some_and(|f| f.contains(feature)))
+            .filter_map(|r| bare.with_resource_str(&r.resource).ok())
+            .collect()
+    }
+
+    /// Whether this session's client supports `feature`.
+    pub(crate) fn session_has(&self, full: &FullJid, feature: &str) -> bool {
+        self.lock()
+            .get(full.to_bare().as_str())
+            .and_then(|l| l.iter().find(|r| r.resource == full.resource().as_str()))
+            .is_some_and(|r| r.features.as_ref().is_some_and(|f| f.contains(feature)))
+    }
+
     pub fn set_blocklist_interest(&self, full: &FullJid) {
         self.update(full, |r| r.blocklist = true);
     }
@@ -327,6 +353,8 @@ pub struct C2s {
     caps: xmpp_parsers::caps::Caps,
     /// For XEP-0012 server uptime.
     started: std::time::Instant,
+    /// XEP-0115 capabilities of the clients.
+    pub(crate) client_caps: crate::caps::Known,
     /// XEP-0191 blocklists, read once per change.
     pub(crate) blocklists: crate::blocking::Cache,
     /// XEP-0198 sessions that may be resumed, by stream management id.
@@ -345,7 +373,7 @@ impl C2s {
         let domain = core.config.xmpp.domain.clone();
         let disco_info = server_disco_info(server_info(&core.config.contact));
         let hash = xmpp_parsers::caps::hash_caps(
-            &xmpp_parsers::caps::compute_disco(&disco_info),
+            &crate::caps::hash_input(&disco_info),
             xmpp_parsers::hashes::Algo::Sha_1,
         )
         .map_err(io::Error::other)?;
@@ -359,6 +387,7 @@ impl C2s {
             disco_info,
             caps,
             started: std::time::Instant::now(),
+            client_caps: crate::caps::Known::default(),
             blocklists: crate::blocking::Cache::default(),
             resumable: Mutex::default(),
             sessions: std::sync::atomic::AtomicU64::new(0),
@@ -752,6 +781,13 @@ pub(crate) async fn handle_stanza(c2s: &C2s, el: Element, full: &FullJid, domain
             Ok(iq) => match route_iq(c2s, iq, full).await {
                 IqRoute::Routed(routed) => Outcome::Done(routed.map(Into::into)),
                 IqRoute::Server(iq) => {
+                    if matches!(iq, Iq::Result { .. } | Iq::Error { .. }) {
+                        // Answers to the server's own questions (XEP-0115 caps).
+                        if let Some(session) = crate::caps::answer(c2s, &iq) {
+                            crate::pep::send_last_items(c2s, &session).await;
+                        }
+                        return Outcome::Done(None);
+                    }
                     match crate::register::after_auth(c2s, &iq, full).await {
                         Some(crate::register::After::Reply(reply)) => return Outcome::Done(Some(reply.into())),
                         Some(crate::register::After::Removed(reply)) => return Outcome::Last(reply.into()),
@@ -767,6 +803,12 @@ pub(crate) async fn handle_stanza(c2s: &C2s, el: Element, full: &FullJid, domain
                     }
                     if reply.is_none() {
                         reply = crate::roster::handle_iq(c2s, &iq, full).await;
+                    }
+                    if reply.is_none() {
+                        reply = crate::pep::handle_iq(c2s, &iq, full).await;
+                    }
+                    if reply.is_none() {
+                        reply = crate::pep::disco_items(c2s, &iq, full).await;
                     }
                     Outcome::Done(reply.or_else(|| handle_iq(c2s, iq, full, domain)).map(Into::into))
                 }
@@ -1051,7 +1093,12 @@ fn handle_iq(c2s: &C2s, iq: Iq, full: &FullJid, domain: &Jid) -> Option<Iq> {
                 });
             }
             let disco_info = payload.is("query", ns::DISCO_INFO);
-            if for_server && (disco_info || payload.is("query", ns::DISCO_ITEMS)) {
+            // Any local account's bare JID, answered alike whether or not it exists (no
+            // probing for accounts): an account and its PEP service.
+            let any_account = to.as_ref().is_some_and(|t| {
+                t.resource().is_none() && t.node().is_some() && t.domain().as_str().eq_ignore_ascii_case(&c2s.domain)
+            });
+            if (for_server || any_account) && (disco_info || payload.is("query", ns::DISCO_ITEMS)) {
                 // XEP-0030: the only node served is the server's XEP-0115 caps node (whose info
                 // is the server's); any other is item-not-found.
                 let node = payload.attr("node").map(str::to_owned);
@@ -1075,15 +1122,26 @@ fn handle_iq(c2s: &C2s, iq: Iq, full: &FullJid, domain: &Jid) -> Option<Iq> {
                     .into()
                 } else if account {
                     // §3.1 on an account's bare JID, answered by the server for the account.
+                    let mut features = BTreeSet::from([ns::DISCO_INFO.to_owned(), ns::DISCO_ITEMS.to_owned()]);
+                    features.extend(crate::pep::FEATURES.iter().map(|f| (*f).to_owned()));
                     DiscoInfoResult {
                         node: None,
-                        identities: vec![Identity {
-                            category: "account".into(),
-                            type_: "registered".into(),
-                            lang: None,
-                            name: None,
-                        }],
-                        features: BTreeSet::from([ns::DISCO_INFO.to_owned(), ns::DISCO_ITEMS.to_owned()]),
+                        identities: vec![
+                            Identity {
+                                category: "account".into(),
+                                type_: "registered".into(),
+                                lang: None,
+                                name: None,
+                            },
+                            // XEP-0163 §6.1: the account is a PEP service.
+                            Identity {
+                                category: "pubsub".into(),
+                                type_: "pep".into(),
+                                lang: None,
+                                name: None,
+                            },
+                        ],
+                        features,
                         extensions: vec![],
                     }
                     .into()

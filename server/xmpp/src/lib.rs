@@ -2,10 +2,12 @@
 //! components and s2s follow. Plus the account <-> JID mapping.
 
 pub mod blocking;
+pub mod caps;
 pub mod c2s;
 pub mod carbons;
 mod limit;
 pub mod offline;
+pub mod pep;
 pub mod register;
 pub mod roster;
 pub mod scram;

@@ -210,8 +210,17 @@ pub async fn handle_presence(c2s: &C2s, full: &FullJid, mut presence: Presence) 
         // Directed presence (§4.6) and probes to a single entity; never across a block
         // (XEP-0191 §3.5).
         (_, Some(to)) => deliver_unless_blocked(c2s, full, &to, presence).await,
-        // Broadcast presence (§4.2, §4.4, §4.5).
-        (PresenceType::None | PresenceType::Unavailable, None) => broadcast(c2s, full, presence).await,
+        // Broadcast presence (§4.2, §4.4, §4.5); available presence also tells the client's
+        // capabilities, hence which PEP nodes it wants (XEP-0115, XEP-0163).
+        (PresenceType::None, None) => {
+            let interests_known = crate::caps::observe(c2s, full, &presence);
+            let initial = c2s.router.presence_of(full).is_none();
+            broadcast(c2s, full, presence).await;
+            if interests_known && initial {
+                crate::pep::send_last_items(c2s, full).await;
+            }
+        }
+        (PresenceType::Unavailable, None) => broadcast(c2s, full, presence).await,
         _ => {}
     }
 }

@@ -1,0 +1,197 @@
+"""Interop: XEP-0163 PEP with slixmpp against Estuary.
+
+alice and bob are subscribed to each other's presence; carol is not. Clients announce the
+nodes they want (node+notify) in their XEP-0115 caps; the server learns them from presence.
+Covers publish with publish-options (auto-create, preconditions), notifications filtered by
+caps, items for a contact and refused for a stranger (presence access), open access, the
+OMEMO (legacy and OMEMO 2) device-list nodes readable by a contact, max_items, retract with
+notify, node configuration, whitelist, the last item on login, node deletion, and disco of
+the account's PEP service. Prints ALL OK on success.
+"""
+
+import argparse
+import asyncio
+import ssl
+
+import slixmpp
+from slixmpp.plugins.xep_0004 import Form
+from slixmpp.xmlstream import ET
+
+from checks import check, iq_condition, until
+
+TEST = "urn:example:estuary-pep-test"
+LEGACY_DEVICES = "eu.siacs.conversations.axolotl.devicelist"
+OMEMO2_DEVICES = "urn:xmpp:omemo:2:devices"
+
+
+class Client(slixmpp.ClientXMPP):
+    def __init__(self, jid, password, interests=()):
+        super().__init__(jid, password, sasl_mech="SCRAM-SHA-256")
+        self.enable_direct_tls, self.enable_starttls, self.enable_plaintext = False, True, False
+        self.ssl_context.check_hostname = False
+        self.ssl_context.verify_mode = ssl.CERT_NONE
+        for p in ("xep_0030", "xep_0004", "xep_0060", "xep_0115", "xep_0163"):
+            self.register_plugin(p)
+        self.interests = interests
+        self.started = asyncio.get_event_loop().create_future()
+        self.events = asyncio.Queue()
+        self.add_event_handler("session_start", lambda _: self.started.done() or self.started.set_result(True))
+        self.add_event_handler("pubsub_publish", lambda m: self.events.put_nowait(("publish", m)))
+        self.add_event_handler("pubsub_retract", lambda m: self.events.put_nowait(("retract", m)))
+        self.add_event_handler("pubsub_delete", lambda m: self.events.put_nowait(("delete", m)))
+        self.add_event_handler("presence_subscribe", lambda p: self.send_presence(pto=p["from"].bare, ptype="subscribed"))
+
+    async def login(self, host, port):
+        self.connect(host, port)
+        await asyncio.wait_for(self.started, 20)
+        for ns in self.interests:
+            self.plugin["xep_0163"].add_interest(ns)
+        await self.plugin["xep_0115"].update_caps(broadcast=False)
+        self.send_presence()
+        return True
+
+
+def payload(text, ns=TEST):
+    el = ET.Element(f"{{{ns}}}value")
+    el.text = text
+    return el
+
+
+def options(**fields):
+    form = Form()
+    form["type"] = "submit"
+    form.add_field(var="FORM_TYPE", ftype="hidden", value="http://jabber.org/protocol/pubsub#publish-options")
+    for k, v in fields.items():
+        form.add_field(var=f"pubsub#{k}", value=v)
+    return form
+
+
+async def next_event(c, timeout=10):
+    return await asyncio.wait_for(c.events.get(), timeout)
+
+
+def texts(items_iq):
+    return [item["payload"].text for item in items_iq["pubsub"]["items"]]
+
+
+async def main(a):
+    d = a.domain
+    alice = Client(f"alice@{d}/a", "pw", [TEST, LEGACY_DEVICES])
+    bob = Client(f"bob@{d}/b", "pw", [TEST, LEGACY_DEVICES, OMEMO2_DEVICES])
+    carol = Client(f"carol@{d}/c", "pw", [TEST])
+    for c in (alice, bob, carol):
+        check(await c.login(a.host, a.port), f"{c.boundjid} logs in")
+    alice.send_presence_subscription(pto=f"bob@{d}")
+    bob.send_presence_subscription(pto=f"alice@{d}")
+    await asyncio.sleep(1.0)
+
+    info = await bob.plugin["xep_0030"].get_info(jid=f"alice@{d}")
+    check(("pubsub", "pep", None, None) in info["disco_info"]["identities"], "alice's bare JID is a PEP service")
+    check("http://jabber.org/protocol/pubsub#publish-options" in info["disco_info"]["features"],
+          "and supports publish-options")
+
+    # Publish with publish-options: the node is created with them; bob (a contact who wants
+    # the node) is notified, and so is alice's own session; carol (no subscription) is not.
+    await alice.plugin["xep_0060"].publish(f"alice@{d}", TEST, id="one", payload=payload("first"),
+                                           options=options(access_model="presence"))
+    kind, m = await next_event(bob)
+    check(kind == "publish" and m["pubsub_event"]["items"]["item"]["payload"].text == "first"
+          and str(m["from"]) == f"alice@{d}", "bob is notified of alice's item (he asked for node+notify)")
+    kind, m = await next_event(alice)
+    check(kind == "publish", "alice's own session is notified too")
+    await asyncio.sleep(0.5)
+    check(carol.events.empty(), "carol, not subscribed to alice's presence, gets nothing")
+
+    items = await bob.plugin["xep_0060"].get_items(f"alice@{d}", TEST)
+    check(texts(items) == ["first"], "bob reads the item")
+    got = await iq_condition(carol.plugin["xep_0060"].get_items(f"alice@{d}", TEST))
+    check(got == "not-authorized", f"carol may not read a presence-access node ({got})")
+
+    # A publish whose options contradict the node's configuration is refused.
+    try:
+        await alice.plugin["xep_0060"].publish(f"alice@{d}", TEST, payload=payload("x"),
+                                               options=options(access_model="open"))
+        got = "a result"
+    except slixmpp.exceptions.IqError as e:
+        got = (e.iq["error"]["condition"], e.iq.xml.find(
+            "{jabber:client}error/{http://jabber.org/protocol/pubsub#errors}precondition-not-met") is not None)
+    check(got == ("conflict", True), f"conflicting publish-options: conflict + precondition-not-met ({got})")
+
+    # Node configuration: read it, open the node, and carol can read it.
+    conf = await alice.plugin["xep_0060"].get_node_config(f"alice@{d}", TEST)
+    fields = conf["pubsub_owner"]["configure"]["form"].get_fields()
+    check(fields["pubsub#access_model"]["value"] == "presence", "the node's configuration reads back")
+    form = Form()
+    form["type"] = "submit"
+    form.add_field(var="FORM_TYPE", ftype="hidden", value="http://jabber.org/protocol/pubsub#node_config")
+    form.add_field(var="pubsub#access_model", value="open")
+    form.add_field(var="pubsub#max_items", value="2")
+    await alice.plugin["xep_0060"].set_node_config(f"alice@{d}", TEST, form)
+    items = await carol.plugin["xep_0060"].get_items(f"alice@{d}", TEST)
+    check(texts(items) == ["first"], "after alice opens the node, carol reads it")
+
+    # max_items = 2 keeps the two newest.
+    for n in ("second", "third"):
+        await alice.plugin["xep_0060"].publish(f"alice@{d}", TEST, id=n, payload=payload(n))
+    items = await bob.plugin["xep_0060"].get_items(f"alice@{d}", TEST)
+    check(texts(items) == ["second", "third"], f"max_items 2 keeps the newest two: {texts(items)}")
+    while not bob.events.empty():
+        bob.events.get_nowait()
+
+    # Retract with notify.
+    await alice.plugin["xep_0060"].retract(f"alice@{d}", TEST, "second", notify=True)
+    kind, m = await next_event(bob)
+    check(kind == "retract", "bob is notified of the retraction")
+    got = await iq_condition(alice.plugin["xep_0060"].retract(f"alice@{d}", TEST, "second"))
+    check(got == "item-not-found", f"retracting it again: item-not-found ({got})")
+
+    # OMEMO device lists (legacy and OMEMO 2) with open access, readable by a contact.
+    devices = ET.Element("{eu.siacs.conversations.axolotl}list")
+    ET.SubElement(devices, "{eu.siacs.conversations.axolotl}device", id="12345")
+    await alice.plugin["xep_0060"].publish(f"alice@{d}", LEGACY_DEVICES, id="current", payload=devices,
+                                           options=options(access_model="open"))
+    items = await bob.plugin["xep_0060"].get_items(f"alice@{d}", LEGACY_DEVICES)
+    dev = items["pubsub"]["items"]["item"]["payload"].find("{eu.siacs.conversations.axolotl}device")
+    check(dev is not None and dev.get("id") == "12345", "bob reads alice's legacy OMEMO device list")
+    devices2 = ET.Element("{urn:xmpp:omemo:2}devices")
+    ET.SubElement(devices2, "{urn:xmpp:omemo:2}device", id="777")
+    await alice.plugin["xep_0060"].publish(f"alice@{d}", OMEMO2_DEVICES, id="current", payload=devices2,
+                                           options=options(access_model="open", max_items="max"))
+    items = await carol.plugin["xep_0060"].get_items(f"alice@{d}", OMEMO2_DEVICES)
+    check(items["pubsub"]["items"]["item"]["payload"].find("{urn:xmpp:omemo:2}device").get("id") == "777",
+          "an OMEMO 2 device list with open access is readable by anyone")
+
+    # The last item when a session that wants the node comes online.
+    bob2 = Client(f"bob@{d}/b2", "pw", [TEST])
+    check(await bob2.login(a.host, a.port), "bob logs in a second session that wants the node")
+    kind, m = await next_event(bob2)
+    check(kind == "publish" and m["pubsub_event"]["items"]["item"]["payload"].text == "third",
+          "and gets the node's last item")
+
+    # Whitelist: only the owner.
+    await alice.plugin["xep_0060"].publish(f"alice@{d}", "urn:example:private", payload=payload("secret", "urn:example:private"),
+                                           options=options(access_model="whitelist"))
+    got = await iq_condition(bob.plugin["xep_0060"].get_items(f"alice@{d}", "urn:example:private"))
+    check(got == "not-allowed", f"a whitelist node is the owner's alone ({got})")
+    nodes = await bob.plugin["xep_0030"].get_items(jid=f"alice@{d}")
+    names = {i[1] for i in nodes["disco_items"]["items"]}
+    check(TEST in names and "urn:example:private" not in names, f"disco#items lists the nodes bob may read: {names}")
+
+    # Only the owner publishes, and deletion ends the node.
+    got = await iq_condition(bob.plugin["xep_0060"].publish(f"alice@{d}", TEST, payload=payload("not mine")))
+    check(got == "forbidden", f"bob cannot publish to alice's node ({got})")
+    await alice.plugin["xep_0060"].delete_node(f"alice@{d}", TEST)
+    got = await iq_condition(bob.plugin["xep_0060"].get_items(f"alice@{d}", TEST))
+    check(got == "item-not-found", f"a deleted node is gone ({got})")
+
+    for c in (alice, bob, bob2, carol):
+        c.disconnect()
+    print("ALL OK", flush=True)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--domain", default="localhost")
+    asyncio.run(main(p.parse_args()))
