@@ -11,6 +11,7 @@ the account's PEP service. Prints ALL OK on success.
 
 import argparse
 import asyncio
+import hashlib
 import ssl
 
 import slixmpp
@@ -22,6 +23,11 @@ from checks import check, iq_condition, until
 TEST = "urn:example:estuary-pep-test"
 LEGACY_DEVICES = "eu.siacs.conversations.axolotl.devicelist"
 OMEMO2_DEVICES = "urn:xmpp:omemo:2:devices"
+AVATAR_META = "urn:xmpp:avatar:metadata"
+# alice's avatar over PEP (the Rust test checks it became her Matrix avatar), and the one
+# she sets later through her vCard.
+PEP_AVATAR = b"\x89PNG\r\n\x1a\npep-avatar-bytes"
+VCARD_AVATAR = b"GIF89a-vcard-avatar"
 
 
 class Client(slixmpp.ClientXMPP):
@@ -30,7 +36,7 @@ class Client(slixmpp.ClientXMPP):
         self.enable_direct_tls, self.enable_starttls, self.enable_plaintext = False, True, False
         self.ssl_context.check_hostname = False
         self.ssl_context.verify_mode = ssl.CERT_NONE
-        for p in ("xep_0030", "xep_0004", "xep_0060", "xep_0115", "xep_0163"):
+        for p in ("xep_0030", "xep_0004", "xep_0060", "xep_0115", "xep_0163", "xep_0084", "xep_0054"):
             self.register_plugin(p)
         self.interests = interests
         self.started = asyncio.get_event_loop().create_future()
@@ -77,7 +83,7 @@ def texts(items_iq):
 async def main(a):
     d = a.domain
     alice = Client(f"alice@{d}/a", "pw", [TEST, LEGACY_DEVICES])
-    bob = Client(f"bob@{d}/b", "pw", [TEST, LEGACY_DEVICES, OMEMO2_DEVICES])
+    bob = Client(f"bob@{d}/b", "pw", [TEST, LEGACY_DEVICES, OMEMO2_DEVICES, AVATAR_META])
     carol = Client(f"carol@{d}/c", "pw", [TEST])
     for c in (alice, bob, carol):
         check(await c.login(a.host, a.port), f"{c.boundjid} logs in")
@@ -176,6 +182,34 @@ async def main(a):
     nodes = await bob.plugin["xep_0030"].get_items(jid=f"alice@{d}")
     names = {i[1] for i in nodes["disco_items"]["items"]}
     check(TEST in names and "urn:example:private" not in names, f"disco#items lists the nodes bob may read: {names}")
+
+    # XEP-0084 avatar over PEP = the profile avatar = the vCard PHOTO (XEP-0398).
+    check("urn:xmpp:pep-vcard-conversion:0" in info["disco_info"]["features"], "the server converts PEP and vCard avatars")
+    while not bob.events.empty():
+        bob.events.get_nowait()
+    avatar_id = hashlib.sha1(PEP_AVATAR).hexdigest()
+    await alice.plugin["xep_0084"].publish_avatar(PEP_AVATAR)
+    await alice.plugin["xep_0084"].publish_avatar_metadata({"id": avatar_id, "type": "image/png", "bytes": len(PEP_AVATAR)})
+    kind, m = await next_event(bob)
+    check(kind == "publish" and m["pubsub_event"]["items"]["node"] == AVATAR_META
+          and m["pubsub_event"]["items"]["item"]["id"] == avatar_id, "bob is notified of alice's new avatar metadata")
+    card = await bob.plugin["xep_0054"].get_vcard(jid=f"alice@{d}")
+    check(card["vcard_temp"]["PHOTO"]["BINVAL"] == PEP_AVATAR, "alice's vCard PHOTO is the avatar she published over PEP")
+    vcard = alice.plugin["xep_0054"].make_vcard()
+    vcard["PHOTO"]["TYPE"] = "image/gif"
+    vcard["PHOTO"]["BINVAL"] = VCARD_AVATAR
+    await alice.plugin["xep_0054"].publish_vcard(vcard)
+    kind, m = await next_event(bob)
+    new_id = hashlib.sha1(VCARD_AVATAR).hexdigest()
+    check(kind == "publish" and m["pubsub_event"]["items"]["item"]["id"] == new_id,
+          "a vCard PHOTO change is announced on the avatar metadata node")
+    data = await bob.plugin["xep_0084"].retrieve_avatar(f"alice@{d}", new_id)
+    check(data["pubsub"]["items"]["item"]["avatar_data"]["value"] == VCARD_AVATAR, "and its data reads back over PEP")
+    await alice.plugin["xep_0084"].publish_avatar(PEP_AVATAR)
+    await alice.plugin["xep_0084"].publish_avatar_metadata({"id": avatar_id, "type": "image/png", "bytes": len(PEP_AVATAR)})
+    got = await iq_condition(alice.plugin["xep_0084"].publish_avatar_metadata(
+        {"id": "0" * 40, "type": "image/png", "bytes": 3}))
+    check(got == "bad-request", f"metadata for data never published is refused ({got})")
 
     # Only the owner publishes, and deletion ends the node.
     got = await iq_condition(bob.plugin["xep_0060"].publish(f"alice@{d}", TEST, payload=payload("not mine")))

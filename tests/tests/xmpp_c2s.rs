@@ -267,6 +267,24 @@ async fn slixmpp_pep(backend: Backend) {
     .await
     .unwrap();
     assert!(out.contains("and gets the node's last item"), "{out}");
+    // The avatar alice published over PEP (and set again at the end) is her Matrix avatar.
+    let anon = Client::anonymous(&server);
+    let alice = Client::login(&server, "alice", "pw").await;
+    let avatar = anon.get("profile/@alice:localhost").await.ok()["avatar_url"]
+        .as_str()
+        .expect("alice has an avatar")
+        .to_owned();
+    let r = alice
+        .http
+        .get(server.url(&format!(
+            "/_matrix/client/v1/media/download/{}",
+            avatar.strip_prefix("mxc://").unwrap()
+        )))
+        .bearer_auth(alice.token.as_ref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"\x89PNG\r\n\x1a\npep-avatar-bytes");
     assert!(!server.logs().contains("panicked"), "{}", server.logs());
     assert!(server.terminate().await.success());
 }

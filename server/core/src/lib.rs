@@ -23,9 +23,8 @@ pub mod streams;
 pub use accounts::Accounts;
 pub use config::Config;
 pub use estuary_store::{
-    Account, BackupKey, BackupVersion, Device, MediaRecord, Membership, PepItem, PepNode, Relation, RosterItem, Session,
-    StoreError,
-    StoredEvent,
+    Account, BackupKey, BackupVersion, Device, MediaRecord, Membership, PepItem, PepNode, Relation, RosterItem,
+    Session, StoreError, StoredEvent,
 };
 pub use sessions::Sessions;
 

@@ -141,8 +141,15 @@ macro_rules! impl_store {
                     .bind(None::<&str>)
                     .execute(&mut *tx)
                     .await?;
-                for erase in [$crate::sql::OFFLINE_ERASE, $crate::sql::PEP_ERASE_NODES, $crate::sql::PEP_ERASE_ITEMS] {
-                    sqlx::query::<$db>(erase).bind(localpart).execute(&mut *tx).await?;
+                for erase in [
+                    $crate::sql::OFFLINE_ERASE,
+                    $crate::sql::PEP_ERASE_NODES,
+                    $crate::sql::PEP_ERASE_ITEMS,
+                ] {
+                    sqlx::query::<$db>(erase)
+                        .bind(localpart)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 tx.commit().await?;
                 Ok(done.rows_affected() == 1)
@@ -1259,7 +1266,13 @@ macro_rules! impl_store {
                 Ok(done.rows_affected() > 0)
             }
 
-            async fn pep_publish(&self, owner: &str, node: &str, item: &$crate::PepItem, keep: i64) -> $crate::Result<()> {
+            async fn pep_publish(
+                &self,
+                owner: &str,
+                node: &str,
+                item: &$crate::PepItem,
+                keep: i64,
+            ) -> $crate::Result<()> {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query::<$db>($crate::sql::PEP_PUBLISH)
                     .bind(owner)

@@ -372,11 +372,9 @@ impl C2s {
         getrandom::fill(&mut fake_salt_key).map_err(|e| io::Error::other(e.to_string()))?;
         let domain = core.config.xmpp.domain.clone();
         let disco_info = server_disco_info(server_info(&core.config.contact));
-        let hash = xmpp_parsers::caps::hash_caps(
-            &crate::caps::hash_input(&disco_info),
-            xmpp_parsers::hashes::Algo::Sha_1,
-        )
-        .map_err(io::Error::other)?;
+        let hash =
+            xmpp_parsers::caps::hash_caps(&crate::caps::hash_input(&disco_info), xmpp_parsers::hashes::Algo::Sha_1)
+                .map_err(io::Error::other)?;
         let caps = xmpp_parsers::caps::Caps::new(CAPS_NODE, hash);
         Ok(Arc::new(Self {
             core,
@@ -1124,6 +1122,7 @@ fn handle_iq(c2s: &C2s, iq: Iq, full: &FullJid, domain: &Jid) -> Option<Iq> {
                     // §3.1 on an account's bare JID, answered by the server for the account.
                     let mut features = BTreeSet::from([ns::DISCO_INFO.to_owned(), ns::DISCO_ITEMS.to_owned()]);
                     features.extend(crate::pep::FEATURES.iter().map(|f| (*f).to_owned()));
+                    features.insert(crate::avatar::CONVERSION.to_owned());
                     DiscoInfoResult {
                         node: None,
                         identities: vec![

@@ -96,7 +96,11 @@ fn key(caps: &Caps) -> String {
 
 impl Known {
     fn verified(&self, key: &str) -> Option<Features> {
-        self.verified.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
     }
 }
 
@@ -119,7 +123,11 @@ pub fn observe(c2s: &C2s, full: &FullJid, presence: &Presence) -> bool {
     let id = format!("caps-{}", new_id());
     let node = {
         use base64::Engine;
-        format!("{}#{}", caps.node, base64::engine::general_purpose::STANDARD.encode(&caps.ver))
+        format!(
+            "{}#{}",
+            caps.node,
+            base64::engine::general_purpose::STANDARD.encode(&caps.ver)
+        )
     };
     c2s.client_caps
         .asked
@@ -144,7 +152,12 @@ pub fn answer(c2s: &C2s, iq: &Iq) -> Option<FullJid> {
         Iq::Error { id, .. } => (id, None),
         _ => return None,
     };
-    let (full, key, caps) = c2s.client_caps.asked.lock().unwrap_or_else(|p| p.into_inner()).remove(id)?;
+    let (full, key, caps) = c2s
+        .client_caps
+        .asked
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(id)?;
     let info = DiscoInfoResult::try_from(payload?.clone()).ok()?;
     // XEP-0115 §5.4: only a hash that matches may be cached for others.
     let algo = caps.hash.clone();
@@ -202,7 +215,10 @@ mod tests {
         let input = hash_input(&DiscoInfoResult {
             node: None,
             identities: vec![],
-            features: ["urn:x:shim#SubID", "urn:x:shim"].into_iter().map(String::from).collect(),
+            features: ["urn:x:shim#SubID", "urn:x:shim"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
             extensions: vec![],
         });
         assert_eq!(input, b"urn:x:shim<urn:x:shim#SubID<");

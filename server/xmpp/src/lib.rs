@@ -1,9 +1,10 @@
 //! XMPP streams over `estuary-core`: client-to-server (`c2s`), with SASL (`scram`); WebSocket,
 //! components and s2s follow. Plus the account <-> JID mapping.
 
+pub mod avatar;
 pub mod blocking;
-pub mod caps;
 pub mod c2s;
+pub mod caps;
 pub mod carbons;
 mod limit;
 pub mod offline;

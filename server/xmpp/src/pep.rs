@@ -17,7 +17,7 @@ use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::ns;
 use xmpp_parsers::pubsub::event::{Event, Item as EventItem, Payload as EventPayload};
 use xmpp_parsers::pubsub::owner::{Owner, Payload as OwnerPayload};
-use xmpp_parsers::pubsub::pubsub::{Item, Items, Publish, PubSub};
+use xmpp_parsers::pubsub::pubsub::{Item, Items, PubSub, Publish};
 use xmpp_parsers::pubsub::{ItemId, NodeName};
 use xmpp_parsers::stanza_error::{DefinedCondition as Condition, ErrorType, StanzaError};
 
@@ -143,7 +143,11 @@ impl Config {
     }
 
     fn keep(&self) -> i64 {
-        if self.max_items == 0 { MAX_KEPT } else { self.max_items.min(MAX_KEPT) }
+        if self.max_items == 0 {
+            MAX_KEPT
+        } else {
+            self.max_items.min(MAX_KEPT)
+        }
     }
 }
 
@@ -203,9 +207,23 @@ async fn may_read(c2s: &C2s, owner: &str, access: &str, requester: Option<&str>)
 /// The error for a read the access model refuses (XEP-0060 §6.5.9).
 fn refused_read(id: &str, to: &Option<Jid>, me: &Jid, access: &str) -> Iq {
     if access == "presence" {
-        error(id, to, me, ErrorType::Auth, Condition::NotAuthorized, Some("presence-subscription-required"))
+        error(
+            id,
+            to,
+            me,
+            ErrorType::Auth,
+            Condition::NotAuthorized,
+            Some("presence-subscription-required"),
+        )
     } else {
-        error(id, to, me, ErrorType::Cancel, Condition::NotAllowed, Some("closed-node"))
+        error(
+            id,
+            to,
+            me,
+            ErrorType::Cancel,
+            Condition::NotAllowed,
+            Some("closed-node"),
+        )
     }
 }
 
@@ -228,7 +246,16 @@ pub async fn handle_iq(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<Iq> {
             match t.node() {
                 Some(n) => n.as_str().to_owned(),
                 // The server itself has no pubsub service.
-                None => return Some(error(id, to, &me, ErrorType::Cancel, Condition::ServiceUnavailable, None)),
+                None => {
+                    return Some(error(
+                        id,
+                        to,
+                        &me,
+                        ErrorType::Cancel,
+                        Condition::ServiceUnavailable,
+                        None,
+                    ));
+                }
             }
         }
         Some(_) => return None,
@@ -248,7 +275,13 @@ pub async fn handle_iq(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<Iq> {
     };
     let store = &c2s.core.store;
     Some(match (request, set) {
-        (PubSub::Publish { publish, publish_options }, true) => {
+        (
+            PubSub::Publish {
+                publish,
+                publish_options,
+            },
+            true,
+        ) => {
             if owner != own {
                 return Some(error(id, to, &me, ErrorType::Auth, Condition::Forbidden, None));
             }
@@ -257,11 +290,15 @@ pub async fn handle_iq(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<Iq> {
         }
         (PubSub::Items(items), false) => {
             let node = items.node.0.clone();
-            let Ok(Some(n)) = store.pep_node(&owner, &node).await else {
-                return Some(error(id, to, &me, ErrorType::Cancel, Condition::ItemNotFound, None));
+            let avatar = crate::avatar::is_avatar_node(&node);
+            let access = match store.pep_node(&owner, &node).await {
+                Ok(Some(n)) => n.access_model,
+                // The avatar nodes exist for every account: views of its profile.
+                Ok(None) if avatar => Config::default().access,
+                _ => return Some(error(id, to, &me, ErrorType::Cancel, Condition::ItemNotFound, None)),
             };
-            if !may_read(c2s, &owner, &n.access_model, Some(&own)).await {
-                return Some(refused_read(id, to, &me, &n.access_model));
+            if !may_read(c2s, &owner, &access, Some(&own)).await {
+                return Some(refused_read(id, to, &me, &access));
             }
             let wanted: BTreeSet<String> = items.items.iter().filter_map(|i| i.id.clone().map(|i| i.0)).collect();
             let limit = if wanted.is_empty() {
@@ -269,7 +306,11 @@ pub async fn handle_iq(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<Iq> {
             } else {
                 MAX_KEPT
             };
-            let mut found = store.pep_items(&owner, &node, limit).await.unwrap_or_default();
+            let mut found = if avatar {
+                crate::avatar::items(c2s, &owner, &node).await
+            } else {
+                store.pep_items(&owner, &node, limit).await.unwrap_or_default()
+            };
             found.retain(|i| wanted.is_empty() || wanted.contains(&i.item_id));
             // Oldest first among the most recent.
             found.reverse();
@@ -297,12 +338,28 @@ pub async fn handle_iq(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<Iq> {
                 return Some(error(id, to, &me, ErrorType::Cancel, Condition::ItemNotFound, None));
             };
             let Some(item_id) = retract.items.first().and_then(|i| i.id.clone()) else {
-                return Some(error(id, to, &me, ErrorType::Modify, Condition::BadRequest, Some("item-required")));
+                return Some(error(
+                    id,
+                    to,
+                    &me,
+                    ErrorType::Modify,
+                    Condition::BadRequest,
+                    Some("item-required"),
+                ));
             };
             match store.pep_retract(&own, &node, &item_id.0).await {
                 Ok(true) => {}
                 Ok(false) => return Some(error(id, to, &me, ErrorType::Cancel, Condition::ItemNotFound, None)),
-                Err(_) => return Some(error(id, to, &me, ErrorType::Wait, Condition::InternalServerError, None)),
+                Err(_) => {
+                    return Some(error(
+                        id,
+                        to,
+                        &me,
+                        ErrorType::Wait,
+                        Condition::InternalServerError,
+                        None,
+                    ));
+                }
             }
             if retract.notify {
                 let event = EventPayload::Items {
@@ -319,7 +376,14 @@ pub async fn handle_iq(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<Iq> {
                 return Some(error(id, to, &me, ErrorType::Auth, Condition::Forbidden, None));
             }
             let Some(node) = create.node else {
-                return Some(error(id, to, &me, ErrorType::Modify, Condition::NotAcceptable, Some("nodeid-required")));
+                return Some(error(
+                    id,
+                    to,
+                    &me,
+                    ErrorType::Modify,
+                    Condition::NotAcceptable,
+                    Some("nodeid-required"),
+                ));
             };
             if let Ok(Some(_)) = store.pep_node(&own, &node.0).await {
                 return Some(error(id, to, &me, ErrorType::Cancel, Condition::Conflict, None));
@@ -341,7 +405,10 @@ pub async fn handle_iq(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<Iq> {
             if let Iq::Error { error, .. } = &mut e {
                 error.other = Some(
                     Element::builder("unsupported", ns::PUBSUB_ERRORS)
-                        .attr(tokio_xmpp::minidom::rxml::xml_ncname!("feature").to_owned(), "subscribe")
+                        .attr(
+                            tokio_xmpp::minidom::rxml::xml_ncname!("feature").to_owned(),
+                            "subscribe",
+                        )
                         .build(),
                 );
             }
@@ -373,13 +440,27 @@ async fn publish_item(
         })]
     });
     let Some(payload) = item.payload else {
-        return error(id, to, me, ErrorType::Modify, Condition::BadRequest, Some("item-required"));
+        return error(
+            id,
+            to,
+            me,
+            ErrorType::Modify,
+            Condition::BadRequest,
+            Some("item-required"),
+        );
     };
     let config = match store.pep_node(own, &node).await {
         Ok(Some(n)) => {
             let config = Config::of(&n);
             if options.as_ref().is_some_and(|f| !config.meets(f)) {
-                return error(id, to, me, ErrorType::Cancel, Condition::Conflict, Some("precondition-not-met"));
+                return error(
+                    id,
+                    to,
+                    me,
+                    ErrorType::Cancel,
+                    Condition::Conflict,
+                    Some("precondition-not-met"),
+                );
             }
             config
         }
@@ -389,7 +470,14 @@ async fn publish_item(
             if let Some(form) = &options
                 && config.apply(form).is_err()
             {
-                return error(id, to, me, ErrorType::Cancel, Condition::Conflict, Some("precondition-not-met"));
+                return error(
+                    id,
+                    to,
+                    me,
+                    ErrorType::Cancel,
+                    Condition::Conflict,
+                    Some("precondition-not-met"),
+                );
             }
             if store.put_pep_node(&config.node(own, &node)).await.is_err() {
                 return error(id, to, me, ErrorType::Wait, Condition::InternalServerError, None);
@@ -399,6 +487,17 @@ async fn publish_item(
         Err(_) => return error(id, to, me, ErrorType::Wait, Condition::InternalServerError, None),
     };
     let item_id = item.id.map(|i| i.0).unwrap_or_else(new_id);
+    // XEP-0398: new avatar metadata changes the profile avatar (vCard PHOTO, Matrix avatar).
+    if node == crate::avatar::METADATA && crate::avatar::metadata_published(c2s, own, &payload).await.is_err() {
+        return error(
+            id,
+            to,
+            me,
+            ErrorType::Modify,
+            Condition::BadRequest,
+            Some("invalid-payload"),
+        );
+    }
     if config.persist {
         let kept = PepItem {
             item_id: item_id.clone(),
@@ -495,12 +594,7 @@ fn event_message(owner: &BareJid, to: &FullJid, event: &EventPayload) -> Element
     msg.from = Some(owner.clone().into());
     msg.type_ = MessageType::Headline;
     msg.id = Some(xmpp_parsers::message::Id(new_id()));
-    msg.payloads.push(
-        Event {
-            payload: event.clone(),
-        }
-        .into(),
-    );
+    msg.payloads.push(Event { payload: event.clone() }.into());
     msg.into()
 }
 
@@ -515,20 +609,44 @@ async fn notify(c2s: &C2s, owner: &str, node: &str, access: &str, event: EventPa
     let mut targets = c2s.router.sessions_with(&owner_jid, &feature);
     if access != "whitelist" {
         for watcher in crate::roster::watchers(c2s, owner).await {
-            let Ok(contact) = BareJid::new(&watcher.contact) else { continue };
+            let Ok(contact) = BareJid::new(&watcher.contact) else {
+                continue;
+            };
             if !contact.domain().as_str().eq_ignore_ascii_case(&c2s.domain) {
                 continue;
             }
             for session in c2s.router.sessions_with(&contact, &feature) {
-                if crate::c2s::blocked(c2s, &session, &owner_jid.clone().into()).await.is_none() {
+                if crate::c2s::blocked(c2s, &session, &owner_jid.clone().into())
+                    .await
+                    .is_none()
+                {
                     targets.push(session);
                 }
             }
         }
     }
     for target in targets {
-        c2s.router.deliver(&target.clone().into(), &event_message(&owner_jid, &target, &event));
+        c2s.router
+            .deliver(&target.clone().into(), &event_message(&owner_jid, &target, &event));
     }
+}
+
+/// Notify followers of `node` of a new item the server itself published for `owner`.
+pub async fn announce(c2s: &C2s, owner: &str, node: &str, item_id: &str, payload: Element) {
+    let access = match c2s.core.store.pep_node(owner, node).await {
+        Ok(Some(n)) => n.access_model,
+        _ => Config::default().access,
+    };
+    let event = EventPayload::Items {
+        node: NodeName(node.to_owned()),
+        published: vec![EventItem {
+            id: Some(ItemId(item_id.to_owned())),
+            publisher: None,
+            payload: Some(payload),
+        }],
+        retracted: vec![],
+    };
+    notify(c2s, owner, node, &access, event).await;
 }
 
 /// XEP-0163 §4.3.4: a session whose interests just became known gets the last item of each
@@ -546,18 +664,38 @@ pub async fn send_last_items(c2s: &C2s, full: &FullJid) {
         }
     }
     for owner in owners {
-        let Ok(owner_jid) = BareJid::new(&crate::bare_jid(&owner, &c2s.domain)) else { continue };
-        if owner != me && crate::c2s::blocked(c2s, full, &owner_jid.clone().into()).await.is_some() {
+        let Ok(owner_jid) = BareJid::new(&crate::bare_jid(&owner, &c2s.domain)) else {
+            continue;
+        };
+        if owner != me
+            && crate::c2s::blocked(c2s, full, &owner_jid.clone().into())
+                .await
+                .is_some()
+        {
             continue;
         }
-        for node in c2s.core.store.pep_nodes(&owner).await.unwrap_or_default() {
+        let mut nodes = c2s.core.store.pep_nodes(&owner).await.unwrap_or_default();
+        // The avatar metadata node is there for everyone (a view of the profile).
+        if !nodes.iter().any(|n| n.node == crate::avatar::METADATA) {
+            nodes.push(Config::default().node(&owner, crate::avatar::METADATA));
+        }
+        for node in nodes {
             if !c2s.router.session_has(full, &format!("{}+notify", node.node))
                 || !may_read(c2s, &owner, &node.access_model, Some(&me)).await
             {
                 continue;
             }
-            let Some(last) = c2s.core.store.pep_items(&owner, &node.node, 1).await.ok().and_then(|mut v| v.pop())
-            else {
+            let last = if crate::avatar::is_avatar_node(&node.node) {
+                crate::avatar::items(c2s, &owner, &node.node).await.pop()
+            } else {
+                c2s.core
+                    .store
+                    .pep_items(&owner, &node.node, 1)
+                    .await
+                    .ok()
+                    .and_then(|mut v| v.pop())
+            };
+            let Some(last) = last else {
                 continue;
             };
             let event = EventPayload::Items {
@@ -569,14 +707,21 @@ pub async fn send_last_items(c2s: &C2s, full: &FullJid) {
                 }],
                 retracted: vec![],
             };
-            c2s.router.deliver(&full.clone().into(), &event_message(&owner_jid, full, &event));
+            c2s.router
+                .deliver(&full.clone().into(), &event_message(&owner_jid, full, &event));
         }
     }
 }
 
 /// disco#items of an account's bare JID: its nodes the requester may read.
 pub async fn disco_items(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<Iq> {
-    let Iq::Get { id, to: Some(to), payload, .. } = iq else {
+    let Iq::Get {
+        id,
+        to: Some(to),
+        payload,
+        ..
+    } = iq
+    else {
         return None;
     };
     if !payload.is("query", ns::DISCO_ITEMS) || payload.attr("node").is_some() || to.resource().is_some() {

@@ -80,7 +80,9 @@ pub async fn handle(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<Iq> {
             return err(DefinedCondition::InternalServerError);
         }
         match set_avatar(c2s, &target, photo).await {
-            Ok(()) => {}
+            // XEP-0398: the new picture is announced as the user's PEP avatar too.
+            Ok(true) => crate::avatar::announce(c2s, &target).await,
+            Ok(false) => {}
             Err(estuary_core::CoreError::TooLarge(_)) => {
                 return err_modify(id, to, me, DefinedCondition::NotAcceptable);
             }
@@ -152,32 +154,45 @@ async fn avatar_record(c2s: &C2s, avatar_url: Option<&str>) -> Option<estuary_co
     media.info(id).await.ok().flatten()
 }
 
-/// Make `photo` the account's avatar (None: no avatar). The same image again changes nothing.
-async fn set_avatar(
+/// Lower-case hex SHA-1 (XEP-0153 and XEP-0084 avatar ids).
+pub(crate) fn sha1_hex(bytes: &[u8]) -> String {
+    use sha1::Digest;
+    sha1::Sha1::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Make `photo` the account's avatar (None: no avatar). True when it changed (the same image
+/// again changes nothing).
+pub(crate) async fn set_avatar(
     c2s: &C2s,
     localpart: &str,
     photo: Option<(String, Vec<u8>)>,
-) -> Result<(), estuary_core::CoreError> {
+) -> Result<bool, estuary_core::CoreError> {
     let core = &c2s.core;
     let account = core.accounts.get(localpart).await?;
     let Some((kind, bytes)) = photo else {
-        if account.avatar_url.is_some() {
-            core.accounts.set_avatar_url(localpart, None).await?;
+        if account.avatar_url.is_none() {
+            return Ok(false);
         }
-        return Ok(());
+        core.accounts.set_avatar_url(localpart, None).await?;
+        return Ok(true);
     };
     let current = avatar_record(c2s, account.avatar_url.as_deref()).await;
-    let sha1: String = {
-        use sha1::Digest;
-        sha1::Sha1::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
-    };
-    if current.is_some_and(|r| r.sha1 == sha1) {
-        return Ok(());
+    if current.is_some_and(|r| r.sha1 == sha1_hex(&bytes)) {
+        return Ok(false);
     }
     let record = core.media.put(localpart, &kind, None, bytes).await?;
     core.accounts
         .set_avatar_url(localpart, Some(&core.media.mxc(&record.media_id)))
-        .await
+        .await?;
+    Ok(true)
+}
+
+/// The account's avatar: its media record and bytes, when it is an image of this server's.
+pub(crate) async fn avatar(c2s: &C2s, localpart: &str) -> Option<(estuary_core::MediaRecord, Vec<u8>)> {
+    let account = c2s.core.accounts.find(localpart).await.ok()??;
+    let media = &c2s.core.media;
+    let id = media.local_id(account.avatar_url.as_deref()?)?;
+    media.get(id).await.ok().flatten()
 }
 
 /// The account's avatar as a vCard PHOTO, when it is an image of this server's and not huge.
