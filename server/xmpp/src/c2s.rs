@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use estuary_core::Core;
-use tokio::io::{AsyncRead, AsyncWrite, BufStream};
+use tokio::io::BufStream;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
@@ -614,36 +614,77 @@ async fn handle_starttls(tcp: TcpStream, c2s: &Arc<C2s>) -> io::Result<()> {
     handle_tls(tls, c2s).await
 }
 
-/// SASL mechanisms offered over TLS. PLAIN only there, and only when the operator allows it.
-fn tls_mechanisms(c2s: &C2s) -> Vec<&'static str> {
-    let mut m = vec!["SCRAM-SHA-256", "SCRAM-SHA-1"];
-    if c2s.core.config.xmpp.sasl_plain {
-        m.push("PLAIN");
-    }
-    m
+/// What a stream offers for SASL: the mechanisms, and the channel-binding data of its TLS
+/// connection (RFC 9266 `tls-exporter`) when the -PLUS variants are offered.
+pub(crate) struct SaslOffer {
+    mechanisms: Vec<&'static str>,
+    channel_binding: Option<Vec<u8>>,
 }
 
-/// The first stream's features: SASL and the pre-authentication size limit.
-fn auth_features(c2s: &C2s, mechanisms: &[&str]) -> StreamFeatures {
-    StreamFeatures {
-        sasl_mechanisms: mechanisms.iter().map(|m| (*m).to_owned()).collect(),
-        limits: Some(limit::advertised(limit::UNAUTHENTICATED)),
-        // XEP-0077 §4: offered only when anyone may register.
-        in_band_registration: c2s.core.config.registration.open,
-        ..Default::default()
+impl SaslOffer {
+    /// Over TLS: SCRAM (with -PLUS on TLS 1.3, where tls-exporter is safe without further
+    /// conditions), and PLAIN when the operator allows it.
+    fn tls(c2s: &C2s, tls: &tokio_rustls::server::TlsStream<TcpStream>) -> Self {
+        let conn = tls.get_ref().1;
+        let channel_binding = (conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3))
+            .then(|| {
+                conn.export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
+                    .ok()
+                    .map(|b| b.to_vec())
+            })
+            .flatten();
+        let mut mechanisms = Vec::new();
+        if channel_binding.is_some() {
+            mechanisms.extend(["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS"]);
+        }
+        mechanisms.extend(["SCRAM-SHA-256", "SCRAM-SHA-1"]);
+        if c2s.core.config.xmpp.sasl_plain {
+            mechanisms.push("PLAIN");
+        }
+        Self {
+            mechanisms,
+            channel_binding,
+        }
+    }
+
+    /// Over WebSocket: SCRAM only (the server cannot tell whether a proxy in front used TLS,
+    /// and has no TLS channel to bind to).
+    fn websocket() -> Self {
+        Self {
+            mechanisms: vec!["SCRAM-SHA-256", "SCRAM-SHA-1"],
+            channel_binding: None,
+        }
+    }
+
+    /// The first stream's features: SASL (with XEP-0440 channel-binding types) and the
+    /// pre-authentication size limit.
+    fn features(&self, c2s: &C2s) -> StreamFeatures {
+        StreamFeatures {
+            sasl_mechanisms: self.mechanisms.iter().map(|m| (*m).to_owned()).collect(),
+            sasl_cb: self
+                .channel_binding
+                .as_ref()
+                .map(|_| xmpp_parsers::sasl_cb::SaslChannelBinding {
+                    types: vec![xmpp_parsers::sasl_cb::Type::TlsExporter],
+                }),
+            limits: Some(limit::advertised(limit::UNAUTHENTICATED)),
+            // XEP-0077 §4: offered only when anyone may register.
+            in_band_registration: c2s.core.config.registration.open,
+            ..Default::default()
+        }
     }
 }
 
 /// From the first stream over TLS: authentication, binding, stanzas.
-async fn handle_tls<S: AsyncRead + AsyncWrite + Unpin + Send>(tls: S, c2s: &Arc<C2s>) -> io::Result<()> {
+async fn handle_tls(tls: tokio_rustls::server::TlsStream<TcpStream>, c2s: &Arc<C2s>) -> io::Result<()> {
+    let offer = SaslOffer::tls(c2s, &tls);
     let budget = Budget::new(limit::UNAUTHENTICATED);
     let stream = BufStream::new(Limited::new(tls, budget.clone()));
     let accepted = accept_stream(stream, ns::JABBER_CLIENT, Timeouts::tight()).await?;
-    let mechanisms = tls_mechanisms(c2s);
-    let Some(xml) = wire::open(accepted, c2s, auth_features(c2s, &mechanisms)).await? else {
+    let Some(xml) = wire::open(accepted, c2s, offer.features(c2s)).await? else {
         return Ok(());
     };
-    run(xml, c2s, &budget, &mechanisms).await
+    run(xml, c2s, &budget, &offer).await
 }
 
 /// RFC 7395: a c2s stream over a WebSocket on the HTTP client listener. Only SCRAM is
@@ -653,11 +694,11 @@ pub async fn handle_websocket(socket: axum::extract::ws::WebSocket, c2s: Arc<C2s
     let (reader, frames) = wire::split(socket, budget.clone());
     let result = async {
         let accepted = accept_stream(reader, ns::JABBER_CLIENT, Timeouts::tight()).await?;
-        let mechanisms = ["SCRAM-SHA-256", "SCRAM-SHA-1"];
-        let Some(ws) = WsWire::open(accepted, frames, &c2s, auth_features(&c2s, &mechanisms)).await? else {
+        let offer = SaslOffer::websocket();
+        let Some(ws) = WsWire::open(accepted, frames, &c2s, offer.features(&c2s)).await? else {
             return Ok(());
         };
-        run(ws, &c2s, &budget, &mechanisms).await
+        run(ws, &c2s, &budget, &offer).await
     }
     .await;
     if let Err(e) = result {
@@ -669,6 +710,8 @@ fn mechanism_name(m: &SaslMechanism) -> &'static str {
     match m {
         SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
         SaslMechanism::ScramSha1 => "SCRAM-SHA-1",
+        SaslMechanism::ScramSha256Plus => "SCRAM-SHA-256-PLUS",
+        SaslMechanism::ScramSha1Plus => "SCRAM-SHA-1-PLUS",
         SaslMechanism::Plain => "PLAIN",
         _ => "",
     }
@@ -694,7 +737,7 @@ pub(crate) async fn next_element<W: Wire>(xml: &mut W, budget: &Budget) -> Optio
 }
 
 /// Authentication, the restarted stream, binding, and the session.
-async fn run<W: Wire>(mut xml: W, c2s: &Arc<C2s>, budget: &Budget, mechanisms: &[&str]) -> io::Result<()> {
+async fn run<W: Wire>(mut xml: W, c2s: &Arc<C2s>, budget: &Budget, offer: &SaslOffer) -> io::Result<()> {
     let mut failures = 0;
     let (localpart, success) = loop {
         let Some(el) = next_element(&mut xml, budget).await else {
@@ -712,8 +755,8 @@ async fn run<W: Wire>(mut xml: W, c2s: &Arc<C2s>, budget: &Budget, mechanisms: &
             return Ok(());
         }
         let outcome = match Auth::try_from(el) {
-            Ok(auth) if mechanisms.contains(&mechanism_name(&auth.mechanism)) => {
-                sasl_exchange(&mut xml, c2s, auth).await?
+            Ok(auth) if offer.mechanisms.contains(&mechanism_name(&auth.mechanism)) => {
+                sasl_exchange(&mut xml, c2s, auth, offer.channel_binding.as_deref()).await?
             }
             _ => Err(SaslCondition::InvalidMechanism),
         };
@@ -1181,11 +1224,16 @@ async fn sasl_exchange<W: Wire>(
     xml: &mut W,
     c2s: &C2s,
     auth: Auth,
+    channel_binding: Option<&[u8]>,
 ) -> io::Result<Result<(String, Vec<u8>), SaslCondition>> {
     let core = &c2s.core;
+    let plus = matches!(
+        auth.mechanism,
+        SaslMechanism::ScramSha256Plus | SaslMechanism::ScramSha1Plus
+    );
     let hash = match auth.mechanism {
-        SaslMechanism::ScramSha256 => ScramHash::Sha256,
-        SaslMechanism::ScramSha1 => ScramHash::Sha1,
+        SaslMechanism::ScramSha256 | SaslMechanism::ScramSha256Plus => ScramHash::Sha256,
+        SaslMechanism::ScramSha1 | SaslMechanism::ScramSha1Plus => ScramHash::Sha1,
         SaslMechanism::Plain => {
             // authzid \0 authcid \0 password
             let mut parts = auth.data.split(|b| *b == 0);
@@ -1217,6 +1265,18 @@ async fn sasl_exchange<W: Wire>(
         Ok(f) => f,
         Err(_) => return Ok(Err(SaslCondition::MalformedRequest)),
     };
+    // RFC 5802 §6: -PLUS binds to our channel (tls-exporter only); plain SCRAM must not
+    // claim a binding, and a client saying it would bind had we offered it ("y") while we
+    // did offer it is being downgraded by someone in the middle.
+    let binding_ok = match (&first.cb, plus) {
+        (scram::CbFlag::Bound(kind), true) => kind == "tls-exporter" && channel_binding.is_some(),
+        (_, true) | (scram::CbFlag::Bound(_), false) => false,
+        (scram::CbFlag::NotOffered, false) => channel_binding.is_none(),
+        (scram::CbFlag::None, false) => true,
+    };
+    if !binding_ok {
+        return Ok(Err(SaslCondition::NotAuthorized));
+    }
     let user = first.username.to_lowercase();
     if first
         .authzid
@@ -1259,7 +1319,7 @@ async fn sasl_exchange<W: Wire>(
             server_key: vec![0; 32],
         },
     };
-    let (server, server_first) = ScramServer::new(hash, &first, creds, &new_id());
+    let (server, server_first) = ScramServer::new(hash, &first, creds, &new_id(), channel_binding);
     xml.send(Challenge { data: server_first }.into()).await?;
     let response = loop {
         match xml.next().await {

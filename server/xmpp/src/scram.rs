@@ -1,4 +1,5 @@
-//! Server side of SASL SCRAM (RFC 5802, RFC 7677: SHA-1 and SHA-256, no channel binding),
+//! Server side of SASL SCRAM (RFC 5802, RFC 7677: SHA-1 and SHA-256, and the -PLUS variants
+//! with the `tls-exporter` channel binding of RFC 9266),
 //! working from the stored StoredKey / ServerKey / salt / iterations only: the server never
 //! holds a password or the SaltedPassword. (The `sasl` crate's server needs the
 //! SaltedPassword and rejects the common `n,,` header, so this is done here.)
@@ -54,15 +55,24 @@ pub struct StoredScram {
 pub enum ScramError {
     /// -> SASL <malformed-request/>
     Malformed(&'static str),
-    /// Client asked for channel binding (p=...), which we never advertise (-PLUS).
-    /// -> SASL <malformed-request/> (or not-authorized)
-    ChannelBindingUnsupported,
     /// Wrong proof. -> SASL <not-authorized/>
     NotAuthorized,
 }
 
+/// The gs2-cbind-flag of a client-first-message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CbFlag {
+    /// "n": the client does not support channel binding.
+    None,
+    /// "y": the client supports it but thinks the server does not.
+    NotOffered,
+    /// "p=<type>": the client binds to this channel-binding type.
+    Bound(String),
+}
+
 /// Parsed client-first-message.
 pub struct ClientFirst {
+    pub cb: CbFlag,
     /// e.g. "n,," or "y,," or "n,a=alice@example.org,"
     pub gs2_header: String,
     pub authzid: Option<String>,
@@ -93,11 +103,14 @@ pub fn parse_client_first(msg: &[u8]) -> Result<ClientFirst, ScramError> {
     let msg = std::str::from_utf8(msg).map_err(|_| ScramError::Malformed("not UTF-8"))?;
     // gs2-header = gs2-cbind-flag "," [ authzid ] ","
     let (flag, rest) = msg.split_once(',').ok_or(ScramError::Malformed("no gs2 header"))?;
-    match flag {
-        "n" | "y" => {}
-        f if f.starts_with("p=") => return Err(ScramError::ChannelBindingUnsupported),
-        _ => return Err(ScramError::Malformed("bad gs2-cbind-flag")),
-    }
+    let cb = match flag {
+        "n" => CbFlag::None,
+        "y" => CbFlag::NotOffered,
+        f => match f.strip_prefix("p=") {
+            Some(kind) if !kind.is_empty() => CbFlag::Bound(kind.to_owned()),
+            _ => return Err(ScramError::Malformed("bad gs2-cbind-flag")),
+        },
+    };
     let (authz, bare) = rest.split_once(',').ok_or(ScramError::Malformed("no gs2 header"))?;
     let authzid = match authz {
         "" => None,
@@ -122,6 +135,7 @@ pub fn parse_client_first(msg: &[u8]) -> Result<ClientFirst, ScramError> {
         return Err(ScramError::Malformed("empty username"));
     }
     Ok(ClientFirst {
+        cb,
         gs2_header,
         authzid,
         username,
@@ -135,15 +149,23 @@ pub struct ScramServer {
     hash: ScramHash,
     creds: StoredScram,
     client_first_bare: String,
-    gs2_header: String,
+    /// base64(gs2-header, then the channel-binding data when bound): what c= must be.
+    cbind: String,
     nonce: String,
     server_first: String,
 }
 
 impl ScramServer {
-    /// `server_nonce_part`: >= 18 random printable chars without ','. Returns the state and the
-    /// server-first-message to send in <challenge/>.
-    pub fn new(hash: ScramHash, first: &ClientFirst, creds: StoredScram, server_nonce_part: &str) -> (Self, Vec<u8>) {
+    /// `server_nonce_part`: >= 18 random printable chars without ','. `cb_data`: the
+    /// channel-binding data the client bound to (when its flag is p=). Returns the state and
+    /// the server-first-message to send in <challenge/>.
+    pub fn new(
+        hash: ScramHash,
+        first: &ClientFirst,
+        creds: StoredScram,
+        server_nonce_part: &str,
+        cb_data: Option<&[u8]>,
+    ) -> (Self, Vec<u8>) {
         let nonce = format!("{}{}", first.client_nonce, server_nonce_part);
         let server_first = format!("r={nonce},s={},i={}", B64.encode(&creds.salt), creds.iterations);
         let out = server_first.clone().into_bytes();
@@ -152,7 +174,13 @@ impl ScramServer {
                 hash,
                 creds,
                 client_first_bare: first.bare.clone(),
-                gs2_header: first.gs2_header.clone(),
+                cbind: {
+                    let mut input = first.gs2_header.clone().into_bytes();
+                    if matches!(first.cb, CbFlag::Bound(_)) {
+                        input.extend_from_slice(cb_data.unwrap_or_default());
+                    }
+                    B64.encode(input)
+                },
                 nonce,
                 server_first,
             },
@@ -174,9 +202,10 @@ impl ScramServer {
             .next()
             .and_then(|r| r.strip_prefix("r="))
             .ok_or(ScramError::Malformed("no r="))?;
-        // No channel binding: c= is base64(gs2-header) exactly.
-        if cbind != B64.encode(self.gs2_header.as_bytes()) {
-            return Err(ScramError::Malformed("channel binding mismatch"));
+        // c= is base64(gs2-header [+ channel-binding data]) exactly; a mismatch under channel
+        // binding means another TLS channel: not authorized.
+        if cbind != self.cbind {
+            return Err(ScramError::NotAuthorized);
         }
         if nonce != self.nonce {
             return Err(ScramError::Malformed("nonce mismatch"));
@@ -220,6 +249,17 @@ mod tests {
         }
     }
 
+    /// Hi() of RFC 5802 with HMAC-SHA-256 (4096 iterations), for a test client.
+    fn salted_password(password: &[u8], salt: &[u8]) -> Vec<u8> {
+        let mut u = ScramHash::Sha256.hmac(password, &[salt, &[0, 0, 0, 1]].concat());
+        let mut out = u.clone();
+        for _ in 1..4096 {
+            u = ScramHash::Sha256.hmac(password, &u);
+            out.iter_mut().zip(&u).for_each(|(o, x)| *o ^= x);
+        }
+        out
+    }
+
     /// RFC 7677 §3, end to end, from the keys estuary stores.
     #[test]
     fn rfc7677_sha256() {
@@ -231,6 +271,7 @@ mod tests {
             &first,
             creds(ScramHash::Sha256, b"pencil", &salt),
             "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
+            None,
         );
         assert_eq!(
             sf,
@@ -252,6 +293,7 @@ mod tests {
             &first,
             creds(ScramHash::Sha1, b"pencil", &salt),
             "3rfcNHYJY1ZVvWVs7j",
+            None,
         );
         assert_eq!(
             sf,
@@ -272,6 +314,7 @@ mod tests {
             &first,
             creds(ScramHash::Sha1, b"pencil2", &salt),
             "3rfcNHYJY1ZVvWVs7j",
+            None,
         );
         assert_eq!(
             srv.finish(b"c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts="),
@@ -282,11 +325,47 @@ mod tests {
             &first,
             creds(ScramHash::Sha1, b"pencil", &salt),
             "3rfcNHYJY1ZVvWVs7j",
+            None,
         );
         assert!(matches!(
             srv.finish(b"c=biws,r=other-nonce,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts="),
             Err(ScramError::Malformed(_))
         ));
+    }
+
+    /// Under channel binding, c= carries the gs2 header and the binding data; another
+    /// channel's data (a man in the middle) fails.
+    #[test]
+    fn channel_binding() {
+        let salt = B64.decode("QSXCR+Q6sek8bf92").unwrap();
+        let first = parse_client_first(b"p=tls-exporter,,n=user,r=abc").unwrap();
+        let key = creds(ScramHash::Sha256, b"pencil", &salt);
+        let salted = salted_password(b"pencil", &salt);
+        let (srv, sf) = ScramServer::new(ScramHash::Sha256, &first, key, "xyz", Some(b"the channel"));
+        let sf = String::from_utf8(sf).unwrap();
+        let final_for = |cb: &[u8]| {
+            let mut input = b"p=tls-exporter,,".to_vec();
+            input.extend_from_slice(cb);
+            let without_proof = format!("c={},r=abcxyz", B64.encode(input));
+            let auth = format!("n=user,r=abc,{sf},{without_proof}");
+            let client_key = ScramHash::Sha256.hmac(&salted, b"Client Key");
+            let sig = ScramHash::Sha256.hmac(&ScramHash::Sha256.hash(&client_key), auth.as_bytes());
+            let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(a, b)| a ^ b).collect();
+            format!("{without_proof},p={}", B64.encode(proof)).into_bytes()
+        };
+        assert_eq!(
+            ScramServer::new(
+                ScramHash::Sha256,
+                &first,
+                creds(ScramHash::Sha256, b"pencil", &salt),
+                "xyz",
+                Some(b"another channel")
+            )
+            .0
+            .finish(&final_for(b"the channel")),
+            Err(ScramError::NotAuthorized)
+        );
+        assert!(srv.finish(&final_for(b"the channel")).is_ok());
     }
 
     #[test]
@@ -295,9 +374,13 @@ mod tests {
         assert_eq!(f.username, "a=b,c");
         assert_eq!(f.authzid.as_deref(), Some("a=b@x"));
         assert_eq!(f.gs2_header, "y,a=a=3Db@x,");
+        assert_eq!(
+            parse_client_first(b"p=tls-exporter,,n=u,r=x").unwrap().cb,
+            CbFlag::Bound("tls-exporter".into())
+        );
         assert!(matches!(
-            parse_client_first(b"p=tls-exporter,,n=u,r=x"),
-            Err(ScramError::ChannelBindingUnsupported)
+            parse_client_first(b"p=,,n=u,r=x"),
+            Err(ScramError::Malformed(_))
         ));
         assert!(matches!(
             parse_client_first(b"n,,m=ext,n=u,r=x"),
