@@ -539,6 +539,16 @@ async fn stream_errors_for_bad_input() {
     let r = raw_exchange(plain, &[&wrong_host]).await;
     assert!(r.contains("host-unknown"), "{r}");
 
+    // RFC 6120 §4.9.3.10: a stream in other namespaces (a server stream, a wrong streams
+    // namespace) gets invalid-namespace.
+    for header in [
+        HEADER.replace("xmlns='jabber:client'", "xmlns='jabber:server'"),
+        HEADER.replace("http://etherx.jabber.org/streams", "http://wrong.example/streams"),
+    ] {
+        let r = raw_exchange(plain, &[&header]).await;
+        assert!(r.contains("<invalid-namespace"), "{header}: {r}");
+    }
+
     let r = raw_exchange(plain, &[HEADER]).await;
     assert!(
         r.contains("starttls") && r.contains("required"),

@@ -585,9 +585,44 @@ pub(crate) async fn read_failed<W: Wire>(xml: &mut W, budget: &Budget, e: &io::E
     }
 }
 
+/// Read the client's first stream header and refuse one that is not an XMPP client stream
+/// (`invalid-namespace`), or breaks the limits (`policy-violation`, `restricted-xml`), before
+/// the parser sees it. True when the stream may go on.
+async fn header_ok<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    limited: &mut Limited<S>,
+    budget: &Budget,
+    c2s: &C2s,
+) -> io::Result<bool> {
+    use tokio::io::AsyncWriteExt;
+    let condition = match limited.peek_header().await {
+        Ok(header) if limit::header_namespaces_ok(&header) => return Ok(true),
+        Ok(_) => "invalid-namespace",
+        Err(_) => match budget.violation() {
+            Violation::TooLarge => "policy-violation",
+            Violation::Restricted => "restricted-xml",
+            // The client went away, or sent bytes that are not XML.
+            Violation::None => "not-well-formed",
+        },
+    };
+    let reply = format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' \
+         from='{}' id='{}' version='1.0'><stream:error><{condition} xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
+         </stream:error></stream:stream>",
+        c2s.domain,
+        new_id()
+    );
+    let _ = limited.write_all(reply.as_bytes()).await;
+    let _ = limited.shutdown().await;
+    Ok(false)
+}
+
 async fn handle_starttls(tcp: TcpStream, c2s: &Arc<C2s>) -> io::Result<()> {
     let budget = Budget::new(limit::UNAUTHENTICATED);
-    let stream = BufStream::new(Limited::new(tcp, budget.clone()));
+    let mut limited = Limited::new(tcp, budget.clone());
+    if !header_ok(&mut limited, &budget, c2s).await? {
+        return Ok(());
+    }
+    let stream = BufStream::new(limited);
     let accepted = accept_stream(stream, ns::JABBER_CLIENT, Timeouts::tight()).await?;
     let features = StreamFeatures {
         starttls: Some(StartTls { required: true }),
@@ -679,7 +714,11 @@ impl SaslOffer {
 async fn handle_tls(tls: tokio_rustls::server::TlsStream<TcpStream>, c2s: &Arc<C2s>) -> io::Result<()> {
     let offer = SaslOffer::tls(c2s, &tls);
     let budget = Budget::new(limit::UNAUTHENTICATED);
-    let stream = BufStream::new(Limited::new(tls, budget.clone()));
+    let mut limited = Limited::new(tls, budget.clone());
+    if !header_ok(&mut limited, &budget, c2s).await? {
+        return Ok(());
+    }
+    let stream = BufStream::new(limited);
     let accepted = accept_stream(stream, ns::JABBER_CLIENT, Timeouts::tight()).await?;
     let Some(xml) = wire::open(accepted, c2s, offer.features(c2s)).await? else {
         return Ok(());

@@ -162,6 +162,9 @@ pub struct Limited<S> {
     inner: S,
     budget: Budget,
     depth: Depth,
+    /// Bytes already read and checked, to be read again (the stream header, see
+    /// [`Limited::peek_header`]).
+    replay: Vec<u8>,
 }
 
 impl<S> Limited<S> {
@@ -173,6 +176,7 @@ impl<S> Limited<S> {
                 scan: Scan::Text,
                 depth: 0,
             },
+            replay: Vec::new(),
         }
     }
 
@@ -181,8 +185,76 @@ impl<S> Limited<S> {
     }
 }
 
+impl<S: AsyncRead + Unpin> Limited<S> {
+    /// Read up to the end of the client's stream header (through the same checks), and keep
+    /// what was read for the XML parser to read again. The header, or an error at EOF.
+    pub async fn peek_header(&mut self) -> io::Result<Vec<u8>> {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        while !(self.depth.depth >= 1 && self.depth.scan == Scan::Text) {
+            let n = self.read(&mut buf).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        self.replay = got.clone();
+        Ok(got)
+    }
+}
+
+/// RFC 6120 §4.8: whether a stream header (with its XML declaration, if any) puts the stream
+/// element in the streams namespace and the content in `jabber:client`. A header in another
+/// namespace gets `invalid-namespace` (§4.9.3.10).
+pub fn header_namespaces_ok(header: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(header);
+    let mut rest = text.as_ref();
+    // Skip the XML declaration.
+    while let Some(i) = rest.find('<') {
+        if rest[i..].starts_with("<?") {
+            rest = rest[i..].split_once("?>").map_or("", |(_, r)| r);
+        } else {
+            rest = &rest[i + 1..];
+            break;
+        }
+    }
+    let tag = rest.split_once('>').map_or(rest, |(t, _)| t).trim_end_matches('/');
+    let (name, mut attrs) = tag.split_once(char::is_whitespace).unwrap_or((tag, ""));
+    let mut declared = std::collections::HashMap::new();
+    loop {
+        attrs = attrs.trim_start();
+        let Some((key, after)) = attrs.split_once('=') else {
+            break;
+        };
+        let after = after.trim_start();
+        let Some(q) = after.chars().next().filter(|c| *c == '\'' || *c == '"') else {
+            break;
+        };
+        let Some((value, more)) = after[1..].split_once(q) else {
+            break;
+        };
+        declared.insert(key.trim().to_owned(), value.to_owned());
+        attrs = more;
+    }
+    const STREAMS: &str = "http://etherx.jabber.org/streams";
+    let stream_ns_ok = match name.split_once(':') {
+        Some((prefix, "stream")) => declared.get(&format!("xmlns:{prefix}")).map(String::as_str) == Some(STREAMS),
+        None if name == "stream" => declared.get("xmlns").map(String::as_str) == Some(STREAMS),
+        _ => false,
+    };
+    let content_ok = name == "stream" || declared.get("xmlns").map(String::as_str) == Some("jabber:client");
+    stream_ns_ok && content_ok
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Limited<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.replay.is_empty() {
+            let n = buf.remaining().min(self.replay.len());
+            buf.put_slice(&self.replay[..n]);
+            self.replay.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
         if self.budget.violation() != Violation::None {
             return Poll::Ready(Err(refused()));
         }
@@ -277,6 +349,35 @@ mod tests {
         }
         // Flat but long: never fails.
         assert_eq!(depth_after(&"<a/>".repeat(10_000)), Some(0));
+    }
+
+    #[test]
+    fn stream_header_namespaces() {
+        let ok = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='x'>";
+        assert!(header_namespaces_ok(ok.as_bytes()));
+        assert!(header_namespaces_ok(
+            br#"<s:stream to="x" xmlns:s="http://etherx.jabber.org/streams" xmlns="jabber:client">"#
+        ));
+        for bad in [
+            "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams'>",
+            "<stream:stream xmlns='jabber:client' xmlns:stream='http://wrong.example/streams'>",
+            "<stream:stream xmlns='jabber:client'>",
+            "<hello xmlns='jabber:client'>",
+        ] {
+            assert!(!header_namespaces_ok(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn header_is_read_again() {
+        use tokio::io::AsyncReadExt;
+        let input = b"<?xml version='1.0'?><stream:stream xmlns='jabber:client'><message/>".to_vec();
+        let mut r = Limited::new(std::io::Cursor::new(input.clone()), Budget::new(UNAUTHENTICATED));
+        let header = r.peek_header().await.unwrap();
+        assert!(String::from_utf8_lossy(&header).contains("<stream:stream"));
+        let mut all = Vec::new();
+        r.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, input);
     }
 
     #[tokio::test]
