@@ -69,7 +69,7 @@ pub async fn blocklist(c2s: &C2s, localpart: &str) -> BTreeSet<String> {
     {
         for user in users.keys() {
             if let Some(local) = user.strip_prefix('@').and_then(|u| u.strip_suffix(suffix.as_str())) {
-                list.insert(format!("{local}@{}", c2s.domain));
+                list.insert(crate::bare_jid(local, &c2s.domain));
             }
         }
     }

@@ -1282,13 +1282,9 @@ async fn sasl_exchange<W: Wire>(
                 return Ok(Err(SaslCondition::MalformedRequest));
             };
             let user = String::from_utf8_lossy(user).to_lowercase();
-            if !authzid.is_empty()
-                && String::from_utf8_lossy(authzid).to_lowercase() != format!("{user}@{}", c2s.domain)
-            {
-                return Ok(Err(SaslCondition::InvalidAuthzid));
-            }
-            if core.limits.login.check(&format!("user:{user}")).is_err() {
-                return Ok(Err(SaslCondition::TemporaryAuthFailure));
+            let authzid = (!authzid.is_empty()).then(|| String::from_utf8_lossy(authzid).into_owned());
+            if let Err(condition) = may_try(c2s, &user, authzid.as_deref()) {
+                return Ok(Err(condition));
             }
             let password = String::from_utf8_lossy(pass);
             let ok = core.accounts.check_password(&user, &password).await.unwrap_or(false);
@@ -1317,15 +1313,8 @@ async fn sasl_exchange<W: Wire>(
         return Ok(Err(SaslCondition::NotAuthorized));
     }
     let user = first.username.to_lowercase();
-    if first
-        .authzid
-        .as_ref()
-        .is_some_and(|a| a.to_lowercase() != format!("{user}@{}", c2s.domain))
-    {
-        return Ok(Err(SaslCondition::InvalidAuthzid));
-    }
-    if core.limits.login.check(&format!("user:{user}")).is_err() {
-        return Ok(Err(SaslCondition::TemporaryAuthFailure));
+    if let Err(condition) = may_try(c2s, &user, first.authzid.as_deref()) {
+        return Ok(Err(condition));
     }
     // Unknown or deactivated users go through the same exchange with a fake, stable salt and
     // fail at the end, so user names cannot be probed.
@@ -1383,6 +1372,18 @@ async fn sasl_exchange<W: Wire>(
         Ok(_) | Err(scram::ScramError::NotAuthorized) => Err(SaslCondition::NotAuthorized),
         Err(_) => Err(SaslCondition::MalformedRequest),
     })
+}
+
+/// Before checking a password: an authzid other than the user's own JID is refused (no
+/// acting for others), and so is a user over the login rate limit.
+fn may_try(c2s: &C2s, user: &str, authzid: Option<&str>) -> Result<(), SaslCondition> {
+    if authzid.is_some_and(|a| a.to_lowercase() != crate::bare_jid(user, &c2s.domain)) {
+        return Err(SaslCondition::InvalidAuthzid);
+    }
+    if c2s.core.limits.login.check(&format!("user:{user}")).is_err() {
+        return Err(SaslCondition::TemporaryAuthFailure);
+    }
+    Ok(())
 }
 
 /// A salt for an unknown user: the same every time within this process, so repeated probes

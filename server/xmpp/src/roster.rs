@@ -51,19 +51,10 @@ fn removed_element(contact: &str) -> Option<Item> {
     })
 }
 
-/// The local account a bare JID names, if it is one of ours.
-fn local_account(c2s: &C2s, jid: &BareJid) -> Option<String> {
-    jid.domain()
-        .as_str()
-        .eq_ignore_ascii_case(&c2s.domain)
-        .then(|| jid.node().map(|n| n.as_str().to_owned()))
-        .flatten()
-}
-
 /// Send a roster push (RFC 6121 §2.1.6) for one item to every session of the user.
 fn push(c2s: &C2s, localpart: &str, version: i64, item: Option<Item>) {
     let Some(item) = item else { return };
-    let bare = format!("{localpart}@{}", c2s.domain);
+    let bare = crate::bare_jid(localpart, &c2s.domain);
     let query: Element = Roster {
         ver: Some(version.to_string()),
         items: vec![item],
@@ -250,7 +241,13 @@ async fn broadcast(c2s: &C2s, full: &FullJid, presence: Presence) {
         full,
         (presence.type_ == PresenceType::None).then(|| presence.clone().into()),
     );
-    for contact in watchers(c2s, &localpart).await {
+    // One roster read: the watchers now, and on initial presence the probes and waiting
+    // requests below.
+    let items = c2s.core.store.roster(&localpart).await.unwrap_or_default();
+    let watching = items
+        .iter()
+        .filter(|i| matches!(i.subscription.as_str(), "from" | "both"));
+    for contact in watching {
         if let Ok(to) = BareJid::new(&contact.contact)
             && crate::c2s::blocked(c2s, full, &to.clone().into()).await.is_none()
         {
@@ -272,7 +269,6 @@ async fn broadcast(c2s: &C2s, full: &FullJid, presence: Presence) {
     }
     if initial {
         let me: Jid = full.clone().into();
-        let items = c2s.core.store.roster(&localpart).await.unwrap_or_default();
         for item in &items {
             let Ok(contact) = BareJid::new(&item.contact) else {
                 continue;
@@ -313,7 +309,7 @@ pub async fn disconnected(c2s: &C2s, full: &FullJid) {
 async fn subscription(c2s: &C2s, full: &FullJid, contact: &BareJid, kind: PresenceType) {
     let user = full.to_bare();
     let localpart = full.node().map(|n| n.as_str().to_owned()).unwrap_or_default();
-    let Some(contact_lp) = local_account(c2s, contact) else {
+    let Some(contact_lp) = crate::local_account(contact.as_str(), &c2s.domain).map(str::to_owned) else {
         // Needs s2s: tell the client instead of dropping it silently.
         let mut bounce = Presence::new(PresenceType::Error);
         bounce.from = Some(contact.clone().into());
