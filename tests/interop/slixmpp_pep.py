@@ -72,7 +72,7 @@ def options(**fields):
     return form
 
 
-async def next_event(c, timeout=10):
+async def next_event(c, timeout=20):
     return await asyncio.wait_for(c.events.get(), timeout)
 
 
@@ -89,7 +89,9 @@ async def main(a):
         check(await c.login(a.host, a.port), f"{c.boundjid} logs in")
     alice.send_presence_subscription(pto=f"bob@{d}")
     bob.send_presence_subscription(pto=f"alice@{d}")
-    await asyncio.sleep(1.0)
+    await until(lambda: alice.client_roster[f"bob@{d}"]["subscription"] == "both"
+                and bob.client_roster[f"alice@{d}"]["subscription"] == "both",
+                "alice and bob are subscribed to each other", timeout=30)
 
     info = await bob.plugin["xep_0030"].get_info(jid=f"alice@{d}")
     check(("pubsub", "pep", None, None) in info["disco_info"]["identities"], "alice's bare JID is a PEP service")

@@ -471,3 +471,55 @@ fn tail(s: &str, n: usize) -> &str {
     let start = (start..s.len()).find(|i| s.is_char_boundary(*i)).unwrap_or(s.len());
     &s[start..]
 }
+
+/// Privacy checks: `marker` (a plaintext) is nowhere in the store: not in the SQLite file or
+/// its WAL, not in any PostgreSQL table. `table` must have rows, so the check looked at a
+/// store that holds what the test wrote.
+pub async fn assert_not_in_store(db: &TestDb, marker: &str, table: &str) {
+    use sqlx::{Connection, Row};
+    match db.backend {
+        Backend::Sqlite => {
+            let path = db.url.trim_start_matches("sqlite://");
+            // The database file and its WAL: everything SQLite has written.
+            for file in [path.to_owned(), format!("{path}-wal")] {
+                if let Ok(bytes) = std::fs::read(&file) {
+                    assert!(
+                        !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+                        "the plaintext is in {file}"
+                    );
+                }
+            }
+            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+            assert!(n > 0, "the check looked at a store with rows in {table}");
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+            )
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+            assert!(tables.contains(&table.to_owned()), "{tables:?}");
+            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+            assert!(n > 0, "the check looked at a store with rows in {table}");
+            for t in tables {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT CAST(t AS TEXT) FROM \"{t}\" t")))
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap();
+                for r in rows {
+                    let text: String = r.get(0);
+                    assert!(!text.contains(marker), "the plaintext is in table {t}");
+                }
+            }
+        }
+    }
+}

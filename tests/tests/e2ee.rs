@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use estuary_tests::matrix::{Client, next_batch as next};
 use estuary_tests::olm::{Device, RoomKey, megolm_decrypt};
-use estuary_tests::{Backend, TestDb, both_backends, open_server};
+use estuary_tests::{Backend, both_backends, open_server};
 use serde_json::{Value, json};
 
 /// The to-device events a sync delivers.
@@ -179,57 +179,13 @@ async fn olm_megolm_roundtrip_and_fallback(backend: Backend) {
     );
 
     // Privacy: the plaintext is nowhere in the store or the logs.
-    assert_no_marker_in_store(&inst.db).await;
+    estuary_tests::assert_not_in_store(&inst.db, MARKER, "events").await;
     let log_path = server.log_path.clone();
     assert!(server.terminate().await.success());
     assert!(
         !std::fs::read_to_string(log_path).unwrap().contains(MARKER),
         "the plaintext reached the log"
     );
-}
-
-async fn assert_no_marker_in_store(db: &TestDb) {
-    use sqlx::{Connection, Row};
-    match db.backend {
-        Backend::Sqlite => {
-            let path = db.url.trim_start_matches("sqlite://");
-            // The database file and its WAL: everything SQLite has written.
-            for file in [path.to_owned(), format!("{path}-wal")] {
-                if let Ok(bytes) = std::fs::read(&file) {
-                    assert!(
-                        !bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()),
-                        "the plaintext is in {file}"
-                    );
-                }
-            }
-            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
-                .fetch_one(&mut c)
-                .await
-                .unwrap();
-            assert!(n > 0, "the check looked at a store with events in it");
-        }
-        Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
-            let tables: Vec<String> = sqlx::query_scalar(
-                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
-            )
-            .fetch_all(&mut c)
-            .await
-            .unwrap();
-            assert!(tables.len() > 10, "{tables:?}");
-            for t in tables {
-                let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT CAST(t AS TEXT) FROM \"{t}\" t")))
-                    .fetch_all(&mut c)
-                    .await
-                    .unwrap();
-                for r in rows {
-                    let text: String = r.get(0);
-                    assert!(!text.contains(MARKER), "the plaintext is in table {t}");
-                }
-            }
-        }
-    }
 }
 
 /// 50 concurrent claims for one device's 10 one-time keys: each key goes out at most once.

@@ -289,6 +289,43 @@ async fn slixmpp_pep(backend: Backend) {
     assert!(server.terminate().await.success());
 }
 
+/// OMEMO through the server with slixmpp-omemo: two clients publish their keys over PEP and
+/// exchange encrypted messages both ways, one of them kept offline; the store holds only
+/// ciphertext.
+async fn slixmpp_omemo(backend: Backend) {
+    let extra = format!("{OPEN_CONFIG}[xmpp]\nc2s_listen = [\"127.0.0.1:{{C2S_PORT}}\"]\n");
+    let inst = Instance::with_config(backend, &extra).await;
+    let server = inst.start().await;
+    for user in ["alice", "bob"] {
+        assert!(inst.cli(&["user", "create", user, "--password", "pw"]).status.success());
+    }
+    let state = tempfile::tempdir().unwrap();
+    let run = |phase: &'static str| {
+        let port = inst.c2s_port.to_string();
+        let state = state.path().display().to_string();
+        tokio::task::spawn_blocking(move || {
+            run_interop_script(
+                "omemo_slixmpp.py",
+                &["--port", &port, "--state", &state, "--phase", phase],
+                Duration::from_secs(180),
+            )
+        })
+    };
+    let out = run("exchange").await.unwrap();
+    assert!(out.contains("bob decrypts alice's OMEMO message"), "{out}");
+    // The message kept for bob is in the store, as ciphertext only; so are the keys.
+    estuary_tests::assert_not_in_store(&inst.db, "omemo-secret-4242", "xmpp_offline").await;
+    estuary_tests::assert_not_in_store(&inst.db, "omemo-secret-4242", "pep_items").await;
+    let out = run("offline").await.unwrap();
+    assert!(
+        out.contains("bob decrypts the OMEMO message the server kept offline"),
+        "{out}"
+    );
+    let log_path = server.log_path.clone();
+    assert!(server.terminate().await.success());
+    assert!(!std::fs::read_to_string(log_path).unwrap().contains("omemo-secret-4242"));
+}
+
 /// Offline messages with delay, and XEP-0198 resumption after a dropped connection, with
 /// slixmpp: nothing lost, nothing twice; after the resumption window, offline.
 async fn slixmpp_offline_and_resumption(backend: Backend) {
@@ -427,6 +464,7 @@ async fn sigkill_during_burst(backend: Backend, online: bool) {
 }
 
 both_backends!(
+    slixmpp_omemo,
     slixmpp_pep,
     slixmpp_in_band_registration,
     slixmpp_offline_and_resumption,

@@ -159,22 +159,25 @@ pub fn answer(c2s: &C2s, iq: &Iq) -> Option<FullJid> {
         .unwrap_or_else(|p| p.into_inner())
         .remove(id)?;
     let info = DiscoInfoResult::try_from(payload?.clone()).ok()?;
-    // XEP-0115 §5.4: only a hash that matches may be cached for others.
+    let features: Features = Arc::new(info.features.clone());
+    // XEP-0115 §5.4: only a hash that matches may be cached for other entities; the answer
+    // still holds for this one (slixmpp, for one, announces a stale hash while its plugins
+    // add features).
     let algo = caps.hash.clone();
-    let hash = hash_caps(&hash_input(&info), algo.clone()).ok()?;
-    if hash.hash != caps.ver || matches!(algo, Algo::Unknown(_)) {
-        tracing::debug!(jid = %full, "client caps do not match their hash; not used");
-        return None;
+    let verified =
+        !matches!(algo, Algo::Unknown(_)) && hash_caps(&hash_input(&info), algo).is_ok_and(|h| h.hash == caps.ver);
+    c2s.router.set_features(&full, features.clone());
+    if !verified {
+        tracing::debug!(jid = %full, "client caps do not match their hash; used for this session only");
+        return Some(full);
     }
-    let features: Features = Arc::new(info.features);
     {
         let mut verified = c2s.client_caps.verified.lock().unwrap_or_else(|p| p.into_inner());
         if verified.len() >= MAX_KNOWN {
             verified.clear();
         }
-        verified.insert(key, features.clone());
+        verified.insert(key, features);
     }
-    c2s.router.set_features(&full, features);
     Some(full)
 }
 

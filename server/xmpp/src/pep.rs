@@ -664,52 +664,61 @@ pub async fn send_last_items(c2s: &C2s, full: &FullJid) {
         }
     }
     for owner in owners {
-        let Ok(owner_jid) = BareJid::new(&crate::bare_jid(&owner, &c2s.domain)) else {
-            continue;
-        };
-        if owner != me
-            && crate::c2s::blocked(c2s, full, &owner_jid.clone().into())
-                .await
-                .is_some()
+        send_last_items_of(c2s, full, &owner).await;
+    }
+}
+
+/// The last item of each of `owner`'s nodes that this session wants and may read (also when
+/// it just became subscribed to `owner`'s presence, §4.3.3).
+pub async fn send_last_items_of(c2s: &C2s, full: &FullJid, owner: &str) {
+    let Some(me) = full.node().map(|n| n.as_str()) else {
+        return;
+    };
+    let Ok(owner_jid) = BareJid::new(&crate::bare_jid(owner, &c2s.domain)) else {
+        return;
+    };
+    if owner != me
+        && crate::c2s::blocked(c2s, full, &owner_jid.clone().into())
+            .await
+            .is_some()
+    {
+        return;
+    }
+    let mut nodes = c2s.core.store.pep_nodes(owner).await.unwrap_or_default();
+    // The avatar metadata node is there for everyone (a view of the profile).
+    if !nodes.iter().any(|n| n.node == crate::avatar::METADATA) {
+        nodes.push(Config::default().node(owner, crate::avatar::METADATA));
+    }
+    for node in nodes {
+        if !c2s.router.session_has(full, &format!("{}+notify", node.node))
+            || !may_read(c2s, owner, &node.access_model, Some(me)).await
         {
             continue;
         }
-        let mut nodes = c2s.core.store.pep_nodes(&owner).await.unwrap_or_default();
-        // The avatar metadata node is there for everyone (a view of the profile).
-        if !nodes.iter().any(|n| n.node == crate::avatar::METADATA) {
-            nodes.push(Config::default().node(&owner, crate::avatar::METADATA));
-        }
-        for node in nodes {
-            if !c2s.router.session_has(full, &format!("{}+notify", node.node))
-                || !may_read(c2s, &owner, &node.access_model, Some(&me)).await
-            {
-                continue;
-            }
-            let last = if crate::avatar::is_avatar_node(&node.node) {
-                crate::avatar::items(c2s, &owner, &node.node).await.pop()
-            } else {
-                c2s.core
-                    .store
-                    .pep_items(&owner, &node.node, 1)
-                    .await
-                    .ok()
-                    .and_then(|mut v| v.pop())
-            };
-            let Some(last) = last else {
-                continue;
-            };
-            let event = EventPayload::Items {
-                node: NodeName(node.node.clone()),
-                published: vec![EventItem {
-                    id: Some(ItemId(last.item_id)),
-                    publisher: None,
-                    payload: last.payload.parse::<Element>().ok(),
-                }],
-                retracted: vec![],
-            };
-            c2s.router
-                .deliver(&full.clone().into(), &event_message(&owner_jid, full, &event));
-        }
+        let last = if crate::avatar::is_avatar_node(&node.node) {
+            crate::avatar::items(c2s, owner, &node.node).await.pop()
+        } else {
+            c2s.core
+                .store
+                .pep_items(owner, &node.node, 1)
+                .await
+                .ok()
+                .and_then(|mut v| v.pop())
+        };
+        let Some(last) = last else {
+            continue;
+        };
+        let event = EventPayload::Items {
+            node: NodeName(node.node.clone()),
+            published: vec![EventItem {
+                id: Some(ItemId(last.item_id)),
+                publisher: None,
+                payload: last.payload.parse::<Element>().ok(),
+            }],
+            retracted: vec![],
+        };
+        c2s.router
+            .deliver(&full.clone().into(), &event_message(&owner_jid, full, &event));
     }
 }
 

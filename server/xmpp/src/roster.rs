@@ -391,6 +391,13 @@ async fn subscription(c2s: &C2s, full: &FullJid, contact: &BareJid, kind: Presen
                     c2s.router.deliver_available(contact, &p.into());
                 }
             }
+            // XEP-0163 §4.3.3: and, being subscribed now, the last items of the user's PEP
+            // nodes its clients want (OMEMO device lists, say).
+            for (session, _) in c2s.router.available_presences(contact) {
+                if let Ok(session) = session.try_into_full() {
+                    crate::pep::send_last_items_of(c2s, &session, &localpart).await;
+                }
+            }
         }
         PresenceType::Unsubscribe => {
             if let Some(mut m) = mine {
