@@ -24,6 +24,7 @@ TEST = "urn:example:estuary-pep-test"
 LEGACY_DEVICES = "eu.siacs.conversations.axolotl.devicelist"
 OMEMO2_DEVICES = "urn:xmpp:omemo:2:devices"
 AVATAR_META = "urn:xmpp:avatar:metadata"
+BOOKMARKS = "urn:xmpp:bookmarks:1"
 # alice's avatar over PEP (the Rust test checks it became her Matrix avatar), and the one
 # she sets later through her vCard.
 PEP_AVATAR = b"\x89PNG\r\n\x1a\npep-avatar-bytes"
@@ -82,7 +83,7 @@ def texts(items_iq):
 
 async def main(a):
     d = a.domain
-    alice = Client(f"alice@{d}/a", "pw", [TEST, LEGACY_DEVICES])
+    alice = Client(f"alice@{d}/a", "pw", [TEST, LEGACY_DEVICES, BOOKMARKS])
     bob = Client(f"bob@{d}/b", "pw", [TEST, LEGACY_DEVICES, OMEMO2_DEVICES, AVATAR_META])
     carol = Client(f"carol@{d}/c", "pw", [TEST])
     for c in (alice, bob, carol):
@@ -212,6 +213,56 @@ async def main(a):
     got = await iq_condition(alice.plugin["xep_0084"].publish_avatar_metadata(
         {"id": "0" * 40, "type": "image/png", "bytes": 3}))
     check(got == "bad-request", f"metadata for data never published is refused ({got})")
+
+    # Bookmarks 2 (XEP-0402) and the XEP-0048 view of them in private storage (XEP-0049).
+    check("urn:xmpp:bookmarks:1#compat" in info["disco_info"]["features"], "bookmarks are kept in sync both ways")
+    conference = ET.fromstring(f"<conference xmlns='{BOOKMARKS}' name='Lobby' autojoin='true'><nick>al</nick></conference>")
+    await alice.plugin["xep_0060"].publish(f"alice@{d}", BOOKMARKS, id=f"lobby@conference.{d}", payload=conference,
+                                           options=options(access_model="whitelist", max_items="max"))
+    got = await iq_condition(bob.plugin["xep_0060"].get_items(f"alice@{d}", BOOKMARKS))
+    check(got == "not-allowed", f"alice's bookmarks are hers alone ({got})")
+
+    async def private(client, payload=None, ns="storage:bookmarks", name="storage"):
+        iq = client.make_iq_set() if payload is not None else client.make_iq_get()
+        query = ET.Element("{jabber:iq:private}query")
+        query.append(payload if payload is not None else ET.Element(f"{{{ns}}}{name}"))
+        iq.append(query)
+        return await iq.send(timeout=10)
+
+    got = await private(alice)
+    old = got.xml.find("{jabber:iq:private}query/{storage:bookmarks}storage/{storage:bookmarks}conference")
+    check(old is not None and old.get("jid") == f"lobby@conference.{d}" and old.get("name") == "Lobby"
+          and old.find("{storage:bookmarks}nick").text == "al", "the XEP-0048 view shows the XEP-0402 bookmark")
+    while not alice.events.empty():
+        alice.events.get_nowait()
+    storage = ET.fromstring(
+        "<storage xmlns='storage:bookmarks'>"
+        f"<conference jid='dev@conference.{d}' name='Dev' autojoin='false'><nick>alice</nick></conference>"
+        "<url name='Docs' url='https://example.org/docs'/></storage>")
+    await private(alice, storage)
+    items = await alice.plugin["xep_0060"].get_items(f"alice@{d}", BOOKMARKS)
+    ids = [i["id"] for i in items["pubsub"]["items"]]
+    check(ids == [f"dev@conference.{d}"], f"a bookmark written the old way replaces the XEP-0402 items: {ids}")
+    kinds = set()
+    while len(kinds) < 2:
+        kind, _ = await next_event(alice)
+        kinds.add(kind)
+    check(kinds == {"publish", "retract"}, "and alice's sessions hear of the change")
+    got = await private(alice)
+    check(got.xml.find("{jabber:iq:private}query/{storage:bookmarks}storage/{storage:bookmarks}url") is not None,
+          "what XEP-0402 cannot hold (a URL) is kept in the old storage")
+
+    # Private storage of any other namespace: kept, and only for its owner.
+    await private(alice, ET.fromstring("<prefs xmlns='urn:example:prefs'><colour>teal</colour></prefs>"))
+    got = await private(alice, ns="urn:example:prefs", name="prefs")
+    check(got.xml.find("{jabber:iq:private}query/{urn:example:prefs}prefs/{urn:example:prefs}colour").text == "teal",
+          "private XML storage keeps what it was given")
+    iq = bob.make_iq_get(ito=f"alice@{d}")
+    query = ET.Element("{jabber:iq:private}query")
+    query.append(ET.Element("{urn:example:prefs}prefs"))
+    iq.append(query)
+    got = await iq_condition(iq.send(timeout=10))
+    check(got == "forbidden", f"and nobody else may read it ({got})")
 
     # Only the owner publishes, and deletion ends the node.
     got = await iq_condition(bob.plugin["xep_0060"].publish(f"alice@{d}", TEST, payload=payload("not mine")))

@@ -353,6 +353,9 @@ pub struct C2s {
     caps: xmpp_parsers::caps::Caps,
     /// For XEP-0012 server uptime.
     started: std::time::Instant,
+    /// Held while a presence subscription changes state (RFC 6121 §3): the change reads and
+    /// writes two rosters.
+    pub(crate) subscriptions: tokio::sync::Mutex<()>,
     /// XEP-0115 capabilities of the clients.
     pub(crate) client_caps: crate::caps::Known,
     /// XEP-0191 blocklists, read once per change.
@@ -385,6 +388,7 @@ impl C2s {
             disco_info,
             caps,
             started: std::time::Instant::now(),
+            subscriptions: tokio::sync::Mutex::new(()),
             client_caps: crate::caps::Known::default(),
             blocklists: crate::blocking::Cache::default(),
             resumable: Mutex::default(),
@@ -427,6 +431,7 @@ fn server_disco_info(server_info: Option<DataForm>) -> DiscoInfoResult {
             ns::VERSION.to_owned(),
             ns::TIME.to_owned(),
             ns::REGISTER.to_owned(),
+            crate::private::NS.to_owned(),
             crate::carbons::NS.to_owned(),
             crate::blocking::NS.to_owned(),
             LAST_ACTIVITY.to_owned(),
@@ -888,6 +893,9 @@ pub(crate) async fn handle_stanza(c2s: &C2s, el: Element, full: &FullJid, domain
                         reply = crate::pep::handle_iq(c2s, &iq, full).await;
                     }
                     if reply.is_none() {
+                        reply = crate::private::handle_iq(c2s, &iq, full).await;
+                    }
+                    if reply.is_none() {
                         reply = crate::pep::disco_items(c2s, &iq, full).await;
                     }
                     Outcome::Done(reply.or_else(|| handle_iq(c2s, iq, full, domain)).map(Into::into))
@@ -1205,6 +1213,7 @@ fn handle_iq(c2s: &C2s, iq: Iq, full: &FullJid, domain: &Jid) -> Option<Iq> {
                     let mut features = BTreeSet::from([ns::DISCO_INFO.to_owned(), ns::DISCO_ITEMS.to_owned()]);
                     features.extend(crate::pep::FEATURES.iter().map(|f| (*f).to_owned()));
                     features.insert(crate::avatar::CONVERSION.to_owned());
+                    features.insert(crate::private::BOOKMARKS_COMPAT.to_owned());
                     DiscoInfoResult {
                         node: None,
                         identities: vec![

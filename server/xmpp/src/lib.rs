@@ -9,6 +9,7 @@ pub mod carbons;
 mod limit;
 pub mod offline;
 pub mod pep;
+pub mod private;
 pub mod register;
 pub mod roster;
 pub mod scram;

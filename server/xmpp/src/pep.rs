@@ -631,6 +631,56 @@ async fn notify(c2s: &C2s, owner: &str, node: &str, access: &str, event: EventPa
     }
 }
 
+/// XEP-0402 §5.3: make the owner's bookmarks node hold exactly these conferences (room JID,
+/// `<conference/>`), as written through the old XEP-0048 storage; followers hear of each
+/// change. The node is created as XEP-0402 wants it (whitelist, every item kept).
+pub async fn sync_bookmarks(c2s: &C2s, owner: &str, wanted: Vec<(String, Element)>) -> Result<(), ()> {
+    let store = &c2s.core.store;
+    let node = crate::private::BOOKMARKS;
+    let config = match store.pep_node(owner, node).await.map_err(|_| ())? {
+        Some(n) => Config::of(&n),
+        None => {
+            let config = Config {
+                access: "whitelist".into(),
+                persist: true,
+                max_items: 0,
+            };
+            store.put_pep_node(&config.node(owner, node)).await.map_err(|_| ())?;
+            config
+        }
+    };
+    let current = store.pep_items(owner, node, MAX_KEPT).await.map_err(|_| ())?;
+    for item in &current {
+        if !wanted.iter().any(|(id, _)| *id == item.item_id)
+            && store.pep_retract(owner, node, &item.item_id).await.map_err(|_| ())?
+        {
+            let event = EventPayload::Items {
+                node: NodeName(node.to_owned()),
+                published: vec![],
+                retracted: vec![ItemId(item.item_id.clone())],
+            };
+            notify(c2s, owner, node, &config.access, event).await;
+        }
+    }
+    for (id, conference) in wanted {
+        let text = String::from(&conference);
+        if current.iter().any(|i| i.item_id == id && i.payload == text) {
+            continue;
+        }
+        let item = PepItem {
+            item_id: id.clone(),
+            publisher: Some(crate::bare_jid(owner, &c2s.domain)),
+            payload: text,
+        };
+        store
+            .pep_publish(owner, node, &item, config.keep())
+            .await
+            .map_err(|_| ())?;
+        announce(c2s, owner, node, &id, conference).await;
+    }
+    Ok(())
+}
+
 /// Notify followers of `node` of a new item the server itself published for `owner`.
 pub async fn announce(c2s: &C2s, owner: &str, node: &str, item_id: &str, payload: Element) {
     let access = match c2s.core.store.pep_node(owner, node).await {

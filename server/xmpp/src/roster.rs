@@ -338,6 +338,9 @@ async fn subscription(c2s: &C2s, full: &FullJid, contact: &BareJid, kind: Presen
     {
         return;
     }
+    // Each transition reads and writes both accounts' items: one at a time, or two sessions
+    // subscribing to each other at once would overwrite each other's changes.
+    let _one_at_a_time = c2s.subscriptions.lock().await;
     let store = &c2s.core.store;
     let user_str = user.to_string();
     let contact_str = contact.to_string();

@@ -1,0 +1,165 @@
+//! XEP-0049 private XML storage, and XEP-0402 §5.3 bookmark compatibility: `storage:bookmarks`
+//! kept there (XEP-0048) is a view of the account's `urn:xmpp:bookmarks:1` PEP node, so an old
+//! client and a new one see the same rooms. Other namespaces are kept as they are, in the
+//! account's data (`org.estuary.xmpp.private`), never shown to anyone else.
+
+use serde_json::{Value, json};
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::minidom::rxml::xml_ncname;
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::jid::{FullJid, Jid};
+use xmpp_parsers::stanza_error::{DefinedCondition as Condition, ErrorType};
+
+use crate::c2s::{C2s, error_reply};
+
+pub const NS: &str = "jabber:iq:private";
+const BOOKMARKS_OLD: &str = "storage:bookmarks";
+pub const BOOKMARKS: &str = "urn:xmpp:bookmarks:1";
+/// XEP-0402 §5.3: advertised on the account when the two are kept in sync.
+pub const BOOKMARKS_COMPAT: &str = "urn:xmpp:bookmarks:1#compat";
+const ACCOUNT_DATA: &str = "org.estuary.xmpp.private";
+
+/// Answer a private-storage IQ (to the account itself); None if the IQ is not one.
+pub async fn handle_iq(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<Iq> {
+    let (id, to, payload, set) = match iq {
+        Iq::Get { id, to, payload, .. } => (id, to, payload, false),
+        Iq::Set { id, to, payload, .. } => (id, to, payload, true),
+        _ => return None,
+    };
+    if !payload.is("query", NS) {
+        return None;
+    }
+    let me: Jid = full.clone().into();
+    let err = |type_, condition| Some(error_reply(id.clone(), to.clone(), Some(me.clone()), type_, condition));
+    // §3: only the account itself, about itself.
+    if to.as_ref().is_some_and(|t| t.to_bare() != full.to_bare()) {
+        return err(ErrorType::Cancel, Condition::Forbidden);
+    }
+    let localpart = full.node()?.as_str();
+    // Exactly one child: the element of the namespace asked about.
+    let mut children = payload.children();
+    let (Some(child), None) = (children.next(), children.next()) else {
+        return err(ErrorType::Modify, Condition::NotAcceptable);
+    };
+    let ns = child.ns();
+    if ns == NS {
+        return err(ErrorType::Modify, Condition::NotAcceptable);
+    }
+    let stored = if ns == BOOKMARKS_OLD {
+        if set {
+            if set_bookmarks(c2s, localpart, child).await.is_err() {
+                return err(ErrorType::Wait, Condition::InternalServerError);
+            }
+            None
+        } else {
+            Some(bookmarks(c2s, localpart).await)
+        }
+    } else if set {
+        if put(c2s, localpart, &ns, Some(child)).await.is_err() {
+            return err(ErrorType::Wait, Condition::InternalServerError);
+        }
+        None
+    } else {
+        Some(
+            get(c2s, localpart, &ns)
+                .await
+                .unwrap_or_else(|| Element::bare(child.name(), ns.as_str())),
+        )
+    };
+    Some(Iq::Result {
+        from: to.clone(),
+        to: Some(me),
+        id: id.clone(),
+        payload: stored.map(|el| Element::builder("query", NS).append(el).build()),
+    })
+}
+
+async fn all(c2s: &C2s, localpart: &str) -> serde_json::Map<String, Value> {
+    c2s.core
+        .account_data
+        .get(localpart, None, ACCOUNT_DATA)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default()
+}
+
+async fn get(c2s: &C2s, localpart: &str, ns: &str) -> Option<Element> {
+    all(c2s, localpart).await.get(ns)?.as_str()?.parse().ok()
+}
+
+async fn put(c2s: &C2s, localpart: &str, ns: &str, el: Option<&Element>) -> Result<(), ()> {
+    let mut map = all(c2s, localpart).await;
+    match el {
+        Some(el) => map.insert(ns.to_owned(), json!(String::from(el))),
+        None => map.remove(ns),
+    };
+    c2s.core
+        .account_data
+        .set(localpart, None, ACCOUNT_DATA, &Value::Object(map))
+        .await
+        .map_err(|_| ())
+}
+
+/// `storage:bookmarks` from the XEP-0402 items (conferences), with whatever else the old
+/// element held (URLs) kept as it was stored.
+async fn bookmarks(c2s: &C2s, localpart: &str) -> Element {
+    let mut storage = Element::builder("storage", BOOKMARKS_OLD);
+    if let Some(rest) = get(c2s, localpart, BOOKMARKS_OLD).await {
+        storage = storage.append_all(rest.children().filter(|c| c.name() != "conference").cloned());
+    }
+    for item in c2s
+        .core
+        .store
+        .pep_items(localpart, BOOKMARKS, 1000)
+        .await
+        .unwrap_or_default()
+    {
+        let Ok(conference) = item.payload.parse::<Element>() else {
+            continue;
+        };
+        let mut old =
+            Element::builder("conference", BOOKMARKS_OLD).attr(xml_ncname!("jid").to_owned(), item.item_id.as_str());
+        if let Some(name) = conference.attr("name") {
+            old = old.attr(xml_ncname!("name").to_owned(), name);
+        }
+        if let Some(autojoin) = conference.attr("autojoin") {
+            old = old.attr(xml_ncname!("autojoin").to_owned(), autojoin);
+        }
+        for field in ["nick", "password"] {
+            if let Some(v) = conference.get_child(field, BOOKMARKS) {
+                old = old.append(Element::builder(field, BOOKMARKS_OLD).append(v.text()).build());
+            }
+        }
+        storage = storage.append(old.build());
+    }
+    storage.build()
+}
+
+/// A `storage:bookmarks` written the old way: its conferences become the XEP-0402 items
+/// (added, changed, removed), the rest (URLs) is kept as it came.
+async fn set_bookmarks(c2s: &C2s, localpart: &str, storage: &Element) -> Result<(), ()> {
+    let mut wanted = Vec::new();
+    for conference in storage.children().filter(|c| c.is("conference", BOOKMARKS_OLD)) {
+        let Some(jid) = conference.attr("jid") else { continue };
+        let mut new = Element::builder("conference", BOOKMARKS);
+        if let Some(name) = conference.attr("name") {
+            new = new.attr(xml_ncname!("name").to_owned(), name);
+        }
+        if let Some(autojoin) = conference.attr("autojoin") {
+            new = new.attr(xml_ncname!("autojoin").to_owned(), autojoin);
+        }
+        for field in ["nick", "password"] {
+            if let Some(v) = conference.get_child(field, BOOKMARKS_OLD) {
+                new = new.append(Element::builder(field, BOOKMARKS).append(v.text()).build());
+            }
+        }
+        wanted.push((jid.to_owned(), new.build()));
+    }
+    let rest = Element::builder("storage", BOOKMARKS_OLD)
+        .append_all(storage.children().filter(|c| c.name() != "conference").cloned())
+        .build();
+    put(c2s, localpart, BOOKMARKS_OLD, Some(&rest)).await?;
+    crate::pep::sync_bookmarks(c2s, localpart, wanted).await
+}
