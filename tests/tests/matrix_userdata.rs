@@ -322,7 +322,85 @@ async fn long_poll_only_wakes_for_the_user(backend: Backend) {
     assert!(v["rooms"]["join"].get(&elsewhere).is_none());
 }
 
+/// `m.ignored_user_list`: an ignored user's messages are not sent (sync, /messages, /event),
+/// their state events are, their invites are dropped; un-ignoring lets new messages through.
+async fn ignored_users_are_hidden(backend: Backend) {
+    let (_inst, server) = open_server(backend).await;
+    let alice = Client::register(&server, "alice", "pw").await;
+    let bob = Client::register(&server, "bob", "pw").await;
+    let room = shared_room(&alice, &bob).await;
+    let since = next(&alice.get("sync").await.ok());
+    alice
+        .put(
+            "user/@alice:localhost/account_data/m.ignored_user_list",
+            json!({ "ignored_users": { "@bob:localhost": {} } }),
+        )
+        .await
+        .ok();
+    let hidden = send(&bob, &room, "from-ignored-bob").await;
+    bob.put("profile/@bob:localhost/displayname", json!({ "displayname": "Bobby" }))
+        .await
+        .ok();
+    let mine = send(&alice, &room, "from-alice").await;
+    let s = alice.get(&format!("sync?since={since}")).await.ok();
+    let timeline: Vec<&str> = s["rooms"]["join"][&room]["timeline"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["event_id"].as_str())
+        .collect();
+    assert!(
+        !timeline.contains(&hidden.as_str()),
+        "an ignored user's message reached sync: {timeline:?}"
+    );
+    assert!(timeline.contains(&mine.as_str()), "{timeline:?}");
+    let renames: Vec<&Value> = s["rooms"]["join"][&room]["timeline"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.member" && e["content"]["displayname"] == "Bobby")
+        .collect();
+    assert_eq!(renames.len(), 1, "state events of ignored users stay: {s}");
+    let history = alice.get(&format!("rooms/{room}/messages?dir=b&limit=50")).await.ok();
+    assert!(!history.to_string().contains("from-ignored-bob"), "{history}");
+    assert!(history.to_string().contains("from-alice"));
+    alice
+        .get(&format!("rooms/{room}/event/{hidden}"))
+        .await
+        .err(404, "M_NOT_FOUND");
+    // bob still sees his own message.
+    bob.get(&format!("rooms/{room}/event/{hidden}")).await.ok();
+
+    // An invite from an ignored user is dropped.
+    let since = next(&alice.get(&format!("sync?since={}", next(&s))).await.ok());
+    let other = bob
+        .post("createRoom", json!({ "invite": ["@alice:localhost"] }))
+        .await
+        .ok()["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let s = alice.get(&format!("sync?since={since}")).await.ok();
+    assert!(
+        s["rooms"]["invite"].get(&other).is_none(),
+        "an invite from an ignored user: {s}"
+    );
+
+    // Un-ignored: new messages come through.
+    alice
+        .put(
+            "user/@alice:localhost/account_data/m.ignored_user_list",
+            json!({ "ignored_users": {} }),
+        )
+        .await
+        .ok();
+    let seen = send(&bob, &room, "after-unignore").await;
+    let s = alice.get(&format!("sync?since={}", next(&s))).await.ok();
+    assert!(s.to_string().contains(&seen), "{s}");
+}
+
 both_backends!(
+    ignored_users_are_hidden,
     account_data_and_tags,
     receipts_markers_and_unread_counts,
     typing_and_presence,

@@ -36,12 +36,33 @@ pub async fn for_client(
     with_room_id: bool,
     visible: i64,
 ) -> Result<Vec<Value>, MatrixError> {
+    // Spec (m.ignored_user_list): events from ignored users are not sent; their state events
+    // are, so the room's state stays whole (as Synapse does).
+    let ignored = ignored_users(state, &viewer.localpart).await;
     let mut out: Vec<Value> = events
         .iter()
+        .filter(|e| e.state_key.is_some() || !ignored.contains(&e.sender))
         .map(|e| client_event_for(state, viewer, e, with_room_id))
         .collect();
     annotate(state, viewer, &mut out, visible).await?;
     Ok(out)
+}
+
+/// The users a user ignores (`m.ignored_user_list`).
+pub async fn ignored_users(state: &MatrixState, localpart: &str) -> std::collections::BTreeSet<String> {
+    state
+        .core
+        .account_data
+        .get(localpart, None, "m.ignored_user_list")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|v| {
+            v.get("ignored_users")
+                .and_then(Value::as_object)
+                .map(|o| o.keys().cloned().collect())
+        })
+        .unwrap_or_default()
 }
 
 /// Add `unsigned.m.relations` to client events that have edits, threads or references.

@@ -254,7 +254,10 @@ pub async fn get_room_event(State(state): State<Arc<MatrixState>>, req: Ruma<get
         Some(e) if e.room_id == b.room_id.as_str() => {
             let mut one =
                 crate::relations::for_client(&state, caller, std::slice::from_ref(&e), true, i64::MAX).await?;
-            Ok(Json(one.pop().unwrap_or_default()))
+            // None: the sender is ignored (as Synapse, such an event is not found).
+            one.pop()
+                .map(Json)
+                .ok_or_else(|| MatrixError::not_found("Event not found"))
         }
         _ => Err(MatrixError::not_found("Event not found")),
     }

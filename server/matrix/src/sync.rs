@@ -142,6 +142,7 @@ async fn compute(
         .await
         .map_err(estuary_core::CoreError::from)?;
     let push_rules = crate::push::ruleset(state, caller).await?;
+    let ignored = crate::relations::ignored_users(state, &caller.localpart).await;
     for m in memberships {
         // A membership committed after `now` waits for the next sync.
         if m.stream_ordering > now.events {
@@ -213,8 +214,16 @@ async fn compute(
                 }
             }
             "invite" if changed_since => {
+                let current = rooms.current_state(&m.room_id).await?;
+                // Spec: invites from ignored users are ignored.
+                if current
+                    .iter()
+                    .any(|e| e.event_id == m.event_id && ignored.contains(&e.sender))
+                {
+                    continue;
+                }
                 let mut invite_state: Vec<Value> = Vec::new();
-                for e in rooms.current_state(&m.room_id).await? {
+                for e in current {
                     let shown = matches!(
                         e.kind.as_str(),
                         "m.room.create"

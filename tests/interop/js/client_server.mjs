@@ -84,9 +84,12 @@ await waitFor(() => atBob.length >= 20 && atAlice.length >= 5, 30000, "messages 
 check(JSON.stringify(atBob) === JSON.stringify([...Array(20).keys()].map((i) => `from alice ${i}`)), "bob receives alice's 20 messages once each, in order");
 check(JSON.stringify(atAlice) === JSON.stringify([...Array(5).keys()].map((i) => `from bob ${i}`)), "alice receives bob's 5 messages once each, in order");
 
-// The SDK's local echo is replaced by the server's event (matched by transaction ID).
-const echo = alice.getRoom(roomId).getLiveTimeline().getEvents().filter((e) => e.getType() === "m.room.message" && e.getSender() === "@alice:localhost");
-check(echo.length === 20 && echo.every((e) => e.getId().startsWith("$") && !e.status), "alice's own messages settle as sent events, without duplicates");
+// The SDK's local echo is replaced by the server's event (matched by transaction ID), once
+// alice's own sync has brought it back (which may come after bob's messages).
+const own = () => alice.getRoom(roomId).getLiveTimeline().getEvents().filter((e) => e.getType() === "m.room.message" && e.getSender() === "@alice:localhost");
+const settled = () => own().every((e) => e.getId().startsWith("$") && !e.status);
+await waitFor(() => own().length >= 20 && settled(), 30000, "alice's own messages come back through her sync");
+check(own().length === 20 && settled(), "alice's own messages settle as sent events, without duplicates");
 
 alice.stopClient();
 bob.stopClient();
