@@ -309,12 +309,35 @@ async fn membership_and_power(backend: Backend) {
         .await
         .ok();
     bob.post(&format!("rooms/{room}/join"), json!({})).await.ok();
+    alice
+        .put(
+            &format!("rooms/{room}/send/m.room.message/before-forget"),
+            json!({ "msgtype": "m.text", "body": "seen before leaving" }),
+        )
+        .await
+        .ok();
+    let since = bob.get("sync").await.ok()["next_batch"].as_str().unwrap().to_owned();
     bob.post(&format!("rooms/{room}/leave"), json!({})).await.ok();
+    // Left, bob still reads the history up to his leave...
+    bob.get(&format!("rooms/{room}/messages?dir=b")).await.ok();
     bob.post(&format!("rooms/{room}/forget"), json!({})).await.ok();
+    // ...forgotten, he does not, and the room is not in his sync.
+    bob.get(&format!("rooms/{room}/messages?dir=b"))
+        .await
+        .err(403, "M_FORBIDDEN");
+    let s = bob.get(&format!("sync?since={since}")).await.ok();
+    assert!(s["rooms"]["leave"].get(&room).is_none(), "a forgotten room in sync: {s}");
     alice
         .post(&format!("rooms/{room}/forget"), json!({}))
         .await
         .err(400, "M_UNKNOWN");
+    // In the room again, the forgetting is over.
+    alice
+        .post(&format!("rooms/{room}/invite"), json!({ "user_id": bob.user_id }))
+        .await
+        .ok();
+    bob.post(&format!("rooms/{room}/join"), json!({})).await.ok();
+    bob.get(&format!("rooms/{room}/messages?dir=b")).await.ok();
 
     // Public rooms: anyone joins, by ID or by alias.
     let public = create_room(&alice, json!({ "preset": "public_chat", "room_alias_name": "open" })).await;

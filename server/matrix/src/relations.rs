@@ -137,6 +137,9 @@ pub(crate) async fn visible_until(state: &MatrixState, room_id: &RoomId, caller:
     if state.core.rooms.room(room_id.as_str()).await?.is_none() {
         return Err(MatrixError::not_found("Unknown room"));
     }
+    if state.core.rooms.is_forgotten(room_id.as_str(), &caller.user_id).await? {
+        return Err(MatrixError::forbidden("You forgot this room"));
+    }
     state
         .core
         .rooms

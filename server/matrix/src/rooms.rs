@@ -518,23 +518,22 @@ pub async fn unban(State(state): State<Arc<MatrixState>>, req: Ruma<mem::unban_u
     Ok(Json(json!({})))
 }
 
-/// Spec: forgetting needs the user to have left. History hiding per user comes with the
-/// sync filters for left rooms.
+/// Spec: forgetting needs the user to have left; afterwards the room's history is no longer
+/// theirs to read (403), and the room leaves their syncs, until they are in it again.
 pub async fn forget(State(state): State<Arc<MatrixState>>, req: Ruma<mem::forget_room::v3::Request>) -> JsonResult {
     let caller = req.caller()?;
-    match state
-        .core
-        .rooms
-        .membership(req.body.room_id.as_str(), &caller.user_id)
-        .await?
-        .as_deref()
-    {
+    let rooms = &state.core.rooms;
+    let room_id = req.body.room_id.as_str();
+    match rooms.membership(room_id, &caller.user_id).await?.as_deref() {
         Some("join" | "invite" | "knock") => Err(MatrixError::new(
             axum::http::StatusCode::BAD_REQUEST,
             "M_UNKNOWN",
             "Leave the room before forgetting it",
         )),
         None => Err(MatrixError::not_found("You were never in this room")),
-        Some(_) => Ok(Json(json!({}))),
+        Some(_) => {
+            rooms.forget(room_id, &caller.user_id).await?;
+            Ok(Json(json!({})))
+        }
     }
 }

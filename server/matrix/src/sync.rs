@@ -143,6 +143,7 @@ async fn compute(
         .map_err(estuary_core::CoreError::from)?;
     let push_rules = crate::push::ruleset(state, caller).await?;
     let ignored = crate::relations::ignored_users(state, &caller.localpart).await;
+    let forgotten = rooms.forgotten(&caller.user_id).await?;
     for m in memberships {
         // A membership committed after `now` waits for the next sync.
         if m.stream_ordering > now.events {
@@ -242,7 +243,10 @@ async fn compute(
                 news = true;
             }
             // Rooms left or banned from since the last sync; an initial sync leaves them out.
-            "leave" | "ban" if since.is_some() && changed_since => {
+            // (A room the user forgot since is left out.)
+            "leave" | "ban"
+                if since.is_some() && changed_since && forgotten.get(&m.room_id) != Some(&m.event_id) =>
+            {
                 // Events since the last sync up to the end of the user's joined period; a user
                 // who was not joined in that span (a rejected invite, a ban before joining)
                 // gets only their own membership event.

@@ -1213,6 +1213,23 @@ macro_rules! impl_store {
                 Ok(row.map_or(0, |r| r.0))
             }
 
+            async fn forget_room(&self, user_id: &str, room_id: &str, member_event: &str) -> $crate::Result<()> {
+                sqlx::query::<$db>($crate::sql::FORGET_ROOM)
+                    .bind(user_id)
+                    .bind(room_id)
+                    .bind(member_event)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn forgotten_rooms(&self, user_id: &str) -> $crate::Result<Vec<(String, String)>> {
+                Ok(sqlx::query_as::<$db, (String, String)>($crate::sql::FORGOTTEN_ROOMS)
+                    .bind(user_id)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
             async fn pep_node(&self, owner: &str, node: &str) -> $crate::Result<Option<$crate::PepNode>> {
                 Ok(sqlx::query_as::<$db, $crate::PepNode>($crate::sql::PEP_NODE)
                     .bind(owner)

@@ -544,6 +544,12 @@ pub trait Store: Send + Sync + 'static {
     async fn remove_roster_item(&self, localpart: &str, contact: &str) -> Result<i64>;
     async fn roster_version(&self, localpart: &str) -> Result<i64>;
 
+    // --- forgotten rooms ---
+    /// Record that `user_id` forgot `room_id` at membership event `member_event`.
+    async fn forget_room(&self, user_id: &str, room_id: &str, member_event: &str) -> Result<()>;
+    /// The rooms a user forgot: (room, membership event at the time).
+    async fn forgotten_rooms(&self, user_id: &str) -> Result<Vec<(String, String)>>;
+
     // --- PEP (XEP-0163) ---
     async fn pep_node(&self, owner: &str, node: &str) -> Result<Option<PepNode>>;
     async fn pep_nodes(&self, owner: &str) -> Result<Vec<PepNode>>;

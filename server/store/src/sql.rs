@@ -286,3 +286,6 @@ pub const PEP_ITEMS: &str = "SELECT item_id, publisher, payload FROM pep_items W
 pub const PEP_RETRACT: &str = "DELETE FROM pep_items WHERE owner = $1 AND node = $2 AND item_id = $3";
 pub const PEP_ERASE_NODES: &str = "DELETE FROM pep_nodes WHERE owner = $1";
 pub const PEP_ERASE_ITEMS: &str = "DELETE FROM pep_items WHERE owner = $1";
+pub const FORGET_ROOM: &str = "INSERT INTO forgotten_rooms (user_id, room_id, member_event) VALUES ($1, $2, $3) \
+    ON CONFLICT (user_id, room_id) DO UPDATE SET member_event = excluded.member_event";
+pub const FORGOTTEN_ROOMS: &str = "SELECT room_id, member_event FROM forgotten_rooms WHERE user_id = $1";

@@ -468,6 +468,41 @@ impl Rooms {
         Ok(self.store.current_state_event(room_id, kind, state_key).await?)
     }
 
+    /// C-S `/forget`: the user (who left or was banned) no longer sees the room's history.
+    /// A later membership (a new invite or join) ends the forgetting. Err(Forbidden) while
+    /// joined or invited, NotFound if the user was never in the room.
+    pub async fn forget(&self, room_id: &str, user_id: &UserId) -> Result<(), CoreError> {
+        let Some(member) = self
+            .store
+            .current_state_event(room_id, "m.room.member", user_id.as_str())
+            .await?
+        else {
+            return Err(CoreError::NotFound("you were never in this room".into()));
+        };
+        match self.membership(room_id, user_id).await?.as_deref() {
+            Some("leave" | "ban") => {}
+            _ => return Err(CoreError::Forbidden("leave the room before forgetting it".into())),
+        }
+        Ok(self.store.forget_room(user_id.as_str(), room_id, &member.event_id).await?)
+    }
+
+    /// The rooms a user forgot and has not been in again since (room -> membership event).
+    pub async fn forgotten(&self, user_id: &UserId) -> Result<std::collections::HashMap<String, String>, CoreError> {
+        Ok(self.store.forgotten_rooms(user_id.as_str()).await?.into_iter().collect())
+    }
+
+    /// Whether the user forgot this room (and has not been in it again since).
+    pub async fn is_forgotten(&self, room_id: &str, user_id: &UserId) -> Result<bool, CoreError> {
+        let Some(at) = self.forgotten(user_id).await?.remove(room_id) else {
+            return Ok(false);
+        };
+        let current = self
+            .store
+            .current_state_event(room_id, "m.room.member", user_id.as_str())
+            .await?;
+        Ok(current.is_some_and(|e| e.event_id == at))
+    }
+
     /// The membership of a user in a room ("join", "invite", "leave", "ban", "knock").
     pub async fn membership(&self, room_id: &str, user_id: &UserId) -> Result<Option<String>, CoreError> {
         let Some(e) = self
