@@ -91,6 +91,10 @@ impl Typing {
     }
 }
 
+/// A client that long-polls syncs at least every 30 s (the longest sync timeout clients use);
+/// one quiet for this long has gone away.
+pub const GONE_AFTER_MS: i64 = 90_000;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceState {
     pub presence: String,
@@ -151,6 +155,34 @@ impl Presence {
         self.lock().get(user_id).cloned()
     }
 
+    /// Users who were online (or unavailable) but have not synced or set their presence for
+    /// [`GONE_AFTER_MS`] before `now_ms` go offline (their clients stopped syncing without
+    /// saying so). Each change bumps the stream, so watchers hear of it.
+    pub fn expire_at(&self, now_ms: i64) {
+        let mut users = self.lock();
+        for state in users.values_mut() {
+            if state.presence != "offline" && now_ms - state.last_active_ms > GONE_AFTER_MS {
+                state.presence = "offline".to_owned();
+                state.changed_at = self.streams.advance(|p| p.presence += 1).presence;
+            }
+        }
+    }
+
+    /// Check for users gone quiet every few seconds until the process ends.
+    pub fn spawn_expiry(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                match me.upgrade() {
+                    Some(p) => p.expire_at(crate::now_ms()),
+                    None => return,
+                }
+            }
+        });
+    }
+
     /// Presence of the given users that changed after `since`.
     pub fn changed_since<'a>(
         &self,
@@ -167,5 +199,29 @@ impl Presence {
                     .map(|s| (u.to_owned(), s.clone()))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quiet_users_go_offline() {
+        let streams = Arc::new(Streams::new(crate::streams::Positions::default()));
+        let presence = Presence::new(streams.clone());
+        presence.set("@a:x", "online", None);
+        presence.set("@b:x", "unavailable", None);
+        let set_at = presence.get("@a:x").unwrap().last_active_ms;
+        let before = streams.current().presence;
+        presence.expire_at(set_at + GONE_AFTER_MS - 1);
+        assert_eq!(presence.get("@a:x").unwrap().presence, "online");
+        presence.expire_at(set_at + GONE_AFTER_MS + 1_000);
+        assert_eq!(presence.get("@a:x").unwrap().presence, "offline");
+        assert_eq!(presence.get("@b:x").unwrap().presence, "offline");
+        assert!(streams.current().presence > before, "watchers are woken");
+        // Syncing again brings the user back.
+        presence.set("@a:x", "online", None);
+        assert_eq!(presence.get("@a:x").unwrap().presence, "online");
     }
 }

@@ -79,7 +79,7 @@ pub struct Core {
     pub rooms: rooms::Rooms,
     pub account_data: account_data::AccountData,
     pub typing: Arc<ephemeral::Typing>,
-    pub presence: ephemeral::Presence,
+    pub presence: Arc<ephemeral::Presence>,
     pub streams: Arc<streams::Streams>,
     pub e2ee: e2ee::E2ee,
     /// The server's signing key (events, and federation's key endpoint).
@@ -116,7 +116,8 @@ impl Core {
         let account_data = account_data::AccountData::new(store.clone(), streams.clone());
         let typing = ephemeral::Typing::new(streams.clone());
         typing.spawn_expiry();
-        let presence = ephemeral::Presence::new(streams.clone());
+        let presence = Arc::new(ephemeral::Presence::new(streams.clone()));
+        presence.spawn_expiry();
         let e2ee = e2ee::E2ee::new(store.clone(), streams.clone());
         let accounts = Accounts::new(store.clone(), config.server_name.clone());
         let sessions = Sessions::new(store.clone());

@@ -244,9 +244,7 @@ async fn compute(
             }
             // Rooms left or banned from since the last sync; an initial sync leaves them out.
             // (A room the user forgot since is left out.)
-            "leave" | "ban"
-                if since.is_some() && changed_since && forgotten.get(&m.room_id) != Some(&m.event_id) =>
-            {
+            "leave" | "ban" if since.is_some() && changed_since && forgotten.get(&m.room_id) != Some(&m.event_id) => {
                 // Events since the last sync up to the end of the user's joined period; a user
                 // who was not joined in that span (a rejected invite, a ban before joining)
                 // gets only their own membership event.

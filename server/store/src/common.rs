@@ -1224,10 +1224,12 @@ macro_rules! impl_store {
             }
 
             async fn forgotten_rooms(&self, user_id: &str) -> $crate::Result<Vec<(String, String)>> {
-                Ok(sqlx::query_as::<$db, (String, String)>($crate::sql::FORGOTTEN_ROOMS)
-                    .bind(user_id)
-                    .fetch_all(&self.pool)
-                    .await?)
+                Ok(
+                    sqlx::query_as::<$db, (String, String)>($crate::sql::FORGOTTEN_ROOMS)
+                        .bind(user_id)
+                        .fetch_all(&self.pool)
+                        .await?,
+                )
             }
 
             async fn pep_node(&self, owner: &str, node: &str) -> $crate::Result<Option<$crate::PepNode>> {

@@ -483,12 +483,20 @@ impl Rooms {
             Some("leave" | "ban") => {}
             _ => return Err(CoreError::Forbidden("leave the room before forgetting it".into())),
         }
-        Ok(self.store.forget_room(user_id.as_str(), room_id, &member.event_id).await?)
+        Ok(self
+            .store
+            .forget_room(user_id.as_str(), room_id, &member.event_id)
+            .await?)
     }
 
     /// The rooms a user forgot and has not been in again since (room -> membership event).
     pub async fn forgotten(&self, user_id: &UserId) -> Result<std::collections::HashMap<String, String>, CoreError> {
-        Ok(self.store.forgotten_rooms(user_id.as_str()).await?.into_iter().collect())
+        Ok(self
+            .store
+            .forgotten_rooms(user_id.as_str())
+            .await?
+            .into_iter()
+            .collect())
     }
 
     /// Whether the user forgot this room (and has not been in it again since).
