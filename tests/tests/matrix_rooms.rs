@@ -111,6 +111,21 @@ async fn create_presets_and_encryption(backend: Backend) {
         (create["room_version"].as_str(), create["creator"].as_str()),
         (Some("10"), Some(alice.user_id.as_str()))
     );
+    // An override that gives the room to someone else still builds the whole room (name,
+    // topic, invite), and ends with exactly the levels asked for.
+    let handed_over = create_room(
+        &alice,
+        json!({ "name": "Handed over", "topic": "t", "invite": ["@bob:localhost"],
+                "power_level_content_override": { "users": { "@bob:localhost": 100 } } }),
+    )
+    .await;
+    let s = state(&alice, &handed_over).await;
+    assert_eq!(has_state(&s, "m.room.name").unwrap()["name"], "Handed over");
+    assert_eq!(has_state(&s, "m.room.topic").unwrap()["topic"], "t");
+    assert_eq!(
+        has_state(&s, "m.room.power_levels").unwrap()["users"],
+        json!({ "@bob:localhost": 100 })
+    );
     alice
         .post("createRoom", json!({ "room_version": "9" }))
         .await
@@ -326,7 +341,10 @@ async fn membership_and_power(backend: Backend) {
         .await
         .err(403, "M_FORBIDDEN");
     let s = bob.get(&format!("sync?since={since}")).await.ok();
-    assert!(s["rooms"]["leave"].get(&room).is_none(), "a forgotten room in sync: {s}");
+    assert!(
+        s["rooms"]["leave"].get(&room).is_none(),
+        "a forgotten room in sync: {s}"
+    );
     alice
         .post(&format!("rooms/{room}/forget"), json!({}))
         .await

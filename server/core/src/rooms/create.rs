@@ -105,6 +105,19 @@ impl Rooms {
                 p.insert(k.clone(), v.clone());
             }
         }
+        // The override is applied as asked, but an override that takes the creator's power
+        // away would make the rest of the creation fail half-way (a room with some of its
+        // initial state). So the creator keeps 100 while the room is built, and the
+        // override's exact levels come last, once everything else is in.
+        let creator_level = power["users"][creator].as_i64();
+        let mut final_power = None;
+        if creator_level != Some(100) {
+            final_power = Some(power.clone());
+            if !power["users"].is_object() {
+                power["users"] = json!({});
+            }
+            power["users"][creator] = json!(100);
+        }
         events.push(EventTemplate::state("m.room.power_levels", "", power));
         if let Some(alias) = &req.alias {
             events.push(EventTemplate::state(
@@ -172,6 +185,9 @@ impl Rooms {
                 content["is_direct"] = json!(true);
             }
             events.push(EventTemplate::state("m.room.member", u.as_str(), content));
+        }
+        if let Some(power) = final_power {
+            events.push(EventTemplate::state("m.room.power_levels", "", power));
         }
 
         let record = RoomRecord {
