@@ -1072,7 +1072,88 @@ async fn directories_and_search(backend: Backend) {
     );
 }
 
+/// Room history visibility, per event: "joined" hides what came before a member joined,
+/// "shared" (the default) shows it, "world_readable" is anyone's to read; a setting change
+/// applies to the events after it.
+async fn history_visibility(backend: Backend) {
+    let (_inst, server) = open_server(backend).await;
+    let alice = Client::register(&server, "alice", "pw").await;
+    let bob = Client::register(&server, "bob", "pw").await;
+    let carol = Client::register(&server, "carol", "pw").await;
+    let say = |c: &Client, room: &str, text: &str| {
+        let (c, room, text) = (c.clone(), room.to_owned(), text.to_owned());
+        async move {
+            c.put(
+                &format!("rooms/{room}/send/m.room.message/{text}"),
+                json!({ "msgtype": "m.text", "body": text }),
+            )
+            .await
+            .ok();
+        }
+    };
+    let bodies = |v: &Value| -> Vec<String> {
+        v["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+            .collect()
+    };
+
+    let joined = create_room(
+        &alice,
+        json!({ "preset": "public_chat", "initial_state": [{ "type": "m.room.history_visibility", "state_key": "",
+                "content": { "history_visibility": "joined" } }] }),
+    )
+    .await;
+    say(&alice, &joined, "before-bob").await;
+    bob.post(&format!("rooms/{joined}/join"), json!({})).await.ok();
+    say(&alice, &joined, "after-bob").await;
+    let seen = bodies(&bob.get(&format!("rooms/{joined}/messages?dir=b&limit=50")).await.ok());
+    assert_eq!(seen, vec!["after-bob"], "joined visibility");
+    let s = bob.get("sync").await.ok();
+    assert!(
+        !s.to_string().contains("before-bob"),
+        "initial sync under joined visibility: {s}"
+    );
+    // From a change to shared on, a later member sees what follows it, not what came before.
+    alice
+        .put(
+            &format!("rooms/{joined}/state/m.room.history_visibility"),
+            json!({ "history_visibility": "shared" }),
+        )
+        .await
+        .ok();
+    say(&alice, &joined, "shared-now").await;
+    carol.post(&format!("rooms/{joined}/join"), json!({})).await.ok();
+    let seen = bodies(&carol.get(&format!("rooms/{joined}/messages?dir=b&limit=50")).await.ok());
+    assert_eq!(seen, vec!["shared-now"], "{seen:?}");
+
+    // shared (the default): a later member reads the whole history.
+    let shared = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    say(&alice, &shared, "early").await;
+    bob.post(&format!("rooms/{shared}/join"), json!({})).await.ok();
+    let seen = bodies(&bob.get(&format!("rooms/{shared}/messages?dir=b&limit=50")).await.ok());
+    assert_eq!(seen, vec!["early"]);
+    carol
+        .get(&format!("rooms/{shared}/messages?dir=b"))
+        .await
+        .err(403, "M_FORBIDDEN");
+
+    // world_readable: a non-member reads it.
+    let open = create_room(
+        &alice,
+        json!({ "preset": "public_chat", "initial_state": [{ "type": "m.room.history_visibility", "state_key": "",
+                "content": { "history_visibility": "world_readable" } }] }),
+    )
+    .await;
+    say(&alice, &open, "for-everyone").await;
+    let seen = bodies(&carol.get(&format!("rooms/{open}/messages?dir=b&limit=50")).await.ok());
+    assert_eq!(seen, vec!["for-everyone"]);
+}
+
 both_backends!(
+    history_visibility,
     directories_and_search,
     relations_threads_and_context,
     client_details,

@@ -39,9 +39,26 @@ pub async fn for_client(
     // Spec (m.ignored_user_list): events from ignored users are not sent; their state events
     // are, so the room's state stays whole (as Synapse does).
     let ignored = ignored_users(state, &viewer.localpart).await;
-    let mut out: Vec<Value> = events
-        .iter()
-        .filter(|e| e.state_key.is_some() || !ignored.contains(&e.sender))
+    // Spec: each event as its room's history visibility allowed the viewer to see it then.
+    let mut visibility: std::collections::HashMap<&str, estuary_core::rooms::Visibility> = Default::default();
+    let mut shown = Vec::with_capacity(events.len());
+    for e in events {
+        if e.state_key.is_none() && ignored.contains(&e.sender) {
+            continue;
+        }
+        if !visibility.contains_key(e.room_id.as_str()) {
+            let v = state.core.rooms.visibility(&e.room_id, &viewer.user_id).await?;
+            visibility.insert(e.room_id.as_str(), v);
+        }
+        if visibility
+            .get(e.room_id.as_str())
+            .is_some_and(|v| v.can_see(e.stream_ordering))
+        {
+            shown.push(e);
+        }
+    }
+    let mut out: Vec<Value> = shown
+        .into_iter()
         .map(|e| client_event_for(state, viewer, e, with_room_id))
         .collect();
     annotate(state, viewer, &mut out, visible).await?;
@@ -140,12 +157,20 @@ pub(crate) async fn visible_until(state: &MatrixState, room_id: &RoomId, caller:
     if state.core.rooms.is_forgotten(room_id.as_str(), &caller.user_id).await? {
         return Err(MatrixError::forbidden("You forgot this room"));
     }
-    state
-        .core
-        .rooms
-        .joined_until(room_id.as_str(), &caller.user_id)
-        .await?
-        .ok_or_else(|| MatrixError::forbidden("You are not a member of this room"))
+    let rooms = &state.core.rooms;
+    match rooms.joined_until(room_id.as_str(), &caller.user_id).await? {
+        Some(until) => Ok(until),
+        // A world-readable room's history is anyone's to read (each event still by the
+        // setting it was sent under).
+        None if rooms
+            .visibility(room_id.as_str(), &caller.user_id)
+            .await?
+            .world_readable() =>
+        {
+            Ok(i64::MAX)
+        }
+        None => Err(MatrixError::forbidden("You are not a member of this room")),
+    }
 }
 
 async fn target_in_room(

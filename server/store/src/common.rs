@@ -522,10 +522,16 @@ macro_rules! impl_store {
                 Ok(row.map(|r| r.0))
             }
 
-            async fn member_history(&self, room_id: &str, user_id: &str) -> $crate::Result<Vec<(i64, String)>> {
-                Ok(sqlx::query_as::<$db, (i64, String)>($crate::sql::MEMBER_HISTORY)
+            async fn state_history(
+                &self,
+                room_id: &str,
+                kind: &str,
+                state_key: &str,
+            ) -> $crate::Result<Vec<(i64, String)>> {
+                Ok(sqlx::query_as::<$db, (i64, String)>($crate::sql::STATE_HISTORY)
                     .bind(room_id)
-                    .bind(user_id)
+                    .bind(kind)
+                    .bind(state_key)
                     .fetch_all(&self.pool)
                     .await?)
             }

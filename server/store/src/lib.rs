@@ -420,8 +420,9 @@ pub trait Store: Send + Sync + 'static {
     async fn alias(&self, alias: &str) -> Result<Option<String>>;
     async fn delete_alias(&self, alias: &str) -> Result<bool>;
     async fn alias_creator(&self, alias: &str) -> Result<Option<String>>;
-    /// A user's m.room.member events in a room, oldest first: (stream_ordering, pdu JSON).
-    async fn member_history(&self, room_id: &str, user_id: &str) -> Result<Vec<(i64, String)>>;
+    /// Every event of one state key in a room (a user's m.room.member events, the history
+    /// visibility changes), oldest first: (stream_ordering, pdu JSON).
+    async fn state_history(&self, room_id: &str, kind: &str, state_key: &str) -> Result<Vec<(i64, String)>>;
     async fn room_aliases(&self, room_id: &str) -> Result<Vec<String>>;
 
     async fn add_filter(&self, localpart: &str, json: &str) -> Result<i64>;

@@ -240,8 +240,8 @@ pub const SET_DEHYDRATED: &str = "INSERT INTO dehydrated_devices (localpart, dev
 pub const DEHYDRATED: &str = "SELECT device_id, device_data FROM dehydrated_devices WHERE localpart = $1";
 pub const DELETE_DEHYDRATED: &str = "DELETE FROM dehydrated_devices WHERE localpart = $1";
 pub const ALIAS_CREATOR: &str = "SELECT creator FROM room_aliases WHERE alias = $1";
-pub const MEMBER_HISTORY: &str = "SELECT stream_ordering, pdu FROM events WHERE room_id = $1 AND type = 'm.room.member' \
-    AND state_key = $2 ORDER BY stream_ordering";
+pub const STATE_HISTORY: &str = "SELECT stream_ordering, pdu FROM events WHERE room_id = $1 AND type = $2 \
+    AND state_key = $3 ORDER BY stream_ordering";
 
 pub const ROSTER: &str = "SELECT contact, name, subscription, ask, pending_in, groups FROM roster_items \
     WHERE localpart = $1 ORDER BY contact";

@@ -532,7 +532,10 @@ impl Rooms {
     /// they never joined. (History visibility `shared`, the default; `invited`/`joined`/
     /// `world_readable` are not distinguished yet.)
     pub async fn joined_until(&self, room_id: &str, user_id: &UserId) -> Result<Option<i64>, CoreError> {
-        let history = self.store.member_history(room_id, user_id.as_str()).await?;
+        let history = self
+            .store
+            .state_history(room_id, "m.room.member", user_id.as_str())
+            .await?;
         let mut joined = false;
         let mut until = None;
         for (stream, pdu) in history {
@@ -551,6 +554,35 @@ impl Rooms {
         Ok(if joined { Some(i64::MAX) } else { until })
     }
 
+    /// What of the room's history the user may see (spec: room history visibility).
+    pub async fn visibility(&self, room_id: &str, user_id: &UserId) -> Result<Visibility, CoreError> {
+        let field = |pdu: &str, key: &str| {
+            serde_json::from_str::<Value>(pdu)
+                .ok()
+                .and_then(|p| p["content"][key].as_str().map(str::to_owned))
+                .unwrap_or_default()
+        };
+        let memberships = self
+            .store
+            .state_history(room_id, "m.room.member", user_id.as_str())
+            .await?
+            .into_iter()
+            .map(|(stream, pdu)| (stream, field(&pdu, "membership")))
+            .collect();
+        let settings = self
+            .store
+            .state_history(room_id, "m.room.history_visibility", "")
+            .await?
+            .into_iter()
+            .map(|(stream, pdu)| (stream, field(&pdu, "history_visibility")))
+            .collect();
+        Ok(Visibility {
+            memberships,
+            settings,
+            until: self.joined_until(room_id, user_id).await?,
+        })
+    }
+
     /// Members of a room by membership, from the current state.
     pub async fn members(&self, room_id: &str) -> Result<BTreeMap<String, (String, StoredEvent)>, CoreError> {
         let mut out = BTreeMap::new();
@@ -565,5 +597,93 @@ impl Rooms {
             }
         }
         Ok(out)
+    }
+}
+
+/// One user's view of one room's history (spec: history visibility): each event is judged by
+/// the `m.room.history_visibility` in force when it was sent (`shared` when none) and the
+/// user's membership then.
+#[derive(Debug, Clone)]
+pub struct Visibility {
+    /// The user's membership changes, oldest first: (stream position, membership).
+    memberships: Vec<(i64, String)>,
+    /// The room's history visibility changes, oldest first.
+    settings: Vec<(i64, String)>,
+    /// The end of the user's last joined period (`i64::MAX` while joined); None if they never
+    /// joined.
+    until: Option<i64>,
+}
+
+impl Visibility {
+    /// Whether the user may see the event at this stream position.
+    pub fn can_see(&self, stream: i64) -> bool {
+        // The setting before the event (an event that changes it is judged by the old one).
+        let setting = self
+            .settings
+            .iter()
+            .take_while(|(s, _)| *s < stream)
+            .last()
+            .map_or("shared", |(_, v)| v.as_str());
+        if setting == "world_readable" {
+            return true;
+        }
+        if self.until.is_none_or(|until| stream > until) {
+            return false;
+        }
+        let membership = self
+            .memberships
+            .iter()
+            .take_while(|(s, _)| *s <= stream)
+            .last()
+            .map(|(_, m)| m.as_str());
+        match setting {
+            "joined" => membership == Some("join"),
+            "invited" => matches!(membership, Some("join" | "invite")),
+            // "shared" (and unknown values, read as the default).
+            _ => true,
+        }
+    }
+
+    /// Whether the room's history is world-readable now (a non-member may read it).
+    pub fn world_readable(&self) -> bool {
+        self.settings.last().is_some_and(|(_, v)| v == "world_readable")
+    }
+}
+
+#[cfg(test)]
+mod visibility_tests {
+    use super::Visibility;
+
+    fn v(memberships: &[(i64, &str)], settings: &[(i64, &str)], until: Option<i64>) -> Visibility {
+        Visibility {
+            memberships: memberships.iter().map(|(s, m)| (*s, (*m).to_owned())).collect(),
+            settings: settings.iter().map(|(s, m)| (*s, (*m).to_owned())).collect(),
+            until,
+        }
+    }
+
+    #[test]
+    fn per_event_settings() {
+        // Invited at 10, joined at 20, left at 40; "joined" from 5, "invited" from 30.
+        let vis = v(
+            &[(10, "invite"), (20, "join"), (40, "leave")],
+            &[(5, "joined"), (30, "invited")],
+            Some(40),
+        );
+        assert!(
+            vis.can_see(3),
+            "before any setting: shared, and before the user's leave"
+        );
+        assert!(!vis.can_see(15), "joined-only and the user was only invited");
+        assert!(vis.can_see(25), "joined then");
+        assert!(vis.can_see(35), "invited-visibility while joined");
+        assert!(!vis.can_see(45), "after the leave");
+        // shared: everything up to the leave, even before joining.
+        let shared = v(&[(20, "join"), (40, "leave")], &[], Some(40));
+        assert!(shared.can_see(3) && shared.can_see(40) && !shared.can_see(41));
+        // world_readable: anyone, never joined included.
+        let open = v(&[], &[(1, "world_readable")], None);
+        assert!(open.can_see(2) && open.world_readable());
+        assert!(!v(&[], &[], None).can_see(2));
     }
 }
