@@ -685,6 +685,84 @@ async fn filters(backend: Backend) {
         .await
         .err(403, "M_FORBIDDEN");
     bob.get("sync?filter=999999").await.err(400, "M_INVALID_PARAM");
+
+    // /messages with a filter: only what passes, full pages, and the next page from where
+    // the last one stopped; lazy loading sends the senders' member events.
+    bob.post(&format!("join/{room}"), json!({})).await.ok();
+    let carol = Client::register(&server, "carol", "pw").await;
+    carol.post(&format!("join/{room}"), json!({})).await.ok();
+    for i in 0..6 {
+        send_text(&bob, &room, &format!("b{i}"), "y").await;
+    }
+    let f = urlencode(
+        &json!({ "senders": ["@alice:localhost"], "types": ["m.room.message"], "lazy_load_members": true }).to_string(),
+    );
+    let page = alice
+        .get(&format!("rooms/{room}/messages?dir=b&limit=3&filter={f}"))
+        .await
+        .ok();
+    let senders: Vec<&str> = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["sender"].as_str().unwrap())
+        .collect();
+    assert_eq!(senders, vec!["@alice:localhost"; 3], "{page}");
+    let members: Vec<&str> = page["state"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["state_key"].as_str())
+        .collect();
+    assert_eq!(members, vec!["@alice:localhost"], "lazy-loaded members: {page}");
+    let end = page["end"].as_str().unwrap();
+    let next = alice
+        .get(&format!("rooms/{room}/messages?dir=b&limit=3&from={end}&filter={f}"))
+        .await
+        .ok();
+    let n = next["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .count();
+    assert_eq!(n, 2, "the two remaining of alice's five messages: {next}");
+    let f = urlencode(&json!({ "not_types": ["m.room.*"] }).to_string());
+    let none = alice.get(&format!("rooms/{room}/messages?dir=b&filter={f}")).await.ok();
+    assert!(
+        none["chunk"].as_array().unwrap().is_empty() && none.get("end").is_none(),
+        "{none}"
+    );
+
+    // A sync filter with lazy-loaded members: of the member events, only the senders'.
+    let lazy = urlencode(
+        &json!({ "room": { "timeline": { "limit": 2 }, "state": { "lazy_load_members": true } } }).to_string(),
+    );
+    let s = alice.get(&format!("sync?filter={lazy}")).await.ok();
+    let members: Vec<&str> = s["rooms"]["join"][&room]["state"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.member")
+        .filter_map(|e| e["state_key"].as_str())
+        .collect();
+    assert_eq!(
+        members,
+        vec!["@alice:localhost", "@bob:localhost"],
+        "the user's own and the timeline sender's, not carol's: {s}"
+    );
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// What clients need to render and de-duplicate: the sending device sees its transaction ID,

@@ -19,6 +19,7 @@ pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod filter;
 pub mod keys;
 pub mod media;
 pub mod profile;

@@ -29,6 +29,8 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 /// Timeline events per room when the filter sets no limit (Synapse: 10).
 const DEFAULT_TIMELINE_LIMIT: i64 = 10;
 const MAX_TIMELINE_LIMIT: i64 = 1000;
+/// Pages of history one `/messages` request reads looking for events that pass its filter.
+const MAX_FILTER_PAGES: usize = 20;
 
 pub fn token(position: i64) -> String {
     format!("s{position}")
@@ -41,12 +43,20 @@ pub fn parse_token(t: &str) -> Result<i64, MatrixError> {
         .ok_or_else(|| MatrixError::invalid_param(format!("Invalid pagination token {t:?}")))
 }
 
-/// The timeline limit of a sync filter: inline JSON or the ID of an uploaded filter.
-async fn timeline_limit(
+/// What a sync filter asks of each room: how many timeline events, which ones, and whether
+/// member events are lazy-loaded.
+struct SyncFilter {
+    limit: i64,
+    timeline: crate::filter::EventFilter,
+    lazy_members: bool,
+}
+
+/// A sync filter: inline JSON or the ID of an uploaded filter.
+async fn sync_filter(
     state: &MatrixState,
     caller: &Caller,
     filter: Option<&sync::Filter>,
-) -> Result<i64, MatrixError> {
+) -> Result<SyncFilter, MatrixError> {
     let definition: Option<Value> = match filter {
         None => None,
         Some(sync::Filter::FilterDefinition(def)) => serde_json::to_value(def).ok(),
@@ -65,11 +75,16 @@ async fn timeline_limit(
         }
         Some(_) => None,
     };
-    let limit = definition
-        .as_ref()
-        .and_then(|d| d["room"]["timeline"]["limit"].as_i64())
-        .unwrap_or(DEFAULT_TIMELINE_LIMIT);
-    Ok(limit.clamp(1, MAX_TIMELINE_LIMIT))
+    let room = definition.as_ref().map(|d| d["room"].clone()).unwrap_or_default();
+    let timeline = crate::filter::EventFilter::from_json(&room["timeline"]);
+    Ok(SyncFilter {
+        limit: timeline
+            .limit
+            .unwrap_or(DEFAULT_TIMELINE_LIMIT)
+            .clamp(1, MAX_TIMELINE_LIMIT),
+        lazy_members: crate::filter::EventFilter::from_json(&room["state"]).lazy_load_members,
+        timeline,
+    })
 }
 
 pub async fn sync_v3(State(state): State<Arc<MatrixState>>, req: Ruma<sync::Request>) -> JsonResult {
@@ -82,7 +97,7 @@ pub async fn sync_v3(State(state): State<Arc<MatrixState>>, req: Ruma<sync::Requ
         }
         None => None,
     };
-    let limit = timeline_limit(&state, &caller, b.filter.as_ref()).await?;
+    let filter = sync_filter(&state, &caller, b.filter.as_ref()).await?;
     let full_state = b.full_state;
     // Spec: set_presence defaults to online; syncing is activity.
     let presence = match &b.set_presence {
@@ -100,13 +115,13 @@ pub async fn sync_v3(State(state): State<Arc<MatrixState>>, req: Ruma<sync::Requ
     let mut watch = core.streams.subscribe();
     loop {
         let now = *watch.borrow_and_update();
-        let (response, news) = compute(&state, &caller, since, now, limit, full_state).await?;
+        let (response, news) = compute(&state, &caller, since, now, &filter, full_state).await?;
         if news || since.is_none() || full_state || tokio::time::Instant::now() >= deadline {
             return Ok(Json(response));
         }
         if tokio::time::timeout_at(deadline, watch.changed()).await.is_err() {
             let now = core.streams.current();
-            return Ok(Json(compute(&state, &caller, since, now, limit, full_state).await?.0));
+            return Ok(Json(compute(&state, &caller, since, now, &filter, full_state).await?.0));
         }
     }
 }
@@ -117,7 +132,7 @@ async fn compute(
     caller: &Caller,
     since: Option<Positions>,
     now: Positions,
-    limit: i64,
+    filter: &SyncFilter,
     full_state: bool,
 ) -> Result<(Value, bool), MatrixError> {
     let core = &state.core;
@@ -169,7 +184,7 @@ async fn compute(
                     &m.room_id,
                     from,
                     now.events,
-                    limit,
+                    filter,
                     full_state || changed_since,
                 )
                 .await?;
@@ -254,7 +269,7 @@ async fn compute(
                     _ => m.stream_ordering - 1,
                 };
                 if let Some(room) =
-                    room_section(state, caller, &m.room_id, Some(from), m.stream_ordering, limit, false).await?
+                    room_section(state, caller, &m.room_id, Some(from), m.stream_ordering, filter, false).await?
                 {
                     leave.insert(m.room_id.clone(), room);
                     news = true;
@@ -386,9 +401,10 @@ async fn room_section(
     room_id: &str,
     from: Option<i64>,
     to: i64,
-    limit: i64,
+    filter: &SyncFilter,
     initial: bool,
 ) -> Result<Option<Value>, MatrixError> {
+    let limit = filter.limit;
     let rooms = &state.core.rooms;
     let lower = from.unwrap_or(0);
     // One more than the limit tells whether the timeline is limited.
@@ -412,13 +428,26 @@ async fn room_section(
     let state_events: Vec<StoredEvent> = if initial || limited {
         let after = if initial { 0 } else { lower };
         let current = rooms.current_state(room_id).await?;
+        // Lazy loading: of the member events, only the timeline senders' and the user's own.
+        let senders: BTreeSet<&str> = events.iter().map(|e| e.sender.as_str()).collect();
         current
             .into_iter()
             .filter(|e| e.stream_ordering < first && e.stream_ordering > after)
+            .filter(|e| {
+                !filter.lazy_members
+                    || e.kind != "m.room.member"
+                    || e.state_key
+                        .as_deref()
+                        .is_some_and(|k| senders.contains(k) || k == caller.user_id.as_str())
+            })
             .collect()
     } else {
         Vec::new()
     };
+    // The timeline filter (types, senders...) applies to what is shown, not to the window.
+    if !filter.timeline.passes_everything() {
+        events.retain(|e| filter.timeline.matches(e));
+    }
     let prev_batch = token(first.saturating_sub(1));
     Ok(Some(json!({
         "timeline": {
@@ -451,40 +480,69 @@ pub async fn room_messages(State(state): State<Arc<MatrixState>>, req: Ruma<mess
         None => 0,
     };
     let to = b.to.as_deref().map(parse_token).transpose()?;
+    let filter = crate::filter::EventFilter::from_json(&serde_json::to_value(&b.filter).unwrap_or_default());
     let store = &state.core.store;
-    let (chunk, end) = match b.dir {
-        Direction::Backward => {
-            let lower = to.unwrap_or(0);
-            let upper = from.min(now);
-            let events = store
-                .room_events(room_id, lower, upper, limit, true)
-                .await
-                .map_err(estuary_core::CoreError::from)?;
-            let end = events
-                .first()
-                .map(|e| e.stream_ordering - 1)
-                .filter(|_| events.len() as i64 == limit);
-            let mut events = events;
-            events.reverse();
-            (events, end)
-        }
-        Direction::Forward => {
-            let upper = to.unwrap_or(now).min(now);
-            let events = store
-                .room_events(room_id, from, upper, limit, false)
-                .await
-                .map_err(estuary_core::CoreError::from)?;
-            let end = events
-                .last()
-                .map(|e| e.stream_ordering)
-                .filter(|_| events.len() as i64 == limit);
-            (events, end)
-        }
+    // Pages of `limit` events are read until `limit` pass the filter (or the history ends);
+    // `end` is where the next page starts. A bounded number of pages per request.
+    let backward = b.dir == Direction::Backward;
+    let (mut lower, mut upper) = if backward {
+        (to.unwrap_or(0), from.min(now))
+    } else {
+        (from, to.unwrap_or(now).min(now))
     };
+    let mut chunk: Vec<StoredEvent> = Vec::new();
+    let mut end = None;
+    for _ in 0..MAX_FILTER_PAGES {
+        let events = store
+            .room_events(room_id, lower, upper, limit, backward)
+            .await
+            .map_err(estuary_core::CoreError::from)?;
+        let full_page = events.len() as i64 == limit;
+        // Newest first when going back.
+        let ordered: Vec<StoredEvent> = if backward {
+            events.into_iter().rev().collect()
+        } else {
+            events
+        };
+        let mut last = None;
+        for e in ordered {
+            last = Some(e.stream_ordering);
+            if filter.matches(&e) {
+                chunk.push(e);
+                if chunk.len() as i64 == limit {
+                    break;
+                }
+            }
+        }
+        let Some(last) = last else { break };
+        let next = if backward { last - 1 } else { last };
+        end = None;
+        if chunk.len() as i64 == limit || full_page {
+            end = Some(next);
+        }
+        if chunk.len() as i64 == limit || !full_page {
+            break;
+        }
+        if backward {
+            upper = next;
+        } else {
+            lower = next;
+        }
+    }
+    // Spec: with lazy loading, the member events of the chunk's senders.
+    let mut member_state = Vec::new();
+    if filter.lazy_load_members {
+        let senders: BTreeSet<&str> = chunk.iter().map(|e| e.sender.as_str()).collect();
+        for (user, (_, e)) in state.core.rooms.members(room_id).await? {
+            if senders.contains(user.as_str()) {
+                member_state.push(client_event(&e, true));
+            }
+        }
+    }
     let mut out = json!({
         "chunk": crate::relations::for_client(&state, caller, &chunk, true, visible_to).await?,
         "start": token(from),
-        "state": [],
+        "state": member_state,
     });
     if let Some(end) = end {
         out["end"] = json!(token(end));
