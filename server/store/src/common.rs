@@ -1367,13 +1367,25 @@ macro_rules! impl_store {
                 Ok(row.map(|r| r.0))
             }
 
-            async fn offline_add(&self, localpart: &str, stanza: &str) -> $crate::Result<i64> {
-                let (id,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::OFFLINE_ADD)
-                    .bind(localpart)
-                    .bind(stanza)
-                    .fetch_one(&self.pool)
-                    .await?;
-                Ok(id)
+            async fn offline_batch(&self, keep: &[(String, String)], forget: &[i64]) -> $crate::Result<Vec<i64>> {
+                let mut tx = self.pool.begin().await?;
+                let mut ids = Vec::with_capacity(keep.len());
+                for (localpart, stanza) in keep {
+                    let (id,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::OFFLINE_ADD)
+                        .bind(localpart)
+                        .bind(stanza)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    ids.push(id);
+                }
+                for id in forget {
+                    sqlx::query::<$db>($crate::sql::OFFLINE_DELETE)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(ids)
             }
 
             async fn offline_list(&self, localpart: &str) -> $crate::Result<Vec<(i64, String)>> {

@@ -573,12 +573,13 @@ pub trait Store: Send + Sync + 'static {
     /// Keep a stanza for an account without a session, unless it already holds `limit`;
     /// its id, or None when full. Durable when this returns.
     async fn offline_push(&self, localpart: &str, stanza: &str, limit: i64) -> Result<Option<i64>>;
-    /// Keep a stanza being handed to a session of the account until the session has it.
-    async fn offline_add(&self, localpart: &str, stanza: &str) -> Result<i64>;
     /// An account's kept stanzas, oldest first, with their ids.
     async fn offline_list(&self, localpart: &str) -> Result<Vec<(i64, String)>>;
     /// Forget delivered stanzas.
     async fn offline_delete(&self, ids: &[i64]) -> Result<()>;
+    /// Group commit: keep these (account, stanza) pairs and forget these ids in one
+    /// transaction; the ids of the kept, in order.
+    async fn offline_batch(&self, keep: &[(String, String)], forget: &[i64]) -> Result<Vec<i64>>;
 
     /// Queue to-device messages; with a (localpart, device, txn_id) already seen, nothing is
     /// queued and None is returned. Else the last stream position used.

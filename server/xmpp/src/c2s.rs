@@ -353,6 +353,8 @@ pub struct C2s {
     caps: xmpp_parsers::caps::Caps,
     /// For XEP-0012 server uptime.
     started: std::time::Instant,
+    /// Group commit for messages kept until delivered.
+    pub(crate) keeper: crate::offline::Keeper,
     /// Held while a presence subscription changes state (RFC 6121 §3): the change reads and
     /// writes two rosters.
     pub(crate) subscriptions: tokio::sync::Mutex<()>,
@@ -374,6 +376,7 @@ impl C2s {
         let mut fake_salt_key = [0u8; 32];
         getrandom::fill(&mut fake_salt_key).map_err(|e| io::Error::other(e.to_string()))?;
         let domain = core.config.xmpp.domain.clone();
+        let keeper = crate::offline::Keeper::start(&core);
         let disco_info = server_disco_info(server_info(&core.config.contact));
         let hash =
             xmpp_parsers::caps::hash_caps(&crate::caps::hash_input(&disco_info), xmpp_parsers::hashes::Algo::Sha_1)
@@ -388,6 +391,7 @@ impl C2s {
             disco_info,
             caps,
             started: std::time::Instant::now(),
+            keeper,
             subscriptions: tokio::sync::Mutex::new(()),
             client_caps: crate::caps::Known::default(),
             blocklists: crate::blocking::Cache::default(),
@@ -947,7 +951,7 @@ async fn route_message(c2s: &C2s, mut msg: Message, sender: &FullJid) -> Option<
         // Kept in the store until a session has it: once counted as handled (XEP-0198), a
         // message survives a crash. An account with no session is handled below.
         let kept = if crate::offline::storable(&msg) && c2s.router.has_sessions(&to.to_bare()) {
-            crate::offline::keep(c2s, node.as_str(), &msg).await
+            crate::offline::keep(c2s, node.as_str(), &element).await
         } else {
             None
         };

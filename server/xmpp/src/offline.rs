@@ -43,19 +43,20 @@ pub enum Refused {
 }
 
 /// The stanza as kept: with a delay stamp of now (a stanza kept twice keeps its first).
-fn as_kept(c2s: &C2s, msg: &Message) -> String {
-    let mut msg = msg.clone();
-    if !msg.payloads.iter().any(|p| p.is("delay", xmpp_parsers::ns::DELAY)) {
-        msg.payloads.push(
-            Delay {
-                from: Jid::new(&c2s.domain).ok(),
-                stamp: xmpp_parsers::date::DateTime(stamp_now()),
-                data: Some("Offline Storage".into()),
-            }
-            .into(),
-        );
+fn as_kept(c2s: &C2s, stanza: &Element) -> String {
+    if stanza.has_child("delay", xmpp_parsers::ns::DELAY) {
+        return String::from(stanza);
     }
-    String::from(&Element::from(msg))
+    let mut el = stanza.clone();
+    el.append_child(
+        Delay {
+            from: Jid::new(&c2s.domain).ok(),
+            stamp: xmpp_parsers::date::DateTime(stamp_now()),
+            data: Some("Offline Storage".into()),
+        }
+        .into(),
+    );
+    String::from(&el)
 }
 
 /// Keep `msg` for `localpart`, which has no session to take it. Durable when this returns Ok.
@@ -65,7 +66,12 @@ pub async fn store(c2s: &C2s, localpart: &str, msg: &Message) -> Result<(), Refu
         Ok(_) => return Err(Refused::NoAccount),
         Err(_) => return Err(Refused::Store),
     }
-    match c2s.core.store.offline_push(localpart, &as_kept(c2s, msg), LIMIT).await {
+    match c2s
+        .core
+        .store
+        .offline_push(localpart, &as_kept(c2s, &msg.clone().into()), LIMIT)
+        .await
+    {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(Refused::Full),
         Err(e) => {
@@ -76,14 +82,85 @@ pub async fn store(c2s: &C2s, localpart: &str, msg: &Message) -> Result<(), Refu
 }
 
 /// Keep a message for `localpart` while its sessions are handed it; its id. None when the
-/// store fails (the message then travels in memory only).
-pub async fn keep(c2s: &C2s, localpart: &str, msg: &Message) -> Option<i64> {
-    match c2s.core.store.offline_add(localpart, &as_kept(c2s, msg)).await {
-        Ok(id) => Some(id),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot keep a message in flight");
-            None
-        }
+/// store fails (the message then travels in memory only). Concurrent keeps share one commit
+/// (see [`Keeper`]).
+pub async fn keep(c2s: &C2s, localpart: &str, stanza: &Element) -> Option<i64> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let job = Job::Keep {
+        localpart: localpart.to_owned(),
+        stanza: as_kept(c2s, stanza),
+        reply,
+    };
+    if c2s.keeper.jobs.send(job).await.is_err() {
+        return None;
+    }
+    answer.await.ok().flatten()
+}
+
+enum Job {
+    Keep {
+        localpart: String,
+        stanza: String,
+        reply: tokio::sync::oneshot::Sender<Option<i64>>,
+    },
+    Forget(Vec<i64>),
+}
+
+/// Group commit for messages kept in flight: every keep and forget queued while one
+/// transaction commits goes into the next, so concurrent senders share a sync to disk
+/// instead of waiting for one each.
+pub struct Keeper {
+    jobs: tokio::sync::mpsc::Sender<Job>,
+}
+
+/// Most jobs in one transaction.
+const BATCH: usize = 512;
+
+impl Keeper {
+    pub fn start(core: &estuary_core::Core) -> Self {
+        let store = core.store.clone();
+        let (jobs, mut queue) = tokio::sync::mpsc::channel::<Job>(4 * BATCH);
+        tokio::spawn(async move {
+            while let Some(first) = queue.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < BATCH {
+                    match queue.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+                let mut keep = Vec::new();
+                let mut replies = Vec::new();
+                let mut forget = Vec::new();
+                for job in batch {
+                    match job {
+                        Job::Keep {
+                            localpart,
+                            stanza,
+                            reply,
+                        } => {
+                            keep.push((localpart, stanza));
+                            replies.push(reply);
+                        }
+                        Job::Forget(ids) => forget.extend(ids),
+                    }
+                }
+                match store.offline_batch(&keep, &forget).await {
+                    Ok(ids) => {
+                        for (reply, id) in replies.into_iter().zip(ids) {
+                            let _ = reply.send(Some(id));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot keep messages in flight (they travel in memory only)");
+                        for reply in replies {
+                            let _ = reply.send(None);
+                        }
+                    }
+                }
+            }
+        });
+        Self { jobs }
     }
 }
 
@@ -114,13 +191,13 @@ pub async fn deliver(c2s: &C2s, full: &FullJid) {
     }
 }
 
-/// The client has these kept messages: forget them.
+/// The client has these kept messages: forget them (with the next group commit; until then,
+/// a crash means they arrive again, which is what at-least-once allows).
 pub async fn delivered(c2s: &C2s, ids: &mut Vec<i64>) {
     if ids.is_empty() {
         return;
     }
-    if let Err(e) = c2s.core.store.offline_delete(ids).await {
-        tracing::warn!(error = %e, "cannot forget delivered messages; they may arrive again");
+    if c2s.keeper.jobs.send(Job::Forget(std::mem::take(ids))).await.is_err() {
+        tracing::warn!("cannot forget delivered messages; they may arrive again");
     }
-    ids.clear();
 }
