@@ -104,9 +104,7 @@ impl Accounts {
             return Ok(false);
         };
         let password = password.to_owned();
-        tokio::task::spawn_blocking(move || password::verify(&hash, &password))
-            .await
-            .map_err(|e| CoreError::Internal(format!("password check task failed: {e}")))
+        password::on_hashing_thread(move || password::verify(&hash, &password)).await
     }
 
     async fn missing_or_deactivated(&self, localpart: &str) -> CoreError {
@@ -121,8 +119,7 @@ impl Accounts {
 /// Password hashing is deliberately slow; keep it off the async runtime's threads.
 async fn derive_blocking(password: &str) -> Result<estuary_store::PasswordCredentials, CoreError> {
     let password = password.to_owned();
-    tokio::task::spawn_blocking(move || password::derive(&password))
-        .await
-        .map_err(|e| CoreError::Internal(format!("password hashing task failed: {e}")))?
+    password::on_hashing_thread(move || password::derive(&password))
+        .await?
         .map_err(CoreError::from)
 }
