@@ -208,11 +208,11 @@ pub async fn search_users(State(state): State<Arc<MatrixState>>, req: Ruma<users
     }
     let mut found: BTreeMap<String, Value> = BTreeMap::new();
     for room in rooms {
-        for (user, (membership, e)) in state.core.rooms.members(&room).await? {
-            if membership != "join" || found.contains_key(&user) {
+        for (user, (membership, e)) in state.core.rooms.members(&room).await?.iter() {
+            if membership != "join" || found.contains_key(user) {
                 continue;
             }
-            let content = client_event(&e, false)["content"].clone();
+            let content = client_event(e, false)["content"].clone();
             let name = content["displayname"].as_str().map(str::to_owned);
             let hit =
                 user.to_lowercase().contains(&term) || name.as_ref().is_some_and(|n| n.to_lowercase().contains(&term));
@@ -224,7 +224,7 @@ pub async fn search_users(State(state): State<Arc<MatrixState>>, req: Ruma<users
                 if let Some(a) = content["avatar_url"].as_str() {
                     entry["avatar_url"] = json!(a);
                 }
-                found.insert(user, entry);
+                found.insert(user.clone(), entry);
             }
         }
     }

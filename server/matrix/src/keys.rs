@@ -152,9 +152,9 @@ pub async fn interesting_users(
         .map_err(estuary_core::CoreError::from)?
     {
         if m.membership == "join" {
-            for (user, (membership, _)) in state.core.rooms.members(&m.room_id).await? {
+            for (user, (membership, _)) in state.core.rooms.members(&m.room_id).await?.iter() {
                 if membership == "join" {
-                    users.insert(user);
+                    users.insert(user.clone());
                 }
             }
         }
@@ -212,11 +212,11 @@ pub async fn device_list_updates(
                 && !crate::sync::same_membership_as_before(state, &m).await?
             {
                 // The caller's own membership changed: everyone in the room is concerned.
-                for (user, (membership, _)) in state.core.rooms.members(&m.room_id).await? {
+                for (user, (membership, _)) in state.core.rooms.members(&m.room_id).await?.iter() {
                     if m.membership == "join" && membership == "join" {
-                        changed.insert(user);
+                        changed.insert(user.clone());
                     } else {
-                        candidates_left.insert(user);
+                        candidates_left.insert(user.clone());
                     }
                 }
                 continue;

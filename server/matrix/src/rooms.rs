@@ -309,11 +309,11 @@ pub async fn joined_members(
     let caller = req.caller()?;
     require_joined(&state, &req.body.room_id, caller).await?;
     let mut joined = Map::new();
-    for (user, (membership, e)) in state.core.rooms.members(req.body.room_id.as_str()).await? {
+    for (user, (membership, e)) in state.core.rooms.members(req.body.room_id.as_str()).await?.iter() {
         if membership == "join" {
-            let content = &client_event(&e, false)["content"];
+            let content = &client_event(e, false)["content"];
             joined.insert(
-                user,
+                user.clone(),
                 json!({ "display_name": content["displayname"], "avatar_url": content["avatar_url"] }),
             );
         }

@@ -223,9 +223,9 @@ async fn compute(
                     join.insert(m.room_id.clone(), room.unwrap_or_default());
                     news = true;
                 }
-                for (user, (membership, _)) in rooms.members(&m.room_id).await? {
+                for (user, (membership, _)) in rooms.members(&m.room_id).await?.iter() {
                     if membership == "join" {
-                        seen_users.insert(user);
+                        seen_users.insert(user.clone());
                     }
                 }
             }
@@ -533,9 +533,9 @@ pub async fn room_messages(State(state): State<Arc<MatrixState>>, req: Ruma<mess
     let mut member_state = Vec::new();
     if filter.lazy_load_members {
         let senders: BTreeSet<&str> = chunk.iter().map(|e| e.sender.as_str()).collect();
-        for (user, (_, e)) in state.core.rooms.members(room_id).await? {
+        for (user, (_, e)) in state.core.rooms.members(room_id).await?.iter() {
             if senders.contains(user.as_str()) {
-                member_state.push(client_event(&e, true));
+                member_state.push(client_event(e, true));
             }
         }
     }

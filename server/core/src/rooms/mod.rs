@@ -95,7 +95,18 @@ pub struct Rooms {
     append_lock: tokio::sync::Mutex<()>,
     streams: Arc<Streams>,
     recent_txns: Mutex<RecentTxns>,
+    /// Members of rooms, as `members` reads them from the current state; an entry goes when
+    /// a member event is appended to or redacted in its room.
+    members_cache: Mutex<HashMap<String, Members>>,
+    /// Bumped by every such change, so a read that raced one is not cached.
+    members_epoch: std::sync::atomic::AtomicU64,
 }
+
+/// A room's members: user ID -> (membership, their member event).
+pub type Members = Arc<BTreeMap<String, (String, StoredEvent)>>;
+
+/// Rooms whose members are kept in memory at most (then the cache starts over).
+const MEMBERS_CACHED: usize = 10_000;
 
 /// The transaction IDs of recent client sends, shown to the sending device as
 /// `unsigned.transaction_id` so it can match its local echo. Memory only, bounded.
@@ -134,6 +145,8 @@ impl Rooms {
             append_lock: tokio::sync::Mutex::new(()),
             streams,
             recent_txns: Mutex::default(),
+            members_cache: Mutex::default(),
+            members_epoch: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -423,8 +436,12 @@ impl Rooms {
             self.streams.advance(|p| p.events = p.events.max(stream));
             stream
         };
+        if t.kind == "m.room.member" {
+            self.forget_members(room_id.as_str());
+        }
         if let Some(redacted) = &t.redacts {
             self.apply_redaction(&rules, redacted, &event_id).await?;
+            self.forget_members(room_id.as_str());
         }
         if let Some((lp, device, txn_id)) = txn {
             self.remember_txn(&event_id, &lp, &device, &txn_id);
@@ -583,8 +600,38 @@ impl Rooms {
         })
     }
 
-    /// Members of a room by membership, from the current state.
-    pub async fn members(&self, room_id: &str) -> Result<BTreeMap<String, (String, StoredEvent)>, CoreError> {
+    fn forget_members(&self, room_id: &str) {
+        self.members_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.members_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(room_id);
+    }
+
+    /// Members of a room by membership, from the current state (read once per change: every
+    /// sync asks for every joined room).
+    pub async fn members(&self, room_id: &str) -> Result<Members, CoreError> {
+        if let Some(m) = self
+            .members_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(room_id)
+        {
+            return Ok(m.clone());
+        }
+        let epoch = self.members_epoch.load(std::sync::atomic::Ordering::SeqCst);
+        let members: Members = Arc::new(self.read_members(room_id).await?);
+        let mut cache = self.members_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if self.members_epoch.load(std::sync::atomic::Ordering::SeqCst) == epoch {
+            if cache.len() >= MEMBERS_CACHED {
+                cache.clear();
+            }
+            cache.insert(room_id.to_owned(), members.clone());
+        }
+        Ok(members)
+    }
+
+    async fn read_members(&self, room_id: &str) -> Result<BTreeMap<String, (String, StoredEvent)>, CoreError> {
         let mut out = BTreeMap::new();
         for e in self.store.current_state(room_id).await? {
             if e.kind == "m.room.member"
