@@ -208,7 +208,7 @@ pub(crate) fn split(socket: WebSocket, budget: crate::limit::Budget) -> (WsIo, S
         pos: 0,
         closed: false,
     };
-    (BufStream::new(Limited::new(reader, budget)), frames_out)
+    (crate::c2s::buffered(Limited::new(reader, budget)), frames_out)
 }
 
 /// An element as one frame. RFC 7395 §3.3: stream-level elements carry the `stream` prefix
