@@ -286,8 +286,7 @@ async fn compute(
     let mut global_data = global_data;
     // Clients expect their push rules in the first sync even if they never changed them.
     if since.is_none() && !global_data.iter().any(|e| e["type"] == crate::push::ACCOUNT_DATA_TYPE) {
-        let rules = crate::push::ruleset(state, caller).await?;
-        global_data.push(json!({ "type": crate::push::ACCOUNT_DATA_TYPE, "content": { "global": rules } }));
+        global_data.push(json!({ "type": crate::push::ACCOUNT_DATA_TYPE, "content": { "global": push_rules } }));
     }
     news |= since.is_some() && !global_data.is_empty();
     let presence: Vec<Value> = core

@@ -536,14 +536,6 @@ macro_rules! impl_store {
                     .await?)
             }
 
-            async fn room_aliases(&self, room_id: &str) -> $crate::Result<Vec<String>> {
-                let rows: Vec<(String,)> = sqlx::query_as::<$db, (String,)>($crate::sql::ROOM_ALIASES)
-                    .bind(room_id)
-                    .fetch_all(&self.pool)
-                    .await?;
-                Ok(rows.into_iter().map(|r| r.0).collect())
-            }
-
             async fn add_filter(&self, localpart: &str, json: &str) -> $crate::Result<i64> {
                 let (id,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::ADD_FILTER)
                     .bind(localpart)

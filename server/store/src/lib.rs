@@ -423,7 +423,6 @@ pub trait Store: Send + Sync + 'static {
     /// Every event of one state key in a room (a user's m.room.member events, the history
     /// visibility changes), oldest first: (stream_ordering, pdu JSON).
     async fn state_history(&self, room_id: &str, kind: &str, state_key: &str) -> Result<Vec<(i64, String)>>;
-    async fn room_aliases(&self, room_id: &str) -> Result<Vec<String>>;
 
     async fn add_filter(&self, localpart: &str, json: &str) -> Result<i64>;
     async fn filter(&self, localpart: &str, filter_id: i64) -> Result<Option<String>>;

@@ -123,7 +123,6 @@ pub const MAX_STREAM: &str = "SELECT COALESCE(MAX(stream_ordering), 0) FROM even
 pub const ADD_ALIAS: &str = "INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3)";
 pub const ALIAS: &str = "SELECT room_id FROM room_aliases WHERE alias = $1";
 pub const DELETE_ALIAS: &str = "DELETE FROM room_aliases WHERE alias = $1";
-pub const ROOM_ALIASES: &str = "SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias";
 
 pub const ADD_FILTER: &str = "INSERT INTO filters (localpart, json) VALUES ($1, $2) RETURNING filter_id";
 pub const FILTER: &str = "SELECT json FROM filters WHERE localpart = $1 AND filter_id = $2";
