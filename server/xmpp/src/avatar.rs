@@ -75,7 +75,7 @@ pub async fn metadata_published(c2s: &C2s, owner: &str, payload: &Element) -> Re
     let data = c2s
         .core
         .store
-        .pep_items(owner, DATA, 1000)
+        .pep_items(owner, DATA, crate::pep::MAX_KEPT)
         .await
         .map_err(|_| ())?
         .into_iter()

@@ -4,9 +4,11 @@
 //!
 //! Served today: XEP-0199 ping, XEP-0092 version, XEP-0202 time, XEP-0012 uptime, disco of the server,
 //! the roster with presence subscriptions and broadcast (`roster`), vCard on the shared
-//! profile (`vcard`), carbons (`carbons`), blocking (`blocking`), and `<message/>` and `<iq/>` routing between
-//! connected sessions of local accounts. Other requests get `service-unavailable`; offline
-//! storage, stream management and the other XEPs follow (see docs/development).
+//! profile (`vcard`, `avatar`), carbons (`carbons`), blocking (`blocking`), offline storage
+//! (`offline`), stream management with resumption (`session`), entity caps (`caps`), PEP
+//! (`pep`), private XML storage (`private`), and `<message/>` and `<iq/>` routing between
+//! sessions of local accounts. Other requests get `service-unavailable`; MUC and s2s are
+//! still to come (see docs/development).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
@@ -402,11 +404,7 @@ impl C2s {
 
     /// `node#ver` of the server's caps (XEP-0115 §6.2).
     fn caps_node(&self) -> String {
-        use base64::Engine;
-        format!(
-            "{CAPS_NODE}#{}",
-            base64::engine::general_purpose::STANDARD.encode(&self.caps.ver)
-        )
+        crate::caps::node_ver(&self.caps)
     }
 
     pub(crate) fn resumable(&self) -> std::sync::MutexGuard<'_, HashMap<String, crate::session::Resumable>> {

@@ -89,9 +89,18 @@ pub struct Known {
 }
 
 fn key(caps: &Caps) -> String {
-    use base64::Engine;
     let algo: String = caps.hash.clone().into();
-    format!("{algo}:{}", base64::engine::general_purpose::STANDARD.encode(&caps.ver))
+    format!("{algo}:{}", ver_string(caps))
+}
+
+/// XEP-0115 §6.2: the disco node that caps describe, `node#ver` (ver in base64).
+pub fn node_ver(caps: &Caps) -> String {
+    format!("{}#{}", caps.node, ver_string(caps))
+}
+
+fn ver_string(caps: &Caps) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(&caps.ver)
 }
 
 impl Known {
@@ -121,14 +130,7 @@ pub fn observe(c2s: &C2s, full: &FullJid, presence: &Presence) -> bool {
         return true;
     }
     let id = format!("caps-{}", new_id());
-    let node = {
-        use base64::Engine;
-        format!(
-            "{}#{}",
-            caps.node,
-            base64::engine::general_purpose::STANDARD.encode(&caps.ver)
-        )
-    };
+    let node = node_ver(&caps);
     c2s.client_caps
         .asked
         .lock()

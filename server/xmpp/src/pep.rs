@@ -25,7 +25,7 @@ use crate::c2s::{C2s, new_id};
 use estuary_core::{PepItem, PepNode};
 
 /// Items kept by a node configured with `max_items = max`.
-const MAX_KEPT: i64 = 1000;
+pub(crate) const MAX_KEPT: i64 = 1000;
 const NODE_CONFIG: &str = "http://jabber.org/protocol/pubsub#node_config";
 
 /// The features of an account's PEP service (disco#info on its bare JID).
@@ -362,12 +362,7 @@ pub async fn handle_iq(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<Iq> {
                 }
             }
             if retract.notify {
-                let event = EventPayload::Items {
-                    node: retract.node,
-                    published: vec![],
-                    retracted: vec![item_id],
-                };
-                notify(c2s, &own, &node, &n.access_model, event).await;
+                notify(c2s, &own, &node, &n.access_model, retracted(&node, item_id.0)).await;
             }
             result(id, to, &me, None)
         }
@@ -508,16 +503,14 @@ async fn publish_item(
             return error(id, to, me, ErrorType::Wait, Condition::InternalServerError, None);
         }
     }
-    let event = EventPayload::Items {
-        node: NodeName(node.clone()),
-        published: vec![EventItem {
-            id: Some(ItemId(item_id.clone())),
-            publisher: None,
-            payload: Some(payload),
-        }],
-        retracted: vec![],
-    };
-    notify(c2s, own, &node, &config.access, event).await;
+    notify(
+        c2s,
+        own,
+        &node,
+        &config.access,
+        published(&node, item_id.clone(), Some(payload)),
+    )
+    .await;
     let answer = PubSub::Publish {
         publish: Publish {
             node: NodeName(node),
@@ -589,6 +582,28 @@ async fn owner_request(
     }
 }
 
+/// The event for one published item.
+fn published(node: &str, item_id: String, payload: Option<Element>) -> EventPayload {
+    EventPayload::Items {
+        node: NodeName(node.to_owned()),
+        published: vec![EventItem {
+            id: Some(ItemId(item_id)),
+            publisher: None,
+            payload,
+        }],
+        retracted: vec![],
+    }
+}
+
+/// The event for one retracted item.
+fn retracted(node: &str, item_id: String) -> EventPayload {
+    EventPayload::Items {
+        node: NodeName(node.to_owned()),
+        published: vec![],
+        retracted: vec![ItemId(item_id)],
+    }
+}
+
 fn event_message(owner: &BareJid, to: &FullJid, event: &EventPayload) -> Element {
     let mut msg = Message::new(Some(to.clone().into()));
     msg.from = Some(owner.clone().into());
@@ -654,12 +669,7 @@ pub async fn sync_bookmarks(c2s: &C2s, owner: &str, wanted: Vec<(String, Element
         if !wanted.iter().any(|(id, _)| *id == item.item_id)
             && store.pep_retract(owner, node, &item.item_id).await.map_err(|_| ())?
         {
-            let event = EventPayload::Items {
-                node: NodeName(node.to_owned()),
-                published: vec![],
-                retracted: vec![ItemId(item.item_id.clone())],
-            };
-            notify(c2s, owner, node, &config.access, event).await;
+            notify(c2s, owner, node, &config.access, retracted(node, item.item_id.clone())).await;
         }
     }
     for (id, conference) in wanted {
@@ -687,16 +697,14 @@ pub async fn announce(c2s: &C2s, owner: &str, node: &str, item_id: &str, payload
         Ok(Some(n)) => n.access_model,
         _ => Config::default().access,
     };
-    let event = EventPayload::Items {
-        node: NodeName(node.to_owned()),
-        published: vec![EventItem {
-            id: Some(ItemId(item_id.to_owned())),
-            publisher: None,
-            payload: Some(payload),
-        }],
-        retracted: vec![],
-    };
-    notify(c2s, owner, node, &access, event).await;
+    notify(
+        c2s,
+        owner,
+        node,
+        &access,
+        published(node, item_id.to_owned(), Some(payload)),
+    )
+    .await;
 }
 
 /// XEP-0163 §4.3.4: a session whose interests just became known gets the last item of each
@@ -758,15 +766,7 @@ pub async fn send_last_items_of(c2s: &C2s, full: &FullJid, owner: &str) {
         let Some(last) = last else {
             continue;
         };
-        let event = EventPayload::Items {
-            node: NodeName(node.node.clone()),
-            published: vec![EventItem {
-                id: Some(ItemId(last.item_id)),
-                publisher: None,
-                payload: last.payload.parse::<Element>().ok(),
-            }],
-            retracted: vec![],
-        };
+        let event = published(&node.node, last.item_id, last.payload.parse::<Element>().ok());
         c2s.router
             .deliver(&full.clone().into(), &event_message(&owner_jid, full, &event));
     }

@@ -112,26 +112,15 @@ async fn bookmarks(c2s: &C2s, localpart: &str) -> Element {
     for item in c2s
         .core
         .store
-        .pep_items(localpart, BOOKMARKS, 1000)
+        .pep_items(localpart, BOOKMARKS, crate::pep::MAX_KEPT)
         .await
         .unwrap_or_default()
     {
         let Ok(conference) = item.payload.parse::<Element>() else {
             continue;
         };
-        let mut old =
-            Element::builder("conference", BOOKMARKS_OLD).attr(xml_ncname!("jid").to_owned(), item.item_id.as_str());
-        if let Some(name) = conference.attr("name") {
-            old = old.attr(xml_ncname!("name").to_owned(), name);
-        }
-        if let Some(autojoin) = conference.attr("autojoin") {
-            old = old.attr(xml_ncname!("autojoin").to_owned(), autojoin);
-        }
-        for field in ["nick", "password"] {
-            if let Some(v) = conference.get_child(field, BOOKMARKS) {
-                old = old.append(Element::builder(field, BOOKMARKS_OLD).append(v.text()).build());
-            }
-        }
+        let old =
+            convert(&conference, BOOKMARKS, BOOKMARKS_OLD).attr(xml_ncname!("jid").to_owned(), item.item_id.as_str());
         storage = storage.append(old.build());
     }
     storage.build()
@@ -143,23 +132,29 @@ async fn set_bookmarks(c2s: &C2s, localpart: &str, storage: &Element) -> Result<
     let mut wanted = Vec::new();
     for conference in storage.children().filter(|c| c.is("conference", BOOKMARKS_OLD)) {
         let Some(jid) = conference.attr("jid") else { continue };
-        let mut new = Element::builder("conference", BOOKMARKS);
-        if let Some(name) = conference.attr("name") {
-            new = new.attr(xml_ncname!("name").to_owned(), name);
-        }
-        if let Some(autojoin) = conference.attr("autojoin") {
-            new = new.attr(xml_ncname!("autojoin").to_owned(), autojoin);
-        }
-        for field in ["nick", "password"] {
-            if let Some(v) = conference.get_child(field, BOOKMARKS_OLD) {
-                new = new.append(Element::builder(field, BOOKMARKS).append(v.text()).build());
-            }
-        }
-        wanted.push((jid.to_owned(), new.build()));
+        wanted.push((jid.to_owned(), convert(conference, BOOKMARKS_OLD, BOOKMARKS).build()));
     }
     let rest = Element::builder("storage", BOOKMARKS_OLD)
         .append_all(storage.children().filter(|c| c.name() != "conference").cloned())
         .build();
     put(c2s, localpart, BOOKMARKS_OLD, Some(&rest)).await?;
     crate::pep::sync_bookmarks(c2s, localpart, wanted).await
+}
+
+/// A `<conference/>` of one bookmark namespace in the other: name, autojoin, nick, password
+/// (the room JID is an attribute in the old form and the item id in the new).
+fn convert(conference: &Element, from: &str, to: &str) -> tokio_xmpp::minidom::ElementBuilder {
+    let mut out = Element::builder("conference", to);
+    if let Some(name) = conference.attr("name") {
+        out = out.attr(xml_ncname!("name").to_owned(), name);
+    }
+    if let Some(autojoin) = conference.attr("autojoin") {
+        out = out.attr(xml_ncname!("autojoin").to_owned(), autojoin);
+    }
+    for field in ["nick", "password"] {
+        if let Some(v) = conference.get_child(field, from) {
+            out = out.append(Element::builder(field, to).append(v.text()).build());
+        }
+    }
+    out
 }

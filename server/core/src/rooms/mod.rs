@@ -549,54 +549,34 @@ impl Rooms {
     /// they never joined. (History visibility `shared`, the default; `invited`/`joined`/
     /// `world_readable` are not distinguished yet.)
     pub async fn joined_until(&self, room_id: &str, user_id: &UserId) -> Result<Option<i64>, CoreError> {
-        let history = self
-            .store
-            .state_history(room_id, "m.room.member", user_id.as_str())
-            .await?;
-        let mut joined = false;
-        let mut until = None;
-        for (stream, pdu) in history {
-            let membership = serde_json::from_str::<Value>(&pdu)
-                .ok()
-                .and_then(|p| p["content"]["membership"].as_str().map(str::to_owned));
-            match membership.as_deref() {
-                Some("join") => joined = true,
-                _ if joined => {
-                    joined = false;
-                    until = Some(stream);
-                }
-                _ => {}
-            }
-        }
-        Ok(if joined { Some(i64::MAX) } else { until })
+        Ok(joined_until(&self.membership_history(room_id, user_id).await?))
     }
 
-    /// What of the room's history the user may see (spec: room history visibility).
-    pub async fn visibility(&self, room_id: &str, user_id: &UserId) -> Result<Visibility, CoreError> {
-        let field = |pdu: &str, key: &str| {
-            serde_json::from_str::<Value>(pdu)
-                .ok()
-                .and_then(|p| p["content"][key].as_str().map(str::to_owned))
-                .unwrap_or_default()
-        };
-        let memberships = self
+    /// A user's membership changes in a room, oldest first: (stream position, membership).
+    async fn membership_history(&self, room_id: &str, user_id: &UserId) -> Result<Vec<(i64, String)>, CoreError> {
+        Ok(self
             .store
             .state_history(room_id, "m.room.member", user_id.as_str())
             .await?
             .into_iter()
-            .map(|(stream, pdu)| (stream, field(&pdu, "membership")))
-            .collect();
+            .map(|(stream, pdu)| (stream, content_field(&pdu, "membership")))
+            .collect())
+    }
+
+    /// What of the room's history the user may see (spec: room history visibility).
+    pub async fn visibility(&self, room_id: &str, user_id: &UserId) -> Result<Visibility, CoreError> {
+        let memberships = self.membership_history(room_id, user_id).await?;
         let settings = self
             .store
             .state_history(room_id, "m.room.history_visibility", "")
             .await?
             .into_iter()
-            .map(|(stream, pdu)| (stream, field(&pdu, "history_visibility")))
+            .map(|(stream, pdu)| (stream, content_field(&pdu, "history_visibility")))
             .collect();
         Ok(Visibility {
+            until: joined_until(&memberships),
             memberships,
             settings,
-            until: self.joined_until(room_id, user_id).await?,
         })
     }
 
@@ -645,6 +625,32 @@ impl Rooms {
         }
         Ok(out)
     }
+}
+
+/// A string field of a stored PDU's content ("" when absent).
+fn content_field(pdu: &str, key: &str) -> String {
+    serde_json::from_str::<Value>(pdu)
+        .ok()
+        .and_then(|p| p["content"][key].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The end of the last joined period in a membership history: `i64::MAX` while joined, the
+/// leave (kick, ban) that ended it after that, None if never joined.
+fn joined_until(memberships: &[(i64, String)]) -> Option<i64> {
+    let mut joined = false;
+    let mut until = None;
+    for (stream, membership) in memberships {
+        match membership.as_str() {
+            "join" => joined = true,
+            _ if joined => {
+                joined = false;
+                until = Some(*stream);
+            }
+            _ => {}
+        }
+    }
+    if joined { Some(i64::MAX) } else { until }
 }
 
 /// One user's view of one room's history (spec: history visibility): each event is judged by
