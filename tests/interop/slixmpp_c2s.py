@@ -85,7 +85,8 @@ async def main(a):
     caps = await alice.plugin["xep_0115"].get_caps(verstring=ver)
     check("urn:xmpp:carbons:2" in caps["features"], "and name its features")
     items = await alice.plugin["xep_0030"].get_items(jid=a.domain)
-    check(list(items["disco_items"]["items"]) == [], "disco#items of the server answers (no services yet)")
+    services = [(i[0], i[2]) for i in items["disco_items"]["items"]]
+    check(services == [(f"conference.{a.domain}", "Chatrooms")], f"disco#items of the server lists the MUC service: {services}")
     got = await iq_condition(alice.plugin["xep_0030"].get_items(jid=a.domain, node="nonexistent-node-for-test"))
     check(got == "item-not-found", f"disco of an unknown node gets item-not-found (got {got})")
     info = await alice.plugin["xep_0030"].get_info(jid=f"alice@{a.domain}")

@@ -442,6 +442,18 @@ pub fn run_interop_script(script: &str, args: &[&str], deadline: Duration) -> St
     stdout
 }
 
+/// [`run_interop_script`] from async code, off the runtime's threads.
+pub async fn interop_script(script: &str, args: &[&str], deadline: Duration) -> String {
+    let script = script.to_owned();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_interop_script(&script, &args, deadline)
+    })
+    .await
+    .expect("interop script runner")
+}
+
 /// Run `node tests/interop/js/<script> <args>`; fail the test unless it exits 0 and prints
 /// `ALL OK`. The packages come from `scripts/test` (npm ci in tests/interop/js).
 pub fn run_node_script(script: &str, args: &[&str], deadline: Duration) -> String {

@@ -481,6 +481,17 @@ macro_rules! impl_store {
                 Ok(rows)
             }
 
+            async fn events_between(&self, from: i64, to: i64, limit: i64) -> $crate::Result<Vec<$crate::StoredEvent>> {
+                Ok(
+                    sqlx::query_as::<$db, $crate::StoredEvent>($crate::sql::EVENTS_BETWEEN)
+                        .bind(from)
+                        .bind(to)
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await?,
+                )
+            }
+
             async fn max_stream_ordering(&self) -> $crate::Result<i64> {
                 let (max,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::MAX_STREAM)
                     .fetch_one(&self.pool)

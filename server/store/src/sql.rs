@@ -118,6 +118,11 @@ pub const ROOM_EVENTS_OLDEST: &str = concat!(
     " FROM events WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 \
      ORDER BY stream_ordering ASC LIMIT $4"
 );
+pub const EVENTS_BETWEEN: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2 ORDER BY stream_ordering ASC LIMIT $3"
+);
 pub const MAX_STREAM: &str = "SELECT COALESCE(MAX(stream_ordering), 0) FROM events";
 
 pub const ADD_ALIAS: &str = "INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3)";

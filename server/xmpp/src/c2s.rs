@@ -347,6 +347,8 @@ pub struct C2s {
     pub domain: String,
     pub tls: TlsAcceptor,
     pub router: Router,
+    /// The XEP-0045 service on `xmpp.muc_domain`.
+    pub muc: crate::muc::Muc,
     /// Secret for the fake SCRAM salts of unknown users (stable for the process's life).
     fake_salt_key: [u8; 32],
     /// The server's disco#info, with the XEP-0157 contact form from `[contact]`.
@@ -384,7 +386,8 @@ impl C2s {
             xmpp_parsers::caps::hash_caps(&crate::caps::hash_input(&disco_info), xmpp_parsers::hashes::Algo::Sha_1)
                 .map_err(io::Error::other)?;
         let caps = xmpp_parsers::caps::Caps::new(CAPS_NODE, hash);
-        Ok(Arc::new(Self {
+        Ok(Arc::new_cyclic(|c2s| Self {
+            muc: crate::muc::Muc::start(&core, c2s.clone()),
             core,
             domain,
             tls: TlsAcceptor::from(Arc::new(config)),
@@ -871,6 +874,14 @@ pub(crate) async fn handle_stanza(c2s: &C2s, el: Element, full: &FullJid, domain
     if el.ns() != ns::JABBER_CLIENT {
         return Outcome::Fatal(StreamCondition::UnsupportedStanzaType, String::new());
     }
+    if let Some(to) = el.attr("to").and_then(|t| Jid::new(t).ok())
+        && c2s.muc.serves(&to)
+    {
+        return match crate::muc::handle(c2s, el, full).await {
+            Ok(reply) => Outcome::Done(reply),
+            Err(text) => Outcome::Fatal(StreamCondition::InvalidXml, text.to_owned()),
+        };
+    }
     // What a malformed IQ's error reply needs, taken before parsing consumes the element.
     let iq_attrs = (el.name() == "iq").then(|| ["id", "type", "to"].map(|a| el.attr(a).map(str::to_owned)));
     match el.name() {
@@ -1213,10 +1224,18 @@ fn handle_iq(c2s: &C2s, iq: Iq, full: &FullJid, domain: &Jid) -> Option<Iq> {
                 }
                 let account = to.as_ref().is_some_and(|t| t != domain);
                 let result: Element = if !disco_info {
-                    // No items: MUC and upload services are not there yet.
+                    // The server's services (the MUC); an account lists no items.
+                    let items = match (account, Jid::new(&c2s.muc.domain)) {
+                        (false, Ok(jid)) => vec![xmpp_parsers::disco::Item {
+                            jid,
+                            node: None,
+                            name: Some("Chatrooms".into()),
+                        }],
+                        _ => vec![],
+                    };
                     DiscoItemsResult {
                         node: None,
-                        items: vec![],
+                        items,
                         rsm: None,
                     }
                     .into()

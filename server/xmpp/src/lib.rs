@@ -7,6 +7,7 @@ pub mod c2s;
 pub mod caps;
 pub mod carbons;
 mod limit;
+pub mod muc;
 pub mod offline;
 pub mod pep;
 pub mod private;

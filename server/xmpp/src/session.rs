@@ -351,6 +351,7 @@ async fn finish(c2s: &C2s, mut live: Live) {
     if c2s.router.is_session(&live.full, live.sid) {
         crate::roster::disconnected(c2s, &live.full).await;
         c2s.router.remove(&live.full, live.sid);
+        c2s.muc.gone(&live.full);
     }
     crate::offline::delivered(c2s, &mut live.delivered).await;
     let mut pending: Vec<(Element, Option<i64>)> = live.sm.take().map(|s| s.unacked.into()).unwrap_or_default();

@@ -433,18 +433,19 @@ impl Rooms {
         let stream = {
             let _append = self.append_lock.lock().await;
             let stream = self.store.append_event(&new).await?;
+            // What readers woken by the advance look up is current before it.
+            if t.kind == "m.room.member" {
+                self.forget_members(room_id.as_str());
+            }
+            if let Some((lp, device, txn_id)) = &txn {
+                self.remember_txn(&event_id, lp, device, txn_id);
+            }
             self.streams.advance(|p| p.events = p.events.max(stream));
             stream
         };
-        if t.kind == "m.room.member" {
-            self.forget_members(room_id.as_str());
-        }
         if let Some(redacted) = &t.redacts {
             self.apply_redaction(&rules, redacted, &event_id).await?;
             self.forget_members(room_id.as_str());
-        }
-        if let Some((lp, device, txn_id)) = txn {
-            self.remember_txn(&event_id, &lp, &device, &txn_id);
         }
         Ok((pdu.event_id, stream))
     }

@@ -1,0 +1,747 @@
+//! XEP-0045 multi-user chat on `xmpp.muc_domain`, as a view of Matrix rooms (see `jid` for
+//! which room a JID names).
+//!
+//! - The occupants of a room, as XMPP clients see them, are its joined Matrix members; an
+//!   occupant's nick is the member's display name in that room (its localpart when it has
+//!   none). A session that joins makes its account a member (with the nick as its display name
+//!   in the room) when it is not one already; a nick change is a display name change.
+//! - An XMPP session in a room ("occupant session") receives the room's events as the `pump`
+//!   turns them into stanzas: one task that follows the event stream, so that whatever sent an
+//!   event (a Matrix client, an XMPP client, the server) XMPP clients see it alike and in order.
+//! - Leaving (unavailable presence to the room) from the account's last session in the room is
+//!   leaving the Matrix room. A disconnect is not: the account stays a member, and its next
+//!   session joins again.
+
+mod admin;
+pub mod jid;
+mod pump;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+
+use estuary_core::rooms::EventTemplate;
+use estuary_core::rooms::create::{CreateRoom, Preset};
+use estuary_core::{Core, CoreError};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_xmpp::minidom::Element;
+use xmpp_parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity, Item as DiscoItem};
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::jid::{BareJid, FullJid, Jid};
+use xmpp_parsers::message::{Message, MessageType};
+use xmpp_parsers::ns;
+use xmpp_parsers::presence::{Presence, Type as PresenceType};
+use xmpp_parsers::stanza_error::{DefinedCondition as Condition, ErrorType, StanzaError};
+
+use crate::c2s::{C2s, error_reply};
+
+pub use jid::Target;
+
+pub const NS_MUC: &str = "http://jabber.org/protocol/muc";
+pub const NS_USER: &str = "http://jabber.org/protocol/muc#user";
+pub const NS_OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
+pub const NS_SID: &str = "urn:xmpp:sid:0";
+/// The device ID under which XMPP sessions' room events keep their transaction IDs (one per
+/// message: the session's resource, the stanza's id and origin-id), so that the reflected
+/// copy carries the ids the client gave it.
+pub(crate) const XMPP_DEVICE: &str = "xmpp";
+/// Longest nick accepted (Synapse's limit on display names is 256).
+const MAX_NICK: usize = 256;
+
+/// The MUC service: its domain, the pump's queue, and which sessions are in which rooms.
+pub struct Muc {
+    pub domain: String,
+    tx: mpsc::UnboundedSender<pump::Command>,
+    /// Occupant sessions: full JID -> room IDs. Written by the pump only.
+    occupied: Arc<Mutex<HashMap<FullJid, HashSet<String>>>>,
+}
+
+impl Muc {
+    pub(crate) fn start(core: &Arc<Core>, c2s: Weak<C2s>) -> Muc {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let occupied = Arc::new(Mutex::new(HashMap::new()));
+        tokio::spawn(pump::run(core.clone(), c2s, rx, occupied.clone()));
+        Muc {
+            domain: core.config.xmpp.muc_domain.clone(),
+            tx,
+            occupied,
+        }
+    }
+
+    /// Whether a stanza to `to` is the MUC service's.
+    pub fn serves(&self, to: &Jid) -> bool {
+        to.domain().as_str().eq_ignore_ascii_case(&self.domain)
+    }
+
+    fn is_occupant(&self, full: &FullJid, room_id: &str) -> bool {
+        self.occupied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(full)
+            .is_some_and(|rooms| rooms.contains(room_id))
+    }
+
+    fn send(&self, command: pump::Command) {
+        // The pump only stops with the process.
+        let _ = self.tx.send(command);
+    }
+
+    /// The session is gone (not a leave: its account stays in its rooms).
+    pub(crate) fn gone(&self, full: &FullJid) {
+        let was_in = self
+            .occupied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(full);
+        if was_in {
+            self.send(pump::Command::Gone { full: full.clone() });
+        }
+    }
+}
+
+/// The Matrix user ID of a local account.
+fn user_of(c2s: &C2s, full: &FullJid) -> Option<ruma::OwnedUserId> {
+    let lp = full.node()?;
+    ruma::UserId::parse(c2s.core.matrix_user_id(lp.as_str())).ok()
+}
+
+/// An occupant's nick: the member's display name in the room, else the user ID's localpart.
+pub(crate) fn member_nick(user_id: &str, content: &Value) -> String {
+    match content["displayname"].as_str().map(str::trim) {
+        Some(n) if !n.is_empty() => n.to_owned(),
+        _ => user_id
+            .strip_prefix('@')
+            .and_then(|u| u.split(':').next())
+            .unwrap_or(user_id)
+            .to_owned(),
+    }
+}
+
+/// The room a room JID names, if it exists.
+async fn resolve(c2s: &C2s, target: &Target) -> Result<Option<String>, CoreError> {
+    match target {
+        Target::Alias(alias) => Ok(c2s.core.store.alias(alias).await?),
+        Target::RoomId(id) => Ok(c2s.core.rooms.room(id).await?.map(|r| r.room_id)),
+    }
+}
+
+fn target_of(c2s: &C2s, room: &BareJid) -> Option<Target> {
+    jid::target(room.node()?.as_str(), &c2s.core.config.server_name)
+}
+
+fn stanza_error(type_: ErrorType, condition: Condition, text: Option<&str>) -> StanzaError {
+    let mut texts = BTreeMap::new();
+    if let Some(t) = text {
+        texts.insert(String::new(), t.to_owned());
+    }
+    StanzaError {
+        type_,
+        by: None,
+        defined_condition: condition,
+        texts,
+        other: None,
+    }
+}
+
+/// A stanza the MUC service answers (its `to` is on `xmpp.muc_domain`), from a bound session.
+/// Returns what goes back to the session at once, if anything.
+pub(crate) async fn handle(c2s: &C2s, el: Element, full: &FullJid) -> Result<Option<Element>, &'static str> {
+    match el.name() {
+        "presence" => {
+            let Ok(mut presence) = Presence::try_from(el) else {
+                return Err("malformed presence");
+            };
+            presence.from = Some(full.clone().into());
+            Ok(handle_presence(c2s, full, presence).await.map(Into::into))
+        }
+        "message" => {
+            let Ok(mut msg) = Message::try_from(el) else {
+                return Err("malformed message");
+            };
+            msg.from = Some(full.clone().into());
+            Ok(handle_message(c2s, full, msg).await.map(Into::into))
+        }
+        _ => match Iq::try_from(el) {
+            Ok(iq) => Ok(handle_iq(c2s, full, iq).await.map(Into::into)),
+            Err(_) => Err("malformed iq"),
+        },
+    }
+}
+
+/// The error presence of XEP-0045 §7.2 (from the occupant JID asked for).
+fn presence_error(to_room: &Jid, full: &FullJid, error: StanzaError) -> Presence {
+    let mut p = Presence::new(PresenceType::Error);
+    p.from = Some(to_room.clone());
+    p.to = Some(full.clone().into());
+    p.payloads.push(Element::builder("x", NS_MUC).build());
+    p.payloads.push(error.into());
+    p
+}
+
+async fn handle_presence(c2s: &C2s, full: &FullJid, presence: Presence) -> Option<Presence> {
+    let to = presence.to.clone()?;
+    match presence.type_ {
+        PresenceType::None => {
+            let Some(nick) = to.resource().map(|r| r.as_str().to_owned()) else {
+                // §7.2.1: a join needs a nick.
+                return Some(presence_error(
+                    &to,
+                    full,
+                    stanza_error(ErrorType::Modify, Condition::JidMalformed, Some("a nick is needed")),
+                ));
+            };
+            let wants_join = presence.payloads.iter().any(|p| p.is("x", NS_MUC));
+            match join(c2s, full, &to.to_bare(), &nick, &presence, wants_join).await {
+                Ok(()) => None,
+                Err(e) => Some(presence_error(&to, full, e)),
+            }
+        }
+        PresenceType::Unavailable => {
+            let nick = to.resource().map(|r| r.as_str().to_owned()).unwrap_or_default();
+            leave(c2s, full, &to.to_bare(), nick).await;
+            None
+        }
+        // Errors, probes and subscriptions have no meaning for a room.
+        _ => None,
+    }
+}
+
+/// Join (or change nick in) the room `room_jid` as `nick`.
+async fn join(
+    c2s: &C2s,
+    full: &FullJid,
+    room_jid: &BareJid,
+    nick: &str,
+    presence: &Presence,
+    wants_join: bool,
+) -> Result<(), StanzaError> {
+    let internal = |e: CoreError| {
+        tracing::warn!(error = %e, "MUC join failed");
+        stanza_error(ErrorType::Wait, Condition::InternalServerError, None)
+    };
+    let not_found = || stanza_error(ErrorType::Cancel, Condition::ItemNotFound, Some("no such room"));
+    if nick.chars().count() > MAX_NICK {
+        return Err(stanza_error(
+            ErrorType::Modify,
+            Condition::NotAcceptable,
+            Some("nick too long"),
+        ));
+    }
+    let target = target_of(c2s, room_jid).ok_or_else(not_found)?;
+    let user = user_of(c2s, full).ok_or_else(not_found)?;
+    let core = &c2s.core;
+    let account = core
+        .accounts
+        .find(user.localpart())
+        .await
+        .map_err(internal)?
+        .filter(|a| a.is_active())
+        .ok_or_else(not_found)?;
+    let mut after = 0;
+    let mut created = false;
+    let room_id = match resolve(c2s, &target).await.map_err(internal)? {
+        Some(room_id) => room_id,
+        None => {
+            // §10.1: joining a room that does not exist creates it (an alias JID only). Open,
+            // listed, unencrypted: what an XMPP client creating a room expects by default; it
+            // configures it after.
+            let Target::Alias(alias) = target else {
+                return Err(not_found());
+            };
+            let req = CreateRoom {
+                creator: user.clone(),
+                creator_profile: (Some(nick.to_owned()), account.avatar_url.clone()),
+                room_version: None,
+                preset: Preset::PublicChat,
+                name: None,
+                topic: None,
+                invite: vec![],
+                is_direct: false,
+                initial_state: vec![],
+                alias: Some(alias),
+                power_level_content_override: None,
+                creation_content: None,
+                publish: true,
+                encrypt: false,
+            };
+            match core.rooms.create_room(req).await {
+                Ok(id) => {
+                    created = true;
+                    after = core.rooms.current_position();
+                    id.to_string()
+                }
+                Err(CoreError::AliasInUse(_)) => {
+                    return Err(stanza_error(
+                        ErrorType::Wait,
+                        Condition::Conflict,
+                        Some("the room is being created"),
+                    ));
+                }
+                Err(e) => return Err(internal(e)),
+            }
+        }
+    };
+    if !created {
+        let members = core.rooms.members(&room_id).await.map_err(internal)?;
+        let taken = members.iter().any(|(u, (m, e))| {
+            m == "join"
+                && u != user.as_str()
+                && estuary_core::rooms::Pdu::from_stored(e).is_ok_and(|p| member_nick(u, &p.content_value()) == nick)
+        });
+        if taken {
+            return Err(stanza_error(
+                ErrorType::Cancel,
+                Condition::Conflict,
+                Some("that nick is in use"),
+            ));
+        }
+        let mine = members.get(user.as_str());
+        let membership = mine.map(|(m, _)| m.as_str());
+        if membership == Some("ban") {
+            return Err(stanza_error(
+                ErrorType::Auth,
+                Condition::Forbidden,
+                Some("you are banned from this room"),
+            ));
+        }
+        let current_nick = mine
+            .filter(|(m, _)| m == "join")
+            .and_then(|(_, e)| estuary_core::rooms::Pdu::from_stored(e).ok())
+            .map(|p| member_nick(user.as_str(), &p.content_value()));
+        if current_nick.as_deref() != Some(nick) {
+            let mut content = json!({ "membership": "join", "displayname": nick });
+            if let Some(a) = &account.avatar_url {
+                content["avatar_url"] = json!(a);
+            }
+            let room = ruma::RoomId::parse(&room_id).map_err(|e| internal(CoreError::Internal(e.to_string())))?;
+            match core
+                .rooms
+                .send(
+                    &room,
+                    &user,
+                    EventTemplate::state("m.room.member", user.as_str(), content),
+                    None,
+                )
+                .await
+            {
+                Ok((_, position)) => after = position,
+                Err(CoreError::Forbidden(_)) if membership != Some("join") => {
+                    // §7.2.6: a members-only room the user is not invited to.
+                    return Err(stanza_error(
+                        ErrorType::Auth,
+                        Condition::RegistrationRequired,
+                        Some("this room is invite-only"),
+                    ));
+                }
+                Err(CoreError::Forbidden(m)) => {
+                    return Err(stanza_error(ErrorType::Auth, Condition::Forbidden, Some(&m)));
+                }
+                Err(e) => return Err(internal(e)),
+            }
+        } else if !wants_join && c2s.muc.is_occupant(full, &room_id) {
+            // A presence update from an occupant: nothing the room shows.
+            return Ok(());
+        }
+    }
+    let history = presence
+        .payloads
+        .iter()
+        .find(|p| p.is("x", NS_MUC))
+        .and_then(|x| xmpp_parsers::muc::Muc::try_from(x.clone()).ok())
+        .and_then(|m| m.history);
+    c2s.muc.send(pump::Command::Join {
+        room_id,
+        full: full.clone(),
+        room_jid: room_jid.clone(),
+        history,
+        created,
+        after,
+    });
+    Ok(())
+}
+
+/// Leave the room: the session stops being an occupant, and if it was the account's last in
+/// the room, the account leaves the Matrix room.
+async fn leave(c2s: &C2s, full: &FullJid, room_jid: &BareJid, nick: String) {
+    let Some(target) = target_of(c2s, room_jid) else { return };
+    let Ok(Some(room_id)) = resolve(c2s, &target).await else {
+        return;
+    };
+    c2s.muc.send(pump::Command::Part {
+        room_id,
+        full: full.clone(),
+        room_jid: room_jid.clone(),
+        nick,
+    });
+}
+
+/// Sent by the pump when an account's last occupant session left by presence.
+pub(crate) async fn leave_room(core: &Core, room_id: &str, user_id: &str) {
+    let (Ok(room), Ok(user)) = (ruma::RoomId::parse(room_id), ruma::UserId::parse(user_id)) else {
+        return;
+    };
+    if core.rooms.membership(room_id, &user).await.ok().flatten().as_deref() != Some("join") {
+        return;
+    }
+    let template = EventTemplate::state("m.room.member", user_id, json!({ "membership": "leave" }));
+    if let Err(e) = core.rooms.send(&room, &user, template, None).await {
+        tracing::warn!(error = %e, room = room_id, "leaving a room from XMPP failed");
+    }
+}
+
+fn bounce(msg: Message, error: StanzaError) -> Message {
+    let mut b = msg;
+    std::mem::swap(&mut b.from, &mut b.to);
+    b.type_ = MessageType::Error;
+    b.payloads.push(error.into());
+    b
+}
+
+/// OMEMO (legacy and OMEMO 2) payloads.
+fn is_omemo(el: &Element) -> bool {
+    el.is("encrypted", "eu.siacs.conversations.axolotl") || el.is("encrypted", "urn:xmpp:omemo:2")
+}
+
+/// What a Matrix client sees of an OMEMO message: the server cannot read it.
+pub const OMEMO_NOTICE: &str =
+    "[This message is end-to-end encrypted with OMEMO for XMPP clients and cannot be shown here.]";
+
+async fn handle_message(c2s: &C2s, full: &FullJid, msg: Message) -> Option<Message> {
+    let to = msg.to.clone()?;
+    if msg.type_ == MessageType::Error {
+        return None;
+    }
+    if to.resource().is_some() {
+        // Private messages between occupants are not there yet.
+        return Some(bounce(
+            msg,
+            stanza_error(
+                ErrorType::Cancel,
+                Condition::FeatureNotImplemented,
+                Some("private messages in rooms are not supported yet"),
+            ),
+        ));
+    }
+    if msg.type_ != MessageType::Groupchat {
+        return Some(bounce(
+            msg,
+            stanza_error(
+                ErrorType::Modify,
+                Condition::BadRequest,
+                Some("messages to a room are groupchat"),
+            ),
+        ));
+    }
+    let (Some(target), Some(user)) = (target_of(c2s, &to.to_bare()), user_of(c2s, full)) else {
+        return Some(bounce(
+            msg,
+            stanza_error(ErrorType::Cancel, Condition::ItemNotFound, None),
+        ));
+    };
+    let room_id = match resolve(c2s, &target).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return Some(bounce(
+                msg,
+                stanza_error(ErrorType::Cancel, Condition::ItemNotFound, None),
+            ));
+        }
+        Err(_) => {
+            return Some(bounce(
+                msg,
+                stanza_error(ErrorType::Wait, Condition::InternalServerError, None),
+            ));
+        }
+    };
+    let core = &c2s.core;
+    // §7.4: only occupants speak; here, the room's members.
+    if core.rooms.membership(&room_id, &user).await.ok().flatten().as_deref() != Some("join") {
+        return Some(bounce(
+            msg,
+            stanza_error(
+                ErrorType::Modify,
+                Condition::NotAcceptable,
+                Some("you are not in this room"),
+            ),
+        ));
+    }
+    let body = msg.bodies.values().next().cloned();
+    let subject = msg.subjects.values().next().cloned();
+    let template = if msg.payloads.iter().any(is_omemo) {
+        EventTemplate::message("m.room.message", json!({ "msgtype": "m.notice", "body": OMEMO_NOTICE }))
+    } else if let Some(body) = body {
+        match body.strip_prefix("/me ") {
+            Some(action) => EventTemplate::message("m.room.message", json!({ "msgtype": "m.emote", "body": action })),
+            None => EventTemplate::message("m.room.message", json!({ "msgtype": "m.text", "body": body })),
+        }
+    } else if let Some(subject) = subject {
+        EventTemplate::state("m.room.topic", "", json!({ "topic": subject }))
+    } else {
+        // Chat states and other payloads without a body: nothing the room keeps.
+        return None;
+    };
+    if core.limits.message.check(user.as_str()).is_err() {
+        return Some(bounce(
+            msg,
+            stanza_error(
+                ErrorType::Wait,
+                Condition::ResourceConstraint,
+                Some("too many messages; slow down"),
+            ),
+        ));
+    }
+    let origin = msg
+        .payloads
+        .iter()
+        .find(|p| p.is("origin-id", NS_SID))
+        .and_then(|p| p.attr("id"))
+        .unwrap_or_default()
+        .to_owned();
+    let txn = pump::txn_id(
+        full.resource().as_str(),
+        msg.id.as_ref().map_or("", |i| i.0.as_str()),
+        &origin,
+    );
+    let Ok(room) = ruma::RoomId::parse(&room_id) else {
+        return None;
+    };
+    match core
+        .rooms
+        .send(
+            &room,
+            &user,
+            template,
+            Some((user.localpart().to_owned(), XMPP_DEVICE.to_owned(), txn)),
+        )
+        .await
+    {
+        Ok(_) => None,
+        Err(CoreError::Forbidden(m)) => Some(bounce(
+            msg,
+            stanza_error(ErrorType::Auth, Condition::Forbidden, Some(&m)),
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "MUC message not stored");
+            Some(bounce(
+                msg,
+                stanza_error(ErrorType::Wait, Condition::InternalServerError, None),
+            ))
+        }
+    }
+}
+
+fn result(to_iq_of: &FullJid, from: Option<Jid>, id: String, payload: Option<Element>) -> Iq {
+    Iq::Result {
+        from,
+        to: Some(to_iq_of.clone().into()),
+        id,
+        payload,
+    }
+}
+
+async fn handle_iq(c2s: &C2s, full: &FullJid, iq: Iq) -> Option<Iq> {
+    let (id, to, payload, get) = match iq {
+        Iq::Get { id, to, payload, .. } => (id, to, payload, true),
+        Iq::Set { id, to, payload, .. } => (id, to, payload, false),
+        // Never answered (RFC 6120 §8.2.3).
+        Iq::Result { .. } | Iq::Error { .. } => return None,
+    };
+    let to = to?;
+    let me: Jid = full.clone().into();
+    let error = |condition, type_| {
+        Some(error_reply(
+            id.clone(),
+            Some(to.clone()),
+            Some(me.clone()),
+            type_,
+            condition,
+        ))
+    };
+    let disco_info = get && payload.is("query", ns::DISCO_INFO) && payload.attr("node").is_none();
+    let disco_items = get && payload.is("query", ns::DISCO_ITEMS) && payload.attr("node").is_none();
+    if to.node().is_none() {
+        // The service itself.
+        if disco_info {
+            return Some(result(full, Some(to.clone()), id, Some(service_info().into())));
+        }
+        if disco_items {
+            let items = public_rooms(c2s).await;
+            return Some(result(full, Some(to.clone()), id, Some(items.into())));
+        }
+        return error(Condition::ServiceUnavailable, ErrorType::Cancel);
+    }
+    let room_id = match target_of(c2s, &to.to_bare()) {
+        Some(t) => resolve(c2s, &t).await.ok().flatten(),
+        None => None,
+    };
+    let Some(room_id) = room_id else {
+        return error(Condition::ItemNotFound, ErrorType::Cancel);
+    };
+    if let Some(nick) = to.resource() {
+        // XEP-0410: a client checks it is still in the room by pinging its own occupant JID.
+        if get && payload.is("ping", ns::PING) {
+            let own = c2s.muc.is_occupant(full, &room_id)
+                && occupant_nick(c2s, full, &room_id).await.as_deref() == Some(nick.as_str());
+            return if own {
+                Some(result(full, Some(to.clone()), id, None))
+            } else {
+                error(Condition::NotAcceptable, ErrorType::Cancel)
+            };
+        }
+        return error(Condition::ServiceUnavailable, ErrorType::Cancel);
+    }
+    if payload.is("query", admin::NS_ADMIN) || payload.is("query", admin::NS_OWNER) {
+        return Some(admin::handle(c2s, full, &room_id, id, to, &payload, get).await);
+    }
+    if disco_info {
+        return match room_info(c2s, &room_id).await {
+            Ok(info) => Some(result(full, Some(to.clone()), id, Some(info.into()))),
+            Err(_) => error(Condition::InternalServerError, ErrorType::Wait),
+        };
+    }
+    if disco_items {
+        // Occupants are not listed (Prosody does the same for non-occupants).
+        let items = DiscoItemsResult {
+            node: None,
+            items: vec![],
+            rsm: None,
+        };
+        return Some(result(full, Some(to.clone()), id, Some(items.into())));
+    }
+    error(Condition::FeatureNotImplemented, ErrorType::Cancel)
+}
+
+/// The nick of the session's account in the room, if it is a member.
+async fn occupant_nick(c2s: &C2s, full: &FullJid, room_id: &str) -> Option<String> {
+    let user = user_of(c2s, full)?;
+    let members = c2s.core.rooms.members(room_id).await.ok()?;
+    let (m, e) = members.get(user.as_str())?;
+    (m == "join").then_some(())?;
+    let pdu = estuary_core::rooms::Pdu::from_stored(e).ok()?;
+    Some(member_nick(user.as_str(), &pdu.content_value()))
+}
+
+fn service_info() -> DiscoInfoResult {
+    DiscoInfoResult {
+        node: None,
+        identities: vec![Identity {
+            category: "conference".into(),
+            type_: "text".into(),
+            lang: None,
+            name: Some("Chatrooms".into()),
+        }],
+        features: [ns::DISCO_INFO, ns::DISCO_ITEMS, NS_MUC, NS_OCCUPANT_ID, NS_SID]
+            .iter()
+            .map(|f| (*f).to_owned())
+            .collect(),
+        extensions: vec![],
+    }
+}
+
+/// The rooms of the room directory, under their JIDs.
+async fn public_rooms(c2s: &C2s) -> DiscoItemsResult {
+    let mut items = vec![];
+    for room in c2s.core.store.published_rooms().await.unwrap_or_default() {
+        let Ok(state) = RoomState::read(&c2s.core, &room.room_id).await else {
+            continue;
+        };
+        let node = jid::node_for(&room.room_id, state.alias.as_deref(), &c2s.core.config.server_name);
+        if let Ok(jid) = Jid::new(&format!("{node}@{}", c2s.muc.domain)) {
+            items.push(DiscoItem {
+                jid,
+                node: None,
+                name: state.name.clone(),
+            });
+        }
+    }
+    DiscoItemsResult {
+        node: None,
+        items,
+        rsm: None,
+    }
+}
+
+/// The parts of a room's state XMPP shows.
+#[derive(Debug, Default)]
+pub(crate) struct RoomState {
+    pub name: Option<String>,
+    pub topic: Option<String>,
+    pub alias: Option<String>,
+    pub join_rule: String,
+    pub encrypted: bool,
+    pub joined: usize,
+}
+
+impl RoomState {
+    pub(crate) async fn read(core: &Core, room_id: &str) -> Result<RoomState, CoreError> {
+        let mut s = RoomState {
+            join_rule: "invite".into(),
+            ..RoomState::default()
+        };
+        for e in core.rooms.current_state(room_id).await? {
+            let Ok(pdu) = estuary_core::rooms::Pdu::from_stored(&e) else {
+                continue;
+            };
+            let c = pdu.content_value();
+            let text = |k: &str| c[k].as_str().filter(|t| !t.is_empty()).map(str::to_owned);
+            match e.kind.as_str() {
+                "m.room.name" => s.name = text("name"),
+                "m.room.topic" => s.topic = text("topic"),
+                "m.room.canonical_alias" => s.alias = text("alias"),
+                "m.room.join_rules" => s.join_rule = text("join_rule").unwrap_or_default(),
+                "m.room.encryption" => s.encrypted = true,
+                "m.room.member" if c["membership"] == "join" => s.joined += 1,
+                _ => {}
+            }
+        }
+        Ok(s)
+    }
+}
+
+async fn room_info(c2s: &C2s, room_id: &str) -> Result<DiscoInfoResult, CoreError> {
+    let state = RoomState::read(&c2s.core, room_id).await?;
+    let published = c2s.core.rooms.room(room_id).await?.is_some_and(|r| r.published);
+    let features = [
+        ns::DISCO_INFO,
+        NS_MUC,
+        NS_OCCUPANT_ID,
+        NS_SID,
+        "muc_persistent",
+        "muc_nonanonymous",
+        "muc_unmoderated",
+        "muc_unsecured",
+        if published { "muc_public" } else { "muc_hidden" },
+        if state.join_rule == "public" {
+            "muc_open"
+        } else {
+            "muc_membersonly"
+        },
+    ];
+    let mut form = xmpp_parsers::data_forms::DataForm::new(
+        xmpp_parsers::data_forms::DataFormType::Result_,
+        "http://jabber.org/protocol/muc#roominfo",
+        vec![],
+    );
+    let field = |var: &str, value: String| {
+        xmpp_parsers::data_forms::Field::new(var, xmpp_parsers::data_forms::FieldType::TextSingle).with_value(&value)
+    };
+    form.fields.push(field(
+        "muc#roominfo_description",
+        state.topic.clone().unwrap_or_default(),
+    ));
+    form.fields
+        .push(field("muc#roominfo_subject", state.topic.clone().unwrap_or_default()));
+    form.fields
+        .push(field("muc#roominfo_occupants", state.joined.to_string()));
+    Ok(DiscoInfoResult {
+        node: None,
+        identities: vec![Identity {
+            category: "conference".into(),
+            type_: "text".into(),
+            lang: None,
+            name: Some(state.name.unwrap_or_default()).filter(|n| !n.is_empty()),
+        }],
+        features: features.iter().map(|f| (*f).to_owned()).collect(),
+        extensions: vec![form],
+    })
+}

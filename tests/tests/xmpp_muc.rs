@@ -1,0 +1,28 @@
+//! One room, two protocols: XEP-0045 rooms as views of Matrix rooms, driven by real clients
+//! (matrix-nio and slixmpp in one script). On SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use estuary_tests::{Backend, Instance, OPEN_CONFIG, both_backends, interop_script};
+
+async fn muc_cross_protocol(backend: Backend) {
+    let extra = format!("{OPEN_CONFIG}[xmpp]\nc2s_listen = [\"127.0.0.1:{{C2S_PORT}}\"]\n");
+    let inst = Instance::with_config(backend, &extra).await;
+    let server = inst.start().await;
+    for user in ["alice", "bob", "carol"] {
+        assert!(inst.cli(&["user", "create", user, "--password", "pw"]).status.success());
+    }
+    let port = inst.c2s_port.to_string();
+    let out = interop_script(
+        "muc_cross.py",
+        &["--homeserver", &server.base_url, "--port", &port],
+        Duration::from_secs(180),
+    )
+    .await;
+    assert!(out.contains("bob leaving over XMPP leaves the Matrix room"), "{out}");
+    assert!(!server.logs().contains("panicked"), "{}", server.logs());
+    assert!(server.terminate().await.success());
+}
+
+both_backends!(muc_cross_protocol);
