@@ -16,6 +16,7 @@ import asyncio
 import ssl
 
 import slixmpp
+from slixmpp import JID
 from slixmpp.exceptions import PresenceError
 from nio import AsyncClient, LoginResponse, RoomCreateResponse, RoomMessagesResponse, RoomSendResponse
 from nio.api import RoomPreset, RoomVisibility
@@ -32,7 +33,7 @@ class Xmpp(slixmpp.ClientXMPP):
         self.enable_direct_tls, self.enable_starttls, self.enable_plaintext = False, True, False
         self.ssl_context.check_hostname = False
         self.ssl_context.verify_mode = ssl.CERT_NONE
-        for p in ("xep_0004", "xep_0030", "xep_0045", "xep_0199", "xep_0359", "xep_0410"):
+        for p in ("xep_0004", "xep_0030", "xep_0045", "xep_0059", "xep_0199", "xep_0313", "xep_0359", "xep_0410"):
             self.register_plugin(p)
         self.started = asyncio.get_event_loop().create_future()
         self.messages = []
@@ -138,7 +139,7 @@ async def main(a):
     check("end-to-end encrypted" in history[3]["body"], "an encrypted Matrix message shows as a notice")
     check(history[3]["stanza_id"]["id"] == encrypted_event, "history carries stanza-ids = event IDs")
     check(all(m["delay"]["stamp"] is not None for m in history), "history is delayed")
-    check(subject["subject"] == "Lobby topic", "the subject is the Matrix topic")
+    check(subject["subject"] == "Lobby topic", "the subject is the Matrix topic: the join sequence is complete")
     member = await member_of(alice, lobby_id, "@bob:localhost")
     check(member.get("membership") == "join" and member.get("displayname") == "Bob",
           f"bob is a member over Matrix with his nick as display name: {member}")
@@ -167,6 +168,23 @@ async def main(a):
     check(got["from"].resource == "Alice" and got["stanza_id"]["id"] == r.event_id, "from alice's nick, stanza-id = event ID")
     await alice.room_send(lobby_id, "m.room.message", {"msgtype": "m.emote", "body": "waves"})
     await until(lambda: "/me waves" in bob.bodies(lobby), "an m.emote is a /me message")
+
+    # MAM over the room: the timeline itself, paged, under the ids the live messages carried.
+    mam = bob.plugin["xep_0313"]
+    archived = [m async for m in mam.iterate(jid=JID(lobby), rsm={"max": 2})]
+    bodies = [m["mam_result"]["forwarded"]["stanza"]["body"] for m in archived]
+    check(bodies[:3] == ["m0", "m1", "m2"] and "end-to-end encrypted" in bodies[3]
+          and bodies[4:] == ["hello from xmpp", "hi bob", "/me waves"], f"MAM pages through the room's messages: {bodies}")
+    ids = [m["mam_result"]["id"] for m in archived]
+    check(ids[4] == stanza_id and ids[3] == encrypted_event, "archive ids are the stanza-ids (event IDs)")
+    check(archived[5]["mam_result"]["forwarded"]["stanza"]["from"].resource == "Alice"
+          and archived[5]["mam_result"]["forwarded"]["delay"]["stamp"] is not None, "from the sender's nick, with a delay")
+    newest = [m["mam_result"]["forwarded"]["stanza"]["body"]
+              async for m in mam.iterate(jid=JID(lobby), rsm={"max": 2}, reverse=True, total=3)]
+    check(newest == ["/me waves", "hi bob", "hello from xmpp"], f"and backwards from the newest: {newest}")
+    only_bob = [m["mam_result"]["forwarded"]["stanza"]["body"]
+                async for m in mam.iterate(jid=JID(lobby), with_jid=JID(f"{lobby}/Bob"), rsm={"max": 10})]
+    check(only_bob == ["hello from xmpp"], f"filtered by occupant: {only_bob}")
 
     # The topic, both ways.
     await alice.room_put_state(lobby_id, "m.room.topic", {"topic": "New topic"})
@@ -201,6 +219,8 @@ async def main(a):
     carol.make_message(mto=lobby, mbody="not a member", mtype="groupchat").send()
     err = await asyncio.wait_for(errors, 10)
     check(err["error"]["condition"] == "not-acceptable", f"a non-member's message is not-acceptable: {err['error']['condition']}")
+    check(await iq_condition(carol.plugin["xep_0313"].retrieve(jid=JID(secret_id and room_id_jid(secret_id)))) == "forbidden",
+          "a non-member may not read a room's archive")
     check(await iq_condition(carol.plugin["xep_0199"].ping(jid=f"{lobby}/Carol", timeout=10)) == "not-acceptable",
           "self-ping of a non-occupant is not-acceptable")
     check(await iq_condition(bob.plugin["xep_0199"].ping(jid=f"{lobby}/Bob", timeout=10)) == "a result",

@@ -20,7 +20,14 @@ async fn muc_cross_protocol(backend: Backend) {
         Duration::from_secs(180),
     )
     .await;
-    assert!(out.contains("bob leaving over XMPP leaves the Matrix room"), "{out}");
+    for step in [
+        "the join sequence",
+        "MAM pages through the room's messages",
+        "a kick by nick from XMPP (307)",
+        "bob leaving over XMPP leaves the Matrix room",
+    ] {
+        assert!(out.contains(step), "{step}:\n{out}");
+    }
     assert!(!server.logs().contains("panicked"), "{}", server.logs());
     assert!(server.terminate().await.success());
 }

@@ -14,6 +14,7 @@
 
 mod admin;
 pub mod jid;
+mod mam;
 mod pump;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -590,6 +591,13 @@ async fn handle_iq(c2s: &C2s, full: &FullJid, iq: Iq) -> Option<Iq> {
         }
         return error(Condition::ServiceUnavailable, ErrorType::Cancel);
     }
+    if payload.is("query", mam::NS_MAM) {
+        // The results go the way the final IQ goes, so that they arrive before it.
+        for el in mam::handle(c2s, full, &room_id, &to.to_bare(), id, &payload, get).await {
+            c2s.router.deliver(&me, &el);
+        }
+        return None;
+    }
     if payload.is("query", admin::NS_ADMIN) || payload.is("query", admin::NS_OWNER) {
         return Some(admin::handle(c2s, full, &room_id, id, to, &payload, get).await);
     }
@@ -706,6 +714,8 @@ async fn room_info(c2s: &C2s, room_id: &str) -> Result<DiscoInfoResult, CoreErro
         NS_MUC,
         NS_OCCUPANT_ID,
         NS_SID,
+        mam::NS_MAM,
+        mam::NS_MAM_EXTENDED,
         "muc_persistent",
         "muc_nonanonymous",
         "muc_unmoderated",

@@ -14,7 +14,7 @@ use sha2::Digest;
 use tokio::sync::mpsc;
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::minidom::rxml::xml_ncname;
-use xmpp_parsers::jid::{BareJid, FullJid, Jid};
+use xmpp_parsers::jid::{BareJid, FullJid};
 use xmpp_parsers::muc::muc::History;
 use xmpp_parsers::ns;
 
@@ -230,12 +230,6 @@ impl Pump {
         (server == self.server_name).then(|| crate::bare_jid(local, &self.xmpp_domain))
     }
 
-    fn occupant_id(room_id: &str, user: &str) -> String {
-        use base64::Engine;
-        let digest = sha2::Sha256::digest(format!("{room_id}\0{user}").as_bytes());
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
-    }
-
     /// The presence of `user`'s occupant, as `to` sees it.
     #[allow(clippy::too_many_arguments)]
     fn presence(
@@ -281,81 +275,20 @@ impl Pump {
         p.append(x.build())
             .append(
                 Element::builder("occupant-id", NS_OCCUPANT_ID)
-                    .attr(xml_ncname!("id").to_owned(), Self::occupant_id(room_id, user))
+                    .attr(xml_ncname!("id").to_owned(), occupant_id(room_id, user))
                     .build(),
             )
             .build()
     }
 
     /// A room event as a groupchat message to `to`; None for what has no message form.
-    fn message(&self, room_id: &str, room: &Room, to: &Occupant, e: &StoredEvent, history: bool) -> Option<Element> {
-        let pdu = Pdu::from_stored(e).ok()?;
-        let content = pdu.content_value();
-        let body = match e.kind.as_str() {
-            "m.room.encrypted" => ENCRYPTED_NOTICE.to_owned(),
-            "m.room.message" | "m.sticker" => {
-                let body = content["body"].as_str()?;
-                if content["msgtype"] == "m.emote" {
-                    format!("/me {body}")
-                } else {
-                    body.to_owned()
-                }
-            }
-            _ => return None,
-        };
+    fn message(&self, room_id: &str, room: &Room, to: &Occupant, e: &StoredEvent, shown: Shown) -> Option<Element> {
         let nick = room
             .members
             .get(&e.sender)
             .cloned()
             .unwrap_or_else(|| member_nick(&e.sender, &Value::Null));
-        // The sending session gets its own ids back (XEP-0045 §7.2.13); everyone else the
-        // event ID, which is also the stanza-id.
-        let mut id = e.event_id.clone();
-        let mut origin = None;
-        if !history
-            && to.user == e.sender
-            && let Some((resource, sent_id, origin_id)) = sent_by_xmpp(&self.core, e)
-            && resource == to.full.resource().as_str()
-        {
-            if !sent_id.is_empty() {
-                id = sent_id;
-            }
-            origin = Some(origin_id).filter(|o| !o.is_empty());
-        }
-        let room_jid = Jid::from(to.room_jid.clone()).to_string();
-        let mut m = Element::builder("message", ns::JABBER_CLIENT)
-            .attr(xml_ncname!("from").to_owned(), occupant_jid(&to.room_jid, &nick))
-            .attr(xml_ncname!("to").to_owned(), to.full.to_string())
-            .attr(xml_ncname!("type").to_owned(), "groupchat")
-            .attr(xml_ncname!("id").to_owned(), id)
-            .append(Element::builder("body", ns::JABBER_CLIENT).append(body).build())
-            .append(
-                Element::builder("stanza-id", NS_SID)
-                    .attr(xml_ncname!("id").to_owned(), e.event_id.as_str())
-                    .attr(xml_ncname!("by").to_owned(), room_jid.as_str())
-                    .build(),
-            )
-            .append(
-                Element::builder("occupant-id", NS_OCCUPANT_ID)
-                    .attr(xml_ncname!("id").to_owned(), Self::occupant_id(room_id, &e.sender))
-                    .build(),
-            );
-        if let Some(o) = origin {
-            m = m.append(
-                Element::builder("origin-id", NS_SID)
-                    .attr(xml_ncname!("id").to_owned(), o)
-                    .build(),
-            );
-        }
-        if history {
-            m = m.append(
-                Element::builder("delay", "urn:xmpp:delay")
-                    .attr(xml_ncname!("from").to_owned(), room_jid.as_str())
-                    .attr(xml_ncname!("stamp").to_owned(), stamp(e.origin_server_ts))
-                    .build(),
-            );
-        }
-        Some(m.build())
+        groupchat(&self.core, room_id, &to.room_jid, &to.full, &nick, e, shown)
     }
 
     fn deliver(c2s: &C2s, to: &Occupant, el: Element) {
@@ -396,7 +329,7 @@ impl Pump {
             }
             _ => {
                 for o in &room.occupants {
-                    if let Some(m) = self.message(&e.room_id, &room, o, e, false) {
+                    if let Some(m) = self.message(&e.room_id, &room, o, e, Shown::Live) {
                         Self::deliver(c2s, o, m);
                     }
                 }
@@ -617,7 +550,7 @@ impl Pump {
             self.presence(room_id, &room, &me, &user, &nick, false, statuses, None),
         );
         for e in self.history(room_id, &user, history.as_ref()).await? {
-            if let Some(m) = self.message(room_id, &room, &me, &e, true) {
+            if let Some(m) = self.message(room_id, &room, &me, &e, Shown::History) {
                 Self::deliver(c2s, &me, m);
             }
         }
@@ -676,7 +609,7 @@ impl Pump {
         let mut kept: Vec<StoredEvent> = events
             .into_iter()
             .filter(|e| {
-                matches!(e.kind.as_str(), "m.room.message" | "m.room.encrypted" | "m.sticker")
+                MESSAGE_KINDS.contains(&e.kind.as_str())
                     && e.origin_server_ts >= since
                     && visibility.can_see(e.stream_ordering)
             })
@@ -687,12 +620,108 @@ impl Pump {
     }
 }
 
+/// XEP-0421: an occupant's stable id in a room (not its JID: a hash of room and user).
+fn occupant_id(room_id: &str, user: &str) -> String {
+    use base64::Engine;
+    let digest = sha2::Sha256::digest(format!("{room_id}\0{user}").as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
+}
+
+/// How a room event is shown as a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shown {
+    /// As it happens: the sending session gets back the ids it gave.
+    Live,
+    /// In the history sent on join: with a XEP-0203 delay.
+    History,
+    /// In a MAM result (the delay goes on the `forwarded` around it).
+    Archive,
+}
+
+/// The event kinds shown as groupchat messages.
+pub(crate) const MESSAGE_KINDS: &[&str] = &["m.room.message", "m.room.encrypted", "m.sticker"];
+
+/// A room event as the groupchat message `to` sees from `nick`; None for what has no message
+/// form (state, redacted events).
+pub(crate) fn groupchat(
+    core: &Core,
+    room_id: &str,
+    room_jid: &BareJid,
+    to: &FullJid,
+    nick: &str,
+    e: &StoredEvent,
+    shown: Shown,
+) -> Option<Element> {
+    let pdu = Pdu::from_stored(e).ok()?;
+    let content = pdu.content_value();
+    let body = match e.kind.as_str() {
+        "m.room.encrypted" => ENCRYPTED_NOTICE.to_owned(),
+        "m.room.message" | "m.sticker" => {
+            let body = content["body"].as_str()?;
+            if content["msgtype"] == "m.emote" {
+                format!("/me {body}")
+            } else {
+                body.to_owned()
+            }
+        }
+        _ => return None,
+    };
+    // The sending session gets its own ids back (XEP-0045 §7.2.13); everyone else the
+    // event ID, which is also the stanza-id.
+    let mut id = e.event_id.clone();
+    let mut origin = None;
+    if shown == Shown::Live
+        && to.node().is_some_and(|n| core.matrix_user_id(n.as_str()) == e.sender)
+        && let Some((resource, sent_id, origin_id)) = sent_by_xmpp(core, e)
+        && resource == to.resource().as_str()
+    {
+        if !sent_id.is_empty() {
+            id = sent_id;
+        }
+        origin = Some(origin_id).filter(|o| !o.is_empty());
+    }
+    let room = room_jid.to_string();
+    let mut m = Element::builder("message", ns::JABBER_CLIENT)
+        .attr(xml_ncname!("from").to_owned(), occupant_jid(room_jid, nick))
+        .attr(xml_ncname!("to").to_owned(), to.to_string())
+        .attr(xml_ncname!("type").to_owned(), "groupchat")
+        .attr(xml_ncname!("id").to_owned(), id)
+        .append(Element::builder("body", ns::JABBER_CLIENT).append(body).build())
+        .append(
+            Element::builder("stanza-id", NS_SID)
+                .attr(xml_ncname!("id").to_owned(), e.event_id.as_str())
+                .attr(xml_ncname!("by").to_owned(), room.as_str())
+                .build(),
+        )
+        .append(
+            Element::builder("occupant-id", NS_OCCUPANT_ID)
+                .attr(xml_ncname!("id").to_owned(), occupant_id(room_id, &e.sender))
+                .build(),
+        );
+    if let Some(o) = origin {
+        m = m.append(
+            Element::builder("origin-id", NS_SID)
+                .attr(xml_ncname!("id").to_owned(), o)
+                .build(),
+        );
+    }
+    if shown == Shown::History {
+        m = m.append(
+            Element::builder("delay", "urn:xmpp:delay")
+                .attr(xml_ncname!("from").to_owned(), room.as_str())
+                .attr(xml_ncname!("stamp").to_owned(), stamp(e.origin_server_ts))
+                .build(),
+        );
+    }
+    Some(m.build())
+}
+
 fn occupant_jid(room: &BareJid, nick: &str) -> String {
     format!("{room}/{nick}")
 }
 
 /// XEP-0082 time of a Matrix timestamp, to the millisecond.
-fn stamp(ms: i64) -> String {
+pub(crate) fn stamp(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
