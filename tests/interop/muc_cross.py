@@ -17,6 +17,8 @@ import ssl
 
 import slixmpp
 from slixmpp import JID
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXMLMask
 from slixmpp.exceptions import PresenceError
 from nio import AsyncClient, LoginResponse, RoomCreateResponse, RoomMessagesResponse, RoomSendResponse
 from nio.api import RoomPreset, RoomVisibility
@@ -33,7 +35,8 @@ class Xmpp(slixmpp.ClientXMPP):
         self.enable_direct_tls, self.enable_starttls, self.enable_plaintext = False, True, False
         self.ssl_context.check_hostname = False
         self.ssl_context.verify_mode = ssl.CERT_NONE
-        for p in ("xep_0004", "xep_0030", "xep_0045", "xep_0059", "xep_0199", "xep_0313", "xep_0359", "xep_0410"):
+        for p in ("xep_0004", "xep_0030", "xep_0045", "xep_0059", "xep_0085", "xep_0199", "xep_0308", "xep_0313", "xep_0359",
+                  "xep_0410", "xep_0424", "xep_0425", "xep_0444", "xep_0461"):
             self.register_plugin(p)
         self.started = asyncio.get_event_loop().create_future()
         self.messages = []
@@ -43,6 +46,10 @@ class Xmpp(slixmpp.ClientXMPP):
         self.add_event_handler("groupchat_message", self.messages.append)
         self.add_event_handler("groupchat_presence", self.presences.append)
         self.add_event_handler("groupchat_subject", self.subjects.append)
+        # Every groupchat message, with a body or not (reactions, retractions).
+        self.all = []
+        self.register_handler(Callback("all-groupchat", MatchXMLMask("<message xmlns='jabber:client' type='groupchat'/>"),
+                                       self.all.append))
 
     async def login(self, port):
         self.connect("127.0.0.1", port)
@@ -163,6 +170,7 @@ async def main(a):
 
     # Matrix -> XMPP.
     r = await alice.room_send(lobby_id, "m.room.message", {"msgtype": "m.text", "body": "hi bob"})
+    hi_event = r.event_id
     await until(lambda: "hi bob" in bob.bodies(lobby), "bob gets alice's Matrix message")
     got = [m for m in bob.messages if m["body"] == "hi bob"][0]
     check(got["from"].resource == "Alice" and got["stanza_id"]["id"] == r.event_id, "from alice's nick, stanza-id = event ID")
@@ -185,6 +193,88 @@ async def main(a):
     only_bob = [m["mam_result"]["forwarded"]["stanza"]["body"]
                 async for m in mam.iterate(jid=JID(lobby), with_jid=JID(f"{lobby}/Bob"), rsm={"max": 10})]
     check(only_bob == ["hello from xmpp"], f"filtered by occupant: {only_bob}")
+
+    # Edits, replies, reactions, retractions and typing, both ways.
+    async def matrix_event(room_id, pred, what):
+        for _ in range(100):
+            r = await alice.room_messages(room_id, start="", limit=30)
+            found = [e.source for e in r.chunk if pred(e.source)]
+            if found:
+                print(f"ok - {what}", flush=True)
+                return found[0]
+            await asyncio.sleep(0.05)
+        check(False, what)
+
+    def relation(ev):
+        return ev["content"].get("m.relates_to", {})
+
+    bob.plugin["xep_0308"].build_correction("bob-msg-1", JID(lobby), mtype="groupchat", mbody="hello, edited").send()
+    edit = await matrix_event(lobby_id, lambda ev: relation(ev).get("rel_type") == "m.replace", "bob's correction reaches Matrix")
+    check(edit["content"]["m.new_content"]["body"] == "hello, edited" and relation(edit)["event_id"] == stanza_id,
+          "an XMPP correction (by the client's own id) is an m.replace of the original event")
+    await alice.room_send(lobby_id, "m.room.message", {
+        "msgtype": "m.text", "body": "* hi bob!", "m.new_content": {"msgtype": "m.text", "body": "hi bob!"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": hi_event}})
+    await until(lambda: any(m["body"] == "hi bob!" and m["replace"]["id"] == hi_event for m in bob.messages),
+                "a Matrix edit is a XEP-0308 correction of the event ID bob saw")
+
+    bob.plugin["xep_0461"].send_reply(f"{lobby}/Alice", hi_event, mto=JID(lobby), mbody="a reply", mtype="groupchat")
+    reply = await matrix_event(lobby_id, lambda ev: ev["content"].get("body") == "a reply", "bob's reply reaches Matrix")
+    check(relation(reply).get("m.in_reply_to", {}).get("event_id") == hi_event, "an XMPP reply is m.in_reply_to")
+    r = await alice.room_send(lobby_id, "m.room.message", {
+        "msgtype": "m.text", "body": "> <@bob:localhost> a reply\n\nback at you",
+        "m.relates_to": {"m.in_reply_to": {"event_id": reply["event_id"]}}})
+    await until(lambda: any(m["body"] == "back at you" and m["reply"]["id"] == reply["event_id"] for m in bob.messages),
+                "a Matrix reply is a XEP-0461 reply, without the quoted fallback")
+
+    reacting = bob.make_message(mto=JID(lobby), mtype="groupchat")
+    bob.plugin["xep_0444"].set_reactions(reacting, hi_event, ["👍", "🎉"])
+    reacting.send()
+    await matrix_event(lobby_id, lambda ev: ev["type"] == "m.reaction" and relation(ev).get("key") == "🎉",
+                       "bob's reactions reach Matrix")
+    r = await alice.room_messages(lobby_id, start="", limit=30)
+    keys = sorted(relation(e.source)["key"] for e in r.chunk
+                  if e.source["type"] == "m.reaction" and e.source["sender"] == "@bob:localhost")
+    check(keys == ["🎉", "👍"], f"as one m.annotation per reaction: {keys}")
+    r = await alice.room_send(lobby_id, "m.reaction", {
+        "m.relates_to": {"rel_type": "m.annotation", "event_id": stanza_id, "key": "❤"}})
+    alice_heart = r.event_id
+    await until(lambda: any(m["reactions"]["id"] == stanza_id and m["reactions"].get_values() == {"❤"}
+                            and m["from"].resource == "Alice" for m in bob.all),
+                "a Matrix reaction is a XEP-0444 reaction")
+    await alice.room_redact(lobby_id, alice_heart)
+    await until(lambda: any(m["reactions"]["id"] == stanza_id and m["reactions"].get_values() == set()
+                            and m["from"].resource == "Alice" for m in bob.all),
+                "a redacted Matrix reaction leaves an empty reaction set")
+
+    bob.plugin["xep_0424"].send_retraction(JID(lobby), stanza_id, mtype="groupchat")
+    await matrix_event(lobby_id, lambda ev: ev["type"] == "m.room.redaction" and ev.get("redacts", ev["content"].get("redacts")) == stanza_id,
+                       "an XMPP retraction is a redaction")
+    r = await alice.room_get_event(lobby_id, stanza_id)
+    check(getattr(r, "event", None) is not None and not r.event.source["content"], "and the message is redacted")
+    await until(lambda: any(m["retract"]["id"] == stanza_id for m in bob.all), "bob sees his retraction")
+    r = await alice.room_send(lobby_id, "m.room.message", {"msgtype": "m.text", "body": "to be moderated"})
+    doomed = r.event_id
+    await until(lambda: "to be moderated" in bob.bodies(lobby), "bob gets the doomed message")
+    await alice.room_redact(lobby_id, doomed, reason="spam")
+    await until(lambda: any(m["retract"]["id"] == doomed for m in bob.all), "a Matrix redaction is a retraction")
+    r = await alice.room_send(lobby_id, "m.room.message", {"msgtype": "m.text", "body": "not bob's to moderate"})
+    check(await iq_condition(bob.plugin["xep_0425"].moderate(JID(lobby), r.event_id, "no")) == "forbidden",
+          "a participant may not moderate someone else's message (XEP-0425)")
+
+    composing = bob.make_message(mto=JID(lobby), mtype="groupchat")
+    composing["chat_state"] = "composing"
+    composing.send()
+    typing = set()
+    for _ in range(100):
+        s = await alice.sync(timeout=0)
+        for ev in s.rooms.join.get(lobby_id).ephemeral if lobby_id in s.rooms.join else []:
+            if type(ev).__name__ == "TypingNoticeEvent":
+                typing = set(ev.users)
+        if "@bob:localhost" in typing:
+            break
+        await asyncio.sleep(0.05)
+    check("@bob:localhost" in typing, "an XMPP chat state 'composing' is Matrix typing")
 
     # The topic, both ways.
     await alice.room_put_state(lobby_id, "m.room.topic", {"topic": "New topic"})

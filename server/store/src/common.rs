@@ -397,6 +397,22 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn txn_event_like(
+                &self,
+                localpart: &str,
+                device_id: &str,
+                patterns: [&str; 2],
+            ) -> $crate::Result<Option<String>> {
+                let row: Option<(String,)> = sqlx::query_as::<$db, (String,)>($crate::sql::TXN_EVENT_LIKE)
+                    .bind(localpart)
+                    .bind(device_id)
+                    .bind(patterns[0])
+                    .bind(patterns[1])
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|r| r.0))
+            }
+
             async fn txn_event(
                 &self,
                 localpart: &str,

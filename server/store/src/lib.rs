@@ -368,6 +368,8 @@ pub trait Store: Send + Sync + 'static {
     /// Replace the stored PDU of a redacted event and record the redaction.
     async fn redact_event(&self, event_id: &str, redacted_pdu: &str, redacted_by: &str) -> Result<()>;
     async fn txn_event(&self, localpart: &str, device_id: &str, txn_id: &str) -> Result<Option<String>>;
+    /// An event whose transaction ID matches either LIKE pattern (escape character `!`).
+    async fn txn_event_like(&self, localpart: &str, device_id: &str, patterns: [&str; 2]) -> Result<Option<String>>;
     /// The current state events of a room, oldest first.
     async fn current_state(&self, room_id: &str) -> Result<Vec<StoredEvent>>;
     async fn current_state_event(&self, room_id: &str, kind: &str, state_key: &str) -> Result<Option<StoredEvent>>;

@@ -13,6 +13,7 @@
 //!   session joins again.
 
 mod admin;
+mod convert;
 pub mod jid;
 mod mam;
 mod pump;
@@ -42,6 +43,7 @@ pub const NS_MUC: &str = "http://jabber.org/protocol/muc";
 pub const NS_USER: &str = "http://jabber.org/protocol/muc#user";
 pub const NS_OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
 pub const NS_SID: &str = "urn:xmpp:sid:0";
+pub const NS_MODERATE: &str = "urn:xmpp:message-moderate:1";
 /// The device ID under which XMPP sessions' room events keep their transaction IDs (one per
 /// message: the session's resource, the stanza's id and origin-id), so that the reflected
 /// copy carries the ids the client gave it.
@@ -398,15 +400,6 @@ fn bounce(msg: Message, error: StanzaError) -> Message {
     b
 }
 
-/// OMEMO (legacy and OMEMO 2) payloads.
-fn is_omemo(el: &Element) -> bool {
-    el.is("encrypted", "eu.siacs.conversations.axolotl") || el.is("encrypted", "urn:xmpp:omemo:2")
-}
-
-/// What a Matrix client sees of an OMEMO message: the server cannot read it.
-pub const OMEMO_NOTICE: &str =
-    "[This message is end-to-end encrypted with OMEMO for XMPP clients and cannot be shown here.]";
-
 async fn handle_message(c2s: &C2s, full: &FullJid, msg: Message) -> Option<Message> {
     let to = msg.to.clone()?;
     if msg.type_ == MessageType::Error {
@@ -466,21 +459,14 @@ async fn handle_message(c2s: &C2s, full: &FullJid, msg: Message) -> Option<Messa
             ),
         ));
     }
-    let body = msg.bodies.values().next().cloned();
-    let subject = msg.subjects.values().next().cloned();
-    let template = if msg.payloads.iter().any(is_omemo) {
-        EventTemplate::message("m.room.message", json!({ "msgtype": "m.notice", "body": OMEMO_NOTICE }))
-    } else if let Some(body) = body {
-        match body.strip_prefix("/me ") {
-            Some(action) => EventTemplate::message("m.room.message", json!({ "msgtype": "m.emote", "body": action })),
-            None => EventTemplate::message("m.room.message", json!({ "msgtype": "m.text", "body": body })),
-        }
-    } else if let Some(subject) = subject {
-        EventTemplate::state("m.room.topic", "", json!({ "topic": subject }))
-    } else {
-        // Chat states and other payloads without a body: nothing the room keeps.
-        return None;
+    // What the stanza asks of the room: a message, an edit, reactions, a retraction, ...
+    let templates = match convert::inbound(c2s, &room_id, &user, &msg).await {
+        Ok(t) => t,
+        Err(refusal) => return Some(bounce(msg, refusal.error())),
     };
+    if templates.is_empty() {
+        return None;
+    }
     if core.limits.message.check(user.as_str()).is_err() {
         return Some(bounce(
             msg,
@@ -498,37 +484,31 @@ async fn handle_message(c2s: &C2s, full: &FullJid, msg: Message) -> Option<Messa
         .and_then(|p| p.attr("id"))
         .unwrap_or_default()
         .to_owned();
-    let txn = pump::txn_id(
-        full.resource().as_str(),
-        msg.id.as_ref().map_or("", |i| i.0.as_str()),
-        &origin,
-    );
     let Ok(room) = ruma::RoomId::parse(&room_id) else {
         return None;
     };
-    match core
-        .rooms
-        .send(
-            &room,
-            &user,
-            template,
-            Some((user.localpart().to_owned(), XMPP_DEVICE.to_owned(), txn)),
-        )
-        .await
-    {
-        Ok(_) => None,
-        Err(CoreError::Forbidden(m)) => Some(bounce(
-            msg,
-            stanza_error(ErrorType::Auth, Condition::Forbidden, Some(&m)),
-        )),
-        Err(e) => {
-            tracing::warn!(error = %e, "MUC message not stored");
-            Some(bounce(
-                msg,
-                stanza_error(ErrorType::Wait, Condition::InternalServerError, None),
-            ))
-        }
+    for template in templates {
+        // A message keeps the client's ids, for its reflection and for later references.
+        let txn = (template.kind == "m.room.message").then(|| {
+            let id = msg.id.as_ref().map_or("", |i| i.0.as_str());
+            (
+                user.localpart().to_owned(),
+                XMPP_DEVICE.to_owned(),
+                pump::txn_id(full.resource().as_str(), id, &origin),
+            )
+        });
+        let error = match core.rooms.send(&room, &user, template, txn).await {
+            Ok(_) => continue,
+            Err(CoreError::Forbidden(m)) => stanza_error(ErrorType::Auth, Condition::Forbidden, Some(&m)),
+            Err(CoreError::NotFound(_)) => stanza_error(ErrorType::Cancel, Condition::ItemNotFound, None),
+            Err(e) => {
+                tracing::warn!(error = %e, "MUC message not stored");
+                stanza_error(ErrorType::Wait, Condition::InternalServerError, None)
+            }
+        };
+        return Some(bounce(msg, error));
     }
+    None
 }
 
 fn result(to_iq_of: &FullJid, from: Option<Jid>, id: String, payload: Option<Element>) -> Iq {
@@ -597,6 +577,34 @@ async fn handle_iq(c2s: &C2s, full: &FullJid, iq: Iq) -> Option<Iq> {
             c2s.router.deliver(&me, &el);
         }
         return None;
+    }
+    if !get && payload.is("moderate", NS_MODERATE) {
+        // XEP-0425: a moderator retracts someone's message: a redaction with the reason.
+        let Some(user) = user_of(c2s, full) else {
+            return error(Condition::Forbidden, ErrorType::Auth);
+        };
+        let target = match payload.attr("id") {
+            Some(id) => convert::event_for_id(c2s, &room_id, user.localpart(), id).await,
+            None => None,
+        };
+        let (Some(target), Ok(room)) = (target, ruma::RoomId::parse(&room_id)) else {
+            return error(Condition::ItemNotFound, ErrorType::Cancel);
+        };
+        let mut content = json!({});
+        if let Some(reason) = payload.children().find(|c| c.name() == "reason").map(Element::text) {
+            content["reason"] = json!(reason);
+        }
+        let template = EventTemplate {
+            kind: "m.room.redaction".into(),
+            state_key: None,
+            content,
+            redacts: ruma::EventId::parse(&target).ok(),
+        };
+        return match c2s.core.rooms.send(&room, &user, template, None).await {
+            Ok(_) => Some(result(full, Some(to.clone()), id, None)),
+            Err(CoreError::Forbidden(_)) => error(Condition::Forbidden, ErrorType::Auth),
+            Err(_) => error(Condition::InternalServerError, ErrorType::Wait),
+        };
     }
     if payload.is("query", admin::NS_ADMIN) || payload.is("query", admin::NS_OWNER) {
         return Some(admin::handle(c2s, full, &room_id, id, to, &payload, get).await);
@@ -716,6 +724,11 @@ async fn room_info(c2s: &C2s, room_id: &str) -> Result<DiscoInfoResult, CoreErro
         NS_SID,
         mam::NS_MAM,
         mam::NS_MAM_EXTENDED,
+        NS_MODERATE,
+        convert::NS_RETRACT,
+        convert::NS_REACTIONS,
+        convert::NS_CORRECT,
+        convert::NS_REPLY,
         "muc_persistent",
         "muc_nonanonymous",
         "muc_unmoderated",

@@ -12,15 +12,17 @@ use estuary_core::rooms::Pdu;
 use serde_json::Value;
 use sha2::Digest;
 use tokio::sync::mpsc;
-use tokio_xmpp::minidom::Element;
 use tokio_xmpp::minidom::rxml::xml_ncname;
+use tokio_xmpp::minidom::{Element, ElementBuilder};
 use xmpp_parsers::jid::{BareJid, FullJid};
 use xmpp_parsers::muc::muc::History;
 use xmpp_parsers::ns;
 
-use super::{NS_OCCUPANT_ID, NS_SID, NS_USER, XMPP_DEVICE, member_nick};
+use super::{NS_MODERATE, NS_OCCUPANT_ID, NS_SID, NS_USER, XMPP_DEVICE, member_nick};
 use crate::c2s::C2s;
 
+/// Reactions remembered per room (see `Room::reacted`).
+const REMEMBERED_REACTIONS: usize = 10_000;
 /// Events read from the store at a time.
 const BATCH: i64 = 256;
 /// History sent on join when the client does not say (Prosody sends 20).
@@ -76,9 +78,9 @@ pub(crate) fn txn_id(resource: &str, id: &str, origin: &str) -> String {
 }
 
 /// The (resource, id, origin-id) of an event an XMPP session sent, if one did (recently).
-fn sent_by_xmpp(core: &Core, e: &StoredEvent) -> Option<(String, String, String)> {
-    let localpart = e.sender.strip_prefix('@')?.split(':').next()?;
-    let txn = core.rooms.txn_of(&e.event_id, localpart, XMPP_DEVICE)?;
+fn sent_by_xmpp(core: &Core, event_id: &str, sender: &str) -> Option<(String, String, String)> {
+    let localpart = sender.strip_prefix('@')?.split(':').next()?;
+    let txn = core.rooms.txn_of(event_id, localpart, XMPP_DEVICE)?;
     let mut parts = txn.split('\n');
     Some((
         parts.next()?.to_owned(),
@@ -101,6 +103,9 @@ struct Room {
     /// The power levels' content.
     levels: Value,
     occupants: Vec<Occupant>,
+    /// Reactions seen while the room had occupants: reaction event -> the event reacted to (a
+    /// redaction empties the stored reaction, and XMPP needs the set of the reacted message).
+    reacted: HashMap<String, String>,
 }
 
 impl Room {
@@ -214,7 +219,7 @@ impl Pump {
                 Ok(events) => {
                     for e in events {
                         self.examined = e.stream_ordering;
-                        self.event(c2s, &e);
+                        self.event(c2s, &e).await;
                     }
                 }
                 Err(e) => {
@@ -296,7 +301,7 @@ impl Pump {
     }
 
     /// One event from the stream.
-    fn event(&mut self, c2s: &C2s, e: &StoredEvent) {
+    async fn event(&mut self, c2s: &C2s, e: &StoredEvent) {
         let Some(mut room) = self.rooms.remove(&e.room_id) else {
             return;
         };
@@ -327,6 +332,20 @@ impl Pump {
                     Self::deliver(c2s, o, subject(o, nick.as_deref(), &topic));
                 }
             }
+            "m.reaction" => {
+                if let Some(target) = Pdu::from_stored(e).ok().and_then(|p| {
+                    p.content_value()["m.relates_to"]["event_id"]
+                        .as_str()
+                        .map(str::to_owned)
+                }) {
+                    if room.reacted.len() >= REMEMBERED_REACTIONS {
+                        room.reacted.clear();
+                    }
+                    room.reacted.insert(e.event_id.clone(), target.clone());
+                    self.reactions(c2s, &e.room_id, &room, e, &target, None).await;
+                }
+            }
+            "m.room.redaction" => self.redaction(c2s, &e.room_id, &room, e).await,
             _ => {
                 for o in &room.occupants {
                     if let Some(m) = self.message(&e.room_id, &room, o, e, Shown::Live) {
@@ -338,6 +357,118 @@ impl Pump {
         if !room.occupants.is_empty() {
             self.rooms.insert(e.room_id.clone(), room);
         }
+    }
+
+    /// XEP-0444: a user's whole set of reactions to `target`, after `e` (leaving out a reaction
+    /// being redacted).
+    async fn reactions(
+        &self,
+        c2s: &C2s,
+        room_id: &str,
+        room: &Room,
+        e: &StoredEvent,
+        target: &str,
+        removed: Option<&str>,
+    ) {
+        let keys: Vec<String> = super::convert::reactions_of(c2s, target, &e.sender)
+            .await
+            .into_iter()
+            .filter(|(id, _)| Some(id.as_str()) != removed)
+            .map(|(_, k)| k)
+            .collect();
+        let nick = self.nick(room, &e.sender);
+        for o in &room.occupants {
+            let mut reactions =
+                Element::builder("reactions", super::convert::NS_REACTIONS).attr(xml_ncname!("id").to_owned(), target);
+            for k in &keys {
+                reactions = reactions.append(
+                    Element::builder("reaction", super::convert::NS_REACTIONS)
+                        .append(k.as_str())
+                        .build(),
+                );
+            }
+            let m = envelope(room_id, &o.room_jid, &o.full, &nick, e)
+                .append(reactions.build())
+                .append(Element::builder("store", "urn:xmpp:hints").build())
+                .build();
+            Self::deliver(c2s, o, m);
+        }
+    }
+
+    /// A redaction: of a reaction, the reacting user's new set; of a message, a XEP-0424
+    /// retraction (XEP-0425 moderation when someone else redacted it).
+    async fn redaction(&self, c2s: &C2s, room_id: &str, room: &Room, e: &StoredEvent) {
+        let Ok(pdu) = Pdu::from_stored(e) else { return };
+        let json: Value = serde_json::from_str(&e.pdu).unwrap_or_default();
+        let Some(target_id) = pdu.content_value()["redacts"]
+            .as_str()
+            .or_else(|| json["redacts"].as_str())
+            .map(str::to_owned)
+        else {
+            return;
+        };
+        let Ok(Some(target)) = self.core.rooms.event(&target_id).await else {
+            return;
+        };
+        if target.kind == "m.reaction" {
+            // What it reacted to: remembered from when the reaction came, or read from the
+            // stored copy (which the redaction empties).
+            let original: Value = serde_json::from_str(&target.pdu).unwrap_or_default();
+            let reacted_to = room.reacted.get(&target_id).cloned().or_else(|| {
+                original["content"]["m.relates_to"]["event_id"]
+                    .as_str()
+                    .map(str::to_owned)
+            });
+            if let Some(reacted_to) = reacted_to {
+                self.reactions(c2s, room_id, room, &target, &reacted_to, Some(&target_id))
+                    .await;
+            }
+            return;
+        }
+        if !MESSAGE_KINDS.contains(&target.kind.as_str()) {
+            return;
+        }
+        let moderated = e.sender != target.sender;
+        let by = self.nick(room, &e.sender);
+        let author = self.nick(room, &target.sender);
+        for o in &room.occupants {
+            let mut retract = Element::builder("retract", super::convert::NS_RETRACT)
+                .attr(xml_ncname!("id").to_owned(), target_id.as_str());
+            if moderated {
+                retract = retract.append(
+                    Element::builder("moderated", NS_MODERATE)
+                        .attr(xml_ncname!("by").to_owned(), occupant_jid(&o.room_jid, &by))
+                        .append(
+                            Element::builder("occupant-id", NS_OCCUPANT_ID)
+                                .attr(xml_ncname!("id").to_owned(), occupant_id(room_id, &e.sender))
+                                .build(),
+                        )
+                        .build(),
+                );
+            }
+            let m = envelope(room_id, &o.room_jid, &o.full, if moderated { "" } else { &author }, e)
+                .append(retract.build())
+                .append(
+                    Element::builder("fallback", super::convert::NS_FALLBACK)
+                        .attr(xml_ncname!("for").to_owned(), super::convert::NS_RETRACT)
+                        .build(),
+                )
+                .append(
+                    Element::builder("body", ns::JABBER_CLIENT)
+                        .append("This message was retracted.")
+                        .build(),
+                )
+                .append(Element::builder("store", "urn:xmpp:hints").build())
+                .build();
+            Self::deliver(c2s, o, m);
+        }
+    }
+
+    fn nick(&self, room: &Room, user: &str) -> String {
+        room.members
+            .get(user)
+            .cloned()
+            .unwrap_or_else(|| member_nick(user, &Value::Null))
     }
 
     fn member(&mut self, c2s: &C2s, room_id: &str, room: &mut Room, e: &StoredEvent) {
@@ -428,6 +559,7 @@ impl Pump {
             members: HashMap::new(),
             levels: self.core.rooms.power_levels(room_id).await?.0,
             occupants: vec![],
+            reacted: HashMap::new(),
         };
         for (user, e) in joined {
             let content = Pdu::from_stored(e).map(|p| p.content_value()).unwrap_or_default();
@@ -465,6 +597,7 @@ impl Pump {
                     members: HashMap::new(),
                     levels: Value::Null,
                     occupants: vec![],
+                    reacted: HashMap::new(),
                 });
                 room.occupants.retain(|o| o.full != full);
                 let last = !room.occupants.iter().any(|o| o.user == user);
@@ -654,11 +787,35 @@ pub(crate) fn groupchat(
 ) -> Option<Element> {
     let pdu = Pdu::from_stored(e).ok()?;
     let content = pdu.content_value();
+    let relates = &content["m.relates_to"];
+    let mut extra = vec![];
     let body = match e.kind.as_str() {
         "m.room.encrypted" => ENCRYPTED_NOTICE.to_owned(),
         "m.room.message" | "m.sticker" => {
-            let body = content["body"].as_str()?;
-            if content["msgtype"] == "m.emote" {
+            // An edit shows its new content, as a XEP-0308 correction of the original.
+            let shown = if relates["rel_type"] == "m.replace"
+                && let Some(original) = relates["event_id"].as_str()
+                && content["m.new_content"].is_object()
+            {
+                extra.push(
+                    Element::builder("replace", super::convert::NS_CORRECT)
+                        .attr(xml_ncname!("id").to_owned(), id_for(core, original, &e.sender, to))
+                        .build(),
+                );
+                &content["m.new_content"]
+            } else {
+                &content
+            };
+            let mut body = shown["body"].as_str()?;
+            if let Some(parent) = relates["m.in_reply_to"]["event_id"].as_str() {
+                extra.push(
+                    Element::builder("reply", super::convert::NS_REPLY)
+                        .attr(xml_ncname!("id").to_owned(), parent)
+                        .build(),
+                );
+                body = without_reply_fallback(body);
+            }
+            if shown["msgtype"] == "m.emote" {
                 format!("/me {body}")
             } else {
                 body.to_owned()
@@ -672,7 +829,7 @@ pub(crate) fn groupchat(
     let mut origin = None;
     if shown == Shown::Live
         && to.node().is_some_and(|n| core.matrix_user_id(n.as_str()) == e.sender)
-        && let Some((resource, sent_id, origin_id)) = sent_by_xmpp(core, e)
+        && let Some((resource, sent_id, origin_id)) = sent_by_xmpp(core, &e.event_id, &e.sender)
         && resource == to.resource().as_str()
     {
         if !sent_id.is_empty() {
@@ -698,6 +855,9 @@ pub(crate) fn groupchat(
                 .attr(xml_ncname!("id").to_owned(), occupant_id(room_id, &e.sender))
                 .build(),
         );
+    for x in extra {
+        m = m.append(x);
+    }
     if let Some(o) = origin {
         m = m.append(
             Element::builder("origin-id", NS_SID)
@@ -714,6 +874,54 @@ pub(crate) fn groupchat(
         );
     }
     Some(m.build())
+}
+
+/// A groupchat message for event `e` from `nick` (the room itself when empty), with its
+/// stanza-id and the sender's occupant-id; the caller adds the payload.
+fn envelope(room_id: &str, room_jid: &BareJid, to: &FullJid, nick: &str, e: &StoredEvent) -> ElementBuilder {
+    let from = if nick.is_empty() {
+        room_jid.to_string()
+    } else {
+        occupant_jid(room_jid, nick)
+    };
+    Element::builder("message", ns::JABBER_CLIENT)
+        .attr(xml_ncname!("from").to_owned(), from)
+        .attr(xml_ncname!("to").to_owned(), to.to_string())
+        .attr(xml_ncname!("type").to_owned(), "groupchat")
+        .attr(xml_ncname!("id").to_owned(), e.event_id.as_str())
+        .append(
+            Element::builder("stanza-id", NS_SID)
+                .attr(xml_ncname!("id").to_owned(), e.event_id.as_str())
+                .attr(xml_ncname!("by").to_owned(), room_jid.to_string())
+                .build(),
+        )
+        .append(
+            Element::builder("occupant-id", NS_OCCUPANT_ID)
+                .attr(xml_ncname!("id").to_owned(), occupant_id(room_id, &e.sender))
+                .build(),
+        )
+}
+
+/// The id a recipient knows a message by: the one its own session gave it, else the event ID.
+fn id_for(core: &Core, event_id: &str, sender: &str, to: &FullJid) -> String {
+    if to.node().is_some_and(|n| core.matrix_user_id(n.as_str()) == sender)
+        && let Some((resource, id, _)) = sent_by_xmpp(core, event_id, sender)
+        && resource == to.resource().as_str()
+        && !id.is_empty()
+    {
+        return id;
+    }
+    event_id.to_owned()
+}
+
+/// A Matrix body without its reply fallback (the quoted lines before the first blank line).
+fn without_reply_fallback(body: &str) -> &str {
+    if body.starts_with("> ")
+        && let Some(at) = body.find("\n\n")
+    {
+        return &body[at + 2..];
+    }
+    body
 }
 
 fn occupant_jid(room: &BareJid, nick: &str) -> String {
