@@ -36,12 +36,14 @@ class Xmpp(slixmpp.ClientXMPP):
         self.ssl_context.check_hostname = False
         self.ssl_context.verify_mode = ssl.CERT_NONE
         for p in ("xep_0004", "xep_0030", "xep_0045", "xep_0059", "xep_0085", "xep_0199", "xep_0308", "xep_0313", "xep_0359",
-                  "xep_0410", "xep_0424", "xep_0425", "xep_0444", "xep_0461"):
+                  "xep_0249", "xep_0410", "xep_0424", "xep_0425", "xep_0444", "xep_0461"):
             self.register_plugin(p)
         self.started = asyncio.get_event_loop().create_future()
         self.messages = []
         self.presences = []
         self.subjects = []
+        self.invites = []
+        self.add_event_handler("groupchat_direct_invite", self.invites.append)
         self.add_event_handler("session_start", lambda _: self.started.done() or self.started.set_result(True))
         self.add_event_handler("groupchat_message", self.messages.append)
         self.add_event_handler("groupchat_presence", self.presences.append)
@@ -391,6 +393,8 @@ async def main(a):
     check(r.content["users"].get("@alice:localhost") == 50, "the admin affiliation is power level 50")
     await until(lambda: any(p["from"] == f"{newroom}/Alice" and p["muc"]["affiliation"] == "admin" for p in carol.presences),
                 "occupants see alice become admin")
+    await until(lambda: any(i["groupchat_invite"]["jid"] == newroom and i["from"].bare == "carol@localhost" for i in bob.invites),
+                "the Matrix invite reaches bob's XMPP session as a XEP-0249 invitation from carol")
     pres, _, _, _ = await muc.join_muc_wait(newroom, "Bob", maxstanzas=0, timeout=20)
     check(pres["muc"]["affiliation"] == "member", "the invited member joins")
     await cmuc.set_role(newroom, "Bob", "none", reason="out")
@@ -408,6 +412,23 @@ async def main(a):
         check(e.condition == "forbidden", f"banned: {e.condition}")
     check(await iq_condition(muc.set_affiliation(newroom, "owner", jid="bob@localhost")) == "forbidden",
           "a non-member cannot change affiliations")
+
+    # Invitations from XMPP: mediated (through the room) and direct (XEP-0249).
+    third = f"third@{MUC}"
+    await cmuc.join_muc_wait(third, "Carol", timeout=20)
+    cmuc.invite(JID(third), JID("alice@localhost"), reason="join us")
+    third_id = None
+    for _ in range(100):
+        s_ = await alice.sync(timeout=0)
+        third_id = next((rid for rid in s_.rooms.invite), None)
+        if third_id:
+            break
+        await asyncio.sleep(0.05)
+    check(third_id is not None, "a mediated invitation from XMPP is a Matrix invite")
+    carol.plugin["xep_0249"].send_invitation(JID("bob@localhost"), JID(third), reason="come")
+    await until(lambda: any(i["groupchat_invite"]["jid"] == third for i in bob.invites), "a direct invitation reaches bob")
+    members = [str(j) for j in await cmuc.get_affiliation_list(JID(third), "member")]
+    check("bob@localhost" in members and "alice@localhost" in members, f"and makes him invited on Matrix: {members}")
 
     # bob leaves from XMPP: he leaves the Matrix room.
     muc.leave_muc(lobby, "Bobby")

@@ -210,6 +210,11 @@ impl Router {
     }
 
     /// Whether the account has any bound session.
+    /// Whether any session is bound at all.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     pub fn has_sessions(&self, bare: &BareJid) -> bool {
         self.lock().contains_key(bare.as_str())
     }
@@ -963,6 +968,23 @@ async fn route_message(c2s: &C2s, mut msg: Message, sender: &FullJid) -> Option<
         blocked(c2s, sender, &to).await
     };
     let mut refused = refused;
+    // XEP-0249 to a local account, for one of our rooms: a Matrix invite, which reaches the
+    // invitee's sessions as an invitation; an offline invitee gets this message kept.
+    if refused.is_none()
+        && local
+        && to.node().is_some()
+        && let Some(room) = msg
+            .payloads
+            .iter()
+            .find(|p| p.is("x", "jabber:x:conference"))
+            .and_then(|x| x.attr("jid"))
+            .and_then(|j| BareJid::new(j).ok())
+        && c2s.muc.serves(&room.clone().into())
+        && crate::muc::invite(c2s, sender, &room, to.as_str(), None).await.is_ok()
+        && c2s.router.has_sessions(&to.to_bare())
+    {
+        return None;
+    }
     if refused.is_none()
         && local
         && let Some(node) = to.node()

@@ -400,9 +400,70 @@ fn bounce(msg: Message, error: StanzaError) -> Message {
     b
 }
 
+/// Invite a local account into the room `room_jid` names, as the session's account (a Matrix
+/// invite; the invitee's XMPP sessions get it as a XEP-0249 invitation from the pump).
+pub(crate) async fn invite(
+    c2s: &C2s,
+    full: &FullJid,
+    room_jid: &BareJid,
+    invitee: &str,
+    reason: Option<&str>,
+) -> Result<(), StanzaError> {
+    let not_found = || stanza_error(ErrorType::Cancel, Condition::ItemNotFound, None);
+    let room_id = match target_of(c2s, room_jid) {
+        Some(t) => resolve(c2s, &t).await.ok().flatten().ok_or_else(not_found)?,
+        None => return Err(not_found()),
+    };
+    let user = user_of(c2s, full).ok_or_else(not_found)?;
+    let node = crate::local_account(invitee, &c2s.domain).ok_or_else(|| {
+        stanza_error(
+            ErrorType::Cancel,
+            Condition::RemoteServerNotFound,
+            Some("only local accounts can be invited until s2s exists"),
+        )
+    })?;
+    let invitee = c2s.core.matrix_user_id(node);
+    let mut content = json!({ "membership": "invite" });
+    if let Some(r) = reason.filter(|r| !r.is_empty()) {
+        content["reason"] = json!(r);
+    }
+    let room = ruma::RoomId::parse(&room_id).map_err(|_| not_found())?;
+    match c2s
+        .core
+        .rooms
+        .send(
+            &room,
+            &user,
+            EventTemplate::state("m.room.member", &invitee, content),
+            None,
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(CoreError::Forbidden(m)) => Err(stanza_error(ErrorType::Auth, Condition::Forbidden, Some(&m))),
+        Err(e) => {
+            tracing::warn!(error = %e, "MUC invitation failed");
+            Err(stanza_error(ErrorType::Wait, Condition::InternalServerError, None))
+        }
+    }
+}
+
 async fn handle_message(c2s: &C2s, full: &FullJid, msg: Message) -> Option<Message> {
     let to = msg.to.clone()?;
     if msg.type_ == MessageType::Error {
+        return None;
+    }
+    // §7.8.2: a mediated invitation, through the room.
+    if let Some(x) = msg.payloads.iter().find(|p| p.is("x", NS_USER))
+        && to.resource().is_none()
+    {
+        for invitation in x.children().filter(|c| c.is("invite", NS_USER)) {
+            let invitee = invitation.attr("to").unwrap_or_default();
+            let reason = invitation.get_child("reason", NS_USER).map(Element::text);
+            if let Err(e) = invite(c2s, full, &to.to_bare(), invitee, reason.as_deref()).await {
+                return Some(bounce(msg, e));
+            }
+        }
         return None;
     }
     if to.resource().is_some() {

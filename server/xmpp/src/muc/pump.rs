@@ -209,8 +209,8 @@ impl Pump {
             if self.examined >= current {
                 return;
             }
-            if self.rooms.is_empty() {
-                // Nobody to tell.
+            if self.rooms.is_empty() && c2s.router.is_empty() {
+                // Nobody to tell (of room events, nor of invitations).
                 self.examined = current;
                 return;
             }
@@ -302,6 +302,9 @@ impl Pump {
 
     /// One event from the stream.
     async fn event(&mut self, c2s: &C2s, e: &StoredEvent) {
+        if e.kind == "m.room.member" {
+            self.invitation(c2s, e).await;
+        }
         let Some(mut room) = self.rooms.remove(&e.room_id) else {
             return;
         };
@@ -357,6 +360,49 @@ impl Pump {
         if !room.occupants.is_empty() {
             self.rooms.insert(e.room_id.clone(), room);
         }
+    }
+
+    /// A Matrix invite of a local account with XMPP sessions online: a XEP-0249 direct
+    /// invitation to the room's JID, from the inviter.
+    async fn invitation(&self, c2s: &C2s, e: &StoredEvent) {
+        let Ok(pdu) = Pdu::from_stored(e) else { return };
+        let content = pdu.content_value();
+        let Some(invitee) = e.state_key.as_deref() else { return };
+        if content["membership"] != "invite" {
+            return;
+        }
+        let (Some(to), Some(from)) = (self.real_jid(invitee), self.real_jid(&e.sender)) else {
+            return;
+        };
+        let Ok(to) = xmpp_parsers::jid::Jid::new(&to) else {
+            return;
+        };
+        if !c2s.router.has_sessions(&to.to_bare()) {
+            return;
+        }
+        let alias = super::RoomState::read(&self.core, &e.room_id)
+            .await
+            .ok()
+            .and_then(|s| s.alias);
+        let node = super::jid::node_for(&e.room_id, alias.as_deref(), &self.server_name);
+        let room = format!("{node}@{}", c2s.muc.domain);
+        let mut x = Element::builder("x", "jabber:x:conference").attr(xml_ncname!("jid").to_owned(), room.as_str());
+        if let Some(reason) = content["reason"].as_str() {
+            x = x.attr(xml_ncname!("reason").to_owned(), reason);
+        }
+        let m = Element::builder("message", ns::JABBER_CLIENT)
+            .attr(xml_ncname!("from").to_owned(), from.as_str())
+            .attr(xml_ncname!("to").to_owned(), to.to_string())
+            .attr(xml_ncname!("id").to_owned(), e.event_id.as_str())
+            .append(
+                Element::builder("body", ns::JABBER_CLIENT)
+                    .append(format!("{from} invites you to the room {room}"))
+                    .build(),
+            )
+            .append(x.build())
+            .build();
+        c2s.router
+            .deliver_message(&to, &m, &xmpp_parsers::message::MessageType::Normal, None);
     }
 
     /// XEP-0444: a user's whole set of reactions to `target`, after `e` (leaving out a reaction
