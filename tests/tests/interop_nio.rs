@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use estuary_tests::{Backend, Instance, both_backends, run_interop_script};
+use estuary_tests::{Backend, Instance, both_backends, interop_script};
 
 const CONFIG: &str = "[registration]\nopen = true\n\
     [rate_limits]\nlogin = { per_second = 0.0, burst = 0.0 }\nregistration = { per_second = 0.0, burst = 0.0 }\n\
@@ -16,15 +16,12 @@ async fn nio_client_server(backend: Backend) {
     let inst = Instance::with_config(backend, CONFIG).await;
     let server = inst.start().await;
     let base = server.base_url.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        run_interop_script(
-            "nio_client_server.py",
-            &["--homeserver", &base],
-            Duration::from_secs(300),
-        )
-    })
-    .await
-    .unwrap();
+    let out = interop_script(
+        "nio_client_server.py",
+        &["--homeserver", &base],
+        Duration::from_secs(300),
+    )
+    .await;
     assert!(out.contains("100 messages delivered once each and in order"), "{out}");
     let log_path = server.log_path.clone();
     assert!(server.terminate().await.success());

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use estuary_tests::matrix::Client;
-use estuary_tests::{Backend, Instance, OPEN_CONFIG, both_backends, run_interop_script};
+use estuary_tests::{Backend, Instance, OPEN_CONFIG, both_backends, interop_script, run_interop_script};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Contact addresses, published over XMPP (XEP-0157) and Matrix (`/.well-known/matrix/support`).
@@ -67,12 +67,8 @@ async fn slixmpp_interop(backend: Backend) {
         "--tls-port".to_owned(),
         tls.to_string(),
     ];
-    let out = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_interop_script("slixmpp_c2s.py", &args, Duration::from_secs(120))
-    })
-    .await
-    .unwrap();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = interop_script("slixmpp_c2s.py", &args, Duration::from_secs(120)).await;
     assert!(out.contains("bob receives alice's message"), "{out}");
     // The same contacts for Matrix clients (only e-mail and Matrix IDs have a field there).
     let anon = Client::anonymous(&server);
@@ -127,11 +123,7 @@ async fn slixmpp_roster_and_presence(backend: Backend) {
         assert!(inst.cli(&["user", "create", user, "--password", pw]).status.success());
     }
     let port = plain.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        run_interop_script("slixmpp_roster.py", &["--port", &port], Duration::from_secs(120))
-    })
-    .await
-    .unwrap();
+    let out = interop_script("slixmpp_roster.py", &["--port", &port], Duration::from_secs(120)).await;
     assert!(out.contains("subscription handshake ends at 'both'"), "{out}");
     assert!(server.terminate().await.success());
 }
@@ -153,12 +145,8 @@ async fn slixmpp_blocking(backend: Backend) {
         "--token".to_owned(),
         alice.token.clone().unwrap(),
     ];
-    let out = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_interop_script("slixmpp_blocking.py", &args, Duration::from_secs(120))
-    })
-    .await
-    .unwrap();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = interop_script("slixmpp_blocking.py", &args, Duration::from_secs(120)).await;
     assert!(out.contains("bob is in alice's Matrix ignore list"), "{out}");
     assert!(server.terminate().await.success());
 }
@@ -175,12 +163,8 @@ async fn xmpp_login(port: u16, jid: &str, password: &str, expect: &str) {
         "--expect".to_owned(),
         expect.to_owned(),
     ];
-    let out = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_interop_script("slixmpp_login.py", &args, Duration::from_secs(60))
-    })
-    .await
-    .unwrap();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = interop_script("slixmpp_login.py", &args, Duration::from_secs(60)).await;
     assert!(out.contains(&format!("login {expect}")), "{out}");
 }
 
@@ -239,15 +223,12 @@ async fn slixmpp_in_band_registration(backend: Backend) {
     let closed = Instance::with_config(backend, "[xmpp]\nc2s_listen = [\"127.0.0.1:{C2S_PORT}\"]\n").await;
     let server = closed.start().await;
     let port = closed.c2s_port.to_string();
-    tokio::task::spawn_blocking(move || {
-        run_interop_script(
-            "slixmpp_register.py",
-            &["--port", &port, "--phase", "closed"],
-            Duration::from_secs(60),
-        )
-    })
-    .await
-    .unwrap();
+    interop_script(
+        "slixmpp_register.py",
+        &["--port", &port, "--phase", "closed"],
+        Duration::from_secs(60),
+    )
+    .await;
     assert!(server.terminate().await.success());
 }
 
@@ -261,11 +242,7 @@ async fn slixmpp_pep(backend: Backend) {
         assert!(inst.cli(&["user", "create", user, "--password", "pw"]).status.success());
     }
     let port = inst.c2s_port.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        run_interop_script("slixmpp_pep.py", &["--port", &port], Duration::from_secs(120))
-    })
-    .await
-    .unwrap();
+    let out = interop_script("slixmpp_pep.py", &["--port", &port], Duration::from_secs(120)).await;
     assert!(out.contains("and gets the node's last item"), "{out}");
     // The avatar alice published over PEP (and set again at the end) is her Matrix avatar.
     let anon = Client::anonymous(&server);
@@ -336,15 +313,12 @@ async fn slixmpp_offline_and_resumption(backend: Backend) {
         assert!(inst.cli(&["user", "create", user, "--password", "pw"]).status.success());
     }
     let port = inst.c2s_port.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        run_interop_script(
-            "slixmpp_sm.py",
-            &["--port", &port, "--phase", "session"],
-            Duration::from_secs(120),
-        )
-    })
-    .await
-    .unwrap();
+    let out = interop_script(
+        "slixmpp_sm.py",
+        &["--port", &port, "--phase", "session"],
+        Duration::from_secs(120),
+    )
+    .await;
     assert!(
         out.contains("messages for the expired session were kept offline"),
         "{out}"
@@ -417,15 +391,12 @@ async fn sigkill_during_burst(backend: Backend, online: bool) {
     let server = inst.start().await;
     let got_path = dir.path().join("got.txt");
     let (port, got) = (inst.c2s_port.to_string(), got_path.display().to_string());
-    tokio::task::spawn_blocking(move || {
-        run_interop_script(
-            "slixmpp_sm.py",
-            &["--port", &port, "--phase", "collect", "--out", &got],
-            Duration::from_secs(120),
-        )
-    })
-    .await
-    .unwrap();
+    interop_script(
+        "slixmpp_sm.py",
+        &["--port", &port, "--phase", "collect", "--out", &got],
+        Duration::from_secs(120),
+    )
+    .await;
     let got: Vec<String> = std::fs::read_to_string(&got_path)
         .unwrap()
         .lines()
@@ -486,11 +457,7 @@ async fn slixmpp_carbons() {
         assert!(inst.cli(&["user", "create", user, "--password", pw]).status.success());
     }
     let port = plain.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        run_interop_script("slixmpp_carbons.py", &["--port", &port], Duration::from_secs(120))
-    })
-    .await
-    .unwrap();
+    let out = interop_script("slixmpp_carbons.py", &["--port", &port], Duration::from_secs(120)).await;
     assert!(out.contains("a <private/> message is not copied"), "{out}");
     assert!(server.terminate().await.success());
 }
