@@ -2,6 +2,7 @@
 Rust test that runs a script looks for its final ALL OK."""
 
 import asyncio
+import ssl
 
 
 def check(cond, what):
@@ -29,3 +30,10 @@ async def iq_condition(request):
         return "a result"
     except IqError as e:
         return e.iq["error"]["condition"]
+
+
+def starttls_to_test_server(client):
+    """STARTTLS only, trusting the test server's self-signed certificate."""
+    client.enable_direct_tls, client.enable_starttls, client.enable_plaintext = False, True, False
+    client.ssl_context.check_hostname = False
+    client.ssl_context.verify_mode = ssl.CERT_NONE

@@ -13,7 +13,6 @@ invite-only room, nick in use, a message from a non-member. Prints ALL OK on suc
 
 import argparse
 import asyncio
-import ssl
 
 import slixmpp
 from slixmpp import JID
@@ -23,7 +22,7 @@ from slixmpp.exceptions import PresenceError
 from nio import AsyncClient, LoginResponse, RoomCreateResponse, RoomMessagesResponse, RoomSendResponse
 from nio.api import RoomPreset, RoomVisibility
 
-from checks import check, iq_condition, until
+from checks import check, iq_condition, until, starttls_to_test_server
 
 MUC = "conference.localhost"
 SID = "urn:xmpp:sid:0"
@@ -32,9 +31,7 @@ SID = "urn:xmpp:sid:0"
 class Xmpp(slixmpp.ClientXMPP):
     def __init__(self, jid, password):
         super().__init__(jid, password, sasl_mech="SCRAM-SHA-256")
-        self.enable_direct_tls, self.enable_starttls, self.enable_plaintext = False, True, False
-        self.ssl_context.check_hostname = False
-        self.ssl_context.verify_mode = ssl.CERT_NONE
+        starttls_to_test_server(self)
         for p in ("xep_0004", "xep_0030", "xep_0045", "xep_0059", "xep_0085", "xep_0199", "xep_0308", "xep_0313", "xep_0359",
                   "xep_0249", "xep_0410", "xep_0424", "xep_0425", "xep_0444", "xep_0461"):
             self.register_plugin(p)

@@ -11,7 +11,6 @@ Prints ALL OK on success.
 import argparse
 import asyncio
 import json
-import ssl
 import sys
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from slixmpp.jid import JID
 from slixmpp.plugins import register_plugin
 from slixmpp_omemo import XEP_0384
 
-from checks import check, until
+from checks import check, until, starttls_to_test_server
 
 MARKER = "omemo-secret-4242"
 
@@ -75,9 +74,7 @@ register_plugin(OmemoPlugin)
 class Client(slixmpp.ClientXMPP):
     def __init__(self, jid, password, state):
         super().__init__(jid, password, sasl_mech="SCRAM-SHA-256")
-        self.enable_direct_tls, self.enable_starttls, self.enable_plaintext = False, True, False
-        self.ssl_context.check_hostname = False
-        self.ssl_context.verify_mode = ssl.CERT_NONE
+        starttls_to_test_server(self)
         self.register_plugin("xep_0380")
         self.register_plugin("xep_0384", {"state_file": state}, module=sys.modules[__name__])
         self.started = asyncio.get_event_loop().create_future()

@@ -11,21 +11,18 @@ list. Prints ALL OK on success.
 import argparse
 import asyncio
 import json
-import ssl
 import sys
 import urllib.request
 
 import slixmpp
 
-from checks import check, until, iq_condition
+from checks import check, until, iq_condition, starttls_to_test_server
 
 
 class Client(slixmpp.ClientXMPP):
     def __init__(self, jid, password):
         super().__init__(jid, password, sasl_mech="SCRAM-SHA-256")
-        self.enable_direct_tls, self.enable_starttls, self.enable_plaintext = False, True, False
-        self.ssl_context.check_hostname = False
-        self.ssl_context.verify_mode = ssl.CERT_NONE
+        starttls_to_test_server(self)
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0092")
         self.register_plugin("xep_0191")

@@ -5,18 +5,17 @@ Prints "login ok" or "login refused", and ALL OK (exit 0) when that is what --ex
 
 import argparse
 import asyncio
-import ssl
 import sys
 
 import slixmpp
+
+from checks import starttls_to_test_server
 
 
 class Client(slixmpp.ClientXMPP):
     def __init__(self, jid, password):
         super().__init__(jid, password, sasl_mech="SCRAM-SHA-256")
-        self.enable_direct_tls, self.enable_starttls, self.enable_plaintext = False, True, False
-        self.ssl_context.check_hostname = False
-        self.ssl_context.verify_mode = ssl.CERT_NONE
+        starttls_to_test_server(self)
         self.outcome = asyncio.get_event_loop().create_future()
         self.add_event_handler("session_start", lambda _: self.outcome.done() or self.outcome.set_result("ok"))
         self.add_event_handler("failed_auth", lambda _: self.outcome.done() or self.outcome.set_result("refused"))

@@ -12,13 +12,12 @@ the account's PEP service. Prints ALL OK on success.
 import argparse
 import asyncio
 import hashlib
-import ssl
 
 import slixmpp
 from slixmpp.plugins.xep_0004 import Form
 from slixmpp.xmlstream import ET
 
-from checks import check, iq_condition, until
+from checks import check, iq_condition, until, starttls_to_test_server
 
 TEST = "urn:example:estuary-pep-test"
 LEGACY_DEVICES = "eu.siacs.conversations.axolotl.devicelist"
@@ -34,9 +33,7 @@ VCARD_AVATAR = b"GIF89a-vcard-avatar"
 class Client(slixmpp.ClientXMPP):
     def __init__(self, jid, password, interests=()):
         super().__init__(jid, password, sasl_mech="SCRAM-SHA-256")
-        self.enable_direct_tls, self.enable_starttls, self.enable_plaintext = False, True, False
-        self.ssl_context.check_hostname = False
-        self.ssl_context.verify_mode = ssl.CERT_NONE
+        starttls_to_test_server(self)
         for p in ("xep_0030", "xep_0004", "xep_0060", "xep_0115", "xep_0163", "xep_0084", "xep_0054"):
             self.register_plugin(p)
         self.interests = interests

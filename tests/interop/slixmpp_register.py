@@ -17,15 +17,13 @@ import ssl
 import slixmpp
 from slixmpp.exceptions import IqError
 
-from checks import check, iq_condition
+from checks import check, iq_condition, starttls_to_test_server
 
 
 class Registrant(slixmpp.ClientXMPP):
     def __init__(self, jid, password):
         super().__init__(jid, password, sasl_mech="SCRAM-SHA-256")
-        self.enable_direct_tls, self.enable_starttls, self.enable_plaintext = False, True, False
-        self.ssl_context.check_hostname = False
-        self.ssl_context.verify_mode = ssl.CERT_NONE
+        starttls_to_test_server(self)
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0077")
         self.plugin["xep_0077"].force_registration = False
@@ -73,9 +71,7 @@ async def open_phase(a):
 async def remove_phase(a):
     d = a.domain
     c = slixmpp.ClientXMPP(f"carol@{d}/x", "carol-pw-2", sasl_mech="SCRAM-SHA-256")
-    c.enable_direct_tls, c.enable_starttls, c.enable_plaintext = False, True, False
-    c.ssl_context.check_hostname = False
-    c.ssl_context.verify_mode = ssl.CERT_NONE
+    starttls_to_test_server(c)
     c.register_plugin("xep_0077")
     started = asyncio.get_event_loop().create_future()
     gone = asyncio.Event()

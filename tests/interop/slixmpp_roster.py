@@ -10,20 +10,17 @@ Prints ALL OK on success.
 
 import argparse
 import asyncio
-import ssl
 import sys
 
 import slixmpp
 
-from checks import check, until
+from checks import check, until, starttls_to_test_server
 
 
 class Client(slixmpp.ClientXMPP):
     def __init__(self, jid, password):
         super().__init__(jid, password, sasl_mech="SCRAM-SHA-256")
-        self.enable_direct_tls, self.enable_starttls, self.enable_plaintext = False, True, False
-        self.ssl_context.check_hostname = False
-        self.ssl_context.verify_mode = ssl.CERT_NONE
+        starttls_to_test_server(self)
         self.auto_authorize = True
         self.auto_subscribe = True
         self.started = asyncio.get_event_loop().create_future()

@@ -14,19 +14,16 @@ Prints ALL OK on success.
 
 import argparse
 import asyncio
-import ssl
 
 import slixmpp
 
-from checks import check, until
+from checks import check, until, starttls_to_test_server
 
 
 class Client(slixmpp.ClientXMPP):
     def __init__(self, jid, password, sm=True):
         super().__init__(jid, password, sasl_mech="SCRAM-SHA-256")
-        self.enable_direct_tls, self.enable_starttls, self.enable_plaintext = False, True, False
-        self.ssl_context.check_hostname = False
-        self.ssl_context.verify_mode = ssl.CERT_NONE
+        starttls_to_test_server(self)
         self.register_plugin("xep_0085")
         self.register_plugin("xep_0203")
         if sm:

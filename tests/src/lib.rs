@@ -442,6 +442,19 @@ pub fn run_interop_script(script: &str, args: &[&str], deadline: Duration) -> St
     stdout
 }
 
+/// A started server for XMPP tests: open registration, no rate limits, a c2s listener (with
+/// `xmpp_extra`, more lines for `[xmpp]`), and the accounts `users`, each with password "pw".
+pub async fn xmpp_server(backend: Backend, xmpp_extra: &str, users: &[&str]) -> (Instance, Running) {
+    let extra = format!("{OPEN_CONFIG}[xmpp]\nc2s_listen = [\"127.0.0.1:{{C2S_PORT}}\"]\n{xmpp_extra}");
+    let inst = Instance::with_config(backend, &extra).await;
+    let server = inst.start().await;
+    for user in users {
+        let out = inst.cli(&["user", "create", user, "--password", "pw"]);
+        assert!(out.status.success(), "user create {user}: {out:?}");
+    }
+    (inst, server)
+}
+
 /// [`run_interop_script`] from async code, off the runtime's threads.
 pub async fn interop_script(script: &str, args: &[&str], deadline: Duration) -> String {
     let script = script.to_owned();

@@ -235,12 +235,7 @@ async fn slixmpp_in_band_registration(backend: Backend) {
 /// XEP-0163 PEP with slixmpp: publish-options, access models, notifications filtered by caps,
 /// OMEMO device-list nodes, last item on login, configuration, retract, delete.
 async fn slixmpp_pep(backend: Backend) {
-    let extra = format!("{OPEN_CONFIG}[xmpp]\nc2s_listen = [\"127.0.0.1:{{C2S_PORT}}\"]\n");
-    let inst = Instance::with_config(backend, &extra).await;
-    let server = inst.start().await;
-    for user in ["alice", "bob", "carol"] {
-        assert!(inst.cli(&["user", "create", user, "--password", "pw"]).status.success());
-    }
+    let (inst, server) = estuary_tests::xmpp_server(backend, "", &["alice", "bob", "carol"]).await;
     let port = inst.c2s_port.to_string();
     let out = interop_script("slixmpp_pep.py", &["--port", &port], Duration::from_secs(120)).await;
     assert!(out.contains("and gets the node's last item"), "{out}");
@@ -270,12 +265,7 @@ async fn slixmpp_pep(backend: Backend) {
 /// exchange encrypted messages both ways, one of them kept offline; the store holds only
 /// ciphertext.
 async fn slixmpp_omemo(backend: Backend) {
-    let extra = format!("{OPEN_CONFIG}[xmpp]\nc2s_listen = [\"127.0.0.1:{{C2S_PORT}}\"]\n");
-    let inst = Instance::with_config(backend, &extra).await;
-    let server = inst.start().await;
-    for user in ["alice", "bob"] {
-        assert!(inst.cli(&["user", "create", user, "--password", "pw"]).status.success());
-    }
+    let (inst, server) = estuary_tests::xmpp_server(backend, "", &["alice", "bob"]).await;
     let state = tempfile::tempdir().unwrap();
     let run = |phase: &'static str| {
         let port = inst.c2s_port.to_string();
@@ -306,12 +296,7 @@ async fn slixmpp_omemo(backend: Backend) {
 /// Offline messages with delay, and XEP-0198 resumption after a dropped connection, with
 /// slixmpp: nothing lost, nothing twice; after the resumption window, offline.
 async fn slixmpp_offline_and_resumption(backend: Backend) {
-    let extra = format!("{OPEN_CONFIG}[xmpp]\nc2s_listen = [\"127.0.0.1:{{C2S_PORT}}\"]\nsm_resume_seconds = 2\n");
-    let inst = Instance::with_config(backend, &extra).await;
-    let server = inst.start().await;
-    for user in ["alice", "bob"] {
-        assert!(inst.cli(&["user", "create", user, "--password", "pw"]).status.success());
-    }
+    let (inst, server) = estuary_tests::xmpp_server(backend, "sm_resume_seconds = 2\n", &["alice", "bob"]).await;
     let port = inst.c2s_port.to_string();
     let out = interop_script(
         "slixmpp_sm.py",
@@ -340,12 +325,7 @@ async fn acked_messages_to_an_online_recipient_survive_sigkill(backend: Backend)
 }
 
 async fn sigkill_during_burst(backend: Backend, online: bool) {
-    let extra = format!("{OPEN_CONFIG}[xmpp]\nc2s_listen = [\"127.0.0.1:{{C2S_PORT}}\"]\n");
-    let inst = Instance::with_config(backend, &extra).await;
-    let server = inst.start().await;
-    for user in ["alice", "bob"] {
-        assert!(inst.cli(&["user", "create", user, "--password", "pw"]).status.success());
-    }
+    let (inst, server) = estuary_tests::xmpp_server(backend, "", &["alice", "bob"]).await;
     let dir = tempfile::tempdir().unwrap();
     let acked = dir.path().join("acked.txt");
     let received = dir.path().join("received.txt");

@@ -4,15 +4,10 @@
 
 use std::time::Duration;
 
-use estuary_tests::{Backend, Instance, OPEN_CONFIG, both_backends, interop_script};
+use estuary_tests::{Backend, both_backends, interop_script};
 
 async fn muc_cross_protocol(backend: Backend) {
-    let extra = format!("{OPEN_CONFIG}[xmpp]\nc2s_listen = [\"127.0.0.1:{{C2S_PORT}}\"]\n");
-    let inst = Instance::with_config(backend, &extra).await;
-    let server = inst.start().await;
-    for user in ["alice", "bob", "carol"] {
-        assert!(inst.cli(&["user", "create", user, "--password", "pw"]).status.success());
-    }
+    let (inst, server) = estuary_tests::xmpp_server(backend, "", &["alice", "bob", "carol"]).await;
     let port = inst.c2s_port.to_string();
     let out = interop_script(
         "muc_cross.py",

@@ -497,12 +497,19 @@ macro_rules! impl_store {
                 Ok(rows)
             }
 
-            async fn events_between(&self, from: i64, to: i64, limit: i64) -> $crate::Result<Vec<$crate::StoredEvent>> {
+            async fn events_between(
+                &self,
+                from: i64,
+                to: i64,
+                limit: i64,
+                kind: Option<&str>,
+            ) -> $crate::Result<Vec<$crate::StoredEvent>> {
                 Ok(
                     sqlx::query_as::<$db, $crate::StoredEvent>($crate::sql::EVENTS_BETWEEN)
                         .bind(from)
                         .bind(to)
                         .bind(limit)
+                        .bind(kind)
                         .fetch_all(&self.pool)
                         .await?,
                 )

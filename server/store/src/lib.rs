@@ -387,8 +387,9 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
         newest: bool,
     ) -> Result<Vec<StoredEvent>>;
-    /// Events of every room with from < stream_ordering <= to, oldest first, at most `limit`.
-    async fn events_between(&self, from: i64, to: i64, limit: i64) -> Result<Vec<StoredEvent>>;
+    /// Events of every room with from < stream_ordering <= to (of one type when `kind` is
+    /// given), oldest first, at most `limit`.
+    async fn events_between(&self, from: i64, to: i64, limit: i64, kind: Option<&str>) -> Result<Vec<StoredEvent>>;
     /// The highest stream position assigned so far (0 when there is none).
     async fn max_stream_ordering(&self) -> Result<i64>;
 

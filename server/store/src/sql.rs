@@ -123,7 +123,8 @@ pub const ROOM_EVENTS_OLDEST: &str = concat!(
 pub const EVENTS_BETWEEN: &str = concat!(
     "SELECT ",
     event_columns!(),
-    " FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2 ORDER BY stream_ordering ASC LIMIT $3"
+    " FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2 AND ($4 IS NULL OR type = $4) \
+     ORDER BY stream_ordering ASC LIMIT $3"
 );
 pub const MAX_STREAM: &str = "SELECT COALESCE(MAX(stream_ordering), 0) FROM events";
 

@@ -1,5 +1,6 @@
-//! XMPP streams over `estuary-core`: client-to-server (`c2s`), with SASL (`scram`); WebSocket,
-//! components and s2s follow. Plus the account <-> JID mapping.
+//! XMPP over `estuary-core`: client-to-server streams (`c2s`, over TCP/TLS and WebSocket) with
+//! SASL (`scram`), the IM and PEP services, and group chat on Matrix rooms (`muc`); components
+//! and s2s follow. Plus the account <-> JID mapping.
 
 pub mod avatar;
 pub mod blocking;

@@ -4,7 +4,7 @@
 //! Matrix authorization rules let it change.
 
 use estuary_core::CoreError;
-use estuary_core::rooms::{EventTemplate, Pdu};
+use estuary_core::rooms::EventTemplate;
 use serde_json::{Value, json};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::minidom::rxml::xml_ncname;
@@ -13,7 +13,7 @@ use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::{FullJid, Jid};
 use xmpp_parsers::stanza_error::{DefinedCondition as Condition, ErrorType};
 
-use super::{RoomState, member_nick, user_of};
+use super::{RoomState, joined_with_nick, user_of};
 use crate::c2s::{C2s, error_reply};
 
 pub const NS_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
@@ -85,13 +85,25 @@ async fn target(c2s: &C2s, room_id: &str, item: &Element) -> Result<String, Refu
     }
     let nick = item.attr("nick").ok_or_else(bad_request)?;
     let members = c2s.core.rooms.members(room_id).await?;
-    members
-        .iter()
-        .find(|(u, (m, e))| {
-            m == "join" && Pdu::from_stored(e).is_ok_and(|p| member_nick(u, &p.content_value()) == nick)
-        })
-        .map(|(u, _)| u.clone())
-        .ok_or_else(not_found)
+    joined_with_nick(&members, nick, None).cloned().ok_or_else(not_found)
+}
+
+async fn send_membership(
+    c2s: &C2s,
+    full: &FullJid,
+    room_id: &str,
+    user: &str,
+    membership: &str,
+) -> Result<(), Refusal> {
+    send_state(
+        c2s,
+        full,
+        room_id,
+        "m.room.member",
+        user,
+        json!({ "membership": membership }),
+    )
+    .await
 }
 
 async fn send_state(
@@ -153,15 +165,7 @@ async fn admin_set(c2s: &C2s, full: &FullJid, room_id: &str, query: &Element) ->
                 let membership = c2s.core.rooms.membership(room_id, &uid).await?;
                 if membership.as_deref() == Some("ban") {
                     // Leaving the outcast list is an unban.
-                    send_state(
-                        c2s,
-                        full,
-                        room_id,
-                        "m.room.member",
-                        &user,
-                        json!({ "membership": "leave" }),
-                    )
-                    .await?;
+                    send_membership(c2s, full, room_id, &user, "leave").await?;
                 }
                 let mut levels = c2s.core.rooms.power_levels(room_id).await?.0;
                 let current = levels["users"][&user].as_i64();
@@ -180,15 +184,7 @@ async fn admin_set(c2s: &C2s, full: &FullJid, room_id: &str, query: &Element) ->
                 if affiliation != "none" && !matches!(membership.as_deref(), Some("join" | "invite")) {
                     let state = RoomState::read(&c2s.core, room_id).await?;
                     if state.join_rule != "public" {
-                        send_state(
-                            c2s,
-                            full,
-                            room_id,
-                            "m.room.member",
-                            &user,
-                            json!({ "membership": "invite" }),
-                        )
-                        .await?;
+                        send_membership(c2s, full, room_id, &user, "invite").await?;
                     }
                 }
             }

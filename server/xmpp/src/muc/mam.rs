@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 
 use estuary_core::StoredEvent;
-use estuary_core::rooms::Pdu;
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::minidom::rxml::xml_ncname;
 use xmpp_parsers::data_forms::{DataForm, DataFormType, Field, FieldType};
@@ -14,8 +13,8 @@ use xmpp_parsers::mam::Query;
 use xmpp_parsers::ns;
 use xmpp_parsers::stanza_error::{DefinedCondition as Condition, ErrorType};
 
-use super::member_nick;
 use super::pump::{MESSAGE_KINDS, Shown, groupchat, stamp};
+use super::{event_nick, member_nick};
 use crate::c2s::{C2s, error_reply};
 
 pub const NS_MAM: &str = "urn:xmpp:mam:2";
@@ -133,10 +132,7 @@ async fn nicks(c2s: &C2s, room_id: &str) -> HashMap<String, String> {
     };
     members
         .iter()
-        .map(|(u, (_, e))| {
-            let content = Pdu::from_stored(e).map(|p| p.content_value()).unwrap_or_default();
-            (u.clone(), member_nick(u, &content))
-        })
+        .map(|(u, (_, e))| (u.clone(), event_nick(u, e)))
         .collect()
 }
 

@@ -21,9 +21,9 @@ mod pump;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 
-use estuary_core::rooms::EventTemplate;
 use estuary_core::rooms::create::{CreateRoom, Preset};
-use estuary_core::{Core, CoreError};
+use estuary_core::rooms::{EventTemplate, Members, Pdu};
+use estuary_core::{Core, CoreError, StoredEvent};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_xmpp::minidom::Element;
@@ -118,6 +118,20 @@ pub(crate) fn member_nick(user_id: &str, content: &Value) -> String {
             .unwrap_or(user_id)
             .to_owned(),
     }
+}
+
+/// The nick a member's latest member event gives it.
+pub(crate) fn event_nick(user: &str, e: &StoredEvent) -> String {
+    let content = Pdu::from_stored(e).map(|p| p.content_value()).unwrap_or_default();
+    member_nick(user, &content)
+}
+
+/// The joined member showing `nick`, other than `except`.
+pub(crate) fn joined_with_nick<'a>(members: &'a Members, nick: &str, except: Option<&str>) -> Option<&'a String> {
+    members
+        .iter()
+        .find(|(u, (m, e))| m == "join" && Some(u.as_str()) != except && event_nick(u, e) == nick)
+        .map(|(u, _)| u)
 }
 
 /// The room a room JID names, if it exists.
@@ -286,12 +300,7 @@ async fn join(
     };
     if !created {
         let members = core.rooms.members(&room_id).await.map_err(internal)?;
-        let taken = members.iter().any(|(u, (m, e))| {
-            m == "join"
-                && u != user.as_str()
-                && estuary_core::rooms::Pdu::from_stored(e).is_ok_and(|p| member_nick(u, &p.content_value()) == nick)
-        });
-        if taken {
+        if joined_with_nick(&members, nick, Some(user.as_str())).is_some() {
             return Err(stanza_error(
                 ErrorType::Cancel,
                 Condition::Conflict,
@@ -309,8 +318,7 @@ async fn join(
         }
         let current_nick = mine
             .filter(|(m, _)| m == "join")
-            .and_then(|(_, e)| estuary_core::rooms::Pdu::from_stored(e).ok())
-            .map(|p| member_nick(user.as_str(), &p.content_value()));
+            .map(|(_, e)| event_nick(user.as_str(), e));
         if current_nick.as_deref() != Some(nick) {
             let mut content = json!({ "membership": "join", "displayname": nick });
             if let Some(a) = &account.avatar_url {
@@ -693,9 +701,7 @@ async fn occupant_nick(c2s: &C2s, full: &FullJid, room_id: &str) -> Option<Strin
     let user = user_of(c2s, full)?;
     let members = c2s.core.rooms.members(room_id).await.ok()?;
     let (m, e) = members.get(user.as_str())?;
-    (m == "join").then_some(())?;
-    let pdu = estuary_core::rooms::Pdu::from_stored(e).ok()?;
-    Some(member_nick(user.as_str(), &pdu.content_value()))
+    (m == "join").then(|| event_nick(user.as_str(), e))
 }
 
 fn service_info() -> DiscoInfoResult {
@@ -756,7 +762,7 @@ impl RoomState {
             ..RoomState::default()
         };
         for e in core.rooms.current_state(room_id).await? {
-            let Ok(pdu) = estuary_core::rooms::Pdu::from_stored(&e) else {
+            let Ok(pdu) = Pdu::from_stored(&e) else {
                 continue;
             };
             let c = pdu.content_value();

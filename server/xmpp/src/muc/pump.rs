@@ -214,7 +214,14 @@ impl Pump {
                 self.examined = current;
                 return;
             }
-            match self.core.store.events_between(self.examined, current, BATCH).await {
+            // With no room followed, only invitations matter: member events.
+            let kind = self.rooms.is_empty().then_some("m.room.member");
+            match self
+                .core
+                .store
+                .events_between(self.examined, current, BATCH, kind)
+                .await
+            {
                 Ok(events) if events.is_empty() => self.examined = current,
                 Ok(events) => {
                     for e in events {
@@ -433,7 +440,7 @@ impl Pump {
                         .build(),
                 );
             }
-            let m = envelope(room_id, &o.room_jid, &o.full, &nick, e)
+            let m = envelope(room_id, &o.room_jid, &o.full, &nick, &e.event_id, e)
                 .append(reactions.build())
                 .append(Element::builder("store", "urn:xmpp:hints").build())
                 .build();
@@ -492,20 +499,27 @@ impl Pump {
                         .build(),
                 );
             }
-            let m = envelope(room_id, &o.room_jid, &o.full, if moderated { "" } else { &author }, e)
-                .append(retract.build())
-                .append(
-                    Element::builder("fallback", super::convert::NS_FALLBACK)
-                        .attr(xml_ncname!("for").to_owned(), super::convert::NS_RETRACT)
-                        .build(),
-                )
-                .append(
-                    Element::builder("body", ns::JABBER_CLIENT)
-                        .append("This message was retracted.")
-                        .build(),
-                )
-                .append(Element::builder("store", "urn:xmpp:hints").build())
-                .build();
+            let m = envelope(
+                room_id,
+                &o.room_jid,
+                &o.full,
+                if moderated { "" } else { &author },
+                &e.event_id,
+                e,
+            )
+            .append(retract.build())
+            .append(
+                Element::builder("fallback", super::convert::NS_FALLBACK)
+                    .attr(xml_ncname!("for").to_owned(), super::convert::NS_RETRACT)
+                    .build(),
+            )
+            .append(
+                Element::builder("body", ns::JABBER_CLIENT)
+                    .append("This message was retracted.")
+                    .build(),
+            )
+            .append(Element::builder("store", "urn:xmpp:hints").build())
+            .build();
             Self::deliver(c2s, o, m);
         }
     }
@@ -884,23 +898,8 @@ pub(crate) fn groupchat(
         origin = Some(origin_id).filter(|o| !o.is_empty());
     }
     let room = room_jid.to_string();
-    let mut m = Element::builder("message", ns::JABBER_CLIENT)
-        .attr(xml_ncname!("from").to_owned(), occupant_jid(room_jid, nick))
-        .attr(xml_ncname!("to").to_owned(), to.to_string())
-        .attr(xml_ncname!("type").to_owned(), "groupchat")
-        .attr(xml_ncname!("id").to_owned(), id)
-        .append(Element::builder("body", ns::JABBER_CLIENT).append(body).build())
-        .append(
-            Element::builder("stanza-id", NS_SID)
-                .attr(xml_ncname!("id").to_owned(), e.event_id.as_str())
-                .attr(xml_ncname!("by").to_owned(), room.as_str())
-                .build(),
-        )
-        .append(
-            Element::builder("occupant-id", NS_OCCUPANT_ID)
-                .attr(xml_ncname!("id").to_owned(), occupant_id(room_id, &e.sender))
-                .build(),
-        );
+    let mut m = envelope(room_id, room_jid, to, nick, &id, e)
+        .append(Element::builder("body", ns::JABBER_CLIENT).append(body).build());
     for x in extra {
         m = m.append(x);
     }
@@ -922,9 +921,9 @@ pub(crate) fn groupchat(
     Some(m.build())
 }
 
-/// A groupchat message for event `e` from `nick` (the room itself when empty), with its
-/// stanza-id and the sender's occupant-id; the caller adds the payload.
-fn envelope(room_id: &str, room_jid: &BareJid, to: &FullJid, nick: &str, e: &StoredEvent) -> ElementBuilder {
+/// A groupchat message for event `e` from `nick` (the room itself when empty) with stanza id
+/// `id`, its stanza-id and the sender's occupant-id; the caller adds the payload.
+fn envelope(room_id: &str, room_jid: &BareJid, to: &FullJid, nick: &str, id: &str, e: &StoredEvent) -> ElementBuilder {
     let from = if nick.is_empty() {
         room_jid.to_string()
     } else {
@@ -934,7 +933,7 @@ fn envelope(room_id: &str, room_jid: &BareJid, to: &FullJid, nick: &str, e: &Sto
         .attr(xml_ncname!("from").to_owned(), from)
         .attr(xml_ncname!("to").to_owned(), to.to_string())
         .attr(xml_ncname!("type").to_owned(), "groupchat")
-        .attr(xml_ncname!("id").to_owned(), e.event_id.as_str())
+        .attr(xml_ncname!("id").to_owned(), id)
         .append(
             Element::builder("stanza-id", NS_SID)
                 .attr(xml_ncname!("id").to_owned(), e.event_id.as_str())
