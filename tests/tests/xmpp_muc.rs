@@ -1,5 +1,5 @@
-//! One room, two protocols: XEP-0045 rooms as views of Matrix rooms, driven by real clients
-//! (matrix-nio and slixmpp in one script). On SQLite and PostgreSQL.
+//! One room, two protocols: XEP-0045 rooms and 1:1 chats as views of Matrix rooms, driven by
+//! real clients (matrix-nio and slixmpp in one script each). On SQLite and PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -28,3 +28,26 @@ async fn muc_cross_protocol(backend: Backend) {
 }
 
 both_backends!(muc_cross_protocol);
+
+async fn dm_cross_protocol(backend: Backend) {
+    let (inst, server) = estuary_tests::xmpp_server(backend, "", &["alice", "bob", "carol"]).await;
+    let port = inst.c2s_port.to_string();
+    let out = interop_script(
+        "dm_cross.py",
+        &["--homeserver", &server.base_url, "--port", &port],
+        Duration::from_secs(180),
+    )
+    .await;
+    for step in [
+        "the first message made a DM room, in bob's m.direct",
+        "alice's reaction to bob's message names it by bob's own id",
+        "bob's archive with alice, without what was retracted",
+        "carol's archive gives the OMEMO element back to her XMPP clients",
+    ] {
+        assert!(out.contains(step), "{step}:\n{out}");
+    }
+    assert!(!server.logs().contains("panicked"), "{}", server.logs());
+    assert!(server.terminate().await.success());
+}
+
+both_backends!(dm_cross_protocol);

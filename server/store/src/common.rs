@@ -413,6 +413,15 @@ macro_rules! impl_store {
                 Ok(row.map(|r| r.0))
             }
 
+            async fn event_txn(&self, event_id: &str) -> $crate::Result<Option<(String, String, String)>> {
+                Ok(
+                    sqlx::query_as::<$db, (String, String, String)>($crate::sql::EVENT_TXN)
+                        .bind(event_id)
+                        .fetch_optional(&self.pool)
+                        .await?,
+                )
+            }
+
             async fn txn_event(
                 &self,
                 localpart: &str,

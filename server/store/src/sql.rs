@@ -90,6 +90,7 @@ pub const TXN_EVENT: &str =
     "SELECT event_id FROM event_txn_ids WHERE localpart = $1 AND device_id = $2 AND txn_id = $3";
 pub const TXN_EVENT_LIKE: &str = "SELECT event_id FROM event_txn_ids WHERE localpart = $1 AND device_id = $2 \
      AND (txn_id LIKE $3 ESCAPE '!' OR txn_id LIKE $4 ESCAPE '!') LIMIT 1";
+pub const EVENT_TXN: &str = "SELECT localpart, device_id, txn_id FROM event_txn_ids WHERE event_id = $1 LIMIT 1";
 pub const EVENT: &str = concat!("SELECT ", event_columns!(), " FROM events WHERE event_id = $1");
 pub const REDACT_EVENT: &str = "UPDATE events SET pdu = $2, redacted_by = $3 WHERE event_id = $1";
 pub const CURRENT_STATE: &str = concat!(

@@ -354,6 +354,8 @@ pub struct C2s {
     pub router: Router,
     /// The XEP-0045 service on `xmpp.muc_domain`.
     pub muc: crate::muc::Muc,
+    /// 1:1 chats' DM rooms.
+    pub(crate) direct: crate::direct::Direct,
     /// Secret for the fake SCRAM salts of unknown users (stable for the process's life).
     fake_salt_key: [u8; 32],
     /// The server's disco#info, with the XEP-0157 contact form from `[contact]`.
@@ -397,6 +399,7 @@ impl C2s {
             domain,
             tls: TlsAcceptor::from(Arc::new(config)),
             router: Router::default(),
+            direct: crate::direct::Direct::default(),
             fake_salt_key,
             disco_info,
             caps,
@@ -926,6 +929,9 @@ pub(crate) async fn handle_stanza(c2s: &C2s, el: Element, full: &FullJid, domain
                     if reply.is_none() {
                         reply = crate::pep::disco_items(c2s, &iq, full).await;
                     }
+                    if reply.is_none() && crate::mam::account(c2s, &iq, full).await {
+                        return Outcome::Done(None);
+                    }
                     Outcome::Done(reply.or_else(|| handle_iq(c2s, iq, full, domain)).map(Into::into))
                 }
             },
@@ -961,7 +967,8 @@ async fn route_message(c2s: &C2s, mut msg: Message, sender: &FullJid) -> Option<
     // RFC 6120 §10.3.1: no 'to' means the account's own bare JID.
     let to = msg.to.get_or_insert_with(|| sender.to_bare().into()).clone();
     let local = to.domain().as_str().eq_ignore_ascii_case(&c2s.domain);
-    let element: Element = msg.clone().into();
+    // XEP-0359 §4: stanza-ids are the archive's to give, never a client's.
+    msg.payloads.retain(|p| !p.is("stanza-id", crate::muc::NS_SID));
     let refused = if msg.type_ == MessageType::Error {
         None
     } else {
@@ -989,30 +996,21 @@ async fn route_message(c2s: &C2s, mut msg: Message, sender: &FullJid) -> Option<
         && local
         && let Some(node) = to.node()
     {
-        // Kept in the store until a session has it: once counted as handled (XEP-0198), a
-        // message survives a crash. An account with no session is handled below.
-        let kept = if crate::offline::storable(&msg) && c2s.router.has_sessions(&to.to_bare()) {
-            crate::offline::keep(c2s, node.as_str(), &element).await
-        } else {
-            None
-        };
-        let reached = c2s.router.deliver_message(&to, &element, &msg.type_, kept);
-        if !reached.is_empty() || kept.is_some() {
-            // Reaching nobody, a kept message waits offline.
-            crate::carbons::copy(c2s, &msg, sender, &reached);
-            return None;
+        // Between two local accounts, the message is also an event of their DM room.
+        let mut delivered = msg.clone();
+        match crate::direct::record(c2s, sender, node.as_str(), &msg).await {
+            Ok(Some(event_id)) => delivered
+                .payloads
+                .push(crate::direct::stanza_id(&event_id, &to.to_bare())),
+            Ok(None) => {}
+            Err(error) => return Some(crate::muc::bounce(msg, error).into()),
         }
-        // Nobody online: kept for the account's next session (RFC 6121 §8.5.2.2.1).
-        if crate::offline::storable(&msg) {
-            match crate::offline::store(c2s, node.as_str(), &msg).await {
-                Ok(()) => {
-                    crate::carbons::copy(c2s, &msg, sender, &[]);
-                    return None;
-                }
-                Err(crate::offline::Refused::Full) => refused = Some(StanzaCondition::ResourceConstraint),
-                Err(crate::offline::Refused::Store) => refused = Some(StanzaCondition::InternalServerError),
-                Err(crate::offline::Refused::NoAccount) => {}
+        match deliver_local(c2s, &to, node.as_str(), &delivered).await {
+            Ok(reached) => {
+                crate::carbons::copy(c2s, &msg, &sender.to_bare(), Some(sender.resource().as_str()), &reached);
+                return None;
             }
+            Err(condition) => refused = condition,
         }
     }
     // Not deliverable: no such account, or another server (s2s is not there yet). Errors are
@@ -1042,6 +1040,39 @@ async fn route_message(c2s: &C2s, mut msg: Message, sender: &FullJid) -> Option<
         .into(),
     );
     Some(bounce.into())
+}
+
+/// Hand a message to a local account's sessions, or keep it for the next one (RFC 6121
+/// §8.5.2.2.1). Ok with the resources it reached (none when kept); Err when it could be neither,
+/// with the condition to bounce it with (None: no such account).
+pub(crate) async fn deliver_local(
+    c2s: &C2s,
+    to: &Jid,
+    node: &str,
+    msg: &Message,
+) -> Result<Vec<String>, Option<StanzaCondition>> {
+    let element: Element = msg.clone().into();
+    // Kept in the store until a session has it: once counted as handled (XEP-0198), a
+    // message survives a crash. An account with no session is handled below.
+    let kept = if crate::offline::storable(msg) && c2s.router.has_sessions(&to.to_bare()) {
+        crate::offline::keep(c2s, node, &element).await
+    } else {
+        None
+    };
+    let reached = c2s.router.deliver_message(to, &element, &msg.type_, kept);
+    if !reached.is_empty() || kept.is_some() {
+        // Reaching nobody, a kept message waits offline.
+        return Ok(reached);
+    }
+    if !crate::offline::storable(msg) {
+        return Err(None);
+    }
+    match crate::offline::store(c2s, node, msg).await {
+        Ok(()) => Ok(vec![]),
+        Err(crate::offline::Refused::Full) => Err(Some(StanzaCondition::ResourceConstraint)),
+        Err(crate::offline::Refused::Store) => Err(Some(StanzaCondition::InternalServerError)),
+        Err(crate::offline::Refused::NoAccount) => Err(None),
+    }
 }
 
 /// XEP-0191 §3.5's application condition: the sender itself blocked the recipient.
@@ -1267,6 +1298,8 @@ fn handle_iq(c2s: &C2s, iq: Iq, full: &FullJid, domain: &Jid) -> Option<Iq> {
                     features.extend(crate::pep::FEATURES.iter().map(|f| (*f).to_owned()));
                     features.insert(crate::avatar::CONVERSION.to_owned());
                     features.insert(crate::private::BOOKMARKS_COMPAT.to_owned());
+                    features.insert(crate::mam::NS_MAM.to_owned());
+                    features.insert(crate::mam::NS_MAM_EXTENDED.to_owned());
                     DiscoInfoResult {
                         node: None,
                         identities: vec![

@@ -6,7 +6,7 @@
 use xmpp_parsers::carbons::{Received, Sent};
 use xmpp_parsers::forwarding::Forwarded;
 use xmpp_parsers::iq::Iq;
-use xmpp_parsers::jid::{FullJid, Jid};
+use xmpp_parsers::jid::{BareJid, FullJid, Jid};
 use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::ns;
@@ -58,10 +58,10 @@ fn eligible(msg: &Message) -> bool {
         .any(|p| p.is("private", NS) || p.is("no-copy", HINTS) || p.is("received", NS) || p.is("sent", NS))
 }
 
-/// After `msg` (already stamped with the sender's full JID) was delivered locally to the
-/// recipient's sessions `reached`: copies for the sender's other sessions, and for the
-/// recipient's sessions it did not reach.
-pub fn copy(c2s: &C2s, msg: &Message, sender: &FullJid, reached: &[String]) {
+/// After `msg` was delivered locally to the recipient's sessions `reached`: copies for the
+/// sender's sessions (but the one it came from, if it came from one), and for the recipient's
+/// sessions it did not reach.
+pub fn copy(c2s: &C2s, msg: &Message, sender: &BareJid, from_resource: Option<&str>, reached: &[String]) {
     if !eligible(msg) {
         return;
     }
@@ -69,16 +69,10 @@ pub fn copy(c2s: &C2s, msg: &Message, sender: &FullJid, reached: &[String]) {
         delay: None,
         message: msg.clone(),
     };
-    let sender_bare = sender.to_bare();
-    c2s.router
-        .deliver_carbons(&sender_bare, &[sender.resource().to_string()], |to: Jid| {
-            wrapper(
-                &sender_bare.clone().into(),
-                to,
-                msg,
-                Sent { forwarded: forwarded() }.into(),
-            )
-        });
+    let except: Vec<String> = from_resource.into_iter().map(str::to_owned).collect();
+    c2s.router.deliver_carbons(sender, &except, |to: Jid| {
+        wrapper(&sender.clone().into(), to, msg, Sent { forwarded: forwarded() }.into())
+    });
     if let Some(to) = &msg.to
         && to.domain().as_str().eq_ignore_ascii_case(&c2s.domain)
     {

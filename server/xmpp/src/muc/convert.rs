@@ -28,17 +28,20 @@ const TYPING: Duration = Duration::from_secs(30);
 pub const OMEMO_NOTICE: &str =
     "[This message is end-to-end encrypted with OMEMO for XMPP clients and cannot be shown here.]";
 
+/// Where an OMEMO message's `<encrypted/>` element is kept in the notice's content.
+pub const OMEMO_KEY: &str = "org.estuary.xmpp.omemo";
+
 /// OMEMO (legacy and OMEMO 2) payloads.
-fn is_omemo(el: &Element) -> bool {
+pub(crate) fn is_omemo(el: &Element) -> bool {
     el.is("encrypted", "eu.siacs.conversations.axolotl") || el.is("encrypted", "urn:xmpp:omemo:2")
 }
 
 /// Why a message was refused (small, unlike `StanzaError`).
 #[derive(Debug)]
-pub(super) struct Refusal(&'static str);
+pub(crate) struct Refusal(&'static str);
 
 impl Refusal {
-    pub(super) fn error(&self) -> StanzaError {
+    pub(crate) fn error(&self) -> StanzaError {
         stanza_error(ErrorType::Cancel, Condition::ItemNotFound, Some(self.0))
     }
 }
@@ -57,20 +60,28 @@ fn like_escape(s: &str) -> String {
 }
 
 /// The room event an XMPP message id names: an event ID (the stanza-id everyone saw, and the
-/// id of messages from Matrix), or the id or origin-id the account's XMPP client gave a
-/// message it sent.
-pub(super) async fn event_for_id(c2s: &C2s, room_id: &str, localpart: &str, id: &str) -> Option<String> {
+/// id of messages from Matrix), or the id or origin-id an XMPP client of one of `senders`
+/// (localparts) gave a message it sent.
+pub(crate) async fn event_for_id(c2s: &C2s, room_id: &str, senders: &[&str], id: &str) -> Option<String> {
     let event_id = if id.starts_with('$') {
         id.to_owned()
     } else {
         let id = like_escape(id);
         let patterns = [format!("%\n{id}\n%"), format!("%\n{id}")];
-        c2s.core
-            .store
-            .txn_event_like(localpart, XMPP_DEVICE, [&patterns[0], &patterns[1]])
-            .await
-            .ok()
-            .flatten()?
+        let mut found = None;
+        for localpart in senders {
+            found = c2s
+                .core
+                .store
+                .txn_event_like(localpart, XMPP_DEVICE, [&patterns[0], &patterns[1]])
+                .await
+                .ok()
+                .flatten();
+            if found.is_some() {
+                break;
+            }
+        }
+        found?
     };
     let e = c2s.core.rooms.event(&event_id).await.ok().flatten()?;
     (e.room_id == room_id).then_some(event_id)
@@ -111,24 +122,35 @@ fn redaction(target: &str) -> Result<EventTemplate, Refusal> {
     })
 }
 
-/// The events a groupchat message asks for, in order (none for what the room does not keep).
-pub(super) async fn inbound(
+/// The events a message asks for, in order (none for what the room does not keep): a
+/// groupchat message, or with `peer` (its localpart) a chat message in the DM room of the two,
+/// where ids may also name the peer's messages and a subject means nothing.
+pub(crate) async fn inbound(
     c2s: &C2s,
     room_id: &str,
     user: &ruma::UserId,
     msg: &Message,
+    peer: Option<&str>,
 ) -> Result<Vec<EventTemplate>, Refusal> {
-    let localpart = user.localpart();
+    let mine = [user.localpart()];
+    let both;
+    let senders: &[&str] = match peer {
+        Some(p) => {
+            both = [user.localpart(), p];
+            &both
+        }
+        None => &mine,
+    };
     if let Some(retract) = payload(msg, "retract", NS_RETRACT) {
         let id = retract.attr("id").unwrap_or_default();
-        let target = event_for_id(c2s, room_id, localpart, id)
+        let target = event_for_id(c2s, room_id, &mine, id)
             .await
             .ok_or_else(|| not_found("no such message"))?;
         return Ok(vec![redaction(&target)?]);
     }
     if let Some(reactions) = payload(msg, "reactions", NS_REACTIONS) {
         let id = reactions.attr("id").unwrap_or_default();
-        let target = event_for_id(c2s, room_id, localpart, id)
+        let target = event_for_id(c2s, room_id, senders, id)
             .await
             .ok_or_else(|| not_found("no such message"))?;
         let wanted: BTreeSet<String> = reactions
@@ -140,10 +162,11 @@ pub(super) async fn inbound(
         return reaction_changes(c2s, user, &target, &wanted).await;
     }
     let body = msg.bodies.values().next().cloned();
-    if msg.payloads.iter().any(is_omemo) {
+    if let Some(omemo) = msg.payloads.iter().find(|p| is_omemo(p)) {
+        // The ciphertext rides along for XMPP clients (live and from the archive).
         return Ok(vec![EventTemplate::message(
             "m.room.message",
-            json!({ "msgtype": "m.notice", "body": OMEMO_NOTICE }),
+            json!({ "msgtype": "m.notice", "body": OMEMO_NOTICE, OMEMO_KEY: String::from(omemo) }),
         )]);
     }
     if let Some(body) = body {
@@ -154,7 +177,7 @@ pub(super) async fn inbound(
         if let Some(replace) = payload(msg, "replace", NS_CORRECT) {
             // XEP-0308: only one's own message; as m.replace (spec: "Event replacements").
             let id = replace.attr("id").unwrap_or_default();
-            let target = event_for_id(c2s, room_id, localpart, id)
+            let target = event_for_id(c2s, room_id, &mine, id)
                 .await
                 .ok_or_else(|| not_found("no such message to correct"))?;
             return Ok(vec![EventTemplate::message(
@@ -170,7 +193,7 @@ pub(super) async fn inbound(
         let mut content = json!({ "msgtype": msgtype, "body": text });
         if let Some(reply) = payload(msg, "reply", NS_REPLY) {
             let id = reply.attr("id").unwrap_or_default();
-            if let Some(target) = event_for_id(c2s, room_id, localpart, id).await {
+            if let Some(target) = event_for_id(c2s, room_id, senders, id).await {
                 let text = strip_fallback(msg, &body, NS_REPLY);
                 content["body"] = json!(text.strip_prefix("/me ").unwrap_or(&text).trim_start());
                 content["m.relates_to"] = json!({ "m.in_reply_to": { "event_id": target } });
@@ -178,7 +201,7 @@ pub(super) async fn inbound(
         }
         return Ok(vec![EventTemplate::message("m.room.message", content)]);
     }
-    if let Some(subject) = msg.subjects.values().next() {
+    if let Some(subject) = msg.subjects.values().next().filter(|_| peer.is_none()) {
         return Ok(vec![EventTemplate::state(
             "m.room.topic",
             "",
@@ -201,7 +224,7 @@ async fn reaction_changes(
     target: &str,
     wanted: &BTreeSet<String>,
 ) -> Result<Vec<EventTemplate>, Refusal> {
-    let mine = reactions_of(c2s, target, user.as_str()).await;
+    let mine = reactions_of(&c2s.core, target, user.as_str()).await;
     let mut out = vec![];
     for (event_id, key) in &mine {
         if !wanted.contains(key) {
@@ -220,10 +243,9 @@ async fn reaction_changes(
 }
 
 /// A user's live reactions to an event: (reaction event ID, key).
-pub(super) async fn reactions_of(c2s: &C2s, target: &str, user: &str) -> Vec<(String, String)> {
-    let upto = c2s.core.rooms.current_position();
-    let events = c2s
-        .core
+pub(crate) async fn reactions_of(core: &estuary_core::Core, target: &str, user: &str) -> Vec<(String, String)> {
+    let upto = core.rooms.current_position();
+    let events = core
         .store
         .relating_events(target, Some("m.annotation"), Some("m.reaction"), 0, upto, 1000, false)
         .await

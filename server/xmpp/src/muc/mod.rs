@@ -13,10 +13,9 @@
 //!   session joins again.
 
 mod admin;
-mod convert;
+pub(crate) mod convert;
 pub mod jid;
-mod mam;
-mod pump;
+pub(crate) mod pump;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -103,7 +102,7 @@ impl Muc {
 }
 
 /// The Matrix user ID of a local account.
-fn user_of(c2s: &C2s, full: &FullJid) -> Option<ruma::OwnedUserId> {
+pub(crate) fn user_of(c2s: &C2s, full: &FullJid) -> Option<ruma::OwnedUserId> {
     let lp = full.node()?;
     ruma::UserId::parse(c2s.core.matrix_user_id(lp.as_str())).ok()
 }
@@ -400,7 +399,7 @@ pub(crate) async fn leave_room(core: &Core, room_id: &str, user_id: &str) {
     }
 }
 
-fn bounce(msg: Message, error: StanzaError) -> Message {
+pub(crate) fn bounce(msg: Message, error: StanzaError) -> Message {
     let mut b = msg;
     std::mem::swap(&mut b.from, &mut b.to);
     b.type_ = MessageType::Error;
@@ -529,7 +528,7 @@ async fn handle_message(c2s: &C2s, full: &FullJid, msg: Message) -> Option<Messa
         ));
     }
     // What the stanza asks of the room: a message, an edit, reactions, a retraction, ...
-    let templates = match convert::inbound(c2s, &room_id, &user, &msg).await {
+    let templates = match convert::inbound(c2s, &room_id, &user, &msg, None).await {
         Ok(t) => t,
         Err(refusal) => return Some(bounce(msg, refusal.error())),
     };
@@ -580,7 +579,7 @@ async fn handle_message(c2s: &C2s, full: &FullJid, msg: Message) -> Option<Messa
     None
 }
 
-fn result(to_iq_of: &FullJid, from: Option<Jid>, id: String, payload: Option<Element>) -> Iq {
+pub(crate) fn result(to_iq_of: &FullJid, from: Option<Jid>, id: String, payload: Option<Element>) -> Iq {
     Iq::Result {
         from,
         to: Some(to_iq_of.clone().into()),
@@ -640,9 +639,9 @@ async fn handle_iq(c2s: &C2s, full: &FullJid, iq: Iq) -> Option<Iq> {
         }
         return error(Condition::ServiceUnavailable, ErrorType::Cancel);
     }
-    if payload.is("query", mam::NS_MAM) {
+    if payload.is("query", crate::mam::NS_MAM) {
         // The results go the way the final IQ goes, so that they arrive before it.
-        for el in mam::handle(c2s, full, &room_id, &to.to_bare(), id, &payload, get).await {
+        for el in crate::mam::room(c2s, full, &room_id, &to.to_bare(), id, &payload, get).await {
             c2s.router.deliver(&me, &el);
         }
         return None;
@@ -653,7 +652,7 @@ async fn handle_iq(c2s: &C2s, full: &FullJid, iq: Iq) -> Option<Iq> {
             return error(Condition::Forbidden, ErrorType::Auth);
         };
         let target = match payload.attr("id") {
-            Some(id) => convert::event_for_id(c2s, &room_id, user.localpart(), id).await,
+            Some(id) => convert::event_for_id(c2s, &room_id, &[user.localpart()], id).await,
             None => None,
         };
         let (Some(target), Ok(room)) = (target, ruma::RoomId::parse(&room_id)) else {
@@ -789,8 +788,8 @@ async fn room_info(c2s: &C2s, room_id: &str) -> Result<DiscoInfoResult, CoreErro
         NS_MUC,
         NS_OCCUPANT_ID,
         NS_SID,
-        mam::NS_MAM,
-        mam::NS_MAM_EXTENDED,
+        crate::mam::NS_MAM,
+        crate::mam::NS_MAM_EXTENDED,
         NS_MODERATE,
         convert::NS_RETRACT,
         convert::NS_REACTIONS,

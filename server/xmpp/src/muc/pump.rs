@@ -23,6 +23,8 @@ use crate::c2s::C2s;
 
 /// Reactions remembered per room (see `Room::reacted`).
 const REMEMBERED_REACTIONS: usize = 10_000;
+/// Rooms whose DM-ness is remembered.
+const REMEMBERED_ROOMS: usize = 10_000;
 /// Events read from the store at a time.
 const BATCH: i64 = 256;
 /// History sent on join when the client does not say (Prosody sends 20).
@@ -78,7 +80,7 @@ pub(crate) fn txn_id(resource: &str, id: &str, origin: &str) -> String {
 }
 
 /// The (resource, id, origin-id) of an event an XMPP session sent, if one did (recently).
-fn sent_by_xmpp(core: &Core, event_id: &str, sender: &str) -> Option<(String, String, String)> {
+pub(crate) fn sent_by_xmpp(core: &Core, event_id: &str, sender: &str) -> Option<(String, String, String)> {
     let localpart = sender.strip_prefix('@')?.split(':').next()?;
     let txn = core.rooms.txn_of(event_id, localpart, XMPP_DEVICE)?;
     let mut parts = txn.split('\n');
@@ -158,6 +160,9 @@ struct Pump {
     occupied: Arc<Mutex<HashMap<FullJid, HashSet<String>>>>,
     xmpp_domain: String,
     server_name: String,
+    /// Rooms seen since the pump last skipped events: the two accounts of a DM room, None
+    /// for other rooms (forgotten on a member event).
+    dms: HashMap<String, Option<[String; 2]>>,
 }
 
 pub(crate) async fn run(
@@ -170,6 +175,7 @@ pub(crate) async fn run(
     let mut pump = Pump {
         examined: core.rooms.current_position(),
         rooms: HashMap::new(),
+        dms: HashMap::new(),
         occupied,
         xmpp_domain: core.config.xmpp.domain.clone(),
         server_name: core.config.server_name.clone(),
@@ -210,16 +216,15 @@ impl Pump {
                 return;
             }
             if self.rooms.is_empty() && c2s.router.is_empty() {
-                // Nobody to tell (of room events, nor of invitations).
+                // Nobody to tell (of room events, of DMs, nor of invitations).
                 self.examined = current;
+                self.dms.clear();
                 return;
             }
-            // With no room followed, only invitations matter: member events.
-            let kind = self.rooms.is_empty().then_some("m.room.member");
             match self
                 .core
                 .store
-                .events_between(self.examined, current, BATCH, kind)
+                .events_between(self.examined, current, BATCH, None)
                 .await
             {
                 Ok(events) if events.is_empty() => self.examined = current,
@@ -310,7 +315,10 @@ impl Pump {
     /// One event from the stream.
     async fn event(&mut self, c2s: &C2s, e: &StoredEvent) {
         if e.kind == "m.room.member" {
+            self.dms.remove(&e.room_id);
             self.invitation(c2s, e).await;
+        } else if MESSAGE_KINDS.contains(&e.kind.as_str()) || e.kind == "m.reaction" || e.kind == "m.room.redaction" {
+            self.direct(c2s, e).await;
         }
         let Some(mut room) = self.rooms.remove(&e.room_id) else {
             return;
@@ -369,13 +377,32 @@ impl Pump {
         }
     }
 
+    /// An event of a DM room: to XMPP as a chat message.
+    async fn direct(&mut self, c2s: &C2s, e: &StoredEvent) {
+        let parties = match self.dms.get(&e.room_id) {
+            Some(p) => p.clone(),
+            None => {
+                let p = crate::direct::parties(&self.core, &e.room_id).await;
+                if self.dms.len() >= REMEMBERED_ROOMS {
+                    self.dms.clear();
+                }
+                self.dms.insert(e.room_id.clone(), p.clone());
+                p
+            }
+        };
+        if let Some(p) = parties {
+            crate::direct::outbound(c2s, e, &p).await;
+        }
+    }
+
     /// A Matrix invite of a local account with XMPP sessions online: a XEP-0249 direct
     /// invitation to the room's JID, from the inviter.
     async fn invitation(&self, c2s: &C2s, e: &StoredEvent) {
         let Ok(pdu) = Pdu::from_stored(e) else { return };
         let content = pdu.content_value();
         let Some(invitee) = e.state_key.as_deref() else { return };
-        if content["membership"] != "invite" {
+        if content["membership"] != "invite" || content["is_direct"] == Value::Bool(true) {
+            // A DM's invitation is its messages (see `direct`).
             return;
         }
         let (Some(to), Some(from)) = (self.real_jid(invitee), self.real_jid(&e.sender)) else {
@@ -423,7 +450,7 @@ impl Pump {
         target: &str,
         removed: Option<&str>,
     ) {
-        let keys: Vec<String> = super::convert::reactions_of(c2s, target, &e.sender)
+        let keys: Vec<String> = super::convert::reactions_of(&self.core, target, &e.sender)
             .await
             .into_iter()
             .filter(|(id, _)| Some(id.as_str()) != removed)
@@ -845,44 +872,7 @@ pub(crate) fn groupchat(
     e: &StoredEvent,
     shown: Shown,
 ) -> Option<Element> {
-    let pdu = Pdu::from_stored(e).ok()?;
-    let content = pdu.content_value();
-    let relates = &content["m.relates_to"];
-    let mut extra = vec![];
-    let body = match e.kind.as_str() {
-        "m.room.encrypted" => ENCRYPTED_NOTICE.to_owned(),
-        "m.room.message" | "m.sticker" => {
-            // An edit shows its new content, as a XEP-0308 correction of the original.
-            let shown = if relates["rel_type"] == "m.replace"
-                && let Some(original) = relates["event_id"].as_str()
-                && content["m.new_content"].is_object()
-            {
-                extra.push(
-                    Element::builder("replace", super::convert::NS_CORRECT)
-                        .attr(xml_ncname!("id").to_owned(), id_for(core, original, &e.sender, to))
-                        .build(),
-                );
-                &content["m.new_content"]
-            } else {
-                &content
-            };
-            let mut body = shown["body"].as_str()?;
-            if let Some(parent) = relates["m.in_reply_to"]["event_id"].as_str() {
-                extra.push(
-                    Element::builder("reply", super::convert::NS_REPLY)
-                        .attr(xml_ncname!("id").to_owned(), parent)
-                        .build(),
-                );
-                body = without_reply_fallback(body);
-            }
-            if shown["msgtype"] == "m.emote" {
-                format!("/me {body}")
-            } else {
-                body.to_owned()
-            }
-        }
-        _ => return None,
-    };
+    let (body, extra) = message_parts(e, &|original| id_for(core, original, &e.sender, to))?;
     // The sending session gets its own ids back (XEP-0045 §7.2.13); everyone else the
     // event ID, which is also the stanza-id.
     let mut id = e.event_id.clone();
@@ -919,6 +909,58 @@ pub(crate) fn groupchat(
         );
     }
     Some(m.build())
+}
+
+/// A message event's body as XMPP shows it, and the payloads that go with it: a XEP-0308
+/// correction for an edit, a XEP-0461 reply, the OMEMO element an XMPP client sent. `known`
+/// gives the id the recipient knows another event by. None for what has no message form.
+pub(crate) fn message_parts(e: &StoredEvent, known: &dyn Fn(&str) -> String) -> Option<(String, Vec<Element>)> {
+    let pdu = Pdu::from_stored(e).ok()?;
+    let content = pdu.content_value();
+    let relates = &content["m.relates_to"];
+    let mut extra = vec![];
+    let body = match e.kind.as_str() {
+        "m.room.encrypted" => ENCRYPTED_NOTICE.to_owned(),
+        "m.room.message" | "m.sticker" => {
+            // An edit shows its new content, as a XEP-0308 correction of the original.
+            let shown = if relates["rel_type"] == "m.replace"
+                && let Some(original) = relates["event_id"].as_str()
+                && content["m.new_content"].is_object()
+            {
+                extra.push(
+                    Element::builder("replace", super::convert::NS_CORRECT)
+                        .attr(xml_ncname!("id").to_owned(), known(original))
+                        .build(),
+                );
+                &content["m.new_content"]
+            } else {
+                &content
+            };
+            let mut body = shown["body"].as_str()?;
+            if let Some(parent) = relates["m.in_reply_to"]["event_id"].as_str() {
+                extra.push(
+                    Element::builder("reply", super::convert::NS_REPLY)
+                        .attr(xml_ncname!("id").to_owned(), known(parent))
+                        .build(),
+                );
+                body = without_reply_fallback(body);
+            }
+            if let Some(omemo) = content[super::convert::OMEMO_KEY]
+                .as_str()
+                .and_then(|x| x.parse::<Element>().ok())
+                .filter(super::convert::is_omemo)
+            {
+                extra.push(omemo);
+            }
+            if shown["msgtype"] == "m.emote" {
+                format!("/me {body}")
+            } else {
+                body.to_owned()
+            }
+        }
+        _ => return None,
+    };
+    Some((body, extra))
 }
 
 /// A groupchat message for event `e` from `nick` (the room itself when empty) with stanza id
