@@ -62,16 +62,23 @@ async fn redactions_however_sent(backend: Backend) {
         "moderator's words"
     );
     // One's own event, through /send: accepted, and the original is redacted in the store.
-    bob.put(
-        &format!("rooms/{room}/send/m.room.redaction/r3"),
-        json!({ "redacts": bobs }),
-    )
-    .await
-    .ok();
-    assert_eq!(
-        alice.get(&format!("rooms/{room}/event/{bobs}")).await.ok()["content"],
-        json!({})
-    );
+    let redaction = bob
+        .put(
+            &format!("rooms/{room}/send/m.room.redaction/r3"),
+            json!({ "redacts": bobs, "reason": "typo" }),
+        )
+        .await
+        .ok()["event_id"]
+        .clone();
+    let redacted = alice.get(&format!("rooms/{room}/event/{bobs}")).await.ok();
+    assert_eq!(redacted["content"], json!({}));
+    // Spec: unsigned.redacted_because is the redaction event itself.
+    let because = &redacted["unsigned"]["redacted_because"];
+    assert_eq!(because["event_id"], redaction);
+    assert_eq!(because["type"], "m.room.redaction");
+    assert_eq!(because["sender"], "@bob:localhost");
+    assert_eq!(because["content"]["reason"], "typo");
+    assert!(because["origin_server_ts"].is_i64(), "{because}");
 }
 
 async fn alias_deletion_needs_rights(backend: Backend) {

@@ -30,7 +30,13 @@ pub fn client_event(e: &StoredEvent, with_room_id: bool) -> Value {
     let age = estuary_core::now_ms().saturating_sub(e.origin_server_ts).max(0);
     unsigned.insert("age".into(), json!(age));
     if let Some(by) = &e.redacted_by {
-        unsigned.insert("redacted_because".into(), json!({ "event_id": by }));
+        // Redactions applied before the redaction was kept whole have its ID only.
+        let because = e
+            .redacted_because
+            .as_deref()
+            .and_then(|b| serde_json::from_str::<Value>(b).ok())
+            .unwrap_or_else(|| json!({ "event_id": by }));
+        unsigned.insert("redacted_because".into(), because);
     }
     if let Some(prev) = &e.replaces_state {
         unsigned.insert("replaces_state".into(), json!(prev));

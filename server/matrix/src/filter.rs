@@ -104,6 +104,7 @@ mod tests {
             redacted_by: None,
             replaces_state: None,
             prev_content: None,
+            redacted_because: None,
         }
     }
 

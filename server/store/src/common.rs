@@ -380,12 +380,19 @@ macro_rules! impl_store {
                     .await?)
             }
 
-            async fn redact_event(&self, event_id: &str, redacted_pdu: &str, redacted_by: &str) -> $crate::Result<()> {
+            async fn redact_event(
+                &self,
+                event_id: &str,
+                redacted_pdu: &str,
+                redacted_by: &str,
+                because: &str,
+            ) -> $crate::Result<()> {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query::<$db>($crate::sql::REDACT_EVENT)
                     .bind(event_id)
                     .bind(redacted_pdu)
                     .bind(redacted_by)
+                    .bind(because)
                     .execute(&mut *tx)
                     .await?;
                 // m.relates_to does not survive redaction, and neither does the relation.

@@ -154,6 +154,8 @@ pub struct StoredEvent {
     /// For state events: the event this one replaced, and its content (JSON).
     pub replaces_state: Option<String>,
     pub prev_content: Option<String>,
+    /// For a redacted event: the redaction, in the client format (JSON).
+    pub redacted_because: Option<String>,
 }
 
 /// An event to append, with what its acceptance changes.
@@ -365,8 +367,9 @@ pub trait Store: Send + Sync + 'static {
     /// positions become visible in order.
     async fn append_event(&self, event: &NewEvent) -> Result<i64>;
     async fn event(&self, event_id: &str) -> Result<Option<StoredEvent>>;
-    /// Replace the stored PDU of a redacted event and record the redaction.
-    async fn redact_event(&self, event_id: &str, redacted_pdu: &str, redacted_by: &str) -> Result<()>;
+    /// Replace the stored PDU of a redacted event and record the redaction (its ID, and the
+    /// redaction event in the client format).
+    async fn redact_event(&self, event_id: &str, redacted_pdu: &str, redacted_by: &str, because: &str) -> Result<()>;
     async fn txn_event(&self, localpart: &str, device_id: &str, txn_id: &str) -> Result<Option<String>>;
     /// An event whose transaction ID matches either LIKE pattern (escape character `!`).
     async fn txn_event_like(&self, localpart: &str, device_id: &str, patterns: [&str; 2]) -> Result<Option<String>>;

@@ -63,7 +63,7 @@ pub const PUBLISHED_ROOMS: &str =
 macro_rules! event_columns {
     () => {
         "stream_ordering, event_id, room_id, depth, sender, type, state_key, origin_server_ts, pdu, redacted_by, \
-         replaces_state, prev_content"
+         replaces_state, prev_content, redacted_because"
     };
 }
 pub(crate) use event_columns;
@@ -71,7 +71,7 @@ pub(crate) use event_columns;
 macro_rules! event_columns_e {
     () => {
         "e.stream_ordering, e.event_id, e.room_id, e.depth, e.sender, e.type, e.state_key, e.origin_server_ts, \
-         e.pdu, e.redacted_by, e.replaces_state, e.prev_content"
+         e.pdu, e.redacted_by, e.replaces_state, e.prev_content, e.redacted_because"
     };
 }
 
@@ -92,7 +92,8 @@ pub const TXN_EVENT_LIKE: &str = "SELECT event_id FROM event_txn_ids WHERE local
      AND (txn_id LIKE $3 ESCAPE '!' OR txn_id LIKE $4 ESCAPE '!') LIMIT 1";
 pub const EVENT_TXN: &str = "SELECT localpart, device_id, txn_id FROM event_txn_ids WHERE event_id = $1 LIMIT 1";
 pub const EVENT: &str = concat!("SELECT ", event_columns!(), " FROM events WHERE event_id = $1");
-pub const REDACT_EVENT: &str = "UPDATE events SET pdu = $2, redacted_by = $3 WHERE event_id = $1";
+pub const REDACT_EVENT: &str =
+    "UPDATE events SET pdu = $2, redacted_by = $3, redacted_because = $4 WHERE event_id = $1";
 pub const CURRENT_STATE: &str = concat!(
     "SELECT ",
     event_columns_e!(),

@@ -444,7 +444,15 @@ impl Rooms {
             stream
         };
         if let Some(redacted) = &t.redacts {
-            self.apply_redaction(&rules, redacted, &event_id).await?;
+            let because = serde_json::json!({
+                "event_id": event_id,
+                "type": t.kind,
+                "sender": sender.as_str(),
+                "origin_server_ts": new.origin_server_ts,
+                "content": t.content,
+                "redacts": redacted.as_str(),
+            });
+            self.apply_redaction(&rules, redacted, &event_id, &because.to_string()).await?;
             self.forget_members(room_id.as_str());
         }
         Ok((pdu.event_id, stream))
@@ -456,6 +464,7 @@ impl Rooms {
         rules: &RoomVersionRules,
         target: &ruma::EventId,
         redaction_id: &str,
+        because: &str,
     ) -> Result<(), CoreError> {
         let Some(stored) = self.store.event(target.as_str()).await? else {
             return Ok(());
@@ -465,7 +474,7 @@ impl Rooms {
         let redacted = ruma::canonical_json::redact(object, &rules.redaction, None)
             .map_err(|e| CoreError::Internal(e.to_string()))?;
         let json = serde_json::to_string(&redacted).map_err(|e| CoreError::Internal(e.to_string()))?;
-        self.store.redact_event(target.as_str(), &json, redaction_id).await?;
+        self.store.redact_event(target.as_str(), &json, redaction_id, because).await?;
         Ok(())
     }
 
