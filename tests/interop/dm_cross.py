@@ -30,7 +30,7 @@ class Xmpp(slixmpp.ClientXMPP):
         super().__init__(jid, password, sasl_mech="SCRAM-SHA-256")
         starttls_to_test_server(self)
         for p in ("xep_0030", "xep_0059", "xep_0085", "xep_0199", "xep_0280", "xep_0308", "xep_0313", "xep_0359",
-                  "xep_0424", "xep_0444", "xep_0461"):
+                  "xep_0333", "xep_0424", "xep_0444", "xep_0461"):
             self.register_plugin(p)
         self.started = asyncio.get_event_loop().create_future()
         self.add_event_handler("session_start", lambda _: self.started.done() or self.started.set_result(True))
@@ -190,6 +190,8 @@ async def main(a):
     await until(lambda: any(x["body"] == "nice" and x["reply"]["id"] == "b2" for x in alice_msgs(bob)),
                 "alice's reply is a XEP-0461 reply to bob's id, without the fallback")
     await alice.room_typing(dm_ab, True, 10_000)
+    await until(lambda: any(x["chat_state"] == "composing" for x in alice_msgs(bob)),
+                "alice typing reaches bob as a chat state 'composing'")
     r = await alice.room_send(dm_ab, "m.room.message", {"msgtype": "m.text", "body": "oops"})
     oops = r.event_id
     await until(lambda: any(x["body"] == "oops" for x in alice_msgs(bob)), "bob gets 'oops'")
@@ -210,7 +212,25 @@ async def main(a):
     bob.plugin["xep_0424"].send_retraction(JID("alice@localhost"), "b2", mtype="chat")
     await matrix_event(alice, dm_ab, lambda e: e["type"] == "m.room.redaction" and e.get("redacts") == bob_ev["event_id"],
                        "bob's retraction is a redaction of his message")
-    bob.send_message(mto=JID("alice@localhost"), mbody="typing next", mtype="chat")
+    typed = bob.make_message(mto=JID("alice@localhost"), mbody="typing next", mtype="chat")
+    typed["id"] = "b3"
+    typed.send()
+    typed_ev = await matrix_event(alice, dm_ab, body_is("typing next"), "alice gets 'typing next'")
+    await alice.room_read_markers(dm_ab, typed_ev["event_id"], typed_ev["event_id"])
+    await until(lambda: any(x["displayed"]["id"] == "b3" for x in alice_msgs(bob)),
+                "alice's read receipt is a XEP-0333 displayed marker of bob's own id")
+    marker = bob.make_message(mto=JID("alice@localhost"), mtype="chat")
+    marker["displayed"]["id"] = hello
+    marker.send()
+    for _ in range(100):
+        s = await alice.sync(timeout=0)
+        room = s.rooms.join.get(dm_ab)
+        seen = [rc for ev in (room.ephemeral if room else []) for rc in getattr(ev, "receipts", [])
+                if rc.user_id == "@bob:localhost" and rc.event_id == hello]
+        if seen:
+            break
+        await asyncio.sleep(0.05)
+    check(seen, "bob's displayed marker is his Matrix read receipt")
     composing = bob.make_message(mto=JID("alice@localhost"), mtype="chat")
     composing["chat_state"] = "composing"
     composing.send()

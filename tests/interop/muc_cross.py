@@ -33,7 +33,7 @@ class Xmpp(slixmpp.ClientXMPP):
         super().__init__(jid, password, sasl_mech="SCRAM-SHA-256")
         starttls_to_test_server(self)
         for p in ("xep_0004", "xep_0030", "xep_0045", "xep_0059", "xep_0085", "xep_0199", "xep_0308", "xep_0313", "xep_0359",
-                  "xep_0249", "xep_0410", "xep_0424", "xep_0425", "xep_0444", "xep_0461"):
+                  "xep_0249", "xep_0410", "xep_0424", "xep_0425", "xep_0444", "xep_0461", "xep_0333"):
             self.register_plugin(p)
         self.started = asyncio.get_event_loop().create_future()
         self.messages = []
@@ -274,6 +274,26 @@ async def main(a):
             break
         await asyncio.sleep(0.05)
     check("@bob:localhost" in typing, "an XMPP chat state 'composing' is Matrix typing")
+    await until(lambda: any(m["from"] == JID(f"{lobby}/Bob") and m["chat_state"] == "composing" for m in bob.all),
+                "and the room's occupants get bob's chat state (his own sessions too)")
+    await alice.room_typing(lobby_id, True, 10_000)
+    await until(lambda: any(m["from"] == JID(f"{lobby}/Alice") and m["chat_state"] == "composing" for m in bob.all),
+                "Matrix typing is a chat state 'composing' from the occupant")
+    await alice.room_read_markers(lobby_id, doomed_not := r.event_id, doomed_not)
+    await until(lambda: any(m["from"] == JID(f"{lobby}/Alice") and m["displayed"]["id"] == doomed_not for m in bob.all),
+                "a Matrix read receipt is a XEP-0333 displayed marker of the event ID")
+    marker = bob.make_message(mto=JID(lobby), mtype="groupchat")
+    marker["displayed"]["id"] = doomed_not
+    marker.send()
+    for _ in range(100):
+        s = await alice.sync(timeout=0)
+        room = s.rooms.join.get(lobby_id)
+        seen = [rc for ev in (room.ephemeral if room else []) for rc in getattr(ev, "receipts", [])
+                if rc.user_id == "@bob:localhost" and rc.event_id == doomed_not]
+        if seen:
+            break
+        await asyncio.sleep(0.05)
+    check(seen, "an XMPP displayed marker is bob's Matrix read receipt")
 
     # The topic, both ways.
     await alice.room_put_state(lobby_id, "m.room.topic", {"topic": "New topic"})

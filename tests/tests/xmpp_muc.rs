@@ -19,6 +19,8 @@ async fn muc_cross_protocol(backend: Backend) {
         "the join sequence",
         "MAM pages through the room's messages",
         "a kick by nick from XMPP (307)",
+        "Matrix typing is a chat state 'composing' from the occupant",
+        "an XMPP displayed marker is bob's Matrix read receipt",
         "bob leaving over XMPP leaves the Matrix room",
     ] {
         assert!(out.contains(step), "{step}:\n{out}");
@@ -41,6 +43,8 @@ async fn dm_cross_protocol(backend: Backend) {
     for step in [
         "the first message made a DM room, in bob's m.direct",
         "alice's reaction to bob's message names it by bob's own id",
+        "alice's read receipt is a XEP-0333 displayed marker of bob's own id",
+        "bob's displayed marker is his Matrix read receipt",
         "bob's archive with alice, without what was retracted",
         "carol's archive gives the OMEMO element back to her XMPP clients",
     ] {

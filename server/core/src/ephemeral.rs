@@ -61,6 +61,16 @@ impl Typing {
         })
     }
 
+    /// Every room whose typing changed after position `since`, with who is typing in it now.
+    pub fn rooms_changed_since(&self, since: i64) -> Vec<(String, Vec<String>)> {
+        let rooms = self.lock();
+        rooms
+            .iter()
+            .filter(|(_, r)| r.changed_at > since)
+            .map(|(id, r)| (id.clone(), r.users.keys().cloned().collect()))
+            .collect()
+    }
+
     /// Drop expired typing entries; each room that changes bumps the stream.
     pub fn expire(&self) {
         let now = Instant::now();

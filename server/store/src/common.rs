@@ -692,6 +692,16 @@ macro_rules! impl_store {
                 )
             }
 
+            async fn receipts_after(&self, since: i64, limit: i64) -> $crate::Result<Vec<$crate::Receipt>> {
+                Ok(
+                    sqlx::query_as::<$db, $crate::Receipt>($crate::sql::RECEIPTS_AFTER)
+                        .bind(since)
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await?,
+                )
+            }
+
             async fn max_receipt_stream(&self) -> $crate::Result<i64> {
                 let (max,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::MAX_RECEIPT)
                     .fetch_one(&self.pool)

@@ -450,6 +450,8 @@ pub trait Store: Send + Sync + 'static {
     async fn set_receipt(&self, receipt: &Receipt) -> Result<i64>;
     /// Receipts in a room changed after `since` (all with since = 0).
     async fn receipts_since(&self, room_id: &str, since: i64) -> Result<Vec<Receipt>>;
+    /// Receipts of every room set after `since`, oldest first, at most `limit`.
+    async fn receipts_after(&self, since: i64, limit: i64) -> Result<Vec<Receipt>>;
     async fn max_receipt_stream(&self) -> Result<i64>;
     /// Events from others in a room after the user's latest read receipt (public or
     /// private), newest first, at most `limit`: what unread counts are computed from.

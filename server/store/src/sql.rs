@@ -151,6 +151,8 @@ pub const INSERT_RECEIPT: &str = "INSERT INTO receipts (room_id, user_id, receip
     VALUES ($1, $2, $3, $4, $5, $6) RETURNING stream_id";
 pub const RECEIPTS_SINCE: &str = "SELECT stream_id, room_id, user_id, receipt_type, thread_id, event_id, ts \
     FROM receipts WHERE room_id = $1 AND stream_id > $2 ORDER BY stream_id";
+pub const RECEIPTS_AFTER: &str = "SELECT stream_id, room_id, user_id, receipt_type, thread_id, event_id, ts \
+    FROM receipts WHERE stream_id > $1 ORDER BY stream_id LIMIT $2";
 pub const MAX_RECEIPT: &str = "SELECT COALESCE(MAX(stream_id), 0) FROM receipts";
 pub const UNREAD_EVENTS: &str = concat!(
     "SELECT ",

@@ -23,11 +23,10 @@ use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::stanza_error::{DefinedCondition as Condition, ErrorType, StanzaError};
 
 use crate::c2s::C2s;
-use crate::muc::convert::{self, NS_REACTIONS, NS_RETRACT};
+use crate::muc::convert::{self, NS_CHAT_STATES, NS_MARKERS, NS_REACTIONS, NS_RETRACT};
 use crate::muc::pump::{MESSAGE_KINDS, message_parts, txn_id};
 use crate::muc::{NS_SID, XMPP_DEVICE};
 
-const NS_CHAT_STATES: &str = "http://jabber.org/protocol/chatstates";
 /// Pairs remembered (see [`Direct::rooms`]).
 const REMEMBERED: usize = 10_000;
 
@@ -38,6 +37,28 @@ pub struct Direct {
     /// (user, user) in order -> the DM room of the two; checked on each use.
     rooms: Mutex<HashMap<(String, String), String>>,
     creating: tokio::sync::Mutex<()>,
+    /// What the other account's XMPP sessions were last told of a user in a DM room: whether
+    /// it is typing, and the event it read last.
+    told: Mutex<Told>,
+}
+
+#[derive(Default)]
+struct Told {
+    typing: HashMap<(String, String), bool>,
+    read: HashMap<(String, String), String>,
+}
+
+/// Remember `value` under `key`; true when it is news.
+fn news<V: PartialEq>(map: &mut HashMap<(String, String), V>, room_id: &str, user: &str, value: V) -> bool {
+    let key = (room_id.to_owned(), user.to_owned());
+    if map.get(&key) == Some(&value) {
+        return false;
+    }
+    if map.len() >= REMEMBERED {
+        map.clear();
+    }
+    map.insert(key, value);
+    true
 }
 
 fn pair(a: &str, b: &str) -> (String, String) {
@@ -139,6 +160,26 @@ async fn mark(core: &Core, user: &str, other: &str, room_id: &str) -> Result<(),
 }
 
 impl Direct {
+    /// The peer is told that `user` is typing (or not) in the DM room; true when that is news.
+    pub(crate) fn tell_typing(&self, room_id: &str, user: &str, typing: bool) -> bool {
+        news(
+            &mut self.told.lock().unwrap_or_else(|p| p.into_inner()).typing,
+            room_id,
+            user,
+            typing,
+        )
+    }
+
+    /// The peer is told that `user` read up to `event_id`; true when that is news.
+    pub(crate) fn tell_read(&self, room_id: &str, user: &str, event_id: &str) -> bool {
+        news(
+            &mut self.told.lock().unwrap_or_else(|p| p.into_inner()).read,
+            room_id,
+            user,
+            event_id.to_owned(),
+        )
+    }
+
     /// The DM room of `me` and `peer`, if there is one: the one remembered, else the newest
     /// their `m.direct` lists, else one of `me`'s rooms that is a DM of the two.
     async fn find(&self, core: &Core, me: &str, peer: &str) -> Option<String> {
@@ -291,8 +332,11 @@ pub(crate) async fn record(
             .payloads
             .iter()
             .any(|p| p.is("retract", NS_RETRACT) || p.is("reactions", NS_REACTIONS));
-    let chat_state = msg.payloads.iter().any(|p| p.ns() == NS_CHAT_STATES);
-    if !kept && !chat_state {
+    let ephemeral = msg
+        .payloads
+        .iter()
+        .any(|p| p.ns() == NS_CHAT_STATES || p.is("displayed", NS_MARKERS));
+    if !kept && !ephemeral {
         return Ok(None);
     }
     let room_id = if kept {
@@ -303,7 +347,8 @@ pub(crate) async fn record(
         }
         c2s.direct.room_for(core, &me, &peer, omemo).await.map_err(internal)?
     } else {
-        // A chat state alone: typing in the room if there is one, and nothing is made for it.
+        // A chat state or a marker alone: typing or a receipt in the room if there is one,
+        // and nothing is made for it.
         match c2s.direct.find(core, me.as_str(), &peer).await {
             Some(r) => r,
             None => return Ok(None),
@@ -405,8 +450,7 @@ pub(crate) async fn rooms_of(
 pub(crate) async fn archived(c2s: &C2s, e: &StoredEvent, parties: &[String; 2]) -> Option<Message> {
     let core = &c2s.core;
     let other = parties.iter().find(|u| **u != e.sender)?;
-    let jid = |user: &str| BareJid::new(&crate::bare_jid(localpart(core, user)?, &c2s.domain)).ok();
-    let (from, to) = (jid(&e.sender)?, jid(other)?);
+    let (from, to) = jids(c2s, &e.sender, other)?;
     let mut m = chat_message(core, e, &from, &to).await?;
     if let Some((resource, id, origin)) = xmpp_ids(core, &e.event_id, &e.sender).await {
         if let Ok(full) = from.with_resource_str(&resource) {
@@ -540,13 +584,7 @@ pub(crate) async fn outbound(c2s: &C2s, e: &StoredEvent, parties: &[String; 2]) 
     let Some(other) = parties.iter().find(|u| **u != e.sender) else {
         return;
     };
-    let (Some(from_local), Some(to_local)) = (localpart(core, &e.sender), localpart(core, other)) else {
-        return;
-    };
-    let (Ok(from), Ok(to)) = (
-        BareJid::new(&crate::bare_jid(from_local, &c2s.domain)),
-        BareJid::new(&crate::bare_jid(to_local, &c2s.domain)),
-    ) else {
+    let Some((from, to)) = jids(c2s, &e.sender, other) else {
         return;
     };
     if !parties.contains(&e.sender) || (!c2s.router.has_sessions(&to) && !c2s.router.has_sessions(&from)) {
@@ -556,7 +594,8 @@ pub(crate) async fn outbound(c2s: &C2s, e: &StoredEvent, parties: &[String; 2]) 
         // Sent by an XMPP session: c2s delivered it.
         return;
     }
-    if crate::blocking::blocks(c2s, to_local, &from.clone().into()).await {
+    let to_local = to.node().map(|n| n.to_string()).unwrap_or_default();
+    if crate::blocking::blocks(c2s, &to_local, &from.clone().into()).await {
         return;
     }
     let Some(mut m) = chat_message(core, e, &from, &to).await else {
@@ -568,4 +607,58 @@ pub(crate) async fn outbound(c2s: &C2s, e: &StoredEvent, parties: &[String; 2]) 
         .router
         .deliver_message(&to.clone().into(), &m.into(), &MessageType::Chat, None);
     crate::carbons::copy(c2s, &carbon, &from, None, &reached);
+}
+
+/// The two accounts of a DM room and who of them is typing: a XEP-0085 chat state to the other
+/// account's XMPP sessions for each change they were not told of.
+pub(crate) fn typing(c2s: &C2s, room_id: &str, parties: &[String; 2], typing: &[String]) {
+    for (user, other) in [(&parties[0], &parties[1]), (&parties[1], &parties[0])] {
+        let now = typing.contains(user);
+        if !c2s.direct.tell_typing(room_id, user, now) {
+            continue;
+        }
+        let state = if now { "composing" } else { "active" };
+        let Some((from, to)) = jids(c2s, user, other) else {
+            continue;
+        };
+        let mut m = Message::new(Some(to.clone().into()));
+        m.from = Some(from.into());
+        m.type_ = MessageType::Chat;
+        m.payloads.push(Element::builder(state, NS_CHAT_STATES).build());
+        c2s.router
+            .deliver_message(&to.into(), &m.into(), &MessageType::Chat, None);
+    }
+}
+
+/// A read receipt in a DM room: a XEP-0333 displayed marker to the other account's XMPP
+/// sessions, if they were not told already.
+pub(crate) async fn read(c2s: &C2s, room_id: &str, parties: &[String; 2], user: &str, event_id: &str) {
+    let Some(other) = parties.iter().find(|u| *u != user) else {
+        return;
+    };
+    if !parties.iter().any(|u| u == user) || !c2s.direct.tell_read(room_id, user, event_id) {
+        return;
+    }
+    let Some((from, to)) = jids(c2s, user, other) else {
+        return;
+    };
+    if !c2s.router.has_sessions(&to) {
+        return;
+    }
+    let mut m = Message::new(Some(to.clone().into()));
+    m.from = Some(from.into());
+    m.type_ = MessageType::Chat;
+    m.payloads.push(
+        Element::builder("displayed", NS_MARKERS)
+            .attr(xml_ncname!("id").to_owned(), known_id(&c2s.core, event_id).await)
+            .build(),
+    );
+    c2s.router
+        .deliver_message(&to.into(), &m.into(), &MessageType::Chat, None);
+}
+
+/// The bare JIDs of two local users.
+fn jids(c2s: &C2s, a: &str, b: &str) -> Option<(BareJid, BareJid)> {
+    let jid = |user: &str| BareJid::new(&crate::bare_jid(localpart(&c2s.core, user)?, &c2s.domain)).ok();
+    Some((jid(a)?, jid(b)?))
 }

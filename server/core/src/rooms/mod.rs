@@ -452,7 +452,8 @@ impl Rooms {
                 "content": t.content,
                 "redacts": redacted.as_str(),
             });
-            self.apply_redaction(&rules, redacted, &event_id, &because.to_string()).await?;
+            self.apply_redaction(&rules, redacted, &event_id, &because.to_string())
+                .await?;
             self.forget_members(room_id.as_str());
         }
         Ok((pdu.event_id, stream))
@@ -474,7 +475,9 @@ impl Rooms {
         let redacted = ruma::canonical_json::redact(object, &rules.redaction, None)
             .map_err(|e| CoreError::Internal(e.to_string()))?;
         let json = serde_json::to_string(&redacted).map_err(|e| CoreError::Internal(e.to_string()))?;
-        self.store.redact_event(target.as_str(), &json, redaction_id, because).await?;
+        self.store
+            .redact_event(target.as_str(), &json, redaction_id, because)
+            .await?;
         Ok(())
     }
 

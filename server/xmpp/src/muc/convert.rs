@@ -20,7 +20,8 @@ pub const NS_REACTIONS: &str = "urn:xmpp:reactions:0";
 pub const NS_REPLY: &str = "urn:xmpp:reply:0";
 pub const NS_RETRACT: &str = "urn:xmpp:message-retract:1";
 pub const NS_FALLBACK: &str = "urn:xmpp:fallback:0";
-const NS_CHAT_STATES: &str = "http://jabber.org/protocol/chatstates";
+pub const NS_CHAT_STATES: &str = "http://jabber.org/protocol/chatstates";
+pub const NS_MARKERS: &str = "urn:xmpp:chat-markers:0";
 /// How long an XMPP `composing` counts as typing (XEP-0085 lets a client stay silent 30 s).
 const TYPING: Duration = Duration::from_secs(30);
 
@@ -210,8 +211,28 @@ pub(crate) async fn inbound(
     }
     // XEP-0085 chat states are typing notifications.
     if let Some(state) = msg.payloads.iter().find(|p| p.ns() == NS_CHAT_STATES) {
-        let typing = (state.name() == "composing").then_some(TYPING);
-        c2s.core.typing.set(room_id, user.as_str(), typing);
+        let composing = state.name() == "composing";
+        c2s.core.typing.set(room_id, user.as_str(), composing.then_some(TYPING));
+        if peer.is_some() {
+            // The peer's XMPP sessions have it from the stanza itself.
+            c2s.direct.tell_typing(room_id, user.as_str(), composing);
+        }
+    }
+    // A XEP-0333 displayed marker is a read receipt.
+    if let Some(displayed) = payload(msg, "displayed", NS_MARKERS)
+        && let Some(target) = event_for_id(c2s, room_id, senders, displayed.attr("id").unwrap_or_default()).await
+    {
+        if let Err(e) = c2s
+            .core
+            .account_data
+            .set_receipt(room_id, user.as_str(), "m.read", "", &target)
+            .await
+        {
+            tracing::warn!(error = %e, "a displayed marker was not kept as a receipt");
+        }
+        if peer.is_some() {
+            c2s.direct.tell_read(room_id, user.as_str(), &target);
+        }
     }
     Ok(vec![])
 }

@@ -108,6 +108,8 @@ struct Room {
     /// Reactions seen while the room had occupants: reaction event -> the event reacted to (a
     /// redaction empties the stored reaction, and XMPP needs the set of the reacted message).
     reacted: HashMap<String, String>,
+    /// Members typing, as the occupants were last told.
+    typing: HashSet<String>,
 }
 
 impl Room {
@@ -163,6 +165,9 @@ struct Pump {
     /// Rooms seen since the pump last skipped events: the two accounts of a DM room, None
     /// for other rooms (forgotten on a member event).
     dms: HashMap<String, Option<[String; 2]>>,
+    /// Typing and receipt changes up to here have been looked at.
+    typing_seen: i64,
+    receipts_seen: i64,
 }
 
 pub(crate) async fn run(
@@ -172,7 +177,10 @@ pub(crate) async fn run(
     occupied: Arc<Mutex<HashMap<FullJid, HashSet<String>>>>,
 ) {
     let mut positions = core.streams.subscribe();
+    let now = core.streams.current();
     let mut pump = Pump {
+        typing_seen: now.typing,
+        receipts_seen: now.receipts,
         examined: core.rooms.current_position(),
         rooms: HashMap::new(),
         dms: HashMap::new(),
@@ -192,6 +200,7 @@ pub(crate) async fn run(
             continue;
         };
         pump.catch_up(&c2s).await;
+        pump.ephemeral(&c2s).await;
         let (ready, later): (Vec<_>, Vec<_>) = waiting.into_iter().partition(|c| c.after() <= pump.examined);
         waiting = later;
         for command in ready {
@@ -377,21 +386,96 @@ impl Pump {
         }
     }
 
+    /// The two accounts of a DM room; None for other rooms.
+    async fn parties(&mut self, room_id: &str) -> Option<[String; 2]> {
+        if let Some(p) = self.dms.get(room_id) {
+            return p.clone();
+        }
+        let p = crate::direct::parties(&self.core, room_id).await;
+        if self.dms.len() >= REMEMBERED_ROOMS {
+            self.dms.clear();
+        }
+        self.dms.insert(room_id.to_owned(), p.clone());
+        p
+    }
+
     /// An event of a DM room: to XMPP as a chat message.
     async fn direct(&mut self, c2s: &C2s, e: &StoredEvent) {
-        let parties = match self.dms.get(&e.room_id) {
-            Some(p) => p.clone(),
-            None => {
-                let p = crate::direct::parties(&self.core, &e.room_id).await;
-                if self.dms.len() >= REMEMBERED_ROOMS {
-                    self.dms.clear();
-                }
-                self.dms.insert(e.room_id.clone(), p.clone());
-                p
-            }
-        };
-        if let Some(p) = parties {
+        if let Some(p) = self.parties(&e.room_id).await {
             crate::direct::outbound(c2s, e, &p).await;
+        }
+    }
+
+    /// Typing and read receipts since last time: XEP-0085 chat states and XEP-0333 displayed
+    /// markers, in rooms with occupants and in DM rooms.
+    async fn ephemeral(&mut self, c2s: &C2s) {
+        let now = self.core.streams.current();
+        if c2s.router.is_empty() {
+            (self.typing_seen, self.receipts_seen) = (now.typing, now.receipts);
+            return;
+        }
+        if now.typing != self.typing_seen {
+            for (room_id, typing) in self.core.typing.rooms_changed_since(self.typing_seen) {
+                self.typing(c2s, &room_id, &typing).await;
+            }
+            self.typing_seen = now.typing;
+        }
+        while self.receipts_seen < now.receipts {
+            let Ok(receipts) = self.core.store.receipts_after(self.receipts_seen, BATCH).await else {
+                return;
+            };
+            let Some(last) = receipts.last() else {
+                self.receipts_seen = now.receipts;
+                break;
+            };
+            self.receipts_seen = last.stream_id;
+            // Private receipts stay private.
+            for r in receipts.iter().filter(|r| r.receipt_type == "m.read") {
+                self.read(c2s, &r.room_id, &r.user_id, &r.event_id).await;
+            }
+        }
+    }
+
+    async fn typing(&mut self, c2s: &C2s, room_id: &str, typing: &[String]) {
+        if let Some(room) = self.rooms.get_mut(room_id) {
+            let changed: Vec<String> = room
+                .members
+                .keys()
+                .filter(|u| room.typing.contains(*u) != typing.contains(*u))
+                .cloned()
+                .collect();
+            room.typing = typing.iter().cloned().collect();
+            for user in changed {
+                let state = if typing.contains(&user) { "composing" } else { "active" };
+                let nick = room.members[&user].clone();
+                for o in &room.occupants {
+                    let m = occupant_message(room_id, o, &nick, &user)
+                        .append(Element::builder(state, super::convert::NS_CHAT_STATES).build())
+                        .append(Element::builder("no-store", "urn:xmpp:hints").build())
+                        .build();
+                    Self::deliver(c2s, o, m);
+                }
+            }
+        } else if let Some(parties) = self.parties(room_id).await {
+            crate::direct::typing(c2s, room_id, &parties, typing);
+        }
+    }
+
+    async fn read(&mut self, c2s: &C2s, room_id: &str, user: &str, event_id: &str) {
+        if let Some(room) = self.rooms.get(room_id) {
+            let Some(nick) = room.members.get(user) else { return };
+            for o in &room.occupants {
+                let m = occupant_message(room_id, o, nick, user)
+                    .append(
+                        Element::builder("displayed", super::convert::NS_MARKERS)
+                            .attr(xml_ncname!("id").to_owned(), event_id)
+                            .build(),
+                    )
+                    .build();
+                Self::deliver(c2s, o, m);
+            }
+        } else if let Some(parties) = self.parties(room_id).await {
+            crate::direct::read(c2s, room_id, &parties, user, event_id).await;
         }
     }
 
@@ -647,6 +731,7 @@ impl Pump {
             levels: self.core.rooms.power_levels(room_id).await?.0,
             occupants: vec![],
             reacted: HashMap::new(),
+            typing: HashSet::new(),
         };
         for (user, e) in joined {
             let content = Pdu::from_stored(e).map(|p| p.content_value()).unwrap_or_default();
@@ -685,6 +770,7 @@ impl Pump {
                     levels: Value::Null,
                     occupants: vec![],
                     reacted: HashMap::new(),
+                    typing: HashSet::new(),
                 });
                 room.occupants.retain(|o| o.full != full);
                 let last = !room.occupants.iter().any(|o| o.user == user);
@@ -985,6 +1071,21 @@ fn envelope(room_id: &str, room_jid: &BareJid, to: &FullJid, nick: &str, id: &st
         .append(
             Element::builder("occupant-id", NS_OCCUPANT_ID)
                 .attr(xml_ncname!("id").to_owned(), occupant_id(room_id, &e.sender))
+                .build(),
+        )
+}
+
+/// A groupchat message from `nick` (a member, `user`) that is not an event: a chat state, a
+/// marker. The caller adds the payload.
+fn occupant_message(room_id: &str, to: &Occupant, nick: &str, user: &str) -> ElementBuilder {
+    Element::builder("message", ns::JABBER_CLIENT)
+        .attr(xml_ncname!("from").to_owned(), occupant_jid(&to.room_jid, nick))
+        .attr(xml_ncname!("to").to_owned(), to.full.to_string())
+        .attr(xml_ncname!("type").to_owned(), "groupchat")
+        .attr(xml_ncname!("id").to_owned(), crate::c2s::new_id())
+        .append(
+            Element::builder("occupant-id", NS_OCCUPANT_ID)
+                .attr(xml_ncname!("id").to_owned(), occupant_id(room_id, user))
                 .build(),
         )
 }
