@@ -16,10 +16,11 @@ from slixmpp import JID
 from slixmpp.xmlstream import ET
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXMLMask
-from nio import AsyncClient, LoginResponse, RoomCreateResponse, RoomSendResponse
+from nio import RoomCreateResponse, RoomSendResponse
 from nio.api import RoomPreset
 
 from checks import check, until, starttls_to_test_server
+from matrix_side import ephemeral, events, matrix_event, matrix_login, read_by, typing
 
 SID = "urn:xmpp:sid:0"
 OMEMO = "eu.siacs.conversations.axolotl"
@@ -50,31 +51,9 @@ class Xmpp(slixmpp.ClientXMPP):
         return [m for m in self.chats if m["from"].bare == bare]
 
 
-async def matrix_login(hs, user):
-    c = AsyncClient(hs, f"@{user}:localhost")
-    r = await c.login("pw", device_name=f"{user}-nio")
-    check(isinstance(r, LoginResponse), f"{user} logs in over Matrix")
-    return c
-
-
 async def direct_rooms(client, other):
     r = await client.list_direct_rooms()
     return getattr(r, "rooms", {}).get(other, [])
-
-
-async def events(client, room_id):
-    r = await client.room_messages(room_id, start="", limit=50)
-    return [e.source for e in reversed(r.chunk)]
-
-
-async def matrix_event(client, room_id, pred, what):
-    for _ in range(100):
-        found = [e for e in await events(client, room_id) if pred(e)]
-        if found:
-            print(f"ok - {what}", flush=True)
-            return found[0]
-        await asyncio.sleep(0.05)
-    check(False, what)
 
 
 def relation(ev):
@@ -222,26 +201,11 @@ async def main(a):
     marker = bob.make_message(mto=JID("alice@localhost"), mtype="chat")
     marker["displayed"]["id"] = hello
     marker.send()
-    for _ in range(100):
-        s = await alice.sync(timeout=0)
-        room = s.rooms.join.get(dm_ab)
-        seen = [rc for ev in (room.ephemeral if room else []) for rc in getattr(ev, "receipts", [])
-                if rc.user_id == "@bob:localhost" and rc.event_id == hello]
-        if seen:
-            break
-        await asyncio.sleep(0.05)
-    check(seen, "bob's displayed marker is his Matrix read receipt")
+    await ephemeral(alice, dm_ab, read_by("@bob:localhost", hello), "bob's displayed marker is his Matrix read receipt")
     composing = bob.make_message(mto=JID("alice@localhost"), mtype="chat")
     composing["chat_state"] = "composing"
     composing.send()
-    for _ in range(50):
-        s = await alice.sync(timeout=1000)
-        room = s.rooms.join.get(dm_ab)
-        if room and any("@bob:localhost" in getattr(e, "users", []) for e in room.ephemeral):
-            break
-    else:
-        check(False, "bob's composing reaches alice as typing")
-    print("ok - bob's composing reaches alice as typing", flush=True)
+    await ephemeral(alice, dm_ab, typing("@bob:localhost"), "bob's composing reaches alice as typing")
 
     r = await bob_m.room_send(dm_ab, "m.room.message", {"msgtype": "m.text", "body": "from bob's Matrix client"})
     await until(lambda: any(c["body"] == "from bob's Matrix client" for c in bob2.sent_carbons),

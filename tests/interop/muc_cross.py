@@ -19,10 +19,11 @@ from slixmpp import JID
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXMLMask
 from slixmpp.exceptions import PresenceError
-from nio import AsyncClient, LoginResponse, RoomCreateResponse, RoomMessagesResponse, RoomSendResponse
+from nio import RoomCreateResponse, RoomMessagesResponse, RoomSendResponse
 from nio.api import RoomPreset, RoomVisibility
 
 from checks import check, iq_condition, until, starttls_to_test_server
+from matrix_side import ephemeral, matrix_event, matrix_login, read_by, typing
 
 MUC = "conference.localhost"
 SID = "urn:xmpp:sid:0"
@@ -68,13 +69,6 @@ def room_id_jid(room_id):
 
 def statuses(pres):
     return {int(s) for s in pres["muc"]["status_codes"]}
-
-
-async def matrix_login(hs, user):
-    c = AsyncClient(hs, f"@{user}:localhost")
-    r = await c.login("pw", device_name=f"{user}-nio")
-    check(isinstance(r, LoginResponse), f"{user} logs in over Matrix")
-    return c
 
 
 async def matrix_bodies(client, room_id):
@@ -194,21 +188,11 @@ async def main(a):
     check(only_bob == ["hello from xmpp"], f"filtered by occupant: {only_bob}")
 
     # Edits, replies, reactions, retractions and typing, both ways.
-    async def matrix_event(room_id, pred, what):
-        for _ in range(100):
-            r = await alice.room_messages(room_id, start="", limit=30)
-            found = [e.source for e in r.chunk if pred(e.source)]
-            if found:
-                print(f"ok - {what}", flush=True)
-                return found[0]
-            await asyncio.sleep(0.05)
-        check(False, what)
-
     def relation(ev):
         return ev["content"].get("m.relates_to", {})
 
     bob.plugin["xep_0308"].build_correction("bob-msg-1", JID(lobby), mtype="groupchat", mbody="hello, edited").send()
-    edit = await matrix_event(lobby_id, lambda ev: relation(ev).get("rel_type") == "m.replace", "bob's correction reaches Matrix")
+    edit = await matrix_event(alice, lobby_id, lambda ev: relation(ev).get("rel_type") == "m.replace", "bob's correction reaches Matrix")
     check(edit["content"]["m.new_content"]["body"] == "hello, edited" and relation(edit)["event_id"] == stanza_id,
           "an XMPP correction (by the client's own id) is an m.replace of the original event")
     await alice.room_send(lobby_id, "m.room.message", {
@@ -218,7 +202,7 @@ async def main(a):
                 "a Matrix edit is a XEP-0308 correction of the event ID bob saw")
 
     bob.plugin["xep_0461"].send_reply(f"{lobby}/Alice", hi_event, mto=JID(lobby), mbody="a reply", mtype="groupchat")
-    reply = await matrix_event(lobby_id, lambda ev: ev["content"].get("body") == "a reply", "bob's reply reaches Matrix")
+    reply = await matrix_event(alice, lobby_id, lambda ev: ev["content"].get("body") == "a reply", "bob's reply reaches Matrix")
     check(relation(reply).get("m.in_reply_to", {}).get("event_id") == hi_event, "an XMPP reply is m.in_reply_to")
     r = await alice.room_send(lobby_id, "m.room.message", {
         "msgtype": "m.text", "body": "> <@bob:localhost> a reply\n\nback at you",
@@ -229,7 +213,7 @@ async def main(a):
     reacting = bob.make_message(mto=JID(lobby), mtype="groupchat")
     bob.plugin["xep_0444"].set_reactions(reacting, hi_event, ["👍", "🎉"])
     reacting.send()
-    await matrix_event(lobby_id, lambda ev: ev["type"] == "m.reaction" and relation(ev).get("key") == "🎉",
+    await matrix_event(alice, lobby_id, lambda ev: ev["type"] == "m.reaction" and relation(ev).get("key") == "🎉",
                        "bob's reactions reach Matrix")
     r = await alice.room_messages(lobby_id, start="", limit=30)
     keys = sorted(relation(e.source)["key"] for e in r.chunk
@@ -247,7 +231,7 @@ async def main(a):
                 "a redacted Matrix reaction leaves an empty reaction set")
 
     bob.plugin["xep_0424"].send_retraction(JID(lobby), stanza_id, mtype="groupchat")
-    await matrix_event(lobby_id, lambda ev: ev["type"] == "m.room.redaction" and ev.get("redacts", ev["content"].get("redacts")) == stanza_id,
+    await matrix_event(alice, lobby_id, lambda ev: ev["type"] == "m.room.redaction" and ev.get("redacts", ev["content"].get("redacts")) == stanza_id,
                        "an XMPP retraction is a redaction")
     r = await alice.room_get_event(lobby_id, stanza_id)
     check(getattr(r, "event", None) is not None and not r.event.source["content"], "and the message is redacted")
@@ -264,16 +248,7 @@ async def main(a):
     composing = bob.make_message(mto=JID(lobby), mtype="groupchat")
     composing["chat_state"] = "composing"
     composing.send()
-    typing = set()
-    for _ in range(100):
-        s = await alice.sync(timeout=0)
-        for ev in s.rooms.join.get(lobby_id).ephemeral if lobby_id in s.rooms.join else []:
-            if type(ev).__name__ == "TypingNoticeEvent":
-                typing = set(ev.users)
-        if "@bob:localhost" in typing:
-            break
-        await asyncio.sleep(0.05)
-    check("@bob:localhost" in typing, "an XMPP chat state 'composing' is Matrix typing")
+    await ephemeral(alice, lobby_id, typing("@bob:localhost"), "an XMPP chat state 'composing' is Matrix typing")
     await until(lambda: any(m["from"] == JID(f"{lobby}/Bob") and m["chat_state"] == "composing" for m in bob.all),
                 "and the room's occupants get bob's chat state (his own sessions too)")
     await alice.room_typing(lobby_id, True, 10_000)
@@ -285,15 +260,8 @@ async def main(a):
     marker = bob.make_message(mto=JID(lobby), mtype="groupchat")
     marker["displayed"]["id"] = doomed_not
     marker.send()
-    for _ in range(100):
-        s = await alice.sync(timeout=0)
-        room = s.rooms.join.get(lobby_id)
-        seen = [rc for ev in (room.ephemeral if room else []) for rc in getattr(ev, "receipts", [])
-                if rc.user_id == "@bob:localhost" and rc.event_id == doomed_not]
-        if seen:
-            break
-        await asyncio.sleep(0.05)
-    check(seen, "an XMPP displayed marker is bob's Matrix read receipt")
+    await ephemeral(alice, lobby_id, read_by("@bob:localhost", doomed_not),
+                    "an XMPP displayed marker is bob's Matrix read receipt")
 
     # The topic, both ways.
     await alice.room_put_state(lobby_id, "m.room.topic", {"topic": "New topic"})

@@ -6,52 +6,56 @@ use std::time::Duration;
 
 use estuary_tests::{Backend, both_backends, interop_script};
 
-async fn muc_cross_protocol(backend: Backend) {
+/// Run a cross-protocol script against a server with alice, bob and carol; the steps must be
+/// in its output.
+async fn cross_protocol(backend: Backend, script: &str, steps: &[&str]) {
     let (inst, server) = estuary_tests::xmpp_server(backend, "", &["alice", "bob", "carol"]).await;
     let port = inst.c2s_port.to_string();
     let out = interop_script(
-        "muc_cross.py",
+        script,
         &["--homeserver", &server.base_url, "--port", &port],
         Duration::from_secs(180),
     )
     .await;
-    for step in [
-        "the join sequence",
-        "MAM pages through the room's messages",
-        "a kick by nick from XMPP (307)",
-        "Matrix typing is a chat state 'composing' from the occupant",
-        "an XMPP displayed marker is bob's Matrix read receipt",
-        "bob leaving over XMPP leaves the Matrix room",
-    ] {
+    for step in steps {
         assert!(out.contains(step), "{step}:\n{out}");
     }
     assert!(!server.logs().contains("panicked"), "{}", server.logs());
     assert!(server.terminate().await.success());
 }
 
+async fn muc_cross_protocol(backend: Backend) {
+    cross_protocol(
+        backend,
+        "muc_cross.py",
+        &[
+            "the join sequence",
+            "MAM pages through the room's messages",
+            "a kick by nick from XMPP (307)",
+            "Matrix typing is a chat state 'composing' from the occupant",
+            "an XMPP displayed marker is bob's Matrix read receipt",
+            "bob leaving over XMPP leaves the Matrix room",
+        ],
+    )
+    .await;
+}
+
 both_backends!(muc_cross_protocol);
 
 async fn dm_cross_protocol(backend: Backend) {
-    let (inst, server) = estuary_tests::xmpp_server(backend, "", &["alice", "bob", "carol"]).await;
-    let port = inst.c2s_port.to_string();
-    let out = interop_script(
+    cross_protocol(
+        backend,
         "dm_cross.py",
-        &["--homeserver", &server.base_url, "--port", &port],
-        Duration::from_secs(180),
+        &[
+            "the first message made a DM room, in bob's m.direct",
+            "alice's reaction to bob's message names it by bob's own id",
+            "alice's read receipt is a XEP-0333 displayed marker of bob's own id",
+            "bob's displayed marker is his Matrix read receipt",
+            "bob's archive with alice, without what was retracted",
+            "carol's archive gives the OMEMO element back to her XMPP clients",
+        ],
     )
     .await;
-    for step in [
-        "the first message made a DM room, in bob's m.direct",
-        "alice's reaction to bob's message names it by bob's own id",
-        "alice's read receipt is a XEP-0333 displayed marker of bob's own id",
-        "bob's displayed marker is his Matrix read receipt",
-        "bob's archive with alice, without what was retracted",
-        "carol's archive gives the OMEMO element back to her XMPP clients",
-    ] {
-        assert!(out.contains(step), "{step}:\n{out}");
-    }
-    assert!(!server.logs().contains("panicked"), "{}", server.logs());
-    assert!(server.terminate().await.success());
 }
 
 both_backends!(dm_cross_protocol);
