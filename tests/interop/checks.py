@@ -37,3 +37,24 @@ def starttls_to_test_server(client):
     client.enable_direct_tls, client.enable_starttls, client.enable_plaintext = False, True, False
     client.ssl_context.check_hostname = False
     client.ssl_context.verify_mode = ssl.CERT_NONE
+
+
+def scram_client(base):
+    """A slixmpp client class on `base` (slixmpp.ClientXMPP) with the plugins `plugins`, SCRAM
+    over STARTTLS to the test server, and `login(port)` that waits for the session."""
+
+    class Client(base):
+        def __init__(self, jid, password, plugins=()):
+            super().__init__(jid, password, sasl_mech="SCRAM-SHA-256")
+            starttls_to_test_server(self)
+            for p in plugins:
+                self.register_plugin(p)
+            self.started = asyncio.get_event_loop().create_future()
+            self.add_event_handler("session_start", lambda _: self.started.done() or self.started.set_result(True))
+
+        async def login(self, port):
+            self.connect("127.0.0.1", port)
+            await asyncio.wait_for(self.started, 20)
+            self.send_presence()
+
+    return Client

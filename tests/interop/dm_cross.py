@@ -19,33 +19,24 @@ from slixmpp.xmlstream.matcher import MatchXMLMask
 from nio import RoomCreateResponse, RoomSendResponse
 from nio.api import RoomPreset
 
-from checks import check, until, starttls_to_test_server
+from checks import check, scram_client, until
 from matrix_side import ephemeral, events, matrix_event, matrix_login, read_by, typing
 
 SID = "urn:xmpp:sid:0"
 OMEMO = "eu.siacs.conversations.axolotl"
 
 
-class Xmpp(slixmpp.ClientXMPP):
+class Xmpp(scram_client(slixmpp.ClientXMPP)):
     def __init__(self, jid, password):
-        super().__init__(jid, password, sasl_mech="SCRAM-SHA-256")
-        starttls_to_test_server(self)
-        for p in ("xep_0030", "xep_0059", "xep_0085", "xep_0199", "xep_0280", "xep_0308", "xep_0313", "xep_0359",
-                  "xep_0333", "xep_0424", "xep_0444", "xep_0461"):
-            self.register_plugin(p)
-        self.started = asyncio.get_event_loop().create_future()
-        self.add_event_handler("session_start", lambda _: self.started.done() or self.started.set_result(True))
+        super().__init__(jid, password, (
+            "xep_0030", "xep_0059", "xep_0085", "xep_0199", "xep_0280", "xep_0308", "xep_0313", "xep_0359",
+            "xep_0333", "xep_0424", "xep_0444", "xep_0461"))
         # Every chat message (bodies or not: reactions, retractions), and sent carbons.
         self.chats = []
         self.register_handler(Callback("all-chat", MatchXMLMask("<message xmlns='jabber:client' type='chat'/>"),
                                        lambda m: m.xml.find("{urn:xmpp:carbons:2}sent") is not None or self.chats.append(m)))
         self.sent_carbons = []
         self.add_event_handler("carbon_sent", lambda m: self.sent_carbons.append(m["carbon_sent"]))
-
-    async def login(self, port):
-        self.connect("127.0.0.1", port)
-        await asyncio.wait_for(self.started, 20)
-        self.send_presence()
 
     def from_(self, bare):
         return [m for m in self.chats if m["from"].bare == bare]

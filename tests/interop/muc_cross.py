@@ -22,27 +22,23 @@ from slixmpp.exceptions import PresenceError
 from nio import RoomCreateResponse, RoomMessagesResponse, RoomSendResponse
 from nio.api import RoomPreset, RoomVisibility
 
-from checks import check, iq_condition, until, starttls_to_test_server
+from checks import check, iq_condition, scram_client, until
 from matrix_side import ephemeral, matrix_event, matrix_login, read_by, typing
 
 MUC = "conference.localhost"
 SID = "urn:xmpp:sid:0"
 
 
-class Xmpp(slixmpp.ClientXMPP):
+class Xmpp(scram_client(slixmpp.ClientXMPP)):
     def __init__(self, jid, password):
-        super().__init__(jid, password, sasl_mech="SCRAM-SHA-256")
-        starttls_to_test_server(self)
-        for p in ("xep_0004", "xep_0030", "xep_0045", "xep_0059", "xep_0085", "xep_0199", "xep_0308", "xep_0313", "xep_0359",
-                  "xep_0249", "xep_0410", "xep_0424", "xep_0425", "xep_0444", "xep_0461", "xep_0333"):
-            self.register_plugin(p)
-        self.started = asyncio.get_event_loop().create_future()
+        super().__init__(jid, password, (
+            "xep_0004", "xep_0030", "xep_0045", "xep_0059", "xep_0085", "xep_0199", "xep_0308", "xep_0313",
+            "xep_0359", "xep_0249", "xep_0410", "xep_0424", "xep_0425", "xep_0444", "xep_0461", "xep_0333"))
         self.messages = []
         self.presences = []
         self.subjects = []
         self.invites = []
         self.add_event_handler("groupchat_direct_invite", self.invites.append)
-        self.add_event_handler("session_start", lambda _: self.started.done() or self.started.set_result(True))
         self.add_event_handler("groupchat_message", self.messages.append)
         self.add_event_handler("groupchat_presence", self.presences.append)
         self.add_event_handler("groupchat_subject", self.subjects.append)
@@ -50,11 +46,6 @@ class Xmpp(slixmpp.ClientXMPP):
         self.all = []
         self.register_handler(Callback("all-groupchat", MatchXMLMask("<message xmlns='jabber:client' type='groupchat'/>"),
                                        self.all.append))
-
-    async def login(self, port):
-        self.connect("127.0.0.1", port)
-        await asyncio.wait_for(self.started, 20)
-        self.send_presence()
 
     def bodies(self, room):
         return [m["body"] for m in self.messages if m["from"].bare == room and m["body"]]
