@@ -382,7 +382,12 @@ pub(crate) async fn record(
             txn_id(sender.resource().as_str(), id, if is_message { origin } else { "" }),
         );
         // XMPP carries larger messages than a Matrix event holds: the room gets the start.
-        let template = if is_message && template.content.to_string().len() > ROOMY_CONTENT {
+        // (JSON escapes at most sextuple a string, so short ones need no measuring.)
+        let raw = |key: &str| template.content[key].as_str().map_or(0, str::len);
+        let template = if is_message
+            && raw("body") + raw(convert::OMEMO_KEY) > ROOMY_CONTENT / 6
+            && template.content.to_string().len() > ROOMY_CONTENT
+        {
             shrunk(template)
         } else {
             template
