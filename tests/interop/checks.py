@@ -1,6 +1,7 @@
 """Helpers shared by the interop scripts: each prints one "ok - ..." line per check, and the
 Rust test that runs a script looks for its final ALL OK."""
 
+import argparse
 import asyncio
 import ssl
 
@@ -58,3 +59,14 @@ def scram_client(base):
             self.send_presence()
 
     return Client
+
+
+def server_args(port=True):
+    """The command line of a script against a test server (--host, --domain, and --port unless
+    the script names its ports otherwise); the script adds its own arguments."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--host", default="127.0.0.1")
+    if port:
+        p.add_argument("--port", type=int, required=True)
+    p.add_argument("--domain", default="localhost")
+    return p

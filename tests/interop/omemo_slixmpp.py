@@ -8,7 +8,6 @@ OMEMO state lives in JSON files under --state, so the phases share it.
 Prints ALL OK on success.
 """
 
-import argparse
 import asyncio
 import json
 import sys
@@ -20,7 +19,7 @@ from slixmpp.jid import JID
 from slixmpp.plugins import register_plugin
 from slixmpp_omemo import XEP_0384
 
-from checks import check, until, starttls_to_test_server
+from checks import check, server_args, starttls_to_test_server, until
 
 MARKER = "omemo-secret-4242"
 
@@ -151,10 +150,7 @@ async def offline(a):
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser()
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--domain", default="localhost")
+    p = server_args()
     p.add_argument("--state", required=True)
     p.add_argument("--phase", choices=["exchange", "offline"], required=True)
     a = p.parse_args()

@@ -8,7 +8,6 @@ Matrix shows up as an XMPP block. A JID of another server stays blocked outside 
 list. Prints ALL OK on success.
 """
 
-import argparse
 import asyncio
 import json
 import sys
@@ -16,7 +15,7 @@ import urllib.request
 
 import slixmpp
 
-from checks import check, until, iq_condition, starttls_to_test_server
+from checks import check, iq_condition, server_args, starttls_to_test_server, until
 
 
 class Client(slixmpp.ClientXMPP):
@@ -146,10 +145,7 @@ async def main(a):
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser()
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--domain", default="localhost")
-    p.add_argument("--port", type=int, required=True)
+    p = server_args()
     p.add_argument("--matrix-url", required=True)
     p.add_argument("--token", required=True)
     asyncio.run(main(p.parse_args()))

@@ -7,7 +7,6 @@ IQ routing to full JIDs (and errors where it cannot go), and messages both ways 
 sessions, plus a bounce for a recipient with no session. Prints ALL OK on success.
 """
 
-import argparse
 import asyncio
 import base64
 import hashlib
@@ -17,7 +16,7 @@ import sys
 
 import slixmpp
 
-from checks import check, iq_condition
+from checks import check, iq_condition, server_args
 
 # The avatar alice sets through Matrix (the Rust test uploads the same bytes), and bob's.
 ALICE_AVATAR = base64.b64decode(
@@ -189,9 +188,7 @@ async def main(a):
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser()
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--domain", default="localhost")
+    p = server_args(port=False)
     p.add_argument("--starttls-port", type=int, required=True)
     p.add_argument("--tls-port", type=int, required=True)
     asyncio.run(main(p.parse_args()))

@@ -7,13 +7,12 @@ to the bare JID follow presence priorities (RFC 6121 8.5.2), with carbons for th
 message did not reach. Prints ALL OK on success.
 """
 
-import argparse
 import asyncio
 import sys
 
 import slixmpp
 
-from checks import check, starttls_to_test_server
+from checks import check, server_args, starttls_to_test_server
 
 
 class Client(slixmpp.ClientXMPP):
@@ -124,9 +123,6 @@ async def main(a):
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser()
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--domain", default="localhost")
-    p.add_argument("--port", type=int, required=True)
+    p = server_args()
     asyncio.run(main(p.parse_args()))
     sys.exit(0)

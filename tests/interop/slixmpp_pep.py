@@ -9,7 +9,6 @@ notify, node configuration, whitelist, the last item on login, node deletion, an
 the account's PEP service. Prints ALL OK on success.
 """
 
-import argparse
 import asyncio
 import hashlib
 
@@ -17,7 +16,7 @@ import slixmpp
 from slixmpp.plugins.xep_0004 import Form
 from slixmpp.xmlstream import ET
 
-from checks import check, iq_condition, until, starttls_to_test_server
+from checks import check, iq_condition, server_args, starttls_to_test_server, until
 
 TEST = "urn:example:estuary-pep-test"
 LEGACY_DEVICES = "eu.siacs.conversations.axolotl.devicelist"
@@ -274,8 +273,5 @@ async def main(a):
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser()
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--domain", default="localhost")
+    p = server_args()
     asyncio.run(main(p.parse_args()))

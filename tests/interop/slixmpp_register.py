@@ -8,7 +8,6 @@ attempt (raw, before authentication) is refused with not-allowed.
 Prints ALL OK on success.
 """
 
-import argparse
 import asyncio
 import re
 import socket
@@ -17,7 +16,7 @@ import ssl
 import slixmpp
 from slixmpp.exceptions import IqError
 
-from checks import check, iq_condition, starttls_to_test_server
+from checks import check, iq_condition, server_args, starttls_to_test_server
 
 
 class Registrant(slixmpp.ClientXMPP):
@@ -120,10 +119,7 @@ def closed_phase(a):
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser()
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--domain", default="localhost")
+    p = server_args()
     p.add_argument("--phase", choices=["open", "remove", "closed"], required=True)
     a = p.parse_args()
     if a.phase == "closed":

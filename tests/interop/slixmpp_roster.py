@@ -8,13 +8,12 @@ State Indication (XEP-0352) holds presence for an inactive session, not messages
 Prints ALL OK on success.
 """
 
-import argparse
 import asyncio
 import sys
 
 import slixmpp
 
-from checks import check, until, starttls_to_test_server
+from checks import check, server_args, starttls_to_test_server, until
 
 
 class Client(slixmpp.ClientXMPP):
@@ -103,9 +102,6 @@ async def main(a):
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser()
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--domain", default="localhost")
-    p.add_argument("--port", type=int, required=True)
+    p = server_args()
     asyncio.run(main(p.parse_args()))
     sys.exit(0)

@@ -12,12 +12,11 @@ Phase "collect": bob logs in and writes every message body it gets to --out.
 Prints ALL OK on success.
 """
 
-import argparse
 import asyncio
 
 import slixmpp
 
-from checks import check, until, starttls_to_test_server
+from checks import check, server_args, starttls_to_test_server, until
 
 
 class Client(slixmpp.ClientXMPP):
@@ -167,10 +166,7 @@ async def collect(a):
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser()
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--domain", default="localhost")
+    p = server_args()
     p.add_argument("--phase", choices=["session", "burst", "collect"], default="session")
     p.add_argument("--resume-seconds", dest="resume_seconds", type=float, default=2)
     p.add_argument("--count", type=int, default=3000)

@@ -74,6 +74,18 @@ impl Client {
         }
     }
 
+    /// Download an `mxc://` URI's content (authenticated media, v1), as the raw response.
+    pub async fn download(&self, mxc: &str) -> reqwest::Response {
+        let path = mxc.strip_prefix("mxc://").expect("an mxc:// URI");
+        let mut req = self
+            .http
+            .get(format!("{}/_matrix/client/v1/media/download/{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.expect("download failed")
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.request(reqwest::Method::GET, path, None).await
     }

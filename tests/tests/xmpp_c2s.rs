@@ -92,16 +92,7 @@ async fn slixmpp_interop(backend: Backend) {
     let profile = anon.get("profile/@bob:localhost").await.ok();
     assert_eq!(profile["displayname"], "Bob via XMPP");
     let avatar = profile["avatar_url"].as_str().expect("bob has an avatar");
-    let r = alice
-        .http
-        .get(server.url(&format!(
-            "/_matrix/client/v1/media/download/{}",
-            avatar.strip_prefix("mxc://").unwrap()
-        )))
-        .bearer_auth(alice.token.as_ref().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let r = alice.download(avatar).await;
     assert_eq!(r.headers()["content-type"], "image/gif");
     assert_eq!(
         r.bytes().await.unwrap().as_ref(),
@@ -246,16 +237,7 @@ async fn slixmpp_pep(backend: Backend) {
         .as_str()
         .expect("alice has an avatar")
         .to_owned();
-    let r = alice
-        .http
-        .get(server.url(&format!(
-            "/_matrix/client/v1/media/download/{}",
-            avatar.strip_prefix("mxc://").unwrap()
-        )))
-        .bearer_auth(alice.token.as_ref().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let r = alice.download(&avatar).await;
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"\x89PNG\r\n\x1a\npep-avatar-bytes");
     assert!(!server.logs().contains("panicked"), "{}", server.logs());
     assert!(server.terminate().await.success());

@@ -484,12 +484,7 @@ pub(crate) async fn xmpp_ids(core: &Core, event_id: &str, sender: &str) -> Optio
     if device != XMPP_DEVICE {
         return None;
     }
-    let mut parts = txn.split('\n');
-    Some((
-        parts.next()?.to_owned(),
-        parts.next()?.to_owned(),
-        parts.next().unwrap_or_default().to_owned(),
-    ))
+    crate::muc::pump::txn_parts(&txn)
 }
 
 /// The id both accounts' XMPP clients know a DM event by.
@@ -537,9 +532,8 @@ pub(crate) async fn chat_message(core: &Core, e: &StoredEvent, from: &BareJid, t
             m.payloads.push(Element::builder("store", "urn:xmpp:hints").build());
         }
         "m.room.redaction" => {
-            let json: Value = serde_json::from_str(&e.pdu).ok()?;
-            let content = Pdu::from_stored(e).ok()?.content_value();
-            let target_id = content["redacts"].as_str().or_else(|| json["redacts"].as_str())?;
+            let target_id = Pdu::from_stored(e).ok()?.redacts?.to_string();
+            let target_id = target_id.as_str();
             let target = core.rooms.event(target_id).await.ok().flatten()?;
             if target.kind == "m.reaction" {
                 let original: Value = serde_json::from_str(&target.pdu).unwrap_or_default();

@@ -82,7 +82,11 @@ pub(crate) fn txn_id(resource: &str, id: &str, origin: &str) -> String {
 /// The (resource, id, origin-id) of an event an XMPP session sent, if one did (recently).
 pub(crate) fn sent_by_xmpp(core: &Core, event_id: &str, sender: &str) -> Option<(String, String, String)> {
     let localpart = sender.strip_prefix('@')?.split(':').next()?;
-    let txn = core.rooms.txn_of(event_id, localpart, XMPP_DEVICE)?;
+    txn_parts(&core.rooms.txn_of(event_id, localpart, XMPP_DEVICE)?)
+}
+
+/// The (resource, id, origin-id) a transaction ID made by [`txn_id`] holds.
+pub(crate) fn txn_parts(txn: &str) -> Option<(String, String, String)> {
     let mut parts = txn.split('\n');
     Some((
         parts.next()?.to_owned(),
@@ -562,13 +566,7 @@ impl Pump {
     /// A redaction: of a reaction, the reacting user's new set; of a message, a XEP-0424
     /// retraction (XEP-0425 moderation when someone else redacted it).
     async fn redaction(&self, c2s: &C2s, room_id: &str, room: &Room, e: &StoredEvent) {
-        let Ok(pdu) = Pdu::from_stored(e) else { return };
-        let json: Value = serde_json::from_str(&e.pdu).unwrap_or_default();
-        let Some(target_id) = pdu.content_value()["redacts"]
-            .as_str()
-            .or_else(|| json["redacts"].as_str())
-            .map(str::to_owned)
-        else {
+        let Some(target_id) = Pdu::from_stored(e).ok().and_then(|p| p.redacts).map(|r| r.to_string()) else {
             return;
         };
         let Ok(Some(target)) = self.core.rooms.event(&target_id).await else {
