@@ -8,7 +8,8 @@ session never got goes offline.
 Phase "burst": alice sends a numbered burst to bob, writing each body the server acked (SM
 <a h=...>) to --acked, until the server goes away (the Rust test SIGKILLs it). With
 --received, bob is online meanwhile and writes what he gets there.
-Phase "collect": bob logs in and writes every message body it gets to --out.
+Phase "collect": bob logs in and writes every message body it gets to --out; with --archive,
+then also every body of his message archive (XEP-0313) with alice to that file.
 Prints ALL OK on success.
 """
 
@@ -25,6 +26,8 @@ class Client(slixmpp.ClientXMPP):
         starttls_to_test_server(self)
         self.register_plugin("xep_0085")
         self.register_plugin("xep_0203")
+        self.register_plugin("xep_0059")
+        self.register_plugin("xep_0313")
         if sm:
             self.register_plugin("xep_0198")
         self.started = asyncio.get_event_loop().create_future()
@@ -159,6 +162,13 @@ async def collect(a):
             got.append(m["body"])
     with open(a.out, "w", encoding="utf-8") as out:
         out.write("\n".join(got) + "\n")
+    if a.archive:
+        mam = bob.plugin["xep_0313"]
+        archived = [m["mam_result"]["forwarded"]["stanza"]["body"]
+                    async for m in mam.iterate(with_jid=slixmpp.JID(f"alice@{d}"), rsm={"max": 250})]
+        with open(a.archive, "w", encoding="utf-8") as out:
+            out.write("\n".join(archived) + "\n")
+        print(f"bob's archive holds {len(archived)} messages", flush=True)
     # The Rust test compares these with what was acknowledged (none may be missing).
     print(f"bob got {len(got)} messages after the restart", flush=True)
     bob.disconnect()
@@ -173,5 +183,6 @@ if __name__ == "__main__":
     p.add_argument("--acked")
     p.add_argument("--received")
     p.add_argument("--out")
+    p.add_argument("--archive")
     a = p.parse_args()
     asyncio.run({"session": session, "burst": burst, "collect": collect}[a.phase](a))

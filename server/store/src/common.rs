@@ -75,7 +75,7 @@ macro_rules! impl_store {
             }
 
             async fn migrate(&self) -> $crate::Result<()> {
-                Self::MIGRATOR.run(&self.pool).await?;
+                Self::MIGRATOR.run(&self.writes).await?;
                 Ok(())
             }
 
@@ -92,7 +92,7 @@ macro_rules! impl_store {
                     .bind(p.map(|p| p.scram_sha256.server_key.as_slice()))
                     .bind(a.admin)
                     .bind(a.created_at)
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await?;
                 Ok(())
             }
@@ -122,7 +122,7 @@ macro_rules! impl_store {
                     .bind(p.scram_sha1.server_key.as_slice())
                     .bind(p.scram_sha256.stored_key.as_slice())
                     .bind(p.scram_sha256.server_key.as_slice())
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -130,7 +130,7 @@ macro_rules! impl_store {
             async fn deactivate_account(&self, localpart: &str, at: i64) -> $crate::Result<bool> {
                 // Transactions start with a write, so SQLite takes the write lock at once
                 // (waiting out busy_timeout) instead of failing to upgrade a read lock.
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writes.begin().await?;
                 let done = sqlx::query::<$db>($crate::sql::DEACTIVATE_ACCOUNT)
                     .bind(localpart)
                     .bind(at)
@@ -159,7 +159,7 @@ macro_rules! impl_store {
                 let done = sqlx::query::<$db>($crate::sql::SET_DISPLAYNAME)
                     .bind(localpart)
                     .bind(value)
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -168,13 +168,13 @@ macro_rules! impl_store {
                 let done = sqlx::query::<$db>($crate::sql::SET_AVATAR_URL)
                     .bind(localpart)
                     .bind(value)
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
 
             async fn add_session(&self, s: &$crate::NewSession) -> $crate::Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writes.begin().await?;
                 sqlx::query::<$db>($crate::sql::INSERT_DEVICE_IF_NEW)
                     .bind(&s.localpart)
                     .bind(&s.device_id)
@@ -201,7 +201,7 @@ macro_rules! impl_store {
             async fn session(&self, token_sha256: &str) -> $crate::Result<Option<$crate::Session>> {
                 let row: Option<(String, String)> = sqlx::query_as::<$db, _>($crate::sql::SESSION_BY_TOKEN)
                     .bind(token_sha256)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.writes)
                     .await?;
                 Ok(row.map(|(localpart, device_id)| $crate::Session { localpart, device_id }))
             }
@@ -231,13 +231,13 @@ macro_rules! impl_store {
                     .bind(localpart)
                     .bind(device_id)
                     .bind(name)
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
 
             async fn delete_devices(&self, localpart: &str, device_ids: &[String]) -> $crate::Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writes.begin().await?;
                 for id in device_ids {
                     sqlx::query::<$db>($crate::sql::DELETE_DEVICE)
                         .bind(localpart)
@@ -253,7 +253,7 @@ macro_rules! impl_store {
                 sqlx::query::<$db>($crate::sql::DELETE_OTHER_DEVICES)
                     .bind(localpart)
                     .bind(keep)
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await?;
                 Ok(())
             }
@@ -269,7 +269,7 @@ macro_rules! impl_store {
                     .bind(key_id)
                     .bind(pkcs8)
                     .bind(created_at)
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await?;
                 Ok(())
             }
@@ -281,7 +281,7 @@ macro_rules! impl_store {
                     .bind(&r.creator)
                     .bind(r.created_at)
                     .bind(r.published)
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await?;
                 Ok(())
             }
@@ -297,7 +297,7 @@ macro_rules! impl_store {
                 sqlx::query::<$db>($crate::sql::SET_ROOM_PUBLISHED)
                     .bind(room_id)
                     .bind(published)
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await?;
                 Ok(())
             }
@@ -310,73 +310,77 @@ macro_rules! impl_store {
                 )
             }
 
-            async fn append_event(&self, e: &$crate::NewEvent) -> $crate::Result<i64> {
-                let mut tx = self.pool.begin().await?;
-                let (stream,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::INSERT_EVENT)
-                    .bind(&e.event_id)
-                    .bind(&e.room_id)
-                    .bind(e.depth)
-                    .bind(&e.sender)
-                    .bind(&e.kind)
-                    .bind(e.state_key.as_deref())
-                    .bind(e.origin_server_ts)
-                    .bind(&e.pdu)
-                    .bind(e.replaces_state.as_ref().map(|r| r.0.as_str()))
-                    .bind(e.replaces_state.as_ref().map(|r| r.1.as_str()))
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if let Some(state_key) = &e.state_key {
-                    sqlx::query::<$db>($crate::sql::UPSERT_CURRENT_STATE)
-                        .bind(&e.room_id)
-                        .bind(&e.kind)
-                        .bind(state_key)
-                        .bind(&e.event_id)
-                        .bind(stream)
-                        .bind(e.membership.as_deref())
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                for prev in &e.prev_events {
-                    sqlx::query::<$db>($crate::sql::DELETE_EXTREMITY)
-                        .bind(&e.room_id)
-                        .bind(prev)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                sqlx::query::<$db>($crate::sql::ADD_EXTREMITY)
-                    .bind(&e.room_id)
-                    .bind(&e.event_id)
-                    .execute(&mut *tx)
-                    .await?;
-                if let Some((rel_type, target)) = &e.relation {
-                    sqlx::query::<$db>($crate::sql::INSERT_RELATION)
+            async fn append_events(&self, events: &[&$crate::NewEvent]) -> $crate::Result<Vec<i64>> {
+                let mut tx = self.writes.begin().await?;
+                let mut streams = Vec::with_capacity(events.len());
+                for e in events {
+                    let (stream,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::INSERT_EVENT)
                         .bind(&e.event_id)
                         .bind(&e.room_id)
-                        .bind(target)
-                        .bind(rel_type)
-                        .bind(&e.kind)
+                        .bind(e.depth)
                         .bind(&e.sender)
-                        .bind(stream)
-                        .execute(&mut *tx)
+                        .bind(&e.kind)
+                        .bind(e.state_key.as_deref())
+                        .bind(e.origin_server_ts)
+                        .bind(&e.pdu)
+                        .bind(e.replaces_state.as_ref().map(|r| r.0.as_str()))
+                        .bind(e.replaces_state.as_ref().map(|r| r.1.as_str()))
+                        .fetch_one(&mut *tx)
                         .await?;
-                }
-                if let Some((localpart, device_id, txn_id)) = &e.txn {
-                    sqlx::query::<$db>($crate::sql::INSERT_TXN)
-                        .bind(localpart)
-                        .bind(device_id)
-                        .bind(txn_id)
+                    if let Some(state_key) = &e.state_key {
+                        sqlx::query::<$db>($crate::sql::UPSERT_CURRENT_STATE)
+                            .bind(&e.room_id)
+                            .bind(&e.kind)
+                            .bind(state_key)
+                            .bind(&e.event_id)
+                            .bind(stream)
+                            .bind(e.membership.as_deref())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    for prev in &e.prev_events {
+                        sqlx::query::<$db>($crate::sql::DELETE_EXTREMITY)
+                            .bind(&e.room_id)
+                            .bind(prev)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    sqlx::query::<$db>($crate::sql::ADD_EXTREMITY)
+                        .bind(&e.room_id)
                         .bind(&e.event_id)
                         .execute(&mut *tx)
                         .await?;
+                    if let Some((rel_type, target)) = &e.relation {
+                        sqlx::query::<$db>($crate::sql::INSERT_RELATION)
+                            .bind(&e.event_id)
+                            .bind(&e.room_id)
+                            .bind(target)
+                            .bind(rel_type)
+                            .bind(&e.kind)
+                            .bind(&e.sender)
+                            .bind(stream)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    if let Some((localpart, device_id, txn_id)) = &e.txn {
+                        sqlx::query::<$db>($crate::sql::INSERT_TXN)
+                            .bind(localpart)
+                            .bind(device_id)
+                            .bind(txn_id)
+                            .bind(&e.event_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    streams.push(stream);
                 }
                 tx.commit().await?;
-                Ok(stream)
+                Ok(streams)
             }
 
             async fn event(&self, event_id: &str) -> $crate::Result<Option<$crate::StoredEvent>> {
                 Ok(sqlx::query_as::<$db, $crate::StoredEvent>($crate::sql::EVENT)
                     .bind(event_id)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.writes)
                     .await?)
             }
 
@@ -387,7 +391,7 @@ macro_rules! impl_store {
                 redacted_by: &str,
                 because: &str,
             ) -> $crate::Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writes.begin().await?;
                 sqlx::query::<$db>($crate::sql::REDACT_EVENT)
                     .bind(event_id)
                     .bind(redacted_pdu)
@@ -415,7 +419,7 @@ macro_rules! impl_store {
                     .bind(device_id)
                     .bind(patterns[0])
                     .bind(patterns[1])
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.writes)
                     .await?;
                 Ok(row.map(|r| r.0))
             }
@@ -543,7 +547,7 @@ macro_rules! impl_store {
                     .bind(alias)
                     .bind(room_id)
                     .bind(creator)
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await?;
                 Ok(())
             }
@@ -559,7 +563,7 @@ macro_rules! impl_store {
             async fn delete_alias(&self, alias: &str) -> $crate::Result<bool> {
                 let done = sqlx::query::<$db>($crate::sql::DELETE_ALIAS)
                     .bind(alias)
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -590,7 +594,7 @@ macro_rules! impl_store {
                 let (id,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::ADD_FILTER)
                     .bind(localpart)
                     .bind(json)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&self.writes)
                     .await?;
                 Ok(id)
             }
@@ -611,7 +615,7 @@ macro_rules! impl_store {
                 kind: &str,
                 content: &str,
             ) -> $crate::Result<i64> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writes.begin().await?;
                 sqlx::query::<$db>($crate::sql::DELETE_ACCOUNT_DATA)
                     .bind(localpart)
                     .bind(room_id)
@@ -634,7 +638,7 @@ macro_rules! impl_store {
                     .bind(localpart)
                     .bind(room_id)
                     .bind(kind)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.writes)
                     .await?;
                 Ok(row.map(|r| r.0))
             }
@@ -661,7 +665,7 @@ macro_rules! impl_store {
             }
 
             async fn set_receipt(&self, r: &$crate::Receipt) -> $crate::Result<i64> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writes.begin().await?;
                 sqlx::query::<$db>($crate::sql::DELETE_RECEIPT)
                     .bind(&r.room_id)
                     .bind(&r.user_id)
@@ -687,7 +691,7 @@ macro_rules! impl_store {
                     sqlx::query_as::<$db, $crate::Receipt>($crate::sql::RECEIPTS_SINCE)
                         .bind(room_id)
                         .bind(since)
-                        .fetch_all(&self.pool)
+                        .fetch_all(&self.writes)
                         .await?,
                 )
             }
@@ -829,7 +833,7 @@ macro_rules! impl_store {
                 user_id: &str,
                 key_json: &str,
             ) -> $crate::Result<Option<i64>> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writes.begin().await?;
                 let done = sqlx::query::<$db>($crate::sql::UPSERT_DEVICE_KEYS)
                     .bind(localpart)
                     .bind(device_id)
@@ -850,7 +854,7 @@ macro_rules! impl_store {
             async fn device_keys(&self, localpart: &str) -> $crate::Result<Vec<(String, String)>> {
                 Ok(sqlx::query_as::<$db, (String, String)>($crate::sql::DEVICE_KEYS)
                     .bind(localpart)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&self.writes)
                     .await?)
             }
 
@@ -860,7 +864,7 @@ macro_rules! impl_store {
                 device_id: &str,
                 keys: &[(String, String, String)],
             ) -> $crate::Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writes.begin().await?;
                 for (algorithm, key_id, json) in keys {
                     sqlx::query::<$db>($crate::sql::ADD_OTK)
                         .bind(localpart)
@@ -883,7 +887,7 @@ macro_rules! impl_store {
                 Ok(sqlx::query_as::<$db, (String, i64)>($crate::sql::OTK_COUNTS)
                     .bind(localpart)
                     .bind(device_id)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&self.writes)
                     .await?)
             }
 
@@ -901,7 +905,7 @@ macro_rules! impl_store {
                     .bind(algorithm)
                     .bind(key_id)
                     .bind(key_json)
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await?;
                 Ok(())
             }
@@ -931,7 +935,7 @@ macro_rules! impl_store {
                     .bind(localpart)
                     .bind(device_id)
                     .bind(algorithm)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.writes)
                     .await?;
                 if otk.is_some() {
                     return Ok(otk);
@@ -941,13 +945,13 @@ macro_rules! impl_store {
                         .bind(localpart)
                         .bind(device_id)
                         .bind(algorithm)
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&self.writes)
                         .await?,
                 )
             }
 
             async fn delete_device_keys(&self, localpart: &str, device_id: &str, user_id: &str) -> $crate::Result<i64> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writes.begin().await?;
                 for sql in [
                     $crate::sql::DELETE_DEVICE_KEYS,
                     $crate::sql::DELETE_OTKS,
@@ -972,7 +976,7 @@ macro_rules! impl_store {
                 let rows: Vec<(String,)> = sqlx::query_as::<$db, (String,)>($crate::sql::DEVICE_LIST_CHANGES)
                     .bind(after)
                     .bind(upto)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&self.writes)
                     .await?;
                 Ok(rows.into_iter().map(|r| r.0).collect())
             }
@@ -987,7 +991,7 @@ macro_rules! impl_store {
             async fn add_device_list_change(&self, user_id: &str) -> $crate::Result<i64> {
                 let (pos,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::ADD_DEVICE_LIST_CHANGE)
                     .bind(user_id)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&self.writes)
                     .await?;
                 Ok(pos)
             }
@@ -1011,7 +1015,7 @@ macro_rules! impl_store {
                     .bind(localpart)
                     .bind(key_type)
                     .bind(key_json)
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await?;
                 Ok(())
             }
@@ -1026,7 +1030,7 @@ macro_rules! impl_store {
                     .bind(localpart)
                     .bind(algorithm)
                     .bind(auth_data)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&self.writes)
                     .await?;
                 Ok(v)
             }
@@ -1063,13 +1067,13 @@ macro_rules! impl_store {
                     .bind(localpart)
                     .bind(version)
                     .bind(auth_data)
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
 
             async fn delete_backup_version(&self, localpart: &str, version: i64) -> $crate::Result<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writes.begin().await?;
                 let done = sqlx::query::<$db>($crate::sql::DELETE_BACKUP_VERSION)
                     .bind(localpart)
                     .bind(version)
@@ -1092,7 +1096,7 @@ macro_rules! impl_store {
                 version: i64,
                 keys: &[$crate::BackupKey],
             ) -> $crate::Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writes.begin().await?;
                 sqlx::query::<$db>($crate::sql::BUMP_BACKUP_ETAG)
                     .bind(localpart)
                     .bind(version)
@@ -1127,7 +1131,7 @@ macro_rules! impl_store {
                     .bind(version)
                     .bind(room_id)
                     .bind(session_id)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&self.writes)
                     .await?)
             }
 
@@ -1138,7 +1142,7 @@ macro_rules! impl_store {
                 room_id: Option<&str>,
                 session_id: Option<&str>,
             ) -> $crate::Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writes.begin().await?;
                 sqlx::query::<$db>($crate::sql::BUMP_BACKUP_ETAG)
                     .bind(localpart)
                     .bind(version)
@@ -1159,7 +1163,7 @@ macro_rules! impl_store {
                 let (n,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::BACKUP_KEY_COUNT)
                     .bind(localpart)
                     .bind(version)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&self.writes)
                     .await?;
                 Ok(n)
             }
@@ -1176,7 +1180,7 @@ macro_rules! impl_store {
                     .bind(device_id)
                     .bind(display_name)
                     .bind(created_at)
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await?;
                 Ok(())
             }
@@ -1191,7 +1195,7 @@ macro_rules! impl_store {
                     .bind(localpart)
                     .bind(device_id)
                     .bind(device_data)
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await?;
                 Ok(())
             }
@@ -1206,7 +1210,7 @@ macro_rules! impl_store {
             async fn delete_dehydrated_device(&self, localpart: &str) -> $crate::Result<()> {
                 sqlx::query::<$db>($crate::sql::DELETE_DEHYDRATED)
                     .bind(localpart)
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await?;
                 Ok(())
             }
@@ -1229,7 +1233,7 @@ macro_rules! impl_store {
             }
 
             async fn put_roster_item(&self, localpart: &str, item: &$crate::RosterItem) -> $crate::Result<i64> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writes.begin().await?;
                 sqlx::query::<$db>($crate::sql::PUT_ROSTER_ITEM)
                     .bind(localpart)
                     .bind(&item.contact)
@@ -1249,7 +1253,7 @@ macro_rules! impl_store {
             }
 
             async fn remove_roster_item(&self, localpart: &str, contact: &str) -> $crate::Result<i64> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writes.begin().await?;
                 sqlx::query::<$db>($crate::sql::REMOVE_ROSTER_ITEM)
                     .bind(localpart)
                     .bind(contact)
@@ -1266,7 +1270,7 @@ macro_rules! impl_store {
             async fn roster_version(&self, localpart: &str) -> $crate::Result<i64> {
                 let row: Option<(i64,)> = sqlx::query_as::<$db, (i64,)>($crate::sql::ROSTER_VERSION)
                     .bind(localpart)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.writes)
                     .await?;
                 Ok(row.map_or(0, |r| r.0))
             }
@@ -1276,7 +1280,7 @@ macro_rules! impl_store {
                     .bind(user_id)
                     .bind(room_id)
                     .bind(member_event)
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await?;
                 Ok(())
             }
@@ -1306,7 +1310,7 @@ macro_rules! impl_store {
             }
 
             async fn put_pep_node(&self, n: &$crate::PepNode) -> $crate::Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writes.begin().await?;
                 sqlx::query::<$db>($crate::sql::PUT_PEP_NODE)
                     .bind(&n.owner)
                     .bind(&n.node)
@@ -1328,7 +1332,7 @@ macro_rules! impl_store {
             }
 
             async fn delete_pep_node(&self, owner: &str, node: &str) -> $crate::Result<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writes.begin().await?;
                 let done = sqlx::query::<$db>($crate::sql::DELETE_PEP_NODE)
                     .bind(owner)
                     .bind(node)
@@ -1350,7 +1354,7 @@ macro_rules! impl_store {
                 item: &$crate::PepItem,
                 keep: i64,
             ) -> $crate::Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writes.begin().await?;
                 sqlx::query::<$db>($crate::sql::PEP_PUBLISH)
                     .bind(owner)
                     .bind(node)
@@ -1374,7 +1378,7 @@ macro_rules! impl_store {
                     .bind(owner)
                     .bind(node)
                     .bind(limit)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&self.writes)
                     .await?)
             }
 
@@ -1383,7 +1387,7 @@ macro_rules! impl_store {
                     .bind(owner)
                     .bind(node)
                     .bind(item_id)
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await?;
                 Ok(done.rows_affected() > 0)
             }
@@ -1397,7 +1401,7 @@ macro_rules! impl_store {
                     .bind(r.size)
                     .bind(&r.sha1)
                     .bind(r.created_at)
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await?;
                 Ok(())
             }
@@ -1414,13 +1418,13 @@ macro_rules! impl_store {
                     .bind(localpart)
                     .bind(stanza)
                     .bind(limit)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.writes)
                     .await?;
                 Ok(row.map(|r| r.0))
             }
 
             async fn offline_batch(&self, keep: &[(String, String)], forget: &[i64]) -> $crate::Result<Vec<i64>> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writes.begin().await?;
                 let mut ids = Vec::with_capacity(keep.len());
                 for (localpart, stanza) in keep {
                     let (id,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::OFFLINE_ADD)
@@ -1443,7 +1447,7 @@ macro_rules! impl_store {
             async fn offline_list(&self, localpart: &str) -> $crate::Result<Vec<(i64, String)>> {
                 Ok(sqlx::query_as::<$db, (i64, String)>($crate::sql::OFFLINE_LIST)
                     .bind(localpart)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&self.writes)
                     .await?)
             }
 
@@ -1451,7 +1455,7 @@ macro_rules! impl_store {
                 if ids.is_empty() {
                     return Ok(());
                 }
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writes.begin().await?;
                 for id in ids {
                     sqlx::query::<$db>($crate::sql::OFFLINE_DELETE)
                         .bind(id)
@@ -1467,7 +1471,7 @@ macro_rules! impl_store {
                 messages: &[$crate::NewToDevice],
                 txn: Option<(&str, &str, &str)>,
             ) -> $crate::Result<Option<i64>> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writes.begin().await?;
                 if let Some((lp, device, txn_id)) = txn {
                     let done = sqlx::query::<$db>($crate::sql::ADD_TO_DEVICE_TXN)
                         .bind(lp)
@@ -1510,7 +1514,7 @@ macro_rules! impl_store {
                         .bind(after)
                         .bind(upto)
                         .bind(limit)
-                        .fetch_all(&self.pool)
+                        .fetch_all(&self.writes)
                         .await?,
                 )
             }
@@ -1520,7 +1524,7 @@ macro_rules! impl_store {
                     .bind(localpart)
                     .bind(device_id)
                     .bind(upto)
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await?;
                 Ok(())
             }
@@ -1533,6 +1537,7 @@ macro_rules! impl_store {
             }
 
             async fn close(&self) {
+                self.writes.close().await;
                 self.pool.close().await;
             }
         }

@@ -365,7 +365,8 @@ pub trait Store: Send + Sync + 'static {
     /// stream_ordering, returned), the room's current state if it is a state event, the
     /// forward extremities, and the transaction ID. Callers serialise appends so that stream
     /// positions become visible in order.
-    async fn append_event(&self, event: &NewEvent) -> Result<i64>;
+    /// Append events in one transaction (all or none); their stream positions, in order.
+    async fn append_events(&self, events: &[&NewEvent]) -> Result<Vec<i64>>;
     async fn event(&self, event_id: &str) -> Result<Option<StoredEvent>>;
     /// Replace the stored PDU of a redacted event and record the redaction (its ID, and the
     /// redaction event in the client format).

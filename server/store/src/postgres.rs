@@ -9,6 +9,8 @@ use crate::{Backend, Result};
 
 pub struct PgStore {
     pool: PgPool,
+    /// The same pool: PostgreSQL runs concurrent writers itself.
+    writes: PgPool,
 }
 
 impl PgStore {
@@ -26,7 +28,10 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            writes: pool.clone(),
+            pool,
+        })
     }
 }
 

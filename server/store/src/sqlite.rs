@@ -8,7 +8,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use crate::{Backend, Result};
 
 pub struct SqliteStore {
+    /// Reads (WAL: they run beside the one writer).
     pool: SqlitePool,
+    /// Writes, on one connection: SQLite takes one writer at a time, and writers of one
+    /// process queueing here wait for each other without SQLite's busy handler, which sleeps
+    /// (1 ms, 2 ms, 5 ms, ...) and retries.
+    writes: SqlitePool,
 }
 
 impl SqliteStore {
@@ -31,11 +36,15 @@ impl SqliteStore {
             // Another process (`estuary user ...` beside a running server) may hold the
             // write lock briefly; wait for it rather than fail.
             .busy_timeout(Duration::from_secs(10));
+        let writes = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self { pool, writes })
     }
 }
 

@@ -998,14 +998,17 @@ async fn route_message(c2s: &C2s, mut msg: Message, sender: &FullJid) -> Option<
     {
         // Between two local accounts, the message is also an event of their DM room.
         let mut delivered = msg.clone();
-        match crate::direct::record(c2s, sender, node.as_str(), &msg).await {
-            Ok(Some(event_id)) => delivered
-                .payloads
-                .push(crate::direct::stanza_id(&event_id, &to.to_bare())),
-            Ok(None) => {}
+        let archived = match crate::direct::record(c2s, sender, node.as_str(), &msg).await {
+            Ok(Some(event_id)) => {
+                delivered
+                    .payloads
+                    .push(crate::direct::stanza_id(&event_id, &to.to_bare()));
+                true
+            }
+            Ok(None) => false,
             Err(error) => return Some(crate::muc::bounce(msg, error).into()),
-        }
-        match deliver_local(c2s, &to, node.as_str(), &delivered).await {
+        };
+        match deliver_local(c2s, &to, node.as_str(), &delivered, archived).await {
             Ok(reached) => {
                 crate::carbons::copy(c2s, &msg, &sender.to_bare(), Some(sender.resource().as_str()), &reached);
                 return None;
@@ -1043,18 +1046,23 @@ async fn route_message(c2s: &C2s, mut msg: Message, sender: &FullJid) -> Option<
 }
 
 /// Hand a message to a local account's sessions, or keep it for the next one (RFC 6121
-/// §8.5.2.2.1). Ok with the resources it reached (none when kept); Err when it could be neither,
-/// with the condition to bounce it with (None: no such account).
+/// §8.5.2.2.1). Ok with the resources it reached (none when kept); Err when it could be
+/// neither, with the condition to bounce it with (None: no such account).
+///
+/// A message `archived` as an event of a DM room is durable there (and in the recipient's
+/// MAM archive), so it is not also kept while its sessions are handed it. A session that
+/// ends without it still passes it on (to other sessions, else offline).
 pub(crate) async fn deliver_local(
     c2s: &C2s,
     to: &Jid,
     node: &str,
     msg: &Message,
+    archived: bool,
 ) -> Result<Vec<String>, Option<StanzaCondition>> {
     let element: Element = msg.clone().into();
     // Kept in the store until a session has it: once counted as handled (XEP-0198), a
     // message survives a crash. An account with no session is handled below.
-    let kept = if crate::offline::storable(msg) && c2s.router.has_sessions(&to.to_bare()) {
+    let kept = if !archived && crate::offline::storable(msg) && c2s.router.has_sessions(&to.to_bare()) {
         crate::offline::keep(c2s, node, &element).await
     } else {
         None

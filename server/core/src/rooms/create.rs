@@ -197,11 +197,12 @@ impl Rooms {
             created_at: now_ms(),
             published: req.publish,
         };
-        let lock = self.room_lock(&room_id);
-        let _guard = lock.lock().await;
+        let mut guard = self.room_lock(&room_id).lock_owned().await;
         self.store.create_room(&record).await?;
         for t in events {
-            self.append_locked(&record, &req.creator, t, None).await?;
+            (_, _, guard) = self
+                .append_locked(&room_id, &record.room_version, &req.creator, t, None, guard)
+                .await?;
         }
         if let Some(alias) = &req.alias {
             self.store

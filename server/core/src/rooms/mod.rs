@@ -2,11 +2,13 @@
 //! the server key, its ID the reference hash, `prev_events`/`auth_events`/`depth` set, and
 //! accepted only if ruma-state-res's authorization rules pass against the room's state.
 //!
-//! Appends are serialised (one room lock while an event is built, one process-wide lock
-//! around the commit) so that stream positions become visible in order: a sync that has seen
-//! position N never misses an event below N.
+//! Appends are serialised per room (its lock is held while an event is built and until it is
+//! committed) and committed by one writer (`writer.rs`, group commit), so that stream
+//! positions become visible in order: a sync that has seen position N never misses an event
+//! below N. The room's current state and forward extremities are kept in memory and kept
+//! current by that writer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::streams::Streams;
@@ -17,14 +19,17 @@ use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, UserId,
 };
 use serde_json::Value;
+use writer::{Memo, RoomGuard, Writer};
 
 use crate::keys::ServerKey;
 use crate::{CoreError, now_ms, random};
 
 pub mod create;
 pub mod pdu;
+mod writer;
 
 pub use pdu::Pdu;
+pub use writer::{Members, RoomState};
 
 /// Room versions this server creates and accepts.
 pub const SUPPORTED_ROOM_VERSIONS: &[RoomVersionId] = &[RoomVersionId::V10, RoomVersionId::V11];
@@ -92,31 +97,12 @@ pub struct Rooms {
     key: Arc<ServerKey>,
     server_name: OwnedServerName,
     room_locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
-    append_lock: tokio::sync::Mutex<()>,
     streams: Arc<Streams>,
-    recent_txns: Mutex<RecentTxns>,
-    /// Members of rooms, as `members` reads them from the current state; an entry goes when
-    /// a member event is appended to or redacted in its room.
-    members_cache: Mutex<HashMap<String, Members>>,
-    /// Bumped by every such change, so a read that raced one is not cached.
-    members_epoch: std::sync::atomic::AtomicU64,
+    memo: Arc<Memo>,
+    writer: Writer,
+    /// Room versions (they never change), so a send need not read the room's record.
+    versions: Mutex<HashMap<String, String>>,
 }
-
-/// A room's members: user ID -> (membership, their member event).
-pub type Members = Arc<BTreeMap<String, (String, StoredEvent)>>;
-
-/// Rooms whose members are kept in memory at most (then the cache starts over).
-const MEMBERS_CACHED: usize = 10_000;
-
-/// The transaction IDs of recent client sends, shown to the sending device as
-/// `unsigned.transaction_id` so it can match its local echo. Memory only, bounded.
-#[derive(Default)]
-struct RecentTxns {
-    by_event: HashMap<String, (String, String)>,
-    order: std::collections::VecDeque<String>,
-}
-
-const RECENT_TXNS: usize = 10_000;
 
 /// The rules of a supported room version.
 pub fn rules_for(version: &str) -> Result<(RoomVersionId, RoomVersionRules), CoreError> {
@@ -137,16 +123,16 @@ impl Rooms {
         server_name: OwnedServerName,
         streams: Arc<Streams>,
     ) -> Self {
+        let memo = Arc::new(Memo::default());
         Self {
+            writer: Writer::start(store.clone(), streams.clone(), memo.clone()),
             store,
             key,
             server_name,
             room_locks: Mutex::new(HashMap::new()),
-            append_lock: tokio::sync::Mutex::new(()),
             streams,
-            recent_txns: Mutex::default(),
-            members_cache: Mutex::default(),
-            members_epoch: std::sync::atomic::AtomicU64::new(0),
+            memo,
+            versions: Mutex::default(),
         }
     }
 
@@ -154,25 +140,9 @@ impl Rooms {
         &self.server_name
     }
 
-    fn remember_txn(&self, event_id: &str, localpart: &str, device_id: &str, txn_id: &str) {
-        let mut r = self.recent_txns.lock().unwrap_or_else(|p| p.into_inner());
-        r.by_event.insert(
-            event_id.to_owned(),
-            (format!("{localpart}\u{0}{device_id}"), txn_id.to_owned()),
-        );
-        r.order.push_back(event_id.to_owned());
-        while r.order.len() > RECENT_TXNS {
-            if let Some(old) = r.order.pop_front() {
-                r.by_event.remove(&old);
-            }
-        }
-    }
-
     /// The transaction ID under which this device sent the event, if it did (recently).
     pub fn txn_of(&self, event_id: &str, localpart: &str, device_id: &str) -> Option<String> {
-        let r = self.recent_txns.lock().unwrap_or_else(|p| p.into_inner());
-        let (who, txn) = r.by_event.get(event_id)?;
-        (who == &format!("{localpart}\u{0}{device_id}")).then(|| txn.clone())
+        self.memo.txn_of(event_id, localpart, device_id)
     }
 
     /// The highest committed event position.
@@ -204,8 +174,7 @@ impl Rooms {
         template: EventTemplate,
         txn: Option<TxnKey>,
     ) -> Result<(OwnedEventId, i64), CoreError> {
-        let lock = self.room_lock(room_id);
-        let _guard = lock.lock().await;
+        let guard = self.room_lock(room_id).lock_owned().await;
         if let Some((lp, device, txn_id)) = &txn
             && let Some(existing) = self.store.txn_event(lp, device, txn_id).await?
         {
@@ -217,11 +186,7 @@ impl Rooms {
             let id = OwnedEventId::try_from(existing).map_err(|e| CoreError::Internal(e.to_string()))?;
             return Ok((id, stored.stream_ordering));
         }
-        let room = self
-            .store
-            .room(room_id.as_str())
-            .await?
-            .ok_or_else(|| CoreError::NotFound(format!("room {room_id}")))?;
+        let version = self.version(room_id.as_str()).await?;
         let mut template = template;
         if template.kind == "m.room.redaction" {
             // However it arrives (/redact, /send, /state), a redaction names its target and is
@@ -242,7 +207,28 @@ impl Rooms {
         if let Some(target) = &template.redacts {
             self.check_redaction(room_id, sender, target).await?;
         }
-        self.append_locked(&room, sender, template, txn).await
+        let (event_id, stream, _guard) = self
+            .append_locked(room_id, &version, sender, template, txn, guard)
+            .await?;
+        Ok((event_id, stream))
+    }
+
+    /// The room's version; NotFound for a room this server does not have.
+    async fn version(&self, room_id: &str) -> Result<String, CoreError> {
+        if let Some(v) = self.versions.lock().unwrap_or_else(|p| p.into_inner()).get(room_id) {
+            return Ok(v.clone());
+        }
+        let room = self
+            .store
+            .room(room_id)
+            .await?
+            .ok_or_else(|| CoreError::NotFound(format!("room {room_id}")))?;
+        let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        if versions.len() >= 10_000 {
+            versions.clear();
+        }
+        versions.insert(room.room_id, room.room_version.clone());
+        Ok(room.room_version)
     }
 
     /// Spec (room versions 3+): the auth rules accept any redaction event, and the server
@@ -273,27 +259,25 @@ impl Rooms {
 
     /// The room's current power levels.
     pub async fn power_levels(&self, room_id: &str) -> Result<PowerLevels, CoreError> {
-        let content = match self
-            .store
-            .current_state_event(room_id, "m.room.power_levels", "")
-            .await?
-        {
-            Some(e) => Pdu::from_stored(&e)?.content_value(),
+        let content = match self.room_state(room_id).await?.get("m.room.power_levels", "") {
+            Some(e) => Pdu::from_stored(e)?.content_value(),
             None => Value::Null,
         };
         Ok(PowerLevels(content))
     }
 
-    /// Build, sign, authorise and append one event. The caller holds the room lock.
+    /// Build, sign, authorise and append one event, holding the room's lock (given back).
     async fn append_locked(
         &self,
-        room: &RoomRecord,
+        room_id: &RoomId,
+        room_version: &str,
         sender: &UserId,
         t: EventTemplate,
         txn: Option<TxnKey>,
-    ) -> Result<(OwnedEventId, i64), CoreError> {
-        let (_, rules) = rules_for(&room.room_version)?;
-        let room_id = RoomId::parse(&room.room_id).map_err(|e| CoreError::Internal(e.to_string()))?;
+        guard: RoomGuard,
+    ) -> Result<(OwnedEventId, i64, RoomGuard), CoreError> {
+        let (_, rules) = rules_for(room_version)?;
+        let current = self.room_state(room_id.as_str()).await?;
         let kind = TimelineEventType::from(t.kind.as_str());
         let content_raw =
             serde_json::value::to_raw_value(&t.content).map_err(|e| CoreError::InvalidParam(e.to_string()))?;
@@ -313,17 +297,20 @@ impl Rooms {
         };
         let mut state: HashMap<(StateEventType, String), Pdu> = HashMap::new();
         for (ty, key) in &auth_types {
-            if let Some(e) = self
-                .store
-                .current_state_event(room_id.as_str(), &ty.to_string(), key)
-                .await?
-            {
-                state.insert((ty.clone(), key.clone()), Pdu::from_stored(&e)?);
+            if let Some(e) = current.get(&ty.to_string(), key) {
+                state.insert((ty.clone(), key.clone()), Pdu::from_stored(e)?);
             }
         }
         let auth_events: Vec<OwnedEventId> = state.values().map(|p| p.event_id.clone()).collect();
 
-        let mut extremities = self.store.forward_extremities(room_id.as_str()).await?;
+        let mut extremities = match self.memo.extremities(room_id.as_str()) {
+            Some(e) => e,
+            None => {
+                let e = self.store.forward_extremities(room_id.as_str()).await?;
+                self.memo.keep_extremities(room_id.as_str(), e.clone());
+                e
+            }
+        };
         extremities.sort_by_key(|(_, depth)| std::cmp::Reverse(*depth));
         extremities.truncate(MAX_PREV_EVENTS);
         let depth = extremities.iter().map(|(_, d)| *d).max().map_or(1, |d| d + 1);
@@ -387,18 +374,14 @@ impl Rooms {
         .map_err(CoreError::Forbidden)?;
 
         let replaces_state = match &t.state_key {
-            Some(key) => self
-                .store
-                .current_state_event(room_id.as_str(), &t.kind, key)
-                .await?
-                .map(|prev| {
-                    (
-                        prev.event_id.clone(),
-                        Pdu::from_stored(&prev)
-                            .map(|p| p.content.get().to_owned())
-                            .unwrap_or_default(),
-                    )
-                }),
+            Some(key) => current.get(&t.kind, key).map(|prev| {
+                (
+                    prev.event_id.clone(),
+                    Pdu::from_stored(prev)
+                        .map(|p| p.content.get().to_owned())
+                        .unwrap_or_default(),
+                )
+            }),
             None => None,
         };
         // m.relates_to (cleartext even in encrypted events), to an event of this room.
@@ -430,33 +413,24 @@ impl Rooms {
             replaces_state,
             relation,
         };
-        let stream = {
-            let _append = self.append_lock.lock().await;
-            let stream = self.store.append_event(&new).await?;
-            // What readers woken by the advance look up is current before it.
-            if t.kind == "m.room.member" {
-                self.forget_members(room_id.as_str());
-            }
-            if let Some((lp, device, txn_id)) = &txn {
-                self.remember_txn(&event_id, lp, device, txn_id);
-            }
-            self.streams.advance(|p| p.events = p.events.max(stream));
-            stream
-        };
+        let origin_server_ts = new.origin_server_ts;
+        let (stream, guard) = self.writer.append(new, guard).await?;
         if let Some(redacted) = &t.redacts {
             let because = serde_json::json!({
                 "event_id": event_id,
                 "type": t.kind,
                 "sender": sender.as_str(),
-                "origin_server_ts": new.origin_server_ts,
+                "origin_server_ts": origin_server_ts,
                 "content": t.content,
                 "redacts": redacted.as_str(),
             });
-            self.apply_redaction(&rules, redacted, &event_id, &because.to_string())
-                .await?;
-            self.forget_members(room_id.as_str());
+            let applied = self
+                .apply_redaction(&rules, redacted, &event_id, &because.to_string())
+                .await;
+            self.memo.forget_state(room_id.as_str());
+            applied?;
         }
-        Ok((pdu.event_id, stream))
+        Ok((pdu.event_id, stream, guard))
     }
 
     /// Replace a redacted event's stored PDU by its redacted form (spec: "Redactions").
@@ -495,7 +469,7 @@ impl Rooms {
         kind: &str,
         state_key: &str,
     ) -> Result<Option<StoredEvent>, CoreError> {
-        Ok(self.store.current_state_event(room_id, kind, state_key).await?)
+        Ok(self.room_state(room_id).await?.get(kind, state_key).cloned())
     }
 
     /// C-S `/forget`: the user (who left or was banned) no longer sees the room's history.
@@ -543,18 +517,12 @@ impl Rooms {
 
     /// The membership of a user in a room ("join", "invite", "leave", "ban", "knock").
     pub async fn membership(&self, room_id: &str, user_id: &UserId) -> Result<Option<String>, CoreError> {
-        let Some(e) = self
-            .store
-            .current_state_event(room_id, "m.room.member", user_id.as_str())
+        Ok(self
+            .members(room_id)
             .await?
-        else {
-            return Ok(None);
-        };
-        let content: Value = serde_json::from_str::<Value>(&e.pdu)
-            .ok()
-            .map(|p| p["content"].clone())
-            .unwrap_or_default();
-        Ok(content.get("membership").and_then(Value::as_str).map(str::to_owned))
+            .get(user_id.as_str())
+            .map(|(membership, _)| membership.clone())
+            .filter(|m| !m.is_empty()))
     }
 
     /// Up to which stream position a user may see a room's events: `i64::MAX` while joined,
@@ -593,50 +561,22 @@ impl Rooms {
         })
     }
 
-    fn forget_members(&self, room_id: &str) {
-        self.members_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.members_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(room_id);
+    /// The room's current state (read from the store once per change of it).
+    pub async fn room_state(&self, room_id: &str) -> Result<Arc<RoomState>, CoreError> {
+        match self.memo.state(room_id) {
+            Ok(state) => Ok(state),
+            Err(epoch) => {
+                let state = Arc::new(RoomState::from_current(self.store.current_state(room_id).await?));
+                self.memo.keep_state(room_id, epoch, &state);
+                Ok(state)
+            }
+        }
     }
 
-    /// Members of a room by membership, from the current state (read once per change: every
-    /// sync asks for every joined room).
+    /// Members of a room by membership, from the current state (every sync asks for every
+    /// joined room).
     pub async fn members(&self, room_id: &str) -> Result<Members, CoreError> {
-        if let Some(m) = self
-            .members_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(room_id)
-        {
-            return Ok(m.clone());
-        }
-        let epoch = self.members_epoch.load(std::sync::atomic::Ordering::SeqCst);
-        let members: Members = Arc::new(self.read_members(room_id).await?);
-        let mut cache = self.members_cache.lock().unwrap_or_else(|p| p.into_inner());
-        if self.members_epoch.load(std::sync::atomic::Ordering::SeqCst) == epoch {
-            if cache.len() >= MEMBERS_CACHED {
-                cache.clear();
-            }
-            cache.insert(room_id.to_owned(), members.clone());
-        }
-        Ok(members)
-    }
-
-    async fn read_members(&self, room_id: &str) -> Result<BTreeMap<String, (String, StoredEvent)>, CoreError> {
-        let mut out = BTreeMap::new();
-        for e in self.store.current_state(room_id).await? {
-            if e.kind == "m.room.member"
-                && let Some(user) = &e.state_key
-            {
-                let membership = serde_json::from_str::<Value>(&e.pdu)
-                    .ok()
-                    .and_then(|p| p["content"]["membership"].as_str().map(str::to_owned));
-                out.insert(user.clone(), (membership.unwrap_or_default(), e));
-            }
-        }
-        Ok(out)
+        Ok(self.room_state(room_id).await?.members.clone())
     }
 }
 

@@ -1,0 +1,254 @@
+//! The one writer of room events, and what the room service keeps in memory about rooms.
+//!
+//! Every event built by [`super::Rooms`] is committed here. Events queued while one
+//! transaction commits go into the next (group commit: concurrent senders in different rooms
+//! share one sync to disk instead of waiting for one each). After a commit and before the
+//! stream position advances (which wakes `/sync` and the XMPP pump), the writer updates what
+//! the service caches about the rooms written: readers woken by the advance never see a
+//! cache older than the events they are told about.
+//!
+//! A job carries its room's lock and hands it back with the answer. If the caller has gone
+//! (a client hung up), the lock is released only once the event is committed and the caches
+//! are current, so the next event of that room is never built on a state the store has
+//! moved past.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use estuary_store::{NewEvent, Store, StoreError, StoredEvent};
+use tokio::sync::{OwnedMutexGuard, mpsc, oneshot};
+
+use crate::CoreError;
+use crate::streams::Streams;
+
+/// A room's members: user ID -> (membership, their member event).
+pub type Members = Arc<BTreeMap<String, (String, StoredEvent)>>;
+
+/// A room's current state as cached: the member events by user, and every other state event
+/// by (type, state key).
+pub struct RoomState {
+    pub members: Members,
+    others: HashMap<(String, String), StoredEvent>,
+}
+
+impl RoomState {
+    pub fn from_current(current: Vec<StoredEvent>) -> Self {
+        let mut members = BTreeMap::new();
+        let mut others = HashMap::new();
+        for e in current {
+            let Some(key) = e.state_key.clone() else { continue };
+            if e.kind == "m.room.member" {
+                let membership = serde_json::from_str::<serde_json::Value>(&e.pdu)
+                    .ok()
+                    .and_then(|p| p["content"]["membership"].as_str().map(str::to_owned));
+                members.insert(key, (membership.unwrap_or_default(), e));
+            } else {
+                others.insert((e.kind.clone(), key), e);
+            }
+        }
+        Self {
+            members: Arc::new(members),
+            others,
+        }
+    }
+
+    /// The current state event of this type and key.
+    pub fn get(&self, kind: &str, state_key: &str) -> Option<&StoredEvent> {
+        if kind == "m.room.member" {
+            self.members.get(state_key).map(|(_, e)| e)
+        } else {
+            self.others.get(&(kind.to_owned(), state_key.to_owned()))
+        }
+    }
+}
+
+/// Rooms whose state (or extremities) are kept in memory at most (then that cache starts
+/// over).
+const CACHED_ROOMS: usize = 10_000;
+
+/// The transaction IDs of recent client sends, shown to the sending device as
+/// `unsigned.transaction_id` so it can match its local echo. Memory only, bounded.
+#[derive(Default)]
+struct RecentTxns {
+    by_event: HashMap<String, (String, String)>,
+    order: VecDeque<String>,
+}
+
+const RECENT_TXNS: usize = 10_000;
+
+/// What the room service keeps in memory. Only the writer changes what a commit changed;
+/// readers fill in what is missing.
+#[derive(Default)]
+pub(super) struct Memo {
+    state: Mutex<HashMap<String, Arc<RoomState>>>,
+    /// Bumped by every change of cached state, so a read that raced one is not cached.
+    epoch: AtomicU64,
+    /// Forward extremities (event ID, depth) of rooms written since start.
+    extremities: Mutex<HashMap<String, Vec<(String, i64)>>>,
+    recent_txns: Mutex<RecentTxns>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn bounded_insert<V>(map: &mut HashMap<String, V>, key: &str, value: V) {
+    if map.len() >= CACHED_ROOMS {
+        map.clear();
+    }
+    map.insert(key.to_owned(), value);
+}
+
+impl Memo {
+    /// The room's cached state, else None and the epoch to pass to [`Memo::keep_state`]
+    /// once it has been read.
+    pub(super) fn state(&self, room_id: &str) -> Result<Arc<RoomState>, u64> {
+        match locked(&self.state).get(room_id) {
+            Some(s) => Ok(s.clone()),
+            None => Err(self.epoch.load(Ordering::SeqCst)),
+        }
+    }
+
+    /// Cache a state read that began at `epoch`, unless a change happened since.
+    pub(super) fn keep_state(&self, room_id: &str, epoch: u64, state: &Arc<RoomState>) {
+        let mut cache = locked(&self.state);
+        if self.epoch.load(Ordering::SeqCst) == epoch {
+            bounded_insert(&mut cache, room_id, state.clone());
+        }
+    }
+
+    /// The room's state changed (a state event, or a redaction).
+    pub(super) fn forget_state(&self, room_id: &str) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        locked(&self.state).remove(room_id);
+    }
+
+    pub(super) fn extremities(&self, room_id: &str) -> Option<Vec<(String, i64)>> {
+        locked(&self.extremities).get(room_id).cloned()
+    }
+
+    /// Extremities read from the store while holding the room's lock.
+    pub(super) fn keep_extremities(&self, room_id: &str, extremities: Vec<(String, i64)>) {
+        bounded_insert(&mut locked(&self.extremities), room_id, extremities);
+    }
+
+    /// `e` is committed: it replaces its prev_events among the room's extremities.
+    fn appended(&self, e: &NewEvent) {
+        if e.state_key.is_some() {
+            self.forget_state(&e.room_id);
+        }
+        if let Some(ext) = locked(&self.extremities).get_mut(&e.room_id) {
+            let prev: HashSet<&str> = e.prev_events.iter().map(String::as_str).collect();
+            ext.retain(|(id, _)| !prev.contains(id.as_str()));
+            ext.push((e.event_id.clone(), e.depth));
+        }
+        if let Some((localpart, device, txn)) = &e.txn {
+            let mut r = locked(&self.recent_txns);
+            r.by_event
+                .insert(e.event_id.clone(), (format!("{localpart}\u{0}{device}"), txn.clone()));
+            r.order.push_back(e.event_id.clone());
+            while r.order.len() > RECENT_TXNS {
+                if let Some(old) = r.order.pop_front() {
+                    r.by_event.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// `e` could not be committed: what is cached of its room may be wrong now.
+    fn failed(&self, e: &NewEvent) {
+        self.forget_state(&e.room_id);
+        locked(&self.extremities).remove(&e.room_id);
+    }
+
+    /// The transaction ID under which this device sent the event, if it did (recently).
+    pub(super) fn txn_of(&self, event_id: &str, localpart: &str, device_id: &str) -> Option<String> {
+        let r = locked(&self.recent_txns);
+        let (who, txn) = r.by_event.get(event_id)?;
+        (who == &format!("{localpart}\u{0}{device_id}")).then(|| txn.clone())
+    }
+}
+
+/// The room lock a job holds while it is built and committed.
+pub(super) type RoomGuard = OwnedMutexGuard<()>;
+
+type Answer = (Result<i64, CoreError>, RoomGuard);
+
+pub(super) struct Job {
+    event: NewEvent,
+    guard: RoomGuard,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// Most events in one transaction.
+const BATCH: usize = 256;
+
+#[derive(Clone)]
+pub(super) struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    pub(super) fn start(store: Arc<dyn Store>, streams: Arc<Streams>, memo: Arc<Memo>) -> Self {
+        let (jobs, mut queue) = mpsc::channel::<Job>(BATCH * 4);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(BATCH);
+            while queue.recv_many(&mut batch, BATCH).await > 0 {
+                commit(&*store, &streams, &memo, std::mem::take(&mut batch)).await;
+            }
+        });
+        Self { jobs }
+    }
+
+    /// Commit `event`: its stream position, and the room's lock back.
+    pub(super) async fn append(&self, event: NewEvent, guard: RoomGuard) -> Result<(i64, RoomGuard), CoreError> {
+        let stopped = || CoreError::Internal("the event writer has stopped".into());
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { event, guard, reply })
+            .await
+            .map_err(|_| stopped())?;
+        let (result, guard) = answer.await.map_err(|_| stopped())?;
+        Ok((result?, guard))
+    }
+}
+
+/// One transaction for the whole batch; if it fails, each event alone, so that one bad event
+/// fails only itself.
+async fn commit(store: &dyn Store, streams: &Streams, memo: &Memo, batch: Vec<Job>) {
+    let events: Vec<&NewEvent> = batch.iter().map(|j| &j.event).collect();
+    let one = |positions: Result<Vec<i64>, StoreError>| match positions {
+        Ok(p) if p.len() == 1 => Ok(p[0]),
+        Ok(_) => Err(CoreError::Internal("the store gave no position for an event".into())),
+        Err(e) => Err(CoreError::from(e)),
+    };
+    let results: Vec<Result<i64, CoreError>> = match store.append_events(&events).await {
+        Ok(positions) if positions.len() == batch.len() => positions.into_iter().map(Ok).collect(),
+        failed if batch.len() == 1 => vec![one(failed)],
+        _ => {
+            let mut each = Vec::with_capacity(batch.len());
+            for e in &events {
+                each.push(one(store.append_events(&[e]).await));
+            }
+            each
+        }
+    };
+    let mut highest = None;
+    for (job, result) in batch.iter().zip(&results) {
+        match result {
+            Ok(p) => {
+                memo.appended(&job.event);
+                highest = highest.max(Some(*p));
+            }
+            Err(_) => memo.failed(&job.event),
+        }
+    }
+    if let Some(p) = highest {
+        streams.advance(|s| s.events = s.events.max(p));
+    }
+    for (job, result) in batch.into_iter().zip(results) {
+        // A caller that has gone drops the answer, and with it the room's lock.
+        let _ = job.reply.send((result, job.guard));
+    }
+}
