@@ -108,6 +108,16 @@ class Client(slixmpp.ClientXMPP):
                 return m, plain["body"]
 
 
+async def knows_devices(client, peer, timeout=20):
+    manager = await client.plugin["xep_0384"].get_session_manager()
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if await manager.get_device_information(peer):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
 async def exchange(a):
     d = a.domain
     alice = Client(f"alice@{d}/omemo", "pw", f"{a.state}/alice.json")
@@ -119,6 +129,13 @@ async def exchange(a):
     await until(lambda: alice.client_roster[f"bob@{d}"]["subscription"] == "both"
                 and bob.client_roster[f"alice@{d}"]["subscription"] == "both",
                 "alice and bob are subscribed to each other", timeout=30)
+    # With a mutual subscription, slixmpp-omemo takes a contact's device list from PEP
+    # notifications only (it does not fetch it). The server sends the contact's last
+    # device-list item once it has the subscriber's presence, which may come after the roster
+    # push that says "both"; encrypting before it arrives fails (NoEligibleDevices), in any
+    # client. So each waits until it knows the other's device, as it would from PEP.
+    for c, peer in ((alice, f"bob@{d}"), (bob, f"alice@{d}")):
+        check(await knows_devices(c, peer), f"{c.boundjid.bare} has {peer}'s OMEMO device list from PEP")
 
     await alice.send_encrypted(f"bob@{d}", f"{MARKER} hello bob")
     m, body = await bob.receive_encrypted()

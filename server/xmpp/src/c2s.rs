@@ -88,7 +88,8 @@ struct Session {
 /// A stanza on its way to a session. A message the store keeps until a session has it
 /// carries its id (`kept`): the session deletes it once the client has the message.
 pub(crate) struct Routed {
-    pub el: Element,
+    /// Boxed: a session's inbox allocates room for 32 of these up front.
+    pub el: Box<Element>,
     pub kept: Option<i64>,
 }
 
@@ -104,7 +105,7 @@ impl Session {
     }
 
     fn offer_kept(&self, el: Element, kept: Option<i64>) -> bool {
-        match self.tx.try_send(Routed { el, kept }) {
+        match self.tx.try_send(Routed { el: Box::new(el), kept }) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(resource = %self.resource, "c2s session is not reading; stanza not queued");
@@ -509,11 +510,14 @@ pub async fn serve(listener: TcpListener, mode: Mode, c2s: Arc<C2s>, mut stop: w
         };
         let c2s = c2s.clone();
         let log_ips = c2s.core.config.privacy.log_ips;
+        // Every phase of a connection (TLS, the stream headers, SASL, binding, each stanza) is
+        // a boxed future of its own, freed when it is done: an idle session keeps only what its
+        // stanza loop holds, not room for the largest state a connection ever passes through.
         tokio::spawn(async move {
             let result = match mode {
-                Mode::StartTls => handle_starttls(tcp, &c2s).await,
-                Mode::DirectTls => match tokio::time::timeout(TLS_DEADLINE, c2s.tls.accept(tcp)).await {
-                    Ok(Ok(tls)) => handle_tls(tls, &c2s).await,
+                Mode::StartTls => Box::pin(handle_starttls(tcp, &c2s)).await,
+                Mode::DirectTls => match tokio::time::timeout(TLS_DEADLINE, Box::pin(c2s.tls.accept(tcp))).await {
+                    Ok(Ok(tls)) => Box::pin(handle_tls(tls, &c2s)).await,
                     _ => Ok(()),
                 },
             };
@@ -647,20 +651,20 @@ async fn header_ok<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 async fn handle_starttls(tcp: TcpStream, c2s: &Arc<C2s>) -> io::Result<()> {
     let budget = Budget::new(limit::UNAUTHENTICATED);
     let mut limited = Limited::new(tcp, budget.clone());
-    if !header_ok(&mut limited, &budget, c2s).await? {
+    if !Box::pin(header_ok(&mut limited, &budget, c2s)).await? {
         return Ok(());
     }
     let stream = buffered(limited);
-    let accepted = accept_stream(stream, ns::JABBER_CLIENT, Timeouts::tight()).await?;
+    let accepted = Box::pin(accept_stream(stream, ns::JABBER_CLIENT, Timeouts::tight())).await?;
     let features = StreamFeatures {
         starttls: Some(StartTls { required: true }),
         limits: Some(limit::advertised(limit::UNAUTHENTICATED)),
         ..Default::default()
     };
-    let Some(mut xml) = wire::open(accepted, c2s, features).await? else {
+    let Some(mut xml) = Box::pin(wire::open(accepted, c2s, features)).await? else {
         return Ok(());
     };
-    match next_element(&mut xml, &budget).await {
+    match Box::pin(next_element(&mut xml, &budget)).await {
         Some(el) if el.is("starttls", ns::TLS) => {}
         Some(_) => {
             stream_error(&mut xml, StreamCondition::PolicyViolation, "STARTTLS is required").await;
@@ -671,10 +675,10 @@ async fn handle_starttls(tcp: TcpStream, c2s: &Arc<C2s>) -> io::Result<()> {
     Wire::send(&mut xml, Proceed.into()).await?;
     // The client waits for <proceed/> before the handshake, so no buffered bytes are lost.
     let tcp: TcpStream = xml.into_inner().into_inner().into_inner();
-    let tls = tokio::time::timeout(TLS_DEADLINE, c2s.tls.accept(tcp))
+    let tls = tokio::time::timeout(TLS_DEADLINE, Box::pin(c2s.tls.accept(tcp)))
         .await
         .map_err(|_| io::Error::other("TLS handshake timed out"))??;
-    handle_tls(tls, c2s).await
+    Box::pin(handle_tls(tls, c2s)).await
 }
 
 /// What a stream offers for SASL: the mechanisms, and the channel-binding data of its TLS
@@ -743,12 +747,12 @@ async fn handle_tls(tls: tokio_rustls::server::TlsStream<TcpStream>, c2s: &Arc<C
     let offer = SaslOffer::tls(c2s, &tls);
     let budget = Budget::new(limit::UNAUTHENTICATED);
     let mut limited = Limited::new(tls, budget.clone());
-    if !header_ok(&mut limited, &budget, c2s).await? {
+    if !Box::pin(header_ok(&mut limited, &budget, c2s)).await? {
         return Ok(());
     }
     let stream = buffered(limited);
-    let accepted = accept_stream(stream, ns::JABBER_CLIENT, Timeouts::tight()).await?;
-    let Some(xml) = wire::open(accepted, c2s, offer.features(c2s)).await? else {
+    let accepted = Box::pin(accept_stream(stream, ns::JABBER_CLIENT, Timeouts::tight())).await?;
+    let Some(xml) = Box::pin(wire::open(accepted, c2s, offer.features(c2s))).await? else {
         return Ok(());
     };
     run(xml, c2s, &budget, &offer).await
@@ -804,26 +808,41 @@ pub(crate) async fn next_element<W: Wire>(xml: &mut W, budget: &Budget) -> Optio
 }
 
 /// Authentication, the restarted stream, binding, and the session.
-async fn run<W: Wire>(mut xml: W, c2s: &Arc<C2s>, budget: &Budget, offer: &SaslOffer) -> io::Result<()> {
+async fn run<W: Wire>(xml: W, c2s: &Arc<C2s>, budget: &Budget, offer: &SaslOffer) -> io::Result<()> {
+    let authenticated = Box::pin(authenticate(xml, c2s, budget, offer)).await?;
+    let Some((xml, bare)) = authenticated else {
+        return Ok(());
+    };
+    Box::pin(crate::session::start(xml, c2s, bare, budget)).await
+}
+
+/// SASL, then the restarted stream (and the authenticated account); None when the stream
+/// ended before.
+async fn authenticate<W: Wire>(
+    mut xml: W,
+    c2s: &Arc<C2s>,
+    budget: &Budget,
+    offer: &SaslOffer,
+) -> io::Result<Option<(W, BareJid)>> {
     let mut failures = 0;
     let (localpart, success) = loop {
-        let Some(el) = next_element(&mut xml, budget).await else {
-            return Ok(());
+        let Some(el) = Box::pin(next_element(&mut xml, budget)).await else {
+            return Ok(None);
         };
         // XEP-0077: registering an account comes before authenticating with it.
         if crate::register::is_request(&el) {
-            if let Some(reply) = crate::register::before_auth(c2s, el).await {
+            if let Some(reply) = Box::pin(crate::register::before_auth(c2s, el)).await {
                 xml.send(reply.into()).await?;
             }
             continue;
         }
         if !el.is("auth", ns::SASL) {
             stream_error(&mut xml, StreamCondition::NotAuthorized, "authenticate first").await;
-            return Ok(());
+            return Ok(None);
         }
         let outcome = match Auth::try_from(el) {
             Ok(auth) if offer.mechanisms.contains(&mechanism_name(&auth.mechanism)) => {
-                sasl_exchange(&mut xml, c2s, auth, offer.channel_binding.as_deref()).await?
+                Box::pin(sasl_exchange(&mut xml, c2s, auth, offer.channel_binding.as_deref())).await?
             }
             _ => Err(SaslCondition::InvalidMechanism),
         };
@@ -846,7 +865,7 @@ async fn run<W: Wire>(mut xml: W, c2s: &Arc<C2s>, budget: &Budget, offer: &SaslO
                         "too many failed authentications",
                     )
                     .await;
-                    return Ok(());
+                    return Ok(None);
                 }
             }
         }
@@ -859,12 +878,12 @@ async fn run<W: Wire>(mut xml: W, c2s: &Arc<C2s>, budget: &Budget, offer: &SaslO
         others: vec![xmpp_parsers::csi::Feature.into(), c2s.caps.clone().into()],
         ..Default::default()
     };
-    let Some(xml) = xml.restart(SaslSuccess { data: success }.into(), c2s, features).await? else {
-        return Ok(());
+    let Some(xml) = Box::pin(xml.restart(SaslSuccess { data: success }.into(), c2s, features)).await? else {
+        return Ok(None);
     };
     let bare = BareJid::new(&crate::bare_jid(&localpart, &c2s.domain)).map_err(|e| io::Error::other(e.to_string()))?;
     budget.set_limit(limit::AUTHENTICATED);
-    crate::session::start(xml, c2s, bare, budget).await
+    Ok(Some((xml, bare)))
 }
 
 /// What one stanza from the client calls for.

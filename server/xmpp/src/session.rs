@@ -155,18 +155,52 @@ async fn takeover_request(sm: &mut Option<Sm>) -> Option<oneshot::Sender<Live>> 
 
 /// After authentication: bind (or resume), then serve the session until it ends.
 pub(crate) async fn start<W: Wire>(mut xml: W, c2s: &Arc<C2s>, bare: BareJid, budget: &Budget) -> io::Result<()> {
-    let mut live = loop {
-        let Some(el) = next_element(&mut xml, budget).await else {
-            return Ok(());
+    // Boxed, so that a long-lived session does not keep room for this phase's futures.
+    let Some(mut live) = Box::pin(bind(&mut xml, c2s, &bare, budget)).await? else {
+        return Ok(());
+    };
+    let (end, result) = match stanza_loop(&mut xml, c2s, &mut live, budget).await {
+        Ok(end) => (Some(end), Ok(())),
+        Err(e) => (None, Err(e)),
+    };
+    match end {
+        Some(End::TakenOver(to)) => {
+            stream_error(
+                &mut xml,
+                StreamCondition::Conflict,
+                "the session was resumed on another stream",
+            )
+            .await;
+            if let Err(live) = to.send(live) {
+                park(c2s.clone(), live);
+            }
+        }
+        Some(End::Replaced) => {
+            if let Some(sm) = &live.sm {
+                c2s.resumable().remove(&sm.id);
+            }
+        }
+        Some(End::Lost) | None if live.sm.as_ref().is_some_and(|s| s.takeover.is_some()) => park(c2s.clone(), live),
+        _ => Box::pin(finish(c2s, live)).await,
+    }
+    result
+}
+
+/// Until a resource is bound (or a session resumed): the session, or None when the stream
+/// ended first.
+async fn bind<W: Wire>(xml: &mut W, c2s: &Arc<C2s>, bare: &BareJid, budget: &Budget) -> io::Result<Option<Live>> {
+    let live = loop {
+        let Some(el) = Box::pin(next_element(xml, budget)).await else {
+            return Ok(None);
         };
         if el.is("resume", ns::SM) {
-            match resume(c2s, &bare, el).await {
+            match Box::pin(resume(c2s, bare, el)).await {
                 Ok((mut live, h)) => {
-                    if resumed(&mut xml, &mut live, h).await? {
+                    if Box::pin(resumed(xml, &mut live, h)).await? {
                         break live;
                     }
-                    finish(c2s, live).await;
-                    return Ok(());
+                    Box::pin(finish(c2s, live)).await;
+                    return Ok(None);
                 }
                 Err(condition) => {
                     xml.send(
@@ -220,36 +254,12 @@ pub(crate) async fn start<W: Wire>(mut xml: W, c2s: &Arc<C2s>, bare: BareJid, bu
                 break Live::bind(c2s, full);
             }
             _ => {
-                stream_error(&mut xml, StreamCondition::NotAuthorized, "bind a resource first").await;
-                return Ok(());
+                stream_error(xml, StreamCondition::NotAuthorized, "bind a resource first").await;
+                return Ok(None);
             }
         }
     };
-    let (end, result) = match stanza_loop(&mut xml, c2s, &mut live, budget).await {
-        Ok(end) => (Some(end), Ok(())),
-        Err(e) => (None, Err(e)),
-    };
-    match end {
-        Some(End::TakenOver(to)) => {
-            stream_error(
-                &mut xml,
-                StreamCondition::Conflict,
-                "the session was resumed on another stream",
-            )
-            .await;
-            if let Err(live) = to.send(live) {
-                park(c2s.clone(), live);
-            }
-        }
-        Some(End::Replaced) => {
-            if let Some(sm) = &live.sm {
-                c2s.resumable().remove(&sm.id);
-            }
-        }
-        Some(End::Lost) | None if live.sm.as_ref().is_some_and(|s| s.takeover.is_some()) => park(c2s.clone(), live),
-        _ => finish(c2s, live).await,
-    }
-    result
+    Ok(Some(live))
 }
 
 /// Find the session `<resume/>` names, for the same account, and take it over.
@@ -357,7 +367,7 @@ async fn finish(c2s: &C2s, mut live: Live) {
     let mut pending: Vec<(Element, Option<i64>)> = live.sm.take().map(|s| s.unacked.into()).unwrap_or_default();
     live.inbox.close();
     while let Ok(routed) = live.inbox.try_recv() {
-        pending.push((routed.el, routed.kept));
+        pending.push((*routed.el, routed.kept));
     }
     for (el, kept) in pending {
         if el.name() == "message" {
@@ -399,12 +409,12 @@ async fn stanza_loop<W: Wire>(xml: &mut W, c2s: &C2s, live: &mut Live, budget: &
             routed = live.inbox.recv() => {
                 match routed {
                     Some(Routed { el, .. }) if live.inactive && is_presence_update(&el) => {
-                        live.held.insert(el.attr("from").unwrap_or_default().to_owned(), el);
+                        live.held.insert(el.attr("from").unwrap_or_default().to_owned(), *el);
                     }
                     Some(Routed { el, kept }) => {
-                        live.out_kept(xml, el, kept).await?;
+                        live.out_kept(xml, *el, kept).await?;
                         if live.inbox.is_empty() {
-                            crate::offline::delivered(c2s, &mut live.delivered).await;
+                            Box::pin(crate::offline::delivered(c2s, &mut live.delivered)).await;
                         }
                         if let Some(sm) = &mut live.sm {
                             if sm.unacked.len() > MAX_UNACKED {
@@ -458,7 +468,7 @@ async fn stanza_loop<W: Wire>(xml: &mut W, c2s: &C2s, live: &mut Live, budget: &
         };
         budget.reset();
         if el.has_ns(ns::SM) {
-            if let Some(end) = stream_management(xml, c2s, live, el).await? {
+            if let Some(end) = Box::pin(stream_management(xml, c2s, live, el)).await? {
                 return Ok(end);
             }
             continue;
@@ -475,7 +485,9 @@ async fn stanza_loop<W: Wire>(xml: &mut W, c2s: &C2s, live: &mut Live, budget: &
             continue;
         }
         let full = live.full.clone();
-        match crate::c2s::handle_stanza(c2s, el, &full, &domain).await {
+        // Boxed: the future of one stanza (routing, the store, a room) is large, and an idle
+        // session should not keep room for it.
+        match Box::pin(crate::c2s::handle_stanza(c2s, el, &full, &domain)).await {
             Outcome::Done(reply) => {
                 // Counted once served: whatever it stored is committed by now.
                 if let Some(sm) = &mut live.sm {
