@@ -385,23 +385,19 @@ async fn sigkill_during_burst(backend: Backend, online: bool) {
         !online || !before.is_empty(),
         "the online recipient received nothing during the burst"
     );
-    let unarchived: Vec<&String> = acked.iter().filter(|b| !archive.contains(b)).collect();
-    assert!(
-        unarchived.is_empty(),
-        "{} of {} acknowledged messages are not in the archive: {:?}",
-        unarchived.len(),
-        acked.len(),
-        &unarchived[..unarchived.len().min(10)]
-    );
-    if !online {
-        let missing: Vec<&String> = acked.iter().filter(|b| !got.contains(b)).collect();
+    let all_in = |found: &[String], where_: &str| {
+        let missing: Vec<&String> = acked.iter().filter(|b| !found.contains(b)).collect();
         assert!(
             missing.is_empty(),
-            "{} of {} acknowledged messages are not waiting offline: {:?}",
+            "{} of {} acknowledged messages are not {where_}: {:?}",
             missing.len(),
             acked.len(),
             &missing[..missing.len().min(10)]
         );
+    };
+    all_in(&archive, "in the archive");
+    if !online {
+        all_in(&got, "waiting offline");
     }
     // In order, and none twice.
     let numbers: Vec<u32> = got
