@@ -3,7 +3,8 @@
 //! account's next session when it sends initial presence of non-negative priority. A message
 //! handed to an online session is kept the same way until the client has it (written to its
 //! stream, or acknowledged under XEP-0198), so that a message the server acknowledged
-//! survives a crash. Delivery deletes it.
+//! survives a crash; a 1:1 message between local accounts is not, being durable already as an
+//! event of their DM room (`c2s::deliver_local`). Delivery deletes it.
 
 use tokio_xmpp::minidom::Element;
 use xmpp_parsers::delay::Delay;
