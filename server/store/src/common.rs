@@ -201,7 +201,7 @@ macro_rules! impl_store {
             async fn session(&self, token_sha256: &str) -> $crate::Result<Option<$crate::Session>> {
                 let row: Option<(String, String)> = sqlx::query_as::<$db, _>($crate::sql::SESSION_BY_TOKEN)
                     .bind(token_sha256)
-                    .fetch_optional(&self.writes)
+                    .fetch_optional(&self.pool)
                     .await?;
                 Ok(row.map(|(localpart, device_id)| $crate::Session { localpart, device_id }))
             }
@@ -380,7 +380,7 @@ macro_rules! impl_store {
             async fn event(&self, event_id: &str) -> $crate::Result<Option<$crate::StoredEvent>> {
                 Ok(sqlx::query_as::<$db, $crate::StoredEvent>($crate::sql::EVENT)
                     .bind(event_id)
-                    .fetch_optional(&self.writes)
+                    .fetch_optional(&self.pool)
                     .await?)
             }
 
@@ -419,7 +419,7 @@ macro_rules! impl_store {
                     .bind(device_id)
                     .bind(patterns[0])
                     .bind(patterns[1])
-                    .fetch_optional(&self.writes)
+                    .fetch_optional(&self.pool)
                     .await?;
                 Ok(row.map(|r| r.0))
             }
@@ -638,7 +638,7 @@ macro_rules! impl_store {
                     .bind(localpart)
                     .bind(room_id)
                     .bind(kind)
-                    .fetch_optional(&self.writes)
+                    .fetch_optional(&self.pool)
                     .await?;
                 Ok(row.map(|r| r.0))
             }
@@ -691,7 +691,7 @@ macro_rules! impl_store {
                     sqlx::query_as::<$db, $crate::Receipt>($crate::sql::RECEIPTS_SINCE)
                         .bind(room_id)
                         .bind(since)
-                        .fetch_all(&self.writes)
+                        .fetch_all(&self.pool)
                         .await?,
                 )
             }
@@ -854,7 +854,7 @@ macro_rules! impl_store {
             async fn device_keys(&self, localpart: &str) -> $crate::Result<Vec<(String, String)>> {
                 Ok(sqlx::query_as::<$db, (String, String)>($crate::sql::DEVICE_KEYS)
                     .bind(localpart)
-                    .fetch_all(&self.writes)
+                    .fetch_all(&self.pool)
                     .await?)
             }
 
@@ -887,7 +887,7 @@ macro_rules! impl_store {
                 Ok(sqlx::query_as::<$db, (String, i64)>($crate::sql::OTK_COUNTS)
                     .bind(localpart)
                     .bind(device_id)
-                    .fetch_all(&self.writes)
+                    .fetch_all(&self.pool)
                     .await?)
             }
 
@@ -976,7 +976,7 @@ macro_rules! impl_store {
                 let rows: Vec<(String,)> = sqlx::query_as::<$db, (String,)>($crate::sql::DEVICE_LIST_CHANGES)
                     .bind(after)
                     .bind(upto)
-                    .fetch_all(&self.writes)
+                    .fetch_all(&self.pool)
                     .await?;
                 Ok(rows.into_iter().map(|r| r.0).collect())
             }
@@ -1131,7 +1131,7 @@ macro_rules! impl_store {
                     .bind(version)
                     .bind(room_id)
                     .bind(session_id)
-                    .fetch_all(&self.writes)
+                    .fetch_all(&self.pool)
                     .await?)
             }
 
@@ -1163,7 +1163,7 @@ macro_rules! impl_store {
                 let (n,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::BACKUP_KEY_COUNT)
                     .bind(localpart)
                     .bind(version)
-                    .fetch_one(&self.writes)
+                    .fetch_one(&self.pool)
                     .await?;
                 Ok(n)
             }
@@ -1270,7 +1270,7 @@ macro_rules! impl_store {
             async fn roster_version(&self, localpart: &str) -> $crate::Result<i64> {
                 let row: Option<(i64,)> = sqlx::query_as::<$db, (i64,)>($crate::sql::ROSTER_VERSION)
                     .bind(localpart)
-                    .fetch_optional(&self.writes)
+                    .fetch_optional(&self.pool)
                     .await?;
                 Ok(row.map_or(0, |r| r.0))
             }
@@ -1378,7 +1378,7 @@ macro_rules! impl_store {
                     .bind(owner)
                     .bind(node)
                     .bind(limit)
-                    .fetch_all(&self.writes)
+                    .fetch_all(&self.pool)
                     .await?)
             }
 
@@ -1447,7 +1447,7 @@ macro_rules! impl_store {
             async fn offline_list(&self, localpart: &str) -> $crate::Result<Vec<(i64, String)>> {
                 Ok(sqlx::query_as::<$db, (i64, String)>($crate::sql::OFFLINE_LIST)
                     .bind(localpart)
-                    .fetch_all(&self.writes)
+                    .fetch_all(&self.pool)
                     .await?)
             }
 
@@ -1514,7 +1514,7 @@ macro_rules! impl_store {
                         .bind(after)
                         .bind(upto)
                         .bind(limit)
-                        .fetch_all(&self.writes)
+                        .fetch_all(&self.pool)
                         .await?,
                 )
             }

@@ -565,14 +565,7 @@ pub(crate) async fn chat_message(core: &Core, e: &StoredEvent, from: &BareJid, t
 
 /// `<reactions/>` with `user`'s live reactions to `target` (but `removed`, being redacted).
 async fn reactions(core: &Core, target: &str, user: &str, removed: Option<&str>) -> Element {
-    let mut el =
-        Element::builder("reactions", NS_REACTIONS).attr(xml_ncname!("id").to_owned(), known_id(core, target).await);
-    for (id, key) in convert::reactions_of(core, target, user).await {
-        if Some(id.as_str()) != removed {
-            el = el.append(Element::builder("reaction", NS_REACTIONS).append(key).build());
-        }
-    }
-    el.build()
+    convert::reactions_element(core, target, user, removed, &known_id(core, target).await).await
 }
 
 /// An event of the DM room of `parties`, sent from Matrix: to the other account's XMPP

@@ -195,7 +195,7 @@ impl Writer {
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
             while queue.recv_many(&mut batch, BATCH).await > 0 {
-                commit(&*store, &streams, &memo, std::mem::take(&mut batch)).await;
+                commit(&*store, &streams, &memo, &mut batch).await;
             }
         });
         Self { jobs }
@@ -216,7 +216,7 @@ impl Writer {
 
 /// One transaction for the whole batch; if it fails, each event alone, so that one bad event
 /// fails only itself.
-async fn commit(store: &dyn Store, streams: &Streams, memo: &Memo, batch: Vec<Job>) {
+async fn commit(store: &dyn Store, streams: &Streams, memo: &Memo, batch: &mut Vec<Job>) {
     let events: Vec<&NewEvent> = batch.iter().map(|j| &j.event).collect();
     let one = |positions: Result<Vec<i64>, StoreError>| match positions {
         Ok(p) if p.len() == 1 => Ok(p[0]),
@@ -247,7 +247,7 @@ async fn commit(store: &dyn Store, streams: &Streams, memo: &Memo, batch: Vec<Jo
     if let Some(p) = highest {
         streams.advance(|s| s.events = s.events.max(p));
     }
-    for (job, result) in batch.into_iter().zip(results) {
+    for (job, result) in batch.drain(..).zip(results) {
         // A caller that has gone drops the answer, and with it the room's lock.
         let _ = job.reply.send((result, job.guard));
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use estuary_core::rooms::{EventTemplate, Pdu};
 use serde_json::{Value, json};
 use tokio_xmpp::minidom::Element;
+use tokio_xmpp::minidom::rxml::xml_ncname;
 use xmpp_parsers::message::Message;
 use xmpp_parsers::stanza_error::{DefinedCondition as Condition, ErrorType, StanzaError};
 
@@ -282,6 +283,24 @@ pub(crate) async fn reactions_of(core: &estuary_core::Core, target: &str, user: 
         .collect()
 }
 
+/// XEP-0444: `user`'s whole set of reactions to `target` (leaving out `removed`, a reaction
+/// being redacted), naming the target as `shown_id` (the id its XMPP readers know).
+pub(crate) async fn reactions_element(
+    core: &estuary_core::Core,
+    target: &str,
+    user: &str,
+    removed: Option<&str>,
+    shown_id: &str,
+) -> Element {
+    let mut el = Element::builder("reactions", NS_REACTIONS).attr(xml_ncname!("id").to_owned(), shown_id);
+    for (id, key) in reactions_of(core, target, user).await {
+        if Some(id.as_str()) != removed {
+            el = el.append(Element::builder("reaction", NS_REACTIONS).append(key).build());
+        }
+    }
+    el.build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,7 +314,7 @@ mod tests {
     fn fallbacks_are_stripped_by_code_point() {
         let mut msg = Message::new(None);
         let fallback = Element::builder("fallback", NS_FALLBACK)
-            .attr(tokio_xmpp::minidom::rxml::xml_ncname!("for").to_owned(), NS_REPLY)
+            .attr(xml_ncname!("for").to_owned(), NS_REPLY)
             .append(
                 Element::builder("body", NS_FALLBACK)
                     .attr(tokio_xmpp::minidom::rxml::xml_ncname!("start").to_owned(), "0")

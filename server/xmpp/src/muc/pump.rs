@@ -538,25 +538,11 @@ impl Pump {
         target: &str,
         removed: Option<&str>,
     ) {
-        let keys: Vec<String> = super::convert::reactions_of(&self.core, target, &e.sender)
-            .await
-            .into_iter()
-            .filter(|(id, _)| Some(id.as_str()) != removed)
-            .map(|(_, k)| k)
-            .collect();
+        let reactions = super::convert::reactions_element(&self.core, target, &e.sender, removed, target).await;
         let nick = self.nick(room, &e.sender);
         for o in &room.occupants {
-            let mut reactions =
-                Element::builder("reactions", super::convert::NS_REACTIONS).attr(xml_ncname!("id").to_owned(), target);
-            for k in &keys {
-                reactions = reactions.append(
-                    Element::builder("reaction", super::convert::NS_REACTIONS)
-                        .append(k.as_str())
-                        .build(),
-                );
-            }
             let m = envelope(room_id, &o.room_jid, &o.full, &nick, &e.event_id, e)
-                .append(reactions.build())
+                .append(reactions.clone())
                 .append(Element::builder("store", "urn:xmpp:hints").build())
                 .build();
             Self::deliver(c2s, o, m);
