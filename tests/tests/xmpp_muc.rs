@@ -59,3 +59,20 @@ async fn dm_cross_protocol(backend: Backend) {
 }
 
 both_backends!(dm_cross_protocol);
+
+async fn presence_cross_protocol(backend: Backend) {
+    cross_protocol(
+        backend,
+        "presence_cross.py",
+        &[
+            "away with a status is unavailable with that status_msg",
+            "carol's Matrix presence reaches bob from her bare JID, with her status",
+            "Matrix offline is unavailable",
+            "bob's new session gets carol's Matrix presence on login",
+            "carol's XMPP session coming back withdraws her bare-JID presence",
+        ],
+    )
+    .await;
+}
+
+both_backends!(presence_cross_protocol);

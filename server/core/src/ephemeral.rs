@@ -1,7 +1,7 @@
 //! Ephemeral data that is never stored: typing notifications and presence. Both exist to be
 //! shown live and are forgotten on restart (privacy: no activity history is kept).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -115,6 +115,8 @@ pub struct PresenceState {
 
 pub struct Presence {
     users: Mutex<HashMap<String, PresenceState>>,
+    /// Users whose presence a live connection holds (an XMPP session): they do not expire.
+    kept: Mutex<HashSet<String>>,
     streams: Arc<Streams>,
 }
 
@@ -122,12 +124,28 @@ impl Presence {
     pub fn new(streams: Arc<Streams>) -> Self {
         Self {
             users: Mutex::new(HashMap::new()),
+            kept: Mutex::new(HashSet::new()),
             streams,
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PresenceState>> {
         self.users.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn kept(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Set a user's presence as a live connection reports it: `kept` while the connection
+    /// holds it (the user does not expire however long it stays quiet), not once it let go.
+    pub fn set_held(&self, user_id: &str, presence: &str, status_msg: Option<String>, kept: bool) {
+        if kept {
+            self.kept().insert(user_id.to_owned());
+        } else {
+            self.kept().remove(user_id);
+        }
+        self.set(user_id, presence, Some(status_msg));
     }
 
     /// Set a user's presence; `status_msg` None keeps the current message. A no-op when
@@ -170,8 +188,9 @@ impl Presence {
     /// saying so). Each change bumps the stream, so watchers hear of it.
     pub fn expire_at(&self, now_ms: i64) {
         let mut users = self.lock();
-        for state in users.values_mut() {
-            if state.presence != "offline" && now_ms - state.last_active_ms > GONE_AFTER_MS {
+        let kept = self.kept();
+        for (user, state) in users.iter_mut() {
+            if state.presence != "offline" && now_ms - state.last_active_ms > GONE_AFTER_MS && !kept.contains(user) {
                 state.presence = "offline".to_owned();
                 state.changed_at = self.streams.advance(|p| p.presence += 1).presence;
             }
@@ -191,6 +210,15 @@ impl Presence {
                 }
             }
         });
+    }
+
+    /// Every user whose presence changed after `since`, with it.
+    pub fn all_changed_since(&self, since: i64) -> Vec<(String, PresenceState)> {
+        self.lock()
+            .iter()
+            .filter(|(_, s)| s.changed_at > since)
+            .map(|(u, s)| (u.clone(), s.clone()))
+            .collect()
     }
 
     /// Presence of the given users that changed after `since`.
@@ -233,5 +261,20 @@ mod tests {
         // Syncing again brings the user back.
         presence.set("@a:x", "online", None);
         assert_eq!(presence.get("@a:x").unwrap().presence, "online");
+
+        // A user a connection holds stays, however quiet; let go, it expires again.
+        presence.set_held("@c:x", "unavailable", Some("away".into()), true);
+        let set_at = presence.get("@c:x").unwrap().last_active_ms;
+        presence.expire_at(set_at + GONE_AFTER_MS * 10);
+        assert_eq!(presence.get("@c:x").unwrap().presence, "unavailable");
+        let changed: Vec<String> = presence.all_changed_since(before).into_iter().map(|(u, _)| u).collect();
+        assert!(
+            changed.contains(&"@c:x".to_owned()) && changed.contains(&"@a:x".to_owned()),
+            "{changed:?}"
+        );
+        presence.set_held("@c:x", "online", None, false);
+        let set_at = presence.get("@c:x").unwrap().last_active_ms;
+        presence.expire_at(set_at + GONE_AFTER_MS + 1_000);
+        assert_eq!(presence.get("@c:x").unwrap().presence, "offline");
     }
 }

@@ -374,6 +374,8 @@ pub struct C2s {
     pub(crate) client_caps: crate::caps::Known,
     /// XEP-0191 blocklists, read once per change.
     pub(crate) blocklists: crate::blocking::Cache,
+    /// Accounts whose Matrix presence their XMPP watchers see.
+    pub(crate) matrix_presence: crate::presence::Shown,
     /// XEP-0198 sessions that may be resumed, by stream management id.
     resumable: Mutex<HashMap<String, crate::session::Resumable>>,
     sessions: std::sync::atomic::AtomicU64,
@@ -396,6 +398,7 @@ impl C2s {
         let caps = xmpp_parsers::caps::Caps::new(CAPS_NODE, hash);
         Ok(Arc::new_cyclic(|c2s| Self {
             muc: crate::muc::Muc::start(&core, c2s.clone()),
+            matrix_presence: crate::presence::Shown::start(&core, c2s.clone()),
             core,
             domain,
             tls: TlsAcceptor::from(Arc::new(config)),

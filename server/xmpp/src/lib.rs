@@ -13,6 +13,7 @@ pub mod mam;
 pub mod muc;
 pub mod offline;
 pub mod pep;
+mod presence;
 pub mod private;
 pub mod register;
 pub mod roster;

@@ -241,6 +241,7 @@ async fn broadcast(c2s: &C2s, full: &FullJid, presence: Presence) {
         full,
         (presence.type_ == PresenceType::None).then(|| presence.clone().into()),
     );
+    crate::presence::sessions_changed(c2s, full).await;
     // One roster read: the watchers now, and on initial presence the probes and waiting
     // requests below.
     let items = c2s.core.store.roster(&localpart).await.unwrap_or_default();
@@ -281,6 +282,11 @@ async fn broadcast(c2s: &C2s, full: &FullJid, presence: Presence) {
                 for (from, p) in c2s.router.available_presences(&contact) {
                     let Ok(mut p) = Presence::try_from(p) else { continue };
                     p.from = Some(from);
+                    p.to = Some(me.clone());
+                    c2s.router.deliver(&me, &p.into());
+                }
+                // An account on Matrix only shows its Matrix presence.
+                if let Some(mut p) = crate::presence::probe(c2s, &contact) {
                     p.to = Some(me.clone());
                     c2s.router.deliver(&me, &p.into());
                 }
@@ -393,6 +399,10 @@ async fn subscription(c2s: &C2s, full: &FullJid, contact: &BareJid, kind: Presen
                     p.to = Some(contact.clone().into());
                     c2s.router.deliver_available(contact, &p.into());
                 }
+            }
+            if let Some(mut p) = crate::presence::probe(c2s, &user) {
+                p.to = Some(contact.clone().into());
+                c2s.router.deliver_available(contact, &p.into());
             }
             // XEP-0163 §4.3.3: and, being subscribed now, the last items of the user's PEP
             // nodes its clients want (OMEMO device lists, say).
