@@ -5,8 +5,9 @@ nodes they want (node+notify) in their XEP-0115 caps; the server learns them fro
 Covers publish with publish-options (auto-create, preconditions), notifications filtered by
 caps, items for a contact and refused for a stranger (presence access), open access, the
 OMEMO (legacy and OMEMO 2) device-list nodes readable by a contact, max_items, retract with
-notify, node configuration, whitelist, the last item on login, node deletion, and disco of
-the account's PEP service. Prints ALL OK on success.
+notify, node configuration, whitelist, the last item on login, node deletion, disco of the
+account's PEP service, and bookmarks kept in sync in their three homes (XEP-0402 items,
+private XML and the XEP-0048 PEP node). Prints ALL OK on success.
 """
 
 import asyncio
@@ -23,6 +24,7 @@ LEGACY_DEVICES = "eu.siacs.conversations.axolotl.devicelist"
 OMEMO2_DEVICES = "urn:xmpp:omemo:2:devices"
 AVATAR_META = "urn:xmpp:avatar:metadata"
 BOOKMARKS = "urn:xmpp:bookmarks:1"
+OLD_BOOKMARKS = "storage:bookmarks"
 # alice's avatar over PEP (the Rust test checks it became her Matrix avatar), and the one
 # she sets later through her vCard.
 PEP_AVATAR = b"\x89PNG\r\n\x1a\npep-avatar-bytes"
@@ -248,6 +250,128 @@ async def main(a):
     check(got.xml.find("{jabber:iq:private}query/{storage:bookmarks}storage/{storage:bookmarks}url") is not None,
           "what XEP-0402 cannot hold (a URL) is kept in the old storage")
 
+    # The XEP-0048 PEP node storage:bookmarks (XEP-0223, XEP-0402 §5.3 compat-pep, XEP-0411):
+    # one item, `current`, a view of the same bookmarks, alice's alone.
+    features = info["disco_info"]["features"]
+    check("urn:xmpp:bookmarks:1#compat-pep" in features and "urn:xmpp:bookmarks-conversion:0" in features,
+          "the account advertises that the storage:bookmarks PEP node is kept in sync too")
+
+    def conferences(storage):
+        """{room JID: (name, nick, password)} of a storage:bookmarks element."""
+        out = {}
+        for c in storage.findall("{storage:bookmarks}conference"):
+            nick, password = c.find("{storage:bookmarks}nick"), c.find("{storage:bookmarks}password")
+            out[c.get("jid")] = (c.get("name"), nick is not None and nick.text, password is not None and password.text)
+        return out
+
+    def old_pep(items_iq):
+        """(item ids, the storage element of the first item) of items from storage:bookmarks."""
+        items = list(items_iq["pubsub"]["items"])
+        return [i["id"] for i in items], items[0]["payload"] if items else None
+
+    async def storage_event(client):
+        """The storage element of the next storage:bookmarks notification the client gets."""
+        while True:
+            kind, m = await next_event(client)
+            if kind == "publish" and m["pubsub_event"]["items"]["node"] == OLD_BOOKMARKS:
+                item = m["pubsub_event"]["items"]["item"]
+                check(item["id"] == "current", "a storage:bookmarks notification carries the item current")
+                return item["payload"]
+
+    # An old client's session (storage:bookmarks+notify) gets the current view when it comes
+    # online, built from the XEP-0402 items and the URL kept in private XML.
+    old_client = Client(f"alice@{d}/old", "pw", [OLD_BOOKMARKS])
+    check(await old_client.login(a.host, a.port), "alice logs in an old client that follows storage:bookmarks")
+    storage = await storage_event(old_client)
+    check(list(conferences(storage)) == [f"dev@conference.{d}"]
+          and storage.find("{storage:bookmarks}url") is not None,
+          f"and it gets the bookmarks as the node's last item: {conferences(storage)}")
+    ids, storage = old_pep(await alice.plugin["xep_0060"].get_items(f"alice@{d}", OLD_BOOKMARKS))
+    check(ids == ["current"] and conferences(storage) == {f"dev@conference.{d}": ("Dev", "alice", False)}
+          and storage.find("{storage:bookmarks}url").get("url") == "https://example.org/docs",
+          f"reading storage:bookmarks over PEP gives item current with the same view as private XML: {ids}")
+
+    # Publishing storage to the PEP node, as XEP-0048 §3.1 says, replaces the XEP-0402 items.
+    while not alice.events.empty():
+        alice.events.get_nowait()
+    storage = ET.fromstring(
+        "<storage xmlns='storage:bookmarks'>"
+        f"<conference jid='old@conference.{d}' name='Old' autojoin='true'><nick>ally</nick>"
+        "<password>sesame</password></conference>"
+        "<url name='Wiki' url='https://example.org/wiki'/></storage>")
+    res = await old_client.plugin["xep_0060"].publish(
+        f"alice@{d}", OLD_BOOKMARKS, id="current", payload=storage,
+        options=options(persist_items="true", access_model="whitelist"))
+    check(res["pubsub"]["publish"]["item"]["id"] == "current", "alice publishes storage:bookmarks over PEP")
+    items = await alice.plugin["xep_0060"].get_items(f"alice@{d}", BOOKMARKS)
+    ids = [i["id"] for i in items["pubsub"]["items"]]
+    new = items["pubsub"]["items"]["item"]["payload"]
+    check(ids == [f"old@conference.{d}"] and new.get("name") == "Old" and new.get("autojoin") == "true"
+          and new.find(f"{{{BOOKMARKS}}}nick").text == "ally" and new.find(f"{{{BOOKMARKS}}}password").text == "sesame",
+          f"its conferences are now the XEP-0402 items: {ids}")
+    kinds = set()
+    while len(kinds) < 2:
+        kind, _ = await next_event(alice)
+        kinds.add(kind)
+    check(kinds == {"publish", "retract"}, "and sessions following XEP-0402 hear of the change")
+    storage = await storage_event(old_client)
+    check(list(conferences(storage)) == [f"old@conference.{d}"], "as does the old client, from storage:bookmarks")
+    ids, storage = old_pep(await alice.plugin["xep_0060"].get_items(f"alice@{d}", OLD_BOOKMARKS))
+    check(ids == ["current"] and conferences(storage) == {f"old@conference.{d}": ("Old", "ally", "sesame")},
+          f"and the node reads back what was published: {conferences(storage)}")
+    got = (await private(alice)).xml.find("{jabber:iq:private}query/{storage:bookmarks}storage")
+    check(conferences(got) == {f"old@conference.{d}": ("Old", "ally", "sesame")}
+          and [u.get("url") for u in got.findall("{storage:bookmarks}url")] == ["https://example.org/wiki"],
+          f"private XML shows the same bookmarks, the URL replaced: {conferences(got)}")
+
+    # A bookmark added through XEP-0402 shows in the storage:bookmarks node, and the old client
+    # hears of it; so does one removed.
+    conference = ET.fromstring(f"<conference xmlns='{BOOKMARKS}' name='New' autojoin='false'><nick>al2</nick></conference>")
+    await alice.plugin["xep_0060"].publish(f"alice@{d}", BOOKMARKS, id=f"new@conference.{d}", payload=conference,
+                                           options=options(access_model="whitelist", max_items="max"))
+    storage = await storage_event(old_client)
+    check(set(conferences(storage)) == {f"old@conference.{d}", f"new@conference.{d}"},
+          f"the old client is notified of a bookmark added through XEP-0402: {conferences(storage)}")
+    ids, storage = old_pep(await old_client.plugin["xep_0060"].get_items(f"alice@{d}", OLD_BOOKMARKS))
+    check(ids == ["current"] and conferences(storage).get(f"new@conference.{d}") == ("New", "al2", False)
+          and f"old@conference.{d}" in conferences(storage),
+          f"and reads it back through storage:bookmarks: {conferences(storage)}")
+    await alice.plugin["xep_0060"].retract(f"alice@{d}", BOOKMARKS, f"old@conference.{d}", notify=True)
+    storage = await storage_event(old_client)
+    check(list(conferences(storage)) == [f"new@conference.{d}"], "a bookmark retracted through XEP-0402 leaves it")
+    await private(alice, ET.fromstring(
+        f"<storage xmlns='storage:bookmarks'><conference jid='priv@conference.{d}' name='Priv'/></storage>"))
+    storage = await storage_event(old_client)
+    check(list(conferences(storage)) == [f"priv@conference.{d}"],
+          f"a change through private XML reaches the old client too: {conferences(storage)}")
+
+    # The node is alice's alone, even to a contact.
+    got = await iq_condition(bob.plugin["xep_0060"].get_items(f"alice@{d}", OLD_BOOKMARKS))
+    check(got == "not-allowed", f"bob, though subscribed to alice, may not read her storage:bookmarks ({got})")
+    got = await iq_condition(bob.plugin["xep_0060"].publish(f"alice@{d}", OLD_BOOKMARKS, payload=storage))
+    check(got == "forbidden", f"nor publish to it ({got})")
+
+    # What is not a storage:bookmarks element is refused, and nothing changes.
+    async def pubsub_error(request):
+        """The condition and the XEP-0060 application condition an IQ request gets back."""
+        try:
+            await request
+            return "a result"
+        except slixmpp.exceptions.IqError as e:
+            app = [c.tag.split("}")[1] for c in e.iq.xml.find("{jabber:client}error")
+                   if c.tag.startswith("{http://jabber.org/protocol/pubsub#errors}")]
+            return e.iq["error"]["condition"], app
+    for bad, what in ((payload("not bookmarks"), "another element"),
+                      (ET.fromstring("<storage xmlns='storage:bookmarks'><conference name='No JID'/></storage>"),
+                       "a conference without a room JID")):
+        got = await pubsub_error(old_client.plugin["xep_0060"].publish(f"alice@{d}", OLD_BOOKMARKS, id="current", payload=bad))
+        check(got == ("bad-request", ["invalid-payload"]), f"publishing {what} to storage:bookmarks: bad-request ({got})")
+    got = await pubsub_error(old_client.plugin["xep_0060"].publish(
+        f"alice@{d}", OLD_BOOKMARKS, payload=storage, options=options(access_model="open")))
+    check(got == ("conflict", ["precondition-not-met"]), f"publish-options that would open it up are refused ({got})")
+    items = await alice.plugin["xep_0060"].get_items(f"alice@{d}", BOOKMARKS)
+    check([i["id"] for i in items["pubsub"]["items"]] == [f"priv@conference.{d}"], "the refused publishes changed nothing")
+
     # Private storage of any other namespace: kept, and only for its owner.
     await private(alice, ET.fromstring("<prefs xmlns='urn:example:prefs'><colour>teal</colour></prefs>"))
     got = await private(alice, ns="urn:example:prefs", name="prefs")
@@ -267,7 +391,7 @@ async def main(a):
     got = await iq_condition(bob.plugin["xep_0060"].get_items(f"alice@{d}", TEST))
     check(got == "item-not-found", f"a deleted node is gone ({got})")
 
-    for c in (alice, bob, bob2, carol):
+    for c in (alice, bob, bob2, carol, old_client):
         c.disconnect()
     print("ALL OK", flush=True)
 

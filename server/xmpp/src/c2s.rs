@@ -1327,7 +1327,7 @@ fn handle_iq(c2s: &C2s, iq: Iq, full: &FullJid, domain: &Jid) -> Option<Iq> {
                     let mut features = BTreeSet::from([ns::DISCO_INFO.to_owned(), ns::DISCO_ITEMS.to_owned()]);
                     features.extend(crate::pep::FEATURES.iter().map(|f| (*f).to_owned()));
                     features.insert(crate::avatar::CONVERSION.to_owned());
-                    features.insert(crate::private::BOOKMARKS_COMPAT.to_owned());
+                    features.extend(crate::private::FEATURES.iter().map(|f| (*f).to_owned()));
                     features.insert(crate::mam::NS_MAM.to_owned());
                     features.insert(crate::mam::NS_MAM_EXTENDED.to_owned());
                     DiscoInfoResult {

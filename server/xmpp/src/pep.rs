@@ -4,7 +4,8 @@
 //! `precondition-not-met`); access models open, presence and whitelist (owner only). The
 //! owner's sessions and the contacts subscribed to the owner's presence get notifications for
 //! the nodes their clients ask for (`node+notify` in XEP-0115 caps), and the last item of each
-//! when they come online.
+//! when they come online. Some nodes are views of other data: the avatar nodes (avatar.rs) and
+//! the old bookmarks node `storage:bookmarks` (private.rs).
 
 use std::collections::BTreeSet;
 
@@ -151,6 +152,34 @@ impl Config {
     }
 }
 
+/// The fixed configuration of a node that is a view of other data and exists for every
+/// account: `storage:bookmarks` (XEP-0048 §3), the owner's alone whatever was once stored
+/// under that name, as XEP-0223 wants private data kept.
+fn view_config(node: &str) -> Option<Config> {
+    (node == crate::private::BOOKMARKS_OLD).then(|| Config {
+        access: "whitelist".into(),
+        persist: true,
+        max_items: 1,
+    })
+}
+
+/// The items of a node that is a view of other data (newest first); None for a node that
+/// keeps its own.
+async fn view_items(c2s: &C2s, owner: &str, node: &str) -> Option<Vec<PepItem>> {
+    if crate::avatar::is_avatar_node(node) {
+        Some(crate::avatar::items(c2s, owner, node).await)
+    } else if node == crate::private::BOOKMARKS_OLD {
+        let storage = crate::private::bookmarks(c2s, owner).await;
+        Some(vec![PepItem {
+            item_id: crate::private::CURRENT.to_owned(),
+            publisher: None,
+            payload: String::from(&storage),
+        }])
+    } else {
+        None
+    }
+}
+
 fn boolean(v: &str) -> Result<bool, ()> {
     match v {
         "1" | "true" => Ok(true),
@@ -291,10 +320,11 @@ pub async fn handle_iq(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<Iq> {
         (PubSub::Items(items), false) => {
             let node = items.node.0.clone();
             let avatar = crate::avatar::is_avatar_node(&node);
-            let access = match store.pep_node(&owner, &node).await {
-                Ok(Some(n)) => n.access_model,
+            let access = match (view_config(&node), store.pep_node(&owner, &node).await) {
+                (Some(fixed), _) => fixed.access,
+                (None, Ok(Some(n))) => n.access_model,
                 // The avatar nodes exist for every account: views of its profile.
-                Ok(None) if avatar => Config::default().access,
+                (None, Ok(None)) if avatar => Config::default().access,
                 _ => return Some(error(id, to, &me, ErrorType::Cancel, Condition::ItemNotFound, None)),
             };
             if !may_read(c2s, &owner, &access, Some(&own)).await {
@@ -306,10 +336,9 @@ pub async fn handle_iq(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<Iq> {
             } else {
                 MAX_KEPT
             };
-            let mut found = if avatar {
-                crate::avatar::items(c2s, &owner, &node).await
-            } else {
-                store.pep_items(&owner, &node, limit).await.unwrap_or_default()
+            let mut found = match view_items(c2s, &owner, &node).await {
+                Some(found) => found,
+                None => store.pep_items(&owner, &node, limit).await.unwrap_or_default(),
             };
             found.retain(|i| wanted.is_empty() || wanted.contains(&i.item_id));
             // Oldest first among the most recent.
@@ -364,6 +393,9 @@ pub async fn handle_iq(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<Iq> {
             if retract.notify {
                 notify(c2s, &own, &node, &n.access_model, retracted(&node, item_id.0)).await;
             }
+            if node == crate::private::BOOKMARKS {
+                crate::private::bookmarks_changed(c2s, &own).await;
+            }
             result(id, to, &me, None)
         }
         (PubSub::Create { create, configure }, true) => {
@@ -380,7 +412,8 @@ pub async fn handle_iq(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<Iq> {
                     Some("nodeid-required"),
                 ));
             };
-            if let Ok(Some(_)) = store.pep_node(&own, &node.0).await {
+            // A view node exists for every account already.
+            if view_config(&node.0).is_some() || matches!(store.pep_node(&own, &node.0).await, Ok(Some(_))) {
                 return Some(error(id, to, &me, ErrorType::Cancel, Condition::Conflict, None));
             }
             let mut config = Config::default();
@@ -444,6 +477,41 @@ async fn publish_item(
             Some("item-required"),
         );
     };
+    // XEP-0048 §3.1: an old client publishes all its bookmarks as one `storage` element. Its
+    // conferences become the XEP-0402 items (XEP-0402 §5.3) and the node stays a view of
+    // them; the item is always `current`, whatever id the client gave.
+    if let Some(fixed) = view_config(&node) {
+        if options.as_ref().is_some_and(|f| !fixed.meets(f)) {
+            return error(
+                id,
+                to,
+                me,
+                ErrorType::Cancel,
+                Condition::Conflict,
+                Some("precondition-not-met"),
+            );
+        }
+        // XEP-0060 §7.1.3.5: a payload the node cannot hold.
+        if !crate::private::is_storage(&payload) {
+            return error(
+                id,
+                to,
+                me,
+                ErrorType::Modify,
+                Condition::BadRequest,
+                Some("invalid-payload"),
+            );
+        }
+        if crate::private::storage_written(c2s, own, &payload).await.is_err() {
+            return error(id, to, me, ErrorType::Wait, Condition::InternalServerError, None);
+        }
+        return result(
+            id,
+            to,
+            me,
+            Some(publish_answer(node, crate::private::CURRENT.to_owned())),
+        );
+    }
     let config = match store.pep_node(own, &node).await {
         Ok(Some(n)) => {
             let config = Config::of(&n);
@@ -511,7 +579,15 @@ async fn publish_item(
         published(&node, item_id.clone(), Some(payload)),
     )
     .await;
-    let answer = PubSub::Publish {
+    if node == crate::private::BOOKMARKS {
+        crate::private::bookmarks_changed(c2s, own).await;
+    }
+    result(id, to, me, Some(publish_answer(node, item_id)))
+}
+
+/// The answer to a publish: the id the item was kept under (XEP-0060 §7.1.2).
+fn publish_answer(node: String, item_id: String) -> Element {
+    PubSub::Publish {
         publish: Publish {
             node: NodeName(node),
             items: vec![Item {
@@ -521,8 +597,8 @@ async fn publish_item(
             }],
         },
         publish_options: None,
-    };
-    result(id, to, me, Some(answer.into()))
+    }
+    .into()
 }
 
 async fn owner_request(
@@ -576,6 +652,9 @@ async fn owner_request(
             let name = node.0.clone();
             let event = EventPayload::Delete { node, redirect: None };
             notify(c2s, own, &name, &access, event).await;
+            if name == crate::private::BOOKMARKS {
+                crate::private::bookmarks_changed(c2s, own).await;
+            }
             result(id, to, me, None)
         }
         _ => error(id, to, me, ErrorType::Cancel, Condition::FeatureNotImplemented, None),
@@ -693,8 +772,9 @@ pub async fn sync_bookmarks(c2s: &C2s, owner: &str, wanted: Vec<(String, Element
 
 /// Notify followers of `node` of a new item the server itself published for `owner`.
 pub async fn announce(c2s: &C2s, owner: &str, node: &str, item_id: &str, payload: Element) {
-    let access = match c2s.core.store.pep_node(owner, node).await {
-        Ok(Some(n)) => n.access_model,
+    let access = match (view_config(node), c2s.core.store.pep_node(owner, node).await) {
+        (Some(fixed), _) => fixed.access,
+        (None, Ok(Some(n))) => n.access_model,
         _ => Config::default().access,
     };
     notify(
@@ -743,9 +823,14 @@ pub async fn send_last_items_of(c2s: &C2s, full: &FullJid, owner: &str) {
         return;
     }
     let mut nodes = c2s.core.store.pep_nodes(owner).await.unwrap_or_default();
-    // The avatar metadata node is there for everyone (a view of the profile).
+    // The avatar metadata node is there for everyone (a view of the profile), and so is the
+    // old bookmarks node, always as configured here.
     if !nodes.iter().any(|n| n.node == crate::avatar::METADATA) {
         nodes.push(Config::default().node(owner, crate::avatar::METADATA));
+    }
+    nodes.retain(|n| view_config(&n.node).is_none());
+    if let Some(fixed) = view_config(crate::private::BOOKMARKS_OLD) {
+        nodes.push(fixed.node(owner, crate::private::BOOKMARKS_OLD));
     }
     for node in nodes {
         if !c2s.router.session_has(full, &format!("{}+notify", node.node))
@@ -753,15 +838,15 @@ pub async fn send_last_items_of(c2s: &C2s, full: &FullJid, owner: &str) {
         {
             continue;
         }
-        let last = if crate::avatar::is_avatar_node(&node.node) {
-            crate::avatar::items(c2s, owner, &node.node).await.pop()
-        } else {
-            c2s.core
+        let last = match view_items(c2s, owner, &node.node).await {
+            Some(items) => items.into_iter().next(),
+            None => c2s
+                .core
                 .store
                 .pep_items(owner, &node.node, 1)
                 .await
                 .ok()
-                .and_then(|mut v| v.pop())
+                .and_then(|mut v| v.pop()),
         };
         let Some(last) = last else {
             continue;
@@ -790,7 +875,8 @@ pub async fn disco_items(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<Iq> {
     let requester = full.node().map(|n| n.as_str());
     let mut items = Vec::new();
     for node in c2s.core.store.pep_nodes(owner).await.unwrap_or_default() {
-        if may_read(c2s, owner, &node.access_model, requester).await {
+        let access = view_config(&node.node).map_or(node.access_model, |fixed| fixed.access);
+        if may_read(c2s, owner, &access, requester).await {
             items.push(DiscoItem {
                 jid: to.clone(),
                 node: Some(node.node),

@@ -1,22 +1,33 @@
 //! XEP-0049 private XML storage, and XEP-0402 §5.3 bookmark compatibility: `storage:bookmarks`
-//! kept there (XEP-0048) is a view of the account's `urn:xmpp:bookmarks:1` PEP node, so an old
-//! client and a new one see the same rooms. Other namespaces are kept as they are, in the
-//! account's data (`org.estuary.xmpp.private`), never shown to anyone else.
+//! (XEP-0048), kept there or published to the PEP node of that name (XEP-0048 §3, XEP-0223),
+//! is a view of the account's `urn:xmpp:bookmarks:1` PEP node, so old clients and new ones see
+//! the same rooms. Other namespaces are kept as they are, in the account's data
+//! (`org.estuary.xmpp.private`), never shown to anyone else.
 
 use serde_json::{Value, json};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::minidom::rxml::xml_ncname;
 use xmpp_parsers::iq::Iq;
-use xmpp_parsers::jid::{FullJid, Jid};
+use xmpp_parsers::jid::{BareJid, FullJid, Jid};
 use xmpp_parsers::stanza_error::{DefinedCondition as Condition, ErrorType};
 
 use crate::c2s::{C2s, error_reply};
 
 pub const NS: &str = "jabber:iq:private";
-const BOOKMARKS_OLD: &str = "storage:bookmarks";
+/// XEP-0048: the old bookmarks element, and the PEP node old clients publish it to.
+pub const BOOKMARKS_OLD: &str = "storage:bookmarks";
+/// XEP-0048 §3 (after XEP-0223): the id of the one item of the `storage:bookmarks` node.
+pub const CURRENT: &str = "current";
 pub const BOOKMARKS: &str = "urn:xmpp:bookmarks:1";
-/// XEP-0402 §5.3: advertised on the account when the two are kept in sync.
-pub const BOOKMARKS_COMPAT: &str = "urn:xmpp:bookmarks:1#compat";
+/// What the account advertises for bookmarks: XEP-0402 §5.3 `#compat` (private XML kept in
+/// sync) and `#compat-pep` (the `storage:bookmarks` PEP node too), and XEP-0411's feature
+/// (deprecated, but some clients look for it before they use the PEP node; Prosody
+/// advertises it as well).
+pub const FEATURES: &[&str] = &[
+    "urn:xmpp:bookmarks:1#compat",
+    "urn:xmpp:bookmarks:1#compat-pep",
+    "urn:xmpp:bookmarks-conversion:0",
+];
 const ACCOUNT_DATA: &str = "org.estuary.xmpp.private";
 
 /// Answer a private-storage IQ (to the account itself); None if the IQ is not one.
@@ -47,7 +58,7 @@ pub async fn handle_iq(c2s: &C2s, iq: &Iq, full: &FullJid) -> Option<Iq> {
     }
     let stored = if ns == BOOKMARKS_OLD {
         if set {
-            if set_bookmarks(c2s, localpart, child).await.is_err() {
+            if storage_written(c2s, localpart, child).await.is_err() {
                 return err(ErrorType::Wait, Condition::InternalServerError);
             }
             None
@@ -103,8 +114,9 @@ async fn put(c2s: &C2s, localpart: &str, ns: &str, el: Option<&Element>) -> Resu
 }
 
 /// `storage:bookmarks` from the XEP-0402 items (conferences), with whatever else the old
-/// element held (URLs) kept as it was stored.
-async fn bookmarks(c2s: &C2s, localpart: &str) -> Element {
+/// element held (URLs) kept as it was stored: what private XML storage answers, and the
+/// `current` item of the PEP node `storage:bookmarks`.
+pub(crate) async fn bookmarks(c2s: &C2s, localpart: &str) -> Element {
     let mut storage = Element::builder("storage", BOOKMARKS_OLD);
     if let Some(rest) = get(c2s, localpart, BOOKMARKS_OLD).await {
         storage = storage.append_all(rest.children().filter(|c| c.name() != "conference").cloned());
@@ -126,9 +138,10 @@ async fn bookmarks(c2s: &C2s, localpart: &str) -> Element {
     storage.build()
 }
 
-/// A `storage:bookmarks` written the old way: its conferences become the XEP-0402 items
-/// (added, changed, removed), the rest (URLs) is kept as it came.
-async fn set_bookmarks(c2s: &C2s, localpart: &str, storage: &Element) -> Result<(), ()> {
+/// A `storage:bookmarks` written the old way (private XML, or the PEP node of that name): its
+/// conferences become the XEP-0402 items (added, changed, removed), the rest (URLs) is kept
+/// as it came.
+pub(crate) async fn storage_written(c2s: &C2s, localpart: &str, storage: &Element) -> Result<(), ()> {
     let mut wanted = Vec::new();
     for conference in storage.children().filter(|c| c.is("conference", BOOKMARKS_OLD)) {
         let Some(jid) = conference.attr("jid") else { continue };
@@ -138,7 +151,30 @@ async fn set_bookmarks(c2s: &C2s, localpart: &str, storage: &Element) -> Result<
         .append_all(storage.children().filter(|c| c.name() != "conference").cloned())
         .build();
     put(c2s, localpart, BOOKMARKS_OLD, Some(&rest)).await?;
-    crate::pep::sync_bookmarks(c2s, localpart, wanted).await
+    crate::pep::sync_bookmarks(c2s, localpart, wanted).await?;
+    bookmarks_changed(c2s, localpart).await;
+    Ok(())
+}
+
+/// The one place that follows a change of the account's bookmarks, however it was made
+/// (XEP-0402 items, private XML, the `storage:bookmarks` node): the sessions that follow
+/// `storage:bookmarks` get its new `current` item (XEP-0411 §3; the node is the owner's
+/// alone). The private XML view is built when read, so it needs nothing here; the XEP-0402
+/// items were brought in line by `storage_written` when the old form was written.
+pub(crate) async fn bookmarks_changed(c2s: &C2s, localpart: &str) {
+    let storage = bookmarks(c2s, localpart).await;
+    crate::pep::announce(c2s, localpart, BOOKMARKS_OLD, CURRENT, storage).await;
+}
+
+/// Whether a payload published to the `storage:bookmarks` node is one (XEP-0048 §3.1): a
+/// `<storage xmlns='storage:bookmarks'/>` whose conferences each name a room by a bare JID
+/// (it becomes the id of their XEP-0402 item).
+pub(crate) fn is_storage(payload: &Element) -> bool {
+    payload.is("storage", BOOKMARKS_OLD)
+        && payload
+            .children()
+            .filter(|c| c.is("conference", BOOKMARKS_OLD))
+            .all(|c| c.attr("jid").is_some_and(|jid| BareJid::new(jid).is_ok()))
 }
 
 /// A `<conference/>` of one bookmark namespace in the other: name, autojoin, nick, password
