@@ -320,6 +320,7 @@ async def main(a):
     # A room created from XMPP, joined from Matrix.
     pres, _, _, _ = await cmuc.join_muc_wait(f"newroom@{MUC}", "Carol", timeout=20)
     check(201 in statuses(pres) and pres["muc"]["affiliation"] == "owner", "carol creates newroom (201) as owner")
+    await cmuc.set_room_config(f"newroom@{MUC}", carol.plugin["xep_0004"].make_form(ftype="submit"))
     r = await alice.join("#newroom:localhost")
     check(getattr(r, "room_id", None), "alice joins #newroom:localhost over Matrix")
     newroom_id = r.room_id

@@ -76,3 +76,26 @@ async fn presence_cross_protocol(backend: Backend) {
 }
 
 both_backends!(presence_cross_protocol);
+
+async fn muc_rooms(backend: Backend) {
+    cross_protocol(
+        backend,
+        "muc_rooms.py",
+        &[
+            "a locked room is item-not-found to others",
+            "a reserved room opens once its form is submitted: bob joins",
+            "an instant room (an empty form) is open",
+            "and frees its name",
+            "a visitor's message is refused",
+            "the moderator list",
+            "an admin's moderator role cannot be revoked (not-allowed)",
+            "bob's private message reaches carol",
+            "a private message to a Matrix member is a DM invitation from bob",
+            "bob's next session gets the invitation (XEP-0249)",
+            "declining (§7.8.2) rejects the Matrix invitation",
+        ],
+    )
+    .await;
+}
+
+both_backends!(muc_rooms);

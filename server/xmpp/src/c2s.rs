@@ -985,7 +985,7 @@ pub(crate) async fn handle_stanza(c2s: &C2s, el: Element, full: &FullJid, domain
 }
 
 /// Route a message between local sessions. Returns the error stanza to bounce, if any.
-async fn route_message(c2s: &C2s, mut msg: Message, sender: &FullJid) -> Option<Element> {
+pub(crate) async fn route_message(c2s: &C2s, mut msg: Message, sender: &FullJid) -> Option<Element> {
     // RFC 6120 §10.3.1: no 'to' means the account's own bare JID.
     let to = msg.to.get_or_insert_with(|| sender.to_bare().into()).clone();
     let local = to.domain().as_str().eq_ignore_ascii_case(&c2s.domain);

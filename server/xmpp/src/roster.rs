@@ -269,6 +269,9 @@ async fn broadcast(c2s: &C2s, full: &FullJid, presence: Presence) {
         crate::offline::deliver(c2s, full).await;
     }
     if initial {
+        crate::muc::pending_invitations(c2s, full).await;
+    }
+    if initial {
         let me: Jid = full.clone().into();
         for item in &items {
             let Ok(contact) = BareJid::new(&item.contact) else {

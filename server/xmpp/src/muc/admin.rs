@@ -146,10 +146,8 @@ async fn admin_set(c2s: &C2s, full: &FullJid, room_id: &str, query: &Element) ->
                 member["membership"] = json!("leave");
                 send_state(c2s, full, room_id, "m.room.member", &user, member).await?;
             }
-            (Some(_), None) => {
-                // Voice and moderator grants would be power levels below an affiliation's;
-                // not mapped yet.
-                return Err(Refusal(ErrorType::Cancel, Condition::FeatureNotImplemented));
+            (Some(role @ ("participant" | "visitor" | "moderator")), None) => {
+                set_role(c2s, full, room_id, &user, role).await?;
             }
             (None, Some("outcast")) => {
                 member["membership"] = json!("ban");
@@ -194,9 +192,69 @@ async fn admin_set(c2s: &C2s, full: &FullJid, room_id: &str, query: &Element) ->
     Ok(())
 }
 
+/// §8.3-§8.8: voice and moderator grants as power levels. A moderator is whoever may kick, a
+/// participant whoever may send messages; so granting moderator raises the user to the kick
+/// level (with Matrix's default levels that is also the admin affiliation), granting voice to
+/// the level messages need, and revoking voice sets it just below. Admins and owners keep
+/// their roles (§8.4, §8.6: not-allowed).
+async fn set_role(c2s: &C2s, full: &FullJid, room_id: &str, user: &str, role: &str) -> Result<(), Refusal> {
+    let levels = c2s.core.rooms.power_levels(room_id).await?;
+    let level = levels.user(user);
+    let kick = levels.get("kick", 50);
+    let send = super::send_level(&levels.0);
+    let protected = level >= 50 && role != "moderator";
+    if protected {
+        return Err(Refusal(ErrorType::Cancel, Condition::NotAllowed));
+    }
+    let wanted = match role {
+        "moderator" => level.max(kick),
+        "participant" if level >= kick || level < send => send,
+        "visitor" if level >= send => send - 1,
+        _ => level,
+    };
+    if wanted == level {
+        return Ok(());
+    }
+    let mut content = levels.0;
+    if wanted == content["users_default"].as_i64().unwrap_or(0) {
+        if let Some(users) = content["users"].as_object_mut() {
+            users.remove(user);
+        }
+    } else {
+        content["users"][user] = json!(wanted);
+    }
+    send_state(c2s, full, room_id, "m.room.power_levels", "", content).await
+}
+
+/// §8.5, §8.7: the occupants with a role (voice list: participants; moderator list).
+async fn role_list(c2s: &C2s, room_id: &str, wanted: &str) -> Result<Option<Element>, Refusal> {
+    let levels = c2s.core.rooms.power_levels(room_id).await?;
+    let members = c2s.core.rooms.members(room_id).await?;
+    let mut out = Element::builder("query", NS_ADMIN);
+    for (user, (membership, event)) in members.iter() {
+        let role = super::standing(&levels.0, user).1;
+        if membership != "join" || role != wanted {
+            continue;
+        }
+        let mut item = Element::builder("item", NS_ADMIN)
+            .attr(xml_ncname!("role").to_owned(), role)
+            .attr(xml_ncname!("nick").to_owned(), super::event_nick(user, event));
+        if let Some((local, server)) = user.strip_prefix('@').and_then(|u| u.split_once(':'))
+            && server == c2s.core.config.server_name
+        {
+            item = item.attr(xml_ncname!("jid").to_owned(), crate::bare_jid(local, &c2s.domain));
+        }
+        out = out.append(item.build());
+    }
+    Ok(Some(out.build()))
+}
+
 /// §9.5, §10.5: the users with an affiliation.
 async fn affiliation_list(c2s: &C2s, room_id: &str, query: &Element) -> Result<Option<Element>, Refusal> {
     let item = query.get_child("item", NS_ADMIN).ok_or_else(bad_request)?;
+    if let Some(role @ ("moderator" | "participant")) = item.attr("role") {
+        return role_list(c2s, room_id, role).await;
+    }
     let wanted = item.attr("affiliation").ok_or_else(bad_request)?;
     let levels = c2s.core.rooms.power_levels(room_id).await?;
     let members = c2s.core.rooms.members(room_id).await?;
@@ -208,15 +266,7 @@ async fn affiliation_list(c2s: &C2s, room_id: &str, query: &Element) -> Result<O
             .collect(),
         "owner" | "admin" | "member" => members
             .iter()
-            .filter(|(u, (m, _))| {
-                let level = levels.user(u);
-                let a = match level {
-                    l if l >= 100 => "owner",
-                    l if l >= 50 => "admin",
-                    _ => "member",
-                };
-                a == wanted && matches!(m.as_str(), "join" | "invite")
-            })
+            .filter(|(u, (m, _))| super::standing(&levels.0, u).0 == wanted && matches!(m.as_str(), "join" | "invite"))
             .map(|(u, _)| u)
             .collect(),
         _ => return Err(bad_request()),
@@ -263,8 +313,13 @@ fn boolean(b: bool) -> &'static str {
 /// §10.2: the configuration form, filled with the room's state.
 async fn config_form(c2s: &C2s, full: &FullJid, room_id: &str) -> Result<Element, Refusal> {
     require_owner(c2s, full, room_id).await?;
-    let state = RoomState::read(&c2s.core, room_id).await?;
-    let published = c2s.core.rooms.room(room_id).await?.is_some_and(|r| r.published);
+    let mut state = RoomState::read(&c2s.core, room_id).await?;
+    let mut published = c2s.core.rooms.room(room_id).await?.is_some_and(|r| r.published);
+    if c2s.muc.is_locked(room_id).is_some() {
+        // A new room's form offers what it will be: open and listed, unless changed.
+        state.join_rule = "public".into();
+        published = true;
+    }
     let mut form = DataForm::new(DataFormType::Form, CONFIG_FORM, vec![]);
     form.title = Some("Room configuration".into());
     form.fields = vec![
@@ -305,9 +360,34 @@ async fn config_form(c2s: &C2s, full: &FullJid, room_id: &str) -> Result<Element
 }
 
 /// §10.1.2-§10.2: a submitted form (an empty one accepts the defaults: an instant room), or a
-/// cancelled one.
+/// cancelled one. A new room (locked) opens once its form is submitted; cancelling its first
+/// configuration destroys it (§10.1.3) as far as Matrix allows.
 async fn owner_set(c2s: &C2s, full: &FullJid, room_id: &str, query: &Element) -> Result<(), Refusal> {
     require_owner(c2s, full, room_id).await?;
+    let locked = c2s.muc.is_locked(room_id).is_some();
+    owner_form(c2s, full, room_id, query, locked).await?;
+    if locked {
+        c2s.muc.unlock(room_id);
+    }
+    Ok(())
+}
+
+/// A new room whose owner cancelled its configuration: its alias is freed, it leaves the room
+/// directory, and the owner leaves it (a Matrix room cannot be deleted).
+async fn destroy_new(c2s: &C2s, full: &FullJid, room_id: &str) -> Result<(), Refusal> {
+    let store = &c2s.core.store;
+    if let Some(alias) = RoomState::read(&c2s.core, room_id).await?.alias {
+        store.delete_alias(&alias).await.map_err(CoreError::from)?;
+    }
+    store
+        .set_room_published(room_id, false)
+        .await
+        .map_err(CoreError::from)?;
+    let user = user_of(c2s, full).ok_or_else(bad_request)?;
+    send_membership(c2s, full, room_id, user.as_str(), "leave").await
+}
+
+async fn owner_form(c2s: &C2s, full: &FullJid, room_id: &str, query: &Element, locked: bool) -> Result<(), Refusal> {
     if query.get_child("destroy", NS_OWNER).is_some() {
         // A Matrix room cannot be destroyed; its members can leave it.
         return Err(Refusal(ErrorType::Cancel, Condition::NotAllowed));
@@ -317,7 +397,11 @@ async fn owner_set(c2s: &C2s, full: &FullJid, room_id: &str, query: &Element) ->
         .ok_or_else(bad_request)?;
     let form = DataForm::try_from(x.clone()).map_err(|_| bad_request())?;
     if form.type_ == DataFormType::Cancel {
-        return Ok(());
+        return if locked {
+            destroy_new(c2s, full, room_id).await
+        } else {
+            Ok(())
+        };
     }
     if form.type_ != DataFormType::Submit {
         return Err(bad_request());
@@ -330,6 +414,8 @@ async fn owner_set(c2s: &C2s, full: &FullJid, room_id: &str, query: &Element) ->
             .map(|f| f.values.first().cloned().unwrap_or_default())
     };
     let truth = |v: String| matches!(v.as_str(), "1" | "true");
+    // A new room takes the defaults for what the form leaves out: open and listed.
+    let defaults = |v: Option<bool>, default: bool| v.or(locked.then_some(default));
     if value("muc#roomconfig_persistentroom").map(truth) == Some(false) {
         // Matrix rooms always persist.
         return Err(Refusal(ErrorType::Modify, Condition::NotAcceptable));
@@ -344,7 +430,7 @@ async fn owner_set(c2s: &C2s, full: &FullJid, room_id: &str, query: &Element) ->
     {
         send_state(c2s, full, room_id, "m.room.topic", "", json!({ "topic": desc })).await?;
     }
-    if let Some(members_only) = value("muc#roomconfig_membersonly").map(truth) {
+    if let Some(members_only) = defaults(value("muc#roomconfig_membersonly").map(truth), false) {
         let rule = if members_only { "invite" } else { "public" };
         if rule != state.join_rule {
             send_state(
@@ -358,7 +444,7 @@ async fn owner_set(c2s: &C2s, full: &FullJid, room_id: &str, query: &Element) ->
             .await?;
         }
     }
-    if let Some(public) = value("muc#roomconfig_publicroom").map(truth) {
+    if let Some(public) = defaults(value("muc#roomconfig_publicroom").map(truth), true) {
         c2s.core
             .store
             .set_room_published(room_id, public)

@@ -19,6 +19,7 @@ pub(crate) mod pump;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use estuary_core::rooms::create::{CreateRoom, Preset};
 use estuary_core::rooms::{EventTemplate, Members, Pdu};
@@ -47,6 +48,8 @@ pub const NS_MODERATE: &str = "urn:xmpp:message-moderate:1";
 /// message: the session's resource, the stanza's id and origin-id), so that the reflected
 /// copy carries the ids the client gave it.
 pub(crate) const XMPP_DEVICE: &str = "xmpp";
+/// How long a room created from XMPP waits for its owner's configuration (Prosody: 300 s).
+const LOCK_TIMEOUT: Duration = Duration::from_secs(300);
 /// Longest nick accepted (Synapse's limit on display names is 256).
 const MAX_NICK: usize = 256;
 
@@ -56,6 +59,9 @@ pub struct Muc {
     tx: mpsc::UnboundedSender<pump::Command>,
     /// Occupant sessions: full JID -> room IDs. Written by the pump only.
     occupied: Arc<Mutex<HashMap<FullJid, HashSet<String>>>>,
+    /// Rooms created from XMPP that their owner has not configured yet (§10.1.1): room ID ->
+    /// (owner, since). Only the owner may join until it has.
+    locked: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl Muc {
@@ -67,7 +73,30 @@ impl Muc {
             domain: core.config.xmpp.muc_domain.clone(),
             tx,
             occupied,
+            locked: Mutex::default(),
         }
+    }
+
+    fn locks(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Instant)>> {
+        self.locked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the room waits for its owner to configure it (a lock lapses after
+    /// [`LOCK_TIMEOUT`]; the room then stays as it was made: members-only and unlisted).
+    pub(crate) fn is_locked(&self, room_id: &str) -> Option<String> {
+        let mut locks = self.locks();
+        match locks.get(room_id) {
+            Some((owner, since)) if since.elapsed() < LOCK_TIMEOUT => Some(owner.clone()),
+            Some(_) => {
+                locks.remove(room_id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub(crate) fn unlock(&self, room_id: &str) {
+        self.locks().remove(room_id);
     }
 
     /// Whether a stanza to `to` is the MUC service's.
@@ -81,6 +110,17 @@ impl Muc {
             .unwrap_or_else(|p| p.into_inner())
             .get(full)
             .is_some_and(|rooms| rooms.contains(room_id))
+    }
+
+    /// The sessions of account `localpart` that are occupants of the room.
+    fn occupant_sessions(&self, localpart: &str, room_id: &str) -> Vec<FullJid> {
+        self.occupied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(full, rooms)| full.node().is_some_and(|n| n.as_str() == localpart) && rooms.contains(room_id))
+            .map(|(full, _)| full.clone())
+            .collect()
     }
 
     fn send(&self, command: pump::Command) {
@@ -117,6 +157,34 @@ pub(crate) fn member_nick(user_id: &str, content: &Value) -> String {
             .unwrap_or(user_id)
             .to_owned(),
     }
+}
+
+/// The power level messages need in a room (its power levels' content).
+pub(crate) fn send_level(levels: &Value) -> i64 {
+    levels["events"]["m.room.message"]
+        .as_i64()
+        .unwrap_or_else(|| levels["events_default"].as_i64().unwrap_or(0))
+}
+
+/// XEP-0045 affiliation and role of a member, from the power levels: 100 owner, 50 admin,
+/// else member; a moderator can kick, a participant can send messages, a visitor cannot.
+pub(crate) fn standing(levels: &Value, user: &str) -> (&'static str, &'static str) {
+    let level = levels["users"][user]
+        .as_i64()
+        .unwrap_or_else(|| levels["users_default"].as_i64().unwrap_or(0));
+    let affiliation = match level {
+        l if l >= 100 => "owner",
+        l if l >= 50 => "admin",
+        _ => "member",
+    };
+    let role = if level >= levels["kick"].as_i64().unwrap_or(50) {
+        "moderator"
+    } else if level >= send_level(levels) {
+        "participant"
+    } else {
+        "visitor"
+    };
+    (affiliation, role)
 }
 
 /// The nick a member's latest member event gives it.
@@ -258,9 +326,10 @@ async fn join(
     let room_id = match resolve(c2s, &target).await.map_err(internal)? {
         Some(room_id) => room_id,
         None => {
-            // §10.1: joining a room that does not exist creates it (an alias JID only). Open,
-            // listed, unencrypted: what an XMPP client creating a room expects by default; it
-            // configures it after.
+            // §10.1: joining a room that does not exist creates it (an alias JID only), locked
+            // (members-only and unlisted) until the owner accepts the defaults (an instant
+            // room: open, listed, unencrypted, what an XMPP client expects) or submits its
+            // configuration (a reserved room).
             let Target::Alias(alias) = target else {
                 return Err(not_found());
             };
@@ -273,15 +342,22 @@ async fn join(
                 topic: None,
                 invite: vec![],
                 is_direct: false,
-                initial_state: vec![],
+                initial_state: vec![EventTemplate::state(
+                    "m.room.join_rules",
+                    "",
+                    json!({ "join_rule": "invite" }),
+                )],
                 alias: Some(alias),
                 power_level_content_override: None,
                 creation_content: None,
-                publish: true,
+                publish: false,
                 encrypt: false,
             };
             match core.rooms.create_room(req).await {
                 Ok(id) => {
+                    c2s.muc
+                        .locks()
+                        .insert(id.to_string(), (user.to_string(), Instant::now()));
                     created = true;
                     after = core.rooms.current_position();
                     id.to_string()
@@ -298,6 +374,14 @@ async fn join(
         }
     };
     if !created {
+        if c2s.muc.is_locked(&room_id).is_some_and(|owner| owner != user.as_str()) {
+            // §10.1.1: nobody else enters before the owner configured the room.
+            return Err(stanza_error(
+                ErrorType::Cancel,
+                Condition::ItemNotFound,
+                Some("the room is locked until its owner configures it"),
+            ));
+        }
         let members = core.rooms.members(&room_id).await.map_err(internal)?;
         if joined_with_nick(&members, nick, Some(user.as_str())).is_some() {
             return Err(stanza_error(
@@ -399,6 +483,51 @@ pub(crate) async fn leave_room(core: &Core, room_id: &str, user_id: &str) {
     }
 }
 
+/// The Matrix invitations an account has not answered, as XEP-0249 invitations to a session
+/// that just came online (the pump told only the sessions online at the time).
+pub(crate) async fn pending_invitations(c2s: &C2s, full: &FullJid) {
+    let Some(user) = user_of(c2s, full) else { return };
+    let core = &c2s.core;
+    let Ok(memberships) = core.store.memberships(user.as_str()).await else {
+        return;
+    };
+    let to: Jid = full.clone().into();
+    for m in memberships.iter().filter(|m| m.membership == "invite") {
+        if let Ok(Some(e)) = core.store.event(&m.event_id).await
+            && let Some(invitation) = pump::invitation(c2s, &e, &to).await
+        {
+            c2s.router.deliver(&to, &invitation);
+        }
+    }
+}
+
+/// §7.8.2 (decline): the session's account turns down its Matrix invitation to the room.
+async fn decline(c2s: &C2s, full: &FullJid, room_jid: &BareJid) -> Result<(), StanzaError> {
+    let not_found = || {
+        stanza_error(
+            ErrorType::Cancel,
+            Condition::ItemNotFound,
+            Some("no invitation to decline"),
+        )
+    };
+    let room_id = match target_of(c2s, room_jid) {
+        Some(t) => resolve(c2s, &t).await.ok().flatten().ok_or_else(not_found)?,
+        None => return Err(not_found()),
+    };
+    let user = user_of(c2s, full).ok_or_else(not_found)?;
+    let core = &c2s.core;
+    if core.rooms.membership(&room_id, &user).await.ok().flatten().as_deref() != Some("invite") {
+        return Err(not_found());
+    }
+    let room = ruma::RoomId::parse(&room_id).map_err(|_| not_found())?;
+    let template = EventTemplate::state("m.room.member", user.as_str(), json!({ "membership": "leave" }));
+    core.rooms.send(&room, &user, template, None).await.map_err(|e| {
+        tracing::warn!(error = %e, "declining an invitation failed");
+        stanza_error(ErrorType::Wait, Condition::InternalServerError, None)
+    })?;
+    Ok(())
+}
+
 pub(crate) fn bounce(msg: Message, error: StanzaError) -> Message {
     let mut b = msg;
     std::mem::swap(&mut b.from, &mut b.to);
@@ -471,18 +600,16 @@ async fn handle_message(c2s: &C2s, full: &FullJid, msg: Message) -> Option<Messa
                 return Some(bounce(msg, e));
             }
         }
+        if x.children().any(|c| c.is("decline", NS_USER))
+            && let Err(e) = decline(c2s, full, &to.to_bare()).await
+        {
+            return Some(bounce(msg, e));
+        }
         return None;
     }
-    if to.resource().is_some() {
-        // Private messages between occupants are not there yet.
-        return Some(bounce(
-            msg,
-            stanza_error(
-                ErrorType::Cancel,
-                Condition::FeatureNotImplemented,
-                Some("private messages in rooms are not supported yet"),
-            ),
-        ));
+    if let Some(nick) = to.resource() {
+        let nick = nick.as_str().to_owned();
+        return private_message(c2s, full, msg, &nick).await;
     }
     if msg.type_ != MessageType::Groupchat {
         return Some(bounce(
@@ -575,6 +702,82 @@ async fn handle_message(c2s: &C2s, full: &FullJid, msg: Message) -> Option<Messa
             }
         };
         return Some(bounce(msg, error));
+    }
+    None
+}
+
+/// §7.5: a private message to the occupant `nick`, from an occupant. It reaches the occupant's
+/// sessions in the room, from the sender's occupant JID; a member with no session in the room
+/// (on Matrix only, say) gets it as a 1:1 chat message from the sender's account instead, in
+/// the DM room of the two.
+async fn private_message(c2s: &C2s, full: &FullJid, msg: Message, nick: &str) -> Option<Message> {
+    let refuse = |msg, type_, condition, text| Some(bounce(msg, stanza_error(type_, condition, text)));
+    if msg.type_ == MessageType::Groupchat {
+        return refuse(
+            msg,
+            ErrorType::Modify,
+            Condition::BadRequest,
+            Some("a groupchat message goes to the room, not to an occupant"),
+        );
+    }
+    let room_jid = msg.to.as_ref().map(Jid::to_bare)?;
+    let room_id = match target_of(c2s, &room_jid) {
+        Some(t) => resolve(c2s, &t).await.ok().flatten(),
+        None => None,
+    };
+    let Some(room_id) = room_id else {
+        return refuse(msg, ErrorType::Cancel, Condition::ItemNotFound, Some("no such room"));
+    };
+    let Some(own_nick) = occupant_nick(c2s, full, &room_id).await else {
+        return refuse(
+            msg,
+            ErrorType::Modify,
+            Condition::NotAcceptable,
+            Some("only occupants send private messages"),
+        );
+    };
+    let members = c2s.core.rooms.members(&room_id).await.ok()?;
+    let Some(target) = joined_with_nick(&members, nick, None).cloned() else {
+        return refuse(
+            msg,
+            ErrorType::Cancel,
+            Condition::ItemNotFound,
+            Some("no occupant has that nick"),
+        );
+    };
+    let Some(localpart) = target
+        .strip_prefix('@')
+        .and_then(|u| u.strip_suffix(&format!(":{}", c2s.core.config.server_name)))
+    else {
+        return refuse(
+            msg,
+            ErrorType::Cancel,
+            Condition::FeatureNotImplemented,
+            Some("private messages to members of other servers need federation"),
+        );
+    };
+    let sessions = c2s.muc.occupant_sessions(localpart, &room_id);
+    if sessions.is_empty() {
+        let Ok(account) = BareJid::new(&crate::bare_jid(localpart, &c2s.domain)) else {
+            return None;
+        };
+        let mut chat = msg;
+        chat.to = Some(account.into());
+        chat.type_ = MessageType::Chat;
+        let bounced = crate::c2s::route_message(c2s, chat, full).await?;
+        return Message::try_from(bounced).ok();
+    }
+    let Ok(from) = Jid::new(&format!("{room_jid}/{own_nick}")) else {
+        return None;
+    };
+    let mut private = msg;
+    private.from = Some(from);
+    private.payloads.retain(|p| !p.is("x", NS_USER));
+    private.payloads.push(Element::builder("x", NS_USER).build());
+    for session in sessions {
+        let mut m = private.clone();
+        m.to = Some(session.clone().into());
+        c2s.router.deliver(&session.into(), &m.into());
     }
     None
 }

@@ -21,6 +21,45 @@ use xmpp_parsers::ns;
 use super::{NS_MODERATE, NS_OCCUPANT_ID, NS_SID, NS_USER, XMPP_DEVICE, member_nick};
 use crate::c2s::C2s;
 
+/// A Matrix invite (member event `e`) as a XEP-0249 direct invitation to `to`, from the
+/// inviter; None for what is not one (a DM's invitation is its messages, see `direct`) or an
+/// inviter of another server.
+pub(crate) async fn invitation(c2s: &C2s, e: &StoredEvent, to: &xmpp_parsers::jid::Jid) -> Option<Element> {
+    let content = Pdu::from_stored(e).ok()?.content_value();
+    if content["membership"] != "invite" || content["is_direct"] == Value::Bool(true) {
+        return None;
+    }
+    let core = &c2s.core;
+    let (local, server) = e.sender.strip_prefix('@')?.split_once(':')?;
+    if server != core.config.server_name {
+        return None;
+    }
+    let from = crate::bare_jid(local, &c2s.domain);
+    let alias = super::RoomState::read(core, &e.room_id)
+        .await
+        .ok()
+        .and_then(|s| s.alias);
+    let node = super::jid::node_for(&e.room_id, alias.as_deref(), &core.config.server_name);
+    let room = format!("{node}@{}", c2s.muc.domain);
+    let mut x = Element::builder("x", "jabber:x:conference").attr(xml_ncname!("jid").to_owned(), room.as_str());
+    if let Some(reason) = content["reason"].as_str() {
+        x = x.attr(xml_ncname!("reason").to_owned(), reason);
+    }
+    Some(
+        Element::builder("message", ns::JABBER_CLIENT)
+            .attr(xml_ncname!("from").to_owned(), from.as_str())
+            .attr(xml_ncname!("to").to_owned(), to.to_string())
+            .attr(xml_ncname!("id").to_owned(), e.event_id.as_str())
+            .append(
+                Element::builder("body", ns::JABBER_CLIENT)
+                    .append(format!("{from} invites you to the room {room}"))
+                    .build(),
+            )
+            .append(x.build())
+            .build(),
+    )
+}
+
 /// Reactions remembered per room (see `Room::reacted`).
 const REMEMBERED_REACTIONS: usize = 10_000;
 /// Rooms whose DM-ness is remembered.
@@ -128,33 +167,9 @@ impl Room {
         }
     }
 
-    fn level(&self, user: &str) -> i64 {
-        self.levels["users"][user]
-            .as_i64()
-            .unwrap_or_else(|| self.levels["users_default"].as_i64().unwrap_or(0))
-    }
-
-    /// XEP-0045 affiliation and role of a member, from the power levels: 100 owner, 50 admin,
-    /// else member; a moderator can kick, a participant can send messages, a visitor cannot.
+    /// XEP-0045 affiliation and role of a member (see [`super::standing`]).
     fn standing(&self, user: &str) -> (&'static str, &'static str) {
-        let level = self.level(user);
-        let affiliation = match level {
-            l if l >= 100 => "owner",
-            l if l >= 50 => "admin",
-            _ => "member",
-        };
-        let kick = self.levels["kick"].as_i64().unwrap_or(50);
-        let send = self.levels["events"]["m.room.message"]
-            .as_i64()
-            .unwrap_or_else(|| self.levels["events_default"].as_i64().unwrap_or(0));
-        let role = if level >= kick {
-            "moderator"
-        } else if level >= send {
-            "participant"
-        } else {
-            "visitor"
-        };
-        (affiliation, role)
+        super::standing(&self.levels, user)
     }
 }
 
@@ -484,16 +499,10 @@ impl Pump {
     }
 
     /// A Matrix invite of a local account with XMPP sessions online: a XEP-0249 direct
-    /// invitation to the room's JID, from the inviter.
+    /// invitation to the room's JID, from the inviter. (One with none gets it when a session
+    /// next comes online: `muc::pending_invitations`.)
     async fn invitation(&self, c2s: &C2s, e: &StoredEvent) {
-        let Ok(pdu) = Pdu::from_stored(e) else { return };
-        let content = pdu.content_value();
-        let Some(invitee) = e.state_key.as_deref() else { return };
-        if content["membership"] != "invite" || content["is_direct"] == Value::Bool(true) {
-            // A DM's invitation is its messages (see `direct`).
-            return;
-        }
-        let (Some(to), Some(from)) = (self.real_jid(invitee), self.real_jid(&e.sender)) else {
+        let Some(to) = e.state_key.as_deref().and_then(|i| self.real_jid(i)) else {
             return;
         };
         let Ok(to) = xmpp_parsers::jid::Jid::new(&to) else {
@@ -502,29 +511,10 @@ impl Pump {
         if !c2s.router.has_sessions(&to.to_bare()) {
             return;
         }
-        let alias = super::RoomState::read(&self.core, &e.room_id)
-            .await
-            .ok()
-            .and_then(|s| s.alias);
-        let node = super::jid::node_for(&e.room_id, alias.as_deref(), &self.server_name);
-        let room = format!("{node}@{}", c2s.muc.domain);
-        let mut x = Element::builder("x", "jabber:x:conference").attr(xml_ncname!("jid").to_owned(), room.as_str());
-        if let Some(reason) = content["reason"].as_str() {
-            x = x.attr(xml_ncname!("reason").to_owned(), reason);
+        if let Some(m) = invitation(c2s, e, &to).await {
+            c2s.router
+                .deliver_message(&to, &m, &xmpp_parsers::message::MessageType::Normal, None);
         }
-        let m = Element::builder("message", ns::JABBER_CLIENT)
-            .attr(xml_ncname!("from").to_owned(), from.as_str())
-            .attr(xml_ncname!("to").to_owned(), to.to_string())
-            .attr(xml_ncname!("id").to_owned(), e.event_id.as_str())
-            .append(
-                Element::builder("body", ns::JABBER_CLIENT)
-                    .append(format!("{from} invites you to the room {room}"))
-                    .build(),
-            )
-            .append(x.build())
-            .build();
-        c2s.router
-            .deliver_message(&to, &m, &xmpp_parsers::message::MessageType::Normal, None);
     }
 
     /// XEP-0444: a user's whole set of reactions to `target`, after `e` (leaving out a reaction
