@@ -8,7 +8,6 @@ session, and the user archive (XEP-0313) over the DM rooms with the ids the live
 carried. An OMEMO first message makes an encrypted DM room. Prints ALL OK on success.
 """
 
-import argparse
 import asyncio
 
 import slixmpp
@@ -20,7 +19,7 @@ from nio import RoomCreateResponse, RoomSendResponse
 from nio.api import RoomPreset
 
 from checks import check, scram_client, until
-from matrix_side import ephemeral, events, matrix_event, matrix_login, read_by, typing
+from matrix_side import ephemeral, events, matrix_event, matrix_login, read_by, typing, run_cross
 
 SID = "urn:xmpp:sid:0"
 OMEMO = "eu.siacs.conversations.axolotl"
@@ -247,7 +246,4 @@ def alice_msgs(client):
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser()
-    p.add_argument("--homeserver", required=True)
-    p.add_argument("--port", type=int, required=True)
-    asyncio.run(main(p.parse_args()))
+    run_cross(main)

@@ -1,5 +1,6 @@
 """The Matrix side of the cross-protocol scripts: matrix-nio logins and waits."""
 
+import argparse
 import asyncio
 
 from nio import AsyncClient, LoginResponse
@@ -49,3 +50,11 @@ def typing(user):
 
 def read_by(user, event_id):
     return lambda ev: any(r.user_id == user and r.event_id == event_id for r in getattr(ev, "receipts", []))
+
+
+def run_cross(main):
+    """Run a cross-protocol script's `main(args)` with --homeserver (Matrix) and --port (c2s)."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--homeserver", required=True)
+    p.add_argument("--port", type=int, required=True)
+    asyncio.run(main(p.parse_args()))

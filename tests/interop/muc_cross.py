@@ -11,7 +11,6 @@ Matrix, subject <-> topic both ways, nick change <-> display name (303), kick fr
 invite-only room, nick in use, a message from a non-member. Prints ALL OK on success.
 """
 
-import argparse
 import asyncio
 
 import slixmpp
@@ -23,7 +22,7 @@ from nio import RoomCreateResponse, RoomMessagesResponse, RoomSendResponse
 from nio.api import RoomPreset, RoomVisibility
 
 from checks import check, iq_condition, scram_client, until
-from matrix_side import ephemeral, matrix_event, matrix_login, read_by, typing
+from matrix_side import ephemeral, matrix_event, matrix_login, read_by, typing, run_cross
 
 MUC = "conference.localhost"
 SID = "urn:xmpp:sid:0"
@@ -424,7 +423,4 @@ async def main(a):
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser()
-    p.add_argument("--homeserver", required=True)
-    p.add_argument("--port", type=int, required=True)
-    asyncio.run(main(p.parse_args()))
+    run_cross(main)

@@ -10,7 +10,6 @@ session reaches its next session, and declining it (§7.8.2) rejects the Matrix 
 Prints ALL OK on success.
 """
 
-import argparse
 import asyncio
 
 from slixmpp import JID
@@ -19,7 +18,7 @@ from nio import JoinError, RoomCreateResponse, RoomMessagesResponse
 from nio.api import RoomPreset
 
 from checks import check, iq_condition, until
-from matrix_side import matrix_login
+from matrix_side import matrix_login, run_cross
 from muc_cross import MUC, Xmpp, room_id_jid, statuses
 
 
@@ -187,7 +186,4 @@ async def main(a):
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser()
-    p.add_argument("--homeserver", required=True)
-    p.add_argument("--port", type=int, required=True)
-    asyncio.run(main(p.parse_args()))
+    run_cross(main)

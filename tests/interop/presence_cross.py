@@ -7,7 +7,6 @@ reaches bob, her roster contact, from her bare JID (online, away, offline), and 
 bob logs in again; her XMPP session coming back replaces it. Prints ALL OK on success.
 """
 
-import argparse
 import asyncio
 
 import slixmpp
@@ -17,7 +16,7 @@ from nio import RoomCreateResponse
 from nio.api import RoomPreset
 
 from checks import check, scram_client, until
-from matrix_side import matrix_login
+from matrix_side import matrix_login, run_cross
 
 MUC = "conference.localhost"
 
@@ -123,7 +122,4 @@ async def main(a):
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser()
-    p.add_argument("--homeserver", required=True)
-    p.add_argument("--port", type=int, required=True)
-    asyncio.run(main(p.parse_args()))
+    run_cross(main)

@@ -75,6 +75,16 @@ async def next_event(c, timeout=20):
     return await asyncio.wait_for(c.events.get(), timeout)
 
 
+async def two_kinds(c):
+    """The kinds of the client's next notifications, until two kinds have come (publish and
+    retract, in whichever order)."""
+    kinds = set()
+    while len(kinds) < 2:
+        kind, _ = await next_event(c)
+        kinds.add(kind)
+    return kinds
+
+
 def texts(items_iq):
     return [item["payload"].text for item in items_iq["pubsub"]["items"]]
 
@@ -241,11 +251,7 @@ async def main(a):
     items = await alice.plugin["xep_0060"].get_items(f"alice@{d}", BOOKMARKS)
     ids = [i["id"] for i in items["pubsub"]["items"]]
     check(ids == [f"dev@conference.{d}"], f"a bookmark written the old way replaces the XEP-0402 items: {ids}")
-    kinds = set()
-    while len(kinds) < 2:
-        kind, _ = await next_event(alice)
-        kinds.add(kind)
-    check(kinds == {"publish", "retract"}, "and alice's sessions hear of the change")
+    check(await two_kinds(alice) == {"publish", "retract"}, "and alice's sessions hear of the change")
     got = await private(alice)
     check(got.xml.find("{jabber:iq:private}query/{storage:bookmarks}storage/{storage:bookmarks}url") is not None,
           "what XEP-0402 cannot hold (a URL) is kept in the old storage")
@@ -309,11 +315,7 @@ async def main(a):
     check(ids == [f"old@conference.{d}"] and new.get("name") == "Old" and new.get("autojoin") == "true"
           and new.find(f"{{{BOOKMARKS}}}nick").text == "ally" and new.find(f"{{{BOOKMARKS}}}password").text == "sesame",
           f"its conferences are now the XEP-0402 items: {ids}")
-    kinds = set()
-    while len(kinds) < 2:
-        kind, _ = await next_event(alice)
-        kinds.add(kind)
-    check(kinds == {"publish", "retract"}, "and sessions following XEP-0402 hear of the change")
+    check(await two_kinds(alice) == {"publish", "retract"}, "and sessions following XEP-0402 hear of the change")
     storage = await storage_event(old_client)
     check(list(conferences(storage)) == [f"old@conference.{d}"], "as does the old client, from storage:bookmarks")
     ids, storage = old_pep(await alice.plugin["xep_0060"].get_items(f"alice@{d}", OLD_BOOKMARKS))

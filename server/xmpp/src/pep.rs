@@ -189,6 +189,18 @@ fn boolean(v: &str) -> Result<bool, ()> {
 }
 
 /// A pubsub error with its XEP-0060 application condition.
+/// XEP-0060 §7.1.5: publish-options the node does not meet.
+fn precondition_not_met(id: &str, to: &Option<Jid>, me: &Jid) -> Iq {
+    error(
+        id,
+        to,
+        me,
+        ErrorType::Cancel,
+        Condition::Conflict,
+        Some("precondition-not-met"),
+    )
+}
+
 fn error(id: &str, to: &Option<Jid>, me: &Jid, type_: ErrorType, condition: Condition, app: Option<&str>) -> Iq {
     Iq::Error {
         from: to.clone(),
@@ -482,14 +494,7 @@ async fn publish_item(
     // them; the item is always `current`, whatever id the client gave.
     if let Some(fixed) = view_config(&node) {
         if options.as_ref().is_some_and(|f| !fixed.meets(f)) {
-            return error(
-                id,
-                to,
-                me,
-                ErrorType::Cancel,
-                Condition::Conflict,
-                Some("precondition-not-met"),
-            );
+            return precondition_not_met(id, to, me);
         }
         // XEP-0060 §7.1.3.5: a payload the node cannot hold.
         if !crate::private::is_storage(&payload) {
@@ -516,14 +521,7 @@ async fn publish_item(
         Ok(Some(n)) => {
             let config = Config::of(&n);
             if options.as_ref().is_some_and(|f| !config.meets(f)) {
-                return error(
-                    id,
-                    to,
-                    me,
-                    ErrorType::Cancel,
-                    Condition::Conflict,
-                    Some("precondition-not-met"),
-                );
+                return precondition_not_met(id, to, me);
             }
             config
         }
@@ -533,14 +531,7 @@ async fn publish_item(
             if let Some(form) = &options
                 && config.apply(form).is_err()
             {
-                return error(
-                    id,
-                    to,
-                    me,
-                    ErrorType::Cancel,
-                    Condition::Conflict,
-                    Some("precondition-not-met"),
-                );
+                return precondition_not_met(id, to, me);
             }
             if store.put_pep_node(&config.node(own, &node)).await.is_err() {
                 return error(id, to, me, ErrorType::Wait, Condition::InternalServerError, None);
