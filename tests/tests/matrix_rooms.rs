@@ -371,6 +371,53 @@ async fn membership_and_power(backend: Backend) {
         .err(404, "M_NOT_FOUND");
 }
 
+/// Restricted join rules (room versions 8+): members of an allowed room may join without an
+/// invite, the join naming a member who may invite; others are refused.
+async fn restricted_joins(backend: Backend) {
+    let (_inst, server) = open_server(backend).await;
+    let alice = Client::register(&server, "alice", "pw").await;
+    let bob = Client::register(&server, "bob", "pw").await;
+    let carol = Client::register(&server, "carol", "pw").await;
+    let team = create_room(&alice, json!({ "preset": "private_chat", "invite": [bob.user_id] })).await;
+    bob.post(&format!("rooms/{team}/join"), json!({})).await.ok();
+    let restricted = create_room(
+        &alice,
+        json!({
+            "preset": "private_chat",
+            "initial_state": [{
+                "type": "m.room.join_rules", "state_key": "",
+                "content": { "join_rule": "restricted", "allow": [{ "type": "m.room_membership", "room_id": team }] },
+            }],
+        }),
+    )
+    .await;
+    carol
+        .post(&format!("rooms/{restricted}/join"), json!({}))
+        .await
+        .err(403, "M_FORBIDDEN");
+    bob.post(&format!("join/{restricted}"), json!({})).await.ok();
+    let member = bob
+        .get(&format!("rooms/{restricted}/state/m.room.member/{}", bob.user_id))
+        .await
+        .ok();
+    assert_eq!(member["membership"], "join");
+    assert_eq!(member["join_authorised_via_users_server"], alice.user_id.as_str());
+    // A restricted room whose allowed rooms the user is not in stays closed; an invite opens it.
+    alice
+        .post(
+            &format!("rooms/{restricted}/invite"),
+            json!({ "user_id": carol.user_id }),
+        )
+        .await
+        .ok();
+    carol.post(&format!("rooms/{restricted}/join"), json!({})).await.ok();
+    let member = carol
+        .get(&format!("rooms/{restricted}/state/m.room.member/{}", carol.user_id))
+        .await
+        .ok();
+    assert!(member.get("join_authorised_via_users_server").is_none(), "{member}");
+}
+
 async fn redaction(backend: Backend) {
     let (_inst, server) = open_server(backend).await;
     let alice = Client::register(&server, "alice", "pw").await;
@@ -1231,6 +1278,7 @@ async fn history_visibility(backend: Backend) {
 }
 
 both_backends!(
+    restricted_joins,
     history_visibility,
     directories_and_search,
     relations_threads_and_context,

@@ -207,6 +207,13 @@ impl Rooms {
         if let Some(target) = &template.redacts {
             self.check_redaction(room_id, sender, target).await?;
         }
+        let own_join = template.kind == "m.room.member"
+            && template.state_key.as_deref() == Some(sender.as_str())
+            && template.content["membership"] == "join"
+            && template.content.get("join_authorised_via_users_server").is_none();
+        if own_join && let Some(authoriser) = self.restricted_join_authoriser(room_id, sender).await? {
+            template.content["join_authorised_via_users_server"] = Value::String(authoriser);
+        }
         let (event_id, stream, _guard) = self
             .append_locked(room_id, &version, sender, template, txn, guard)
             .await?;
@@ -255,6 +262,52 @@ impl Rooms {
                 "you may only redact your own events in this room".to_owned(),
             ))
         }
+    }
+
+    /// A restricted room (`join_rule` restricted or knock_restricted, room versions 8 and up)
+    /// lets a user who is not invited join when it is joined to a room its `allow` list names;
+    /// the join then names a local member who may invite (`join_authorised_via_users_server`),
+    /// which the auth rules check. That member, or None: the room is not restricted, the user
+    /// is invited or joined already, or it is in none of the allowed rooms (the auth rules then
+    /// refuse the join).
+    async fn restricted_join_authoriser(&self, room_id: &RoomId, user: &UserId) -> Result<Option<String>, CoreError> {
+        let state = self.room_state(room_id.as_str()).await?;
+        let Some(rules) = state.get("m.room.join_rules", "") else {
+            return Ok(None);
+        };
+        let rules = Pdu::from_stored(rules)?.content_value();
+        if !matches!(rules["join_rule"].as_str(), Some("restricted" | "knock_restricted")) {
+            return Ok(None);
+        }
+        if matches!(
+            self.membership(room_id.as_str(), user).await?.as_deref(),
+            Some("join" | "invite")
+        ) {
+            return Ok(None);
+        }
+        let mut allowed = false;
+        for entry in rules["allow"].as_array().into_iter().flatten() {
+            if entry["type"] == "m.room_membership"
+                && let Some(other) = entry["room_id"].as_str()
+                && self.membership(other, user).await?.as_deref() == Some("join")
+            {
+                allowed = true;
+                break;
+            }
+        }
+        if !allowed {
+            return Ok(None);
+        }
+        let levels = self.power_levels(room_id.as_str()).await?;
+        let invite = levels.get("invite", 0);
+        let suffix = format!(":{}", self.server_name);
+        let members = self.members(room_id.as_str()).await?;
+        let authoriser = members
+            .iter()
+            .filter(|(u, (m, _))| m == "join" && u.ends_with(&suffix) && levels.user(u) >= invite)
+            .max_by_key(|(u, _)| (levels.user(u), std::cmp::Reverse(u.as_str())))
+            .map(|(u, _)| u.clone());
+        Ok(authoriser)
     }
 
     /// The room's current power levels.
