@@ -161,6 +161,11 @@ async fn run(core: Arc<Core>, c2s: Weak<C2s>) {
             seen = now;
             continue;
         };
+        if c2s.router.is_empty() {
+            // No XMPP session to tell (one that logs in probes what it needs).
+            seen = now;
+            continue;
+        }
         for (user, state) in core.presence.all_changed_since(seen) {
             if let Some(localpart) = user.strip_prefix('@').and_then(|u| u.strip_suffix(suffix.as_str())) {
                 matrix_changed(&c2s, localpart, &state).await;
