@@ -293,4 +293,11 @@ impl Core {
     pub fn matrix_user_id(&self, localpart: &str) -> String {
         format!("@{localpart}:{}", self.config.server_name)
     }
+
+    /// The localpart of a user ID of this server (`@alice:server_name` -> `alice`); None for
+    /// a user of another server or not a user ID.
+    pub fn local_localpart<'a>(&self, user_id: &'a str) -> Option<&'a str> {
+        let (local, server) = user_id.strip_prefix('@')?.split_once(':')?;
+        (server == self.config.server_name).then_some(local)
+    }
 }

@@ -62,13 +62,12 @@ async fn cached(c2s: &C2s, localpart: &str) -> Arc<BTreeSet<String>> {
 /// The account's blocklist as JIDs.
 pub async fn blocklist(c2s: &C2s, localpart: &str) -> BTreeSet<String> {
     let core = &c2s.core;
-    let suffix = format!(":{}", core.config.server_name);
     let mut list = BTreeSet::new();
     if let Ok(Some(ignored)) = core.account_data.get(localpart, None, IGNORED).await
         && let Some(users) = ignored.get("ignored_users").and_then(Value::as_object)
     {
         for user in users.keys() {
-            if let Some(local) = user.strip_prefix('@').and_then(|u| u.strip_suffix(suffix.as_str())) {
+            if let Some(local) = core.local_localpart(user) {
                 list.insert(crate::bare_jid(local, &c2s.domain));
             }
         }

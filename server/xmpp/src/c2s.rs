@@ -1114,13 +1114,18 @@ fn blocked_error() -> Element {
 /// why), or a local recipient blocked the sender (`service-unavailable`, as if nobody were
 /// there).
 pub(crate) async fn blocked(c2s: &C2s, sender: &FullJid, to: &Jid) -> Option<StanzaCondition> {
-    let own = sender.node()?.as_str();
+    blocked_between(c2s, &sender.clone().into(), to).await
+}
+
+/// [`blocked`] for a stanza from any JID of a local account (a session, or its bare JID).
+pub(crate) async fn blocked_between(c2s: &C2s, from: &Jid, to: &Jid) -> Option<StanzaCondition> {
+    let own = from.node()?.as_str();
     if crate::blocking::blocks(c2s, own, to).await {
         return Some(StanzaCondition::NotAcceptable);
     }
     if to.domain().as_str().eq_ignore_ascii_case(&c2s.domain)
         && let Some(node) = to.node()
-        && crate::blocking::blocks(c2s, node.as_str(), &sender.clone().into()).await
+        && crate::blocking::blocks(c2s, node.as_str(), from).await
     {
         return Some(StanzaCondition::ServiceUnavailable);
     }

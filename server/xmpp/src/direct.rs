@@ -77,11 +77,6 @@ pub fn stanza_id(event_id: &str, by: &BareJid) -> Element {
         .build()
 }
 
-fn localpart<'a>(core: &Core, user: &'a str) -> Option<&'a str> {
-    let (local, server) = user.strip_prefix('@')?.split_once(':')?;
-    (server == core.config.server_name).then_some(local)
-}
-
 /// The users (join or invite) of a room, if exactly two local accounts.
 async fn two_members(core: &Core, room_id: &str) -> Option<[String; 2]> {
     let members = core.rooms.members(room_id).await.ok()?;
@@ -90,7 +85,7 @@ async fn two_members(core: &Core, room_id: &str) -> Option<[String; 2]> {
         .filter(|(_, (m, _))| m == "join" || m == "invite")
         .map(|(u, _)| u.clone());
     let (a, b) = (present.next()?, present.next()?);
-    if present.next().is_some() || localpart(core, &a).is_none() || localpart(core, &b).is_none() {
+    if present.next().is_some() || core.local_localpart(&a).is_none() || core.local_localpart(&b).is_none() {
         return None;
     }
     Some([a, b])
@@ -98,7 +93,7 @@ async fn two_members(core: &Core, room_id: &str) -> Option<[String; 2]> {
 
 /// The rooms `user`'s `m.direct` lists for `other`.
 async fn listed(core: &Core, user: &str, other: &str) -> Vec<String> {
-    let Some(local) = localpart(core, user) else {
+    let Some(local) = core.local_localpart(user) else {
         return vec![];
     };
     let direct = core
@@ -141,7 +136,7 @@ pub(crate) async fn parties(core: &Core, room_id: &str) -> Option<[String; 2]> {
 
 /// Add `room_id` to `user`'s `m.direct` under `other`.
 async fn mark(core: &Core, user: &str, other: &str, room_id: &str) -> Result<(), CoreError> {
-    let Some(local) = localpart(core, user) else {
+    let Some(local) = core.local_localpart(user) else {
         return Ok(());
     };
     let mut direct = core
@@ -651,6 +646,6 @@ pub(crate) async fn read(c2s: &C2s, room_id: &str, parties: &[String; 2], user: 
 
 /// The bare JIDs of two local users.
 fn jids(c2s: &C2s, a: &str, b: &str) -> Option<(BareJid, BareJid)> {
-    let jid = |user: &str| BareJid::new(&crate::bare_jid(localpart(&c2s.core, user)?, &c2s.domain)).ok();
+    let jid = |user: &str| BareJid::new(&crate::bare_jid(c2s.core.local_localpart(user)?, &c2s.domain)).ok();
     Some((jid(a)?, jid(b)?))
 }

@@ -189,6 +189,18 @@ fn boolean(v: &str) -> Result<bool, ()> {
 }
 
 /// A pubsub error with its XEP-0060 application condition.
+/// XEP-0060 §7.1.3.5: a payload the node cannot hold.
+fn invalid_payload(id: &str, to: &Option<Jid>, me: &Jid) -> Iq {
+    error(
+        id,
+        to,
+        me,
+        ErrorType::Modify,
+        Condition::BadRequest,
+        Some("invalid-payload"),
+    )
+}
+
 /// XEP-0060 §7.1.5: publish-options the node does not meet.
 fn precondition_not_met(id: &str, to: &Option<Jid>, me: &Jid) -> Iq {
     error(
@@ -496,16 +508,8 @@ async fn publish_item(
         if options.as_ref().is_some_and(|f| !fixed.meets(f)) {
             return precondition_not_met(id, to, me);
         }
-        // XEP-0060 §7.1.3.5: a payload the node cannot hold.
         if !crate::private::is_storage(&payload) {
-            return error(
-                id,
-                to,
-                me,
-                ErrorType::Modify,
-                Condition::BadRequest,
-                Some("invalid-payload"),
-            );
+            return invalid_payload(id, to, me);
         }
         if crate::private::storage_written(c2s, own, &payload).await.is_err() {
             return error(id, to, me, ErrorType::Wait, Condition::InternalServerError, None);
@@ -543,14 +547,7 @@ async fn publish_item(
     let item_id = item.id.map(|i| i.0).unwrap_or_else(new_id);
     // XEP-0398: new avatar metadata changes the profile avatar (vCard PHOTO, Matrix avatar).
     if node == crate::avatar::METADATA && crate::avatar::metadata_published(c2s, own, &payload).await.is_err() {
-        return error(
-            id,
-            to,
-            me,
-            ErrorType::Modify,
-            Condition::BadRequest,
-            Some("invalid-payload"),
-        );
+        return invalid_payload(id, to, me);
     }
     if config.persist {
         let kept = PepItem {

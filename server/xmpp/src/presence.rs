@@ -100,25 +100,10 @@ pub(crate) fn probe(c2s: &C2s, contact: &BareJid) -> Option<Presence> {
     Some(p)
 }
 
-/// Send `presence` (from the account's bare JID) to each watcher of the account that has not
-/// blocked it and that it has not blocked.
+/// Send `presence` (from the account's bare JID) to its watchers.
 async fn to_watchers(c2s: &C2s, localpart: &str, bare: &BareJid, presence: Presence) {
-    let from: Jid = bare.clone().into();
-    for item in crate::roster::watchers(c2s, localpart).await {
-        let Ok(to) = BareJid::new(&item.contact) else { continue };
-        let to_jid: Jid = to.clone().into();
-        if crate::blocking::blocks(c2s, localpart, &to_jid).await {
-            continue;
-        }
-        if let Some(node) = crate::local_account(to.as_str(), &c2s.domain)
-            && crate::blocking::blocks(c2s, node, &from).await
-        {
-            continue;
-        }
-        let mut p = presence.clone();
-        p.to = Some(to_jid);
-        c2s.router.deliver_available(&to, &p.into());
-    }
+    let items = c2s.core.store.roster(localpart).await.unwrap_or_default();
+    crate::roster::to_watchers(c2s, &bare.clone().into(), &items, &presence).await;
 }
 
 /// A Matrix presence change of a local account, for its XMPP watchers.
@@ -148,7 +133,6 @@ async fn matrix_changed(c2s: &C2s, localpart: &str, state: &PresenceState) {
 async fn run(core: Arc<Core>, c2s: Weak<C2s>) {
     let mut positions = core.streams.subscribe();
     let mut seen = core.streams.current().presence;
-    let suffix = format!(":{}", core.config.server_name);
     loop {
         if positions.changed().await.is_err() {
             return;
@@ -167,7 +151,7 @@ async fn run(core: Arc<Core>, c2s: Weak<C2s>) {
             continue;
         }
         for (user, state) in core.presence.all_changed_since(seen) {
-            if let Some(localpart) = user.strip_prefix('@').and_then(|u| u.strip_suffix(suffix.as_str())) {
+            if let Some(localpart) = core.local_localpart(&user) {
                 matrix_changed(&c2s, localpart, &state).await;
             }
         }

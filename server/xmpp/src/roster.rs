@@ -234,6 +234,26 @@ pub(crate) async fn watchers(c2s: &C2s, localpart: &str) -> Vec<RosterItem> {
         .collect()
 }
 
+/// Send `presence`, from `from` (one of the account's sessions, or its bare JID), to the
+/// available sessions of each contact of `items` (the account's roster) that may see the
+/// account's presence and that neither side blocked.
+pub(crate) async fn to_watchers(c2s: &C2s, from: &Jid, items: &[RosterItem], presence: &Presence) {
+    let watching = items
+        .iter()
+        .filter(|i| matches!(i.subscription.as_str(), "from" | "both"));
+    for contact in watching {
+        if let Ok(to) = BareJid::new(&contact.contact)
+            && crate::c2s::blocked_between(c2s, from, &to.clone().into())
+                .await
+                .is_none()
+        {
+            let mut p = presence.clone();
+            p.to = Some(to.clone().into());
+            c2s.router.deliver_available(&to, &p.into());
+        }
+    }
+}
+
 async fn broadcast(c2s: &C2s, full: &FullJid, presence: Presence) {
     let localpart = full.node().map(|n| n.as_str().to_owned()).unwrap_or_default();
     let initial = presence.type_ == PresenceType::None && c2s.router.presence_of(full).is_none();
@@ -245,18 +265,7 @@ async fn broadcast(c2s: &C2s, full: &FullJid, presence: Presence) {
     // One roster read: the watchers now, and on initial presence the probes and waiting
     // requests below.
     let items = c2s.core.store.roster(&localpart).await.unwrap_or_default();
-    let watching = items
-        .iter()
-        .filter(|i| matches!(i.subscription.as_str(), "from" | "both"));
-    for contact in watching {
-        if let Ok(to) = BareJid::new(&contact.contact)
-            && crate::c2s::blocked(c2s, full, &to.clone().into()).await.is_none()
-        {
-            let mut p = presence.clone();
-            p.to = Some(to.clone().into());
-            c2s.router.deliver_available(&to, &p.into());
-        }
-    }
+    to_watchers(c2s, &full.clone().into(), &items, &presence).await;
     // The user's other sessions see it too (§4.2.2).
     for other in c2s.router.resources(&full.to_bare().to_string()) {
         if other.resource().is_none_or(|r| r.as_str() != full.resource().as_str()) {

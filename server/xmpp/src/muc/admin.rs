@@ -202,8 +202,8 @@ async fn set_role(c2s: &C2s, full: &FullJid, room_id: &str, user: &str, role: &s
     let level = levels.user(user);
     let kick = levels.get("kick", 50);
     let send = super::send_level(&levels.0);
-    let protected = level >= 50 && role != "moderator";
-    if protected {
+    let (affiliation, _) = super::standing(&levels.0, user);
+    if matches!(affiliation, "owner" | "admin") && role != "moderator" {
         return Err(Refusal(ErrorType::Cancel, Condition::NotAllowed));
     }
     let wanted = match role {
@@ -239,9 +239,7 @@ async fn role_list(c2s: &C2s, room_id: &str, wanted: &str) -> Result<Option<Elem
         let mut item = Element::builder("item", NS_ADMIN)
             .attr(xml_ncname!("role").to_owned(), role)
             .attr(xml_ncname!("nick").to_owned(), super::event_nick(user, event));
-        if let Some((local, server)) = user.strip_prefix('@').and_then(|u| u.split_once(':'))
-            && server == c2s.core.config.server_name
-        {
+        if let Some(local) = c2s.core.local_localpart(user) {
             item = item.attr(xml_ncname!("jid").to_owned(), crate::bare_jid(local, &c2s.domain));
         }
         out = out.append(item.build());
@@ -273,12 +271,9 @@ async fn affiliation_list(c2s: &C2s, room_id: &str, query: &Element) -> Result<O
     };
     let mut out = Element::builder("query", NS_ADMIN);
     for user in users {
-        let Some((local, server)) = user.strip_prefix('@').and_then(|u| u.split_once(':')) else {
+        let Some(local) = c2s.core.local_localpart(user) else {
             continue;
         };
-        if server != c2s.core.config.server_name {
-            continue;
-        }
         out = out.append(
             Element::builder("item", NS_ADMIN)
                 .attr(xml_ncname!("affiliation").to_owned(), wanted)

@@ -471,16 +471,22 @@ async fn leave(c2s: &C2s, full: &FullJid, room_jid: &BareJid, nick: String) {
 
 /// Sent by the pump when an account's last occupant session left by presence.
 pub(crate) async fn leave_room(core: &Core, room_id: &str, user_id: &str) {
-    let (Ok(room), Ok(user)) = (ruma::RoomId::parse(room_id), ruma::UserId::parse(user_id)) else {
-        return;
-    };
-    if core.rooms.membership(room_id, &user).await.ok().flatten().as_deref() != Some("join") {
-        return;
-    }
-    let template = EventTemplate::state("m.room.member", user_id, json!({ "membership": "leave" }));
-    if let Err(e) = core.rooms.send(&room, &user, template, None).await {
+    let Ok(user) = ruma::UserId::parse(user_id) else { return };
+    if let Err(e) = leave_if(core, room_id, &user, "join").await {
         tracing::warn!(error = %e, room = room_id, "leaving a room from XMPP failed");
     }
+}
+
+/// The user leaves the room (or turns down its invitation) if its membership is `was`;
+/// whether it did.
+async fn leave_if(core: &Core, room_id: &str, user: &ruma::UserId, was: &str) -> Result<bool, CoreError> {
+    if core.rooms.membership(room_id, user).await?.as_deref() != Some(was) {
+        return Ok(false);
+    }
+    let room = ruma::RoomId::parse(room_id).map_err(|e| CoreError::Internal(e.to_string()))?;
+    let template = EventTemplate::state("m.room.member", user.as_str(), json!({ "membership": "leave" }));
+    core.rooms.send(&room, user, template, None).await?;
+    Ok(true)
 }
 
 /// The Matrix invitations an account has not answered, as XEP-0249 invitations to a session
@@ -515,17 +521,14 @@ async fn decline(c2s: &C2s, full: &FullJid, room_jid: &BareJid) -> Result<(), St
         None => return Err(not_found()),
     };
     let user = user_of(c2s, full).ok_or_else(not_found)?;
-    let core = &c2s.core;
-    if core.rooms.membership(&room_id, &user).await.ok().flatten().as_deref() != Some("invite") {
-        return Err(not_found());
+    match leave_if(&c2s.core, &room_id, &user, "invite").await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(not_found()),
+        Err(e) => {
+            tracing::warn!(error = %e, "declining an invitation failed");
+            Err(stanza_error(ErrorType::Wait, Condition::InternalServerError, None))
+        }
     }
-    let room = ruma::RoomId::parse(&room_id).map_err(|_| not_found())?;
-    let template = EventTemplate::state("m.room.member", user.as_str(), json!({ "membership": "leave" }));
-    core.rooms.send(&room, &user, template, None).await.map_err(|e| {
-        tracing::warn!(error = %e, "declining an invitation failed");
-        stanza_error(ErrorType::Wait, Condition::InternalServerError, None)
-    })?;
-    Ok(())
 }
 
 pub(crate) fn bounce(msg: Message, error: StanzaError) -> Message {
@@ -745,10 +748,7 @@ async fn private_message(c2s: &C2s, full: &FullJid, msg: Message, nick: &str) ->
             Some("no occupant has that nick"),
         );
     };
-    let Some(localpart) = target
-        .strip_prefix('@')
-        .and_then(|u| u.strip_suffix(&format!(":{}", c2s.core.config.server_name)))
-    else {
+    let Some(localpart) = c2s.core.local_localpart(&target) else {
         return refuse(
             msg,
             ErrorType::Cancel,

@@ -30,10 +30,7 @@ pub(crate) async fn invitation(c2s: &C2s, e: &StoredEvent, to: &xmpp_parsers::ji
         return None;
     }
     let core = &c2s.core;
-    let (local, server) = e.sender.strip_prefix('@')?.split_once(':')?;
-    if server != core.config.server_name {
-        return None;
-    }
+    let local = core.local_localpart(&e.sender)?;
     let from = crate::bare_jid(local, &c2s.domain);
     let alias = super::RoomState::read(core, &e.room_id)
         .await
@@ -271,8 +268,7 @@ impl Pump {
     }
 
     fn real_jid(&self, user: &str) -> Option<String> {
-        let (local, server) = user.strip_prefix('@')?.split_once(':')?;
-        (server == self.server_name).then(|| crate::bare_jid(local, &self.xmpp_domain))
+        Some(crate::bare_jid(self.core.local_localpart(user)?, &self.xmpp_domain))
     }
 
     /// The presence of `user`'s occupant, as `to` sees it.
