@@ -306,7 +306,33 @@ async fn membership_and_power(backend: Backend) {
         )
         .await
         .ok();
-    bob.get(&format!("rooms/{room}/state")).await.err(403, "M_FORBIDDEN");
+    // Spec: a user who left (here, was kicked) sees the state as it was when they left.
+    alice
+        .put(
+            &format!("rooms/{room}/state/m.room.name/"),
+            json!({ "name": "After bob" }),
+        )
+        .await
+        .ok();
+    let seen = bob.get(&format!("rooms/{room}/state")).await.ok();
+    let seen = seen.as_array().expect("state is a list");
+    let name = seen.iter().find(|e| e["type"] == "m.room.name").expect("a name");
+    assert_eq!(name["content"]["name"], "Renamed", "{seen:?}");
+    let own = seen
+        .iter()
+        .find(|e| e["state_key"] == bob.user_id.as_str())
+        .expect("bob's member event");
+    assert_eq!(own["content"]["membership"], "leave");
+    assert_eq!(
+        bob.get(&format!("rooms/{room}/state/m.room.name/")).await.ok()["name"],
+        "Renamed"
+    );
+    let members = bob.get(&format!("rooms/{room}/members?membership=leave")).await.ok();
+    assert_eq!(members["chunk"].as_array().map(Vec::len), Some(1), "{members}");
+    assert_eq!(
+        alice.get(&format!("rooms/{room}/state/m.room.name/")).await.ok()["name"],
+        "After bob"
+    );
     alice
         .post(&format!("rooms/{room}/ban"), json!({ "user_id": bob.user_id }))
         .await
@@ -1277,7 +1303,96 @@ async fn history_visibility(backend: Backend) {
     assert_eq!(seen, vec!["for-everyone"]);
 }
 
+/// State at a point of the room's history: before a sync timeline, at a `/context` event,
+/// `/members?at=`; and a creation that fails stores nothing.
+async fn state_at_a_point(backend: Backend) {
+    let (_inst, server) = open_server(backend).await;
+    let alice = Client::register(&server, "alice", "pw").await;
+    let bob = Client::register(&server, "bob", "pw").await;
+    let name_of = |events: &Value| -> Vec<String> {
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "m.room.name")
+            .map(|e| e["content"]["name"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+
+    let room = create_room(&alice, json!({ "preset": "public_chat", "name": "One" })).await;
+    let middle = send_text(&alice, &room, "m1", "while One").await;
+    let one = alice.get("sync").await.ok()["next_batch"].as_str().unwrap().to_owned();
+    alice
+        .put(&format!("rooms/{room}/state/m.room.name/"), json!({ "name": "Two" }))
+        .await
+        .ok();
+    bob.post(&format!("rooms/{room}/join"), json!({})).await.ok();
+    send_text(&alice, &room, "m2", "while Two").await;
+
+    // The initial sync's state is the state before the timeline: with the last three events
+    // in the timeline (the rename, bob's join, a message), the name there is still "One".
+    let filter = json!({ "room": { "timeline": { "limit": 3 } } }).to_string();
+    let s = alice.get(&format!("sync?filter={}", urlencode(&filter))).await.ok();
+    let joined = &s["rooms"]["join"][&room];
+    assert_eq!(name_of(&joined["state"]["events"]), vec!["One"], "{joined}");
+    assert_eq!(name_of(&joined["timeline"]["events"]), vec!["Two"], "{joined}");
+    let bob_in_state = joined["state"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["state_key"] == bob.user_id.as_str());
+    assert!(!bob_in_state, "bob joined inside the timeline: {joined}");
+
+    // /context: the state at the last event returned.
+    let ctx = alice.get(&format!("rooms/{room}/context/{middle}?limit=0")).await.ok();
+    assert_eq!(name_of(&ctx["state"]), vec!["One"], "{ctx}");
+    let ctx = alice.get(&format!("rooms/{room}/context/{middle}?limit=10")).await.ok();
+    assert_eq!(name_of(&ctx["state"]), vec!["Two"], "{ctx}");
+
+    // /members at a sync token from before bob joined.
+    let members = |v: &Value| -> Vec<String> {
+        v["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["state_key"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let then = alice.get(&format!("rooms/{room}/members?at={one}")).await.ok();
+    assert_eq!(members(&then), vec![alice.user_id.clone()], "{then}");
+    let now = alice.get(&format!("rooms/{room}/members")).await.ok();
+    assert_eq!(members(&now).len(), 2, "{now}");
+    alice
+        .get(&format!("rooms/{room}/members?at=bogus"))
+        .await
+        .err(400, "M_INVALID_PARAM");
+
+    // A creation refused half-way (the invite needs more than the creator's 100) stores
+    // nothing: no room, and the alias stays free.
+    let before = alice.get("joined_rooms").await.ok();
+    alice
+        .post(
+            "createRoom",
+            json!({ "preset": "private_chat", "room_alias_name": "half", "name": "Half",
+                    "invite": [bob.user_id], "power_level_content_override": { "invite": 101 } }),
+        )
+        .await
+        .err(403, "M_FORBIDDEN");
+    assert_eq!(alice.get("joined_rooms").await.ok(), before);
+    alice
+        .get("directory/room/%23half:localhost")
+        .await
+        .err(404, "M_NOT_FOUND");
+    let invites = bob.get("sync").await.ok();
+    assert!(
+        invites["rooms"]["invite"].as_object().is_none_or(|i| i.is_empty()),
+        "{invites}"
+    );
+    create_room(&alice, json!({ "preset": "private_chat", "room_alias_name": "half" })).await;
+}
+
 both_backends!(
+    state_at_a_point,
     restricted_joins,
     history_visibility,
     directories_and_search,

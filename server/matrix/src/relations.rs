@@ -375,10 +375,8 @@ pub async fn get_context(State(state): State<Arc<MatrixState>>, req: Ruma<contex
         .last()
         .map_or(event.stream_ordering - 1, |e| e.stream_ordering - 1);
     let end = after.last().map_or(event.stream_ordering, |e| e.stream_ordering);
-    // A departed user sees the state as far as they saw the room (approximately: entries set
-    // after they left are left out, not rolled back).
-    let mut state_events = state.core.rooms.current_state(room).await?;
-    state_events.retain(|e| e.stream_ordering <= visible);
+    // Spec: the state at the last event returned (never past a departed user's leave).
+    let state_events = state.core.rooms.state_at(room, end).await?;
     Ok(Json(json!({
         "event": for_client(&state, caller, std::slice::from_ref(&event), true, visible).await?.pop(),
         "events_before": for_client(&state, caller, &before, true, visible).await?,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use estuary_core::StoredEvent;
 use estuary_core::rooms::EventTemplate;
 use estuary_core::rooms::create::{CreateRoom, Preset};
 use ruma::api::client::membership as mem;
@@ -36,6 +37,22 @@ pub(crate) async fn require_joined(state: &MatrixState, room_id: &RoomId, caller
         Some("join") => Ok(()),
         _ => Err(MatrixError::forbidden("You are not joined to this room")),
     }
+}
+
+/// The room's state as the caller may see it (spec: a user who left sees the state at the
+/// time they left), at stream position `at` if given, else now.
+async fn visible_state(
+    state: &MatrixState,
+    room_id: &RoomId,
+    caller: &Caller,
+    at: Option<i64>,
+) -> Result<Vec<StoredEvent>, MatrixError> {
+    let visible = crate::relations::visible_until(state, room_id, caller).await?;
+    let rooms = &state.core.rooms;
+    Ok(match at.map_or(visible, |at| at.min(visible)) {
+        i64::MAX => rooms.current_state(room_id.as_str()).await?,
+        at => rooms.state_at(room_id.as_str(), at).await?,
+    })
 }
 
 fn to_object(raw: &serde_json::value::RawValue, what: &str) -> Result<Value, MatrixError> {
@@ -192,12 +209,11 @@ pub async fn put_state(State(state): State<Arc<MatrixState>>, req: Ruma<send_sta
 pub async fn get_state_event(State(state): State<Arc<MatrixState>>, req: Ruma<get_state_key::Request>) -> JsonResult {
     let caller = req.caller()?;
     let b = &req.body;
-    require_joined(&state, &b.room_id, caller).await?;
-    let e = state
-        .core
-        .rooms
-        .state_event(b.room_id.as_str(), &b.event_type.to_string(), &b.state_key)
+    let (kind, key) = (b.event_type.to_string(), b.state_key.as_str());
+    let e = visible_state(&state, &b.room_id, caller, None)
         .await?
+        .into_iter()
+        .find(|e| e.kind == kind && e.state_key.as_deref() == Some(key))
         .ok_or_else(|| MatrixError::not_found("No such state event"))?;
     let event = client_event(&e, true);
     if b.format == ruma::api::client::state::get_state_event_for_key::v3::StateEventFormat::Event {
@@ -208,8 +224,7 @@ pub async fn get_state_event(State(state): State<Arc<MatrixState>>, req: Ruma<ge
 
 pub async fn get_all_state(State(state): State<Arc<MatrixState>>, req: Ruma<get_state::Request>) -> JsonResult {
     let caller = req.caller()?;
-    require_joined(&state, &req.body.room_id, caller).await?;
-    let events = state.core.rooms.current_state(req.body.room_id.as_str()).await?;
+    let events = visible_state(&state, &req.body.room_id, caller, None).await?;
     Ok(Json(Value::Array(
         events.iter().map(|e| client_event(e, true)).collect(),
     )))
@@ -287,17 +302,18 @@ pub async fn members(
 ) -> JsonResult {
     let caller = req.caller()?;
     let b = &req.body;
-    require_joined(&state, &b.room_id, caller).await?;
+    let at = b.at.as_deref().map(crate::sync::parse_token).transpose()?;
     let only = b.membership.as_ref().map(|m| m.to_string());
     let not = b.not_membership.as_ref().map(|m| m.to_string());
-    let chunk: Vec<Value> = state
-        .core
-        .rooms
-        .members(b.room_id.as_str())
+    let chunk: Vec<Value> = visible_state(&state, &b.room_id, caller, at)
         .await?
-        .values()
-        .filter(|(m, _)| only.as_ref().is_none_or(|o| o == m) && not.as_ref().is_none_or(|n| n != m))
-        .map(|(_, e)| client_event(e, true))
+        .iter()
+        .filter(|e| e.kind == "m.room.member")
+        .filter(|e| {
+            let m = estuary_core::rooms::content_field(&e.pdu, "membership");
+            only.as_ref().is_none_or(|o| *o == m) && not.as_ref().is_none_or(|n| *n != m)
+        })
+        .map(|e| client_event(e, true))
         .collect();
     Ok(Json(json!({ "chunk": chunk })))
 }

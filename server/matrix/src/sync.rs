@@ -421,17 +421,17 @@ async fn room_section(
         return Ok(None);
     }
     let first = events.first().map_or(to + 1, |e| e.stream_ordering);
-    // State before the timeline: current state entries not set inside the timeline; for an
-    // incremental sync with a gap, only those that changed after `since`. A timeline that
-    // follows on from `since` carries all state changes itself.
+    // The state at the start of the timeline; for an incremental sync with a gap, only what
+    // changed in the gap (after `since`). A timeline that follows on from `since` carries all
+    // state changes itself.
     let state_events: Vec<StoredEvent> = if initial || limited {
         let after = if initial { 0 } else { lower };
-        let current = rooms.current_state(room_id).await?;
+        let before_timeline = rooms.state_at(room_id, first - 1).await?;
         // Lazy loading: of the member events, only the timeline senders' and the user's own.
         let senders: BTreeSet<&str> = events.iter().map(|e| e.sender.as_str()).collect();
-        current
+        before_timeline
             .into_iter()
-            .filter(|e| e.stream_ordering < first && e.stream_ordering > after)
+            .filter(|e| e.stream_ordering > after)
             .filter(|e| {
                 !filter.lazy_members
                     || e.kind != "m.room.member"

@@ -274,18 +274,6 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn create_room(&self, r: &$crate::RoomRecord) -> $crate::Result<()> {
-                sqlx::query::<$db>($crate::sql::CREATE_ROOM)
-                    .bind(&r.room_id)
-                    .bind(&r.room_version)
-                    .bind(&r.creator)
-                    .bind(r.created_at)
-                    .bind(r.published)
-                    .execute(&self.writes)
-                    .await?;
-                Ok(())
-            }
-
             async fn room(&self, room_id: &str) -> $crate::Result<Option<$crate::RoomRecord>> {
                 Ok(sqlx::query_as::<$db, $crate::RoomRecord>($crate::sql::ROOM)
                     .bind(room_id)
@@ -310,8 +298,31 @@ macro_rules! impl_store {
                 )
             }
 
-            async fn append_events(&self, events: &[&$crate::NewEvent]) -> $crate::Result<Vec<i64>> {
+            async fn append_events(
+                &self,
+                rooms: &[&$crate::NewRoom],
+                events: &[&$crate::NewEvent],
+            ) -> $crate::Result<Vec<i64>> {
                 let mut tx = self.writes.begin().await?;
+                for room in rooms {
+                    let r = &room.record;
+                    sqlx::query::<$db>($crate::sql::CREATE_ROOM)
+                        .bind(&r.room_id)
+                        .bind(&r.room_version)
+                        .bind(&r.creator)
+                        .bind(r.created_at)
+                        .bind(r.published)
+                        .execute(&mut *tx)
+                        .await?;
+                    if let Some(alias) = &room.alias {
+                        sqlx::query::<$db>($crate::sql::ADD_ALIAS)
+                            .bind(alias)
+                            .bind(&r.room_id)
+                            .bind(&r.creator)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
                 let mut streams = Vec::with_capacity(events.len());
                 for e in events {
                     let (stream,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::INSERT_EVENT)
@@ -362,6 +373,20 @@ macro_rules! impl_store {
                             .execute(&mut *tx)
                             .await?;
                     }
+                    if let Some(r) = &e.redaction {
+                        sqlx::query::<$db>($crate::sql::REDACT_EVENT)
+                            .bind(&r.target)
+                            .bind(&r.pdu)
+                            .bind(&e.event_id)
+                            .bind(&r.because)
+                            .execute(&mut *tx)
+                            .await?;
+                        // m.relates_to does not survive redaction, and neither does the relation.
+                        sqlx::query::<$db>($crate::sql::DELETE_RELATION)
+                            .bind(&r.target)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     if let Some((localpart, device_id, txn_id)) = &e.txn {
                         sqlx::query::<$db>($crate::sql::INSERT_TXN)
                             .bind(localpart)
@@ -382,30 +407,6 @@ macro_rules! impl_store {
                     .bind(event_id)
                     .fetch_optional(&self.pool)
                     .await?)
-            }
-
-            async fn redact_event(
-                &self,
-                event_id: &str,
-                redacted_pdu: &str,
-                redacted_by: &str,
-                because: &str,
-            ) -> $crate::Result<()> {
-                let mut tx = self.writes.begin().await?;
-                sqlx::query::<$db>($crate::sql::REDACT_EVENT)
-                    .bind(event_id)
-                    .bind(redacted_pdu)
-                    .bind(redacted_by)
-                    .bind(because)
-                    .execute(&mut *tx)
-                    .await?;
-                // m.relates_to does not survive redaction, and neither does the relation.
-                sqlx::query::<$db>($crate::sql::DELETE_RELATION)
-                    .bind(event_id)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(())
             }
 
             async fn txn_event_like(
@@ -455,6 +456,14 @@ macro_rules! impl_store {
                         .fetch_all(&self.pool)
                         .await?,
                 )
+            }
+
+            async fn state_at(&self, room_id: &str, at: i64) -> $crate::Result<Vec<$crate::StoredEvent>> {
+                Ok(sqlx::query_as::<$db, $crate::StoredEvent>($crate::sql::STATE_AT)
+                    .bind(room_id)
+                    .bind(at)
+                    .fetch_all(&self.pool)
+                    .await?)
             }
 
             async fn current_state_event(

@@ -135,6 +135,13 @@ pub struct RoomRecord {
     pub published: bool,
 }
 
+/// A room to create, and the alias (`#name:server`) to point at it.
+#[derive(Debug, Clone)]
+pub struct NewRoom {
+    pub record: RoomRecord,
+    pub alias: Option<String>,
+}
+
 /// An event as stored: the signed PDU and the columns used to query it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct StoredEvent {
@@ -179,6 +186,19 @@ pub struct NewEvent {
     pub replaces_state: Option<(String, String)>,
     /// m.relates_to of the content: (rel_type, event_id related to).
     pub relation: Option<(String, String)>,
+    /// For a redaction: what it does to its target, applied with it.
+    pub redaction: Option<Redaction>,
+}
+
+/// A redaction's effect on the event it redacts.
+#[derive(Debug, Clone)]
+pub struct Redaction {
+    /// The redacted event.
+    pub target: String,
+    /// Its redacted PDU (canonical JSON), replacing the stored one.
+    pub pdu: String,
+    /// The redaction in the client format, for the target's `unsigned.redacted_because`.
+    pub because: String,
 }
 
 /// A relation of one event to another.
@@ -356,21 +376,18 @@ pub trait Store: Send + Sync + 'static {
 
     // --- rooms and events ---
 
-    async fn create_room(&self, room: &RoomRecord) -> Result<()>;
     async fn room(&self, room_id: &str) -> Result<Option<RoomRecord>>;
     async fn set_room_published(&self, room_id: &str, published: bool) -> Result<()>;
     async fn published_rooms(&self) -> Result<Vec<RoomRecord>>;
 
-    /// Append an accepted event in one transaction: the event row (assigning its
-    /// stream_ordering, returned), the room's current state if it is a state event, the
-    /// forward extremities, and the transaction ID. Callers serialise appends so that stream
-    /// positions become visible in order.
-    /// Append events in one transaction (all or none); their stream positions, in order.
-    async fn append_events(&self, events: &[&NewEvent]) -> Result<Vec<i64>>;
+    /// Create `rooms` (with their aliases) and append accepted `events`, in one transaction
+    /// (all or none; a new room is never stored with only part of its initial state): each
+    /// event row (assigning its stream_ordering), the room's current state for state events,
+    /// the forward extremities, relations and transaction IDs. The events' stream positions,
+    /// in order; [`StoreError::Conflict`] if an alias is taken. Callers serialise appends so
+    /// that stream positions become visible in order.
+    async fn append_events(&self, rooms: &[&NewRoom], events: &[&NewEvent]) -> Result<Vec<i64>>;
     async fn event(&self, event_id: &str) -> Result<Option<StoredEvent>>;
-    /// Replace the stored PDU of a redacted event and record the redaction (its ID, and the
-    /// redaction event in the client format).
-    async fn redact_event(&self, event_id: &str, redacted_pdu: &str, redacted_by: &str, because: &str) -> Result<()>;
     async fn txn_event(&self, localpart: &str, device_id: &str, txn_id: &str) -> Result<Option<String>>;
     /// An event whose transaction ID matches either LIKE pattern (escape character `!`).
     async fn txn_event_like(&self, localpart: &str, device_id: &str, patterns: [&str; 2]) -> Result<Option<String>>;
@@ -379,6 +396,8 @@ pub trait Store: Send + Sync + 'static {
     /// The current state events of a room, oldest first.
     async fn current_state(&self, room_id: &str) -> Result<Vec<StoredEvent>>;
     async fn current_state_event(&self, room_id: &str, kind: &str, state_key: &str) -> Result<Option<StoredEvent>>;
+    /// The room's state at stream position `at` (see `sql::STATE_AT`), in stream order.
+    async fn state_at(&self, room_id: &str, at: i64) -> Result<Vec<StoredEvent>>;
     /// The room's forward extremities with their depths.
     async fn forward_extremities(&self, room_id: &str) -> Result<Vec<(String, i64)>>;
     /// Every room the user has a membership in (any state), from the current state.

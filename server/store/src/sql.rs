@@ -100,6 +100,18 @@ pub const CURRENT_STATE: &str = concat!(
     " FROM room_current_state s JOIN events e ON e.event_id = s.event_id WHERE s.room_id = $1 \
      ORDER BY e.stream_ordering"
 );
+/// The room's state at a stream position: of each (type, state_key), the newest event at or
+/// before it. Exact while the room's history is one line (every event local); state
+/// resolution takes over where federated branches meet.
+pub const STATE_AT: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM (SELECT ",
+    event_columns!(),
+    ", ROW_NUMBER() OVER (PARTITION BY type, state_key ORDER BY stream_ordering DESC) AS newest \
+     FROM events WHERE room_id = $1 AND state_key IS NOT NULL AND stream_ordering <= $2) s \
+     WHERE newest = 1 ORDER BY stream_ordering"
+);
 pub const CURRENT_STATE_EVENT: &str = concat!(
     "SELECT ",
     event_columns_e!(),

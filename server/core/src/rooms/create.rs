@@ -3,11 +3,11 @@
 
 use std::collections::HashSet;
 
-use estuary_store::RoomRecord;
+use estuary_store::{NewEvent, NewRoom, RoomRecord, StoredEvent};
 use ruma::{OwnedRoomId, OwnedUserId};
 use serde_json::{Map, Value, json};
 
-use super::{DEFAULT_ROOM_VERSION, EventTemplate, Rooms, rules_for};
+use super::{DEFAULT_ROOM_VERSION, EventTemplate, RoomState, Rooms, rules_for};
 use crate::{CoreError, now_ms};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,23 +197,65 @@ impl Rooms {
             created_at: now_ms(),
             published: req.publish,
         };
-        let mut guard = self.room_lock(&room_id).lock_owned().await;
-        self.store.create_room(&record).await?;
-        for t in events {
-            (_, _, guard) = self
-                .append_locked(&room_id, &record.room_version, &req.creator, t, None, guard)
+        // Every initial event is built on the state the ones before it make, and the room is
+        // stored with all of them in one transaction, or not at all: a crash or a refused
+        // event never leaves a room without its power levels or its encryption.
+        let guard = self.room_lock(&room_id).lock_owned().await;
+        let mut built = Vec::with_capacity(events.len());
+        let mut state: Vec<StoredEvent> = Vec::new();
+        for t in &events {
+            let current = RoomState::from_current(state.clone());
+            let tip = built.last().map(|e: &NewEvent| vec![(e.event_id.clone(), e.depth)]);
+            let (new, _) = self
+                .build(
+                    &room_id,
+                    &rules,
+                    &req.creator,
+                    t,
+                    &current,
+                    tip.unwrap_or_default(),
+                    None,
+                )
                 .await?;
+            if let Some(key) = &new.state_key {
+                state.retain(|e| e.kind != new.kind || e.state_key.as_ref() != Some(key));
+                state.push(as_stored(&new, built.len()));
+            }
+            built.push(new);
         }
-        if let Some(alias) = &req.alias {
-            self.store
-                .add_alias(alias, room_id.as_str(), creator)
-                .await
-                .map_err(|e| match e {
-                    estuary_store::StoreError::Conflict => CoreError::AliasInUse(alias.clone()),
-                    e => e.into(),
-                })?;
-        }
+        let room = NewRoom {
+            record,
+            alias: req.alias.clone(),
+        };
+        self.writer
+            .create(room, built, guard)
+            .await
+            .map_err(|e| match (e, &req.alias) {
+                (CoreError::Store(estuary_store::StoreError::Conflict), Some(alias)) => {
+                    CoreError::AliasInUse(alias.clone())
+                }
+                (e, _) => e,
+            })?;
         tracing::info!(room = %room_id, version = %version_id, "room created");
         Ok(room_id)
+    }
+}
+
+/// An event of a room being created, as the next one's auth checks look it up.
+fn as_stored(e: &NewEvent, position: usize) -> StoredEvent {
+    StoredEvent {
+        stream_ordering: i64::try_from(position).unwrap_or(i64::MAX),
+        event_id: e.event_id.clone(),
+        room_id: e.room_id.clone(),
+        depth: e.depth,
+        sender: e.sender.clone(),
+        kind: e.kind.clone(),
+        state_key: e.state_key.clone(),
+        origin_server_ts: e.origin_server_ts,
+        pdu: e.pdu.clone(),
+        redacted_by: None,
+        replaces_state: e.replaces_state.as_ref().map(|r| r.0.clone()),
+        prev_content: e.replaces_state.as_ref().map(|r| r.1.clone()),
+        redacted_because: None,
     }
 }

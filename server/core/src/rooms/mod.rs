@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::streams::Streams;
-use estuary_store::{NewEvent, RoomRecord, Store, StoredEvent};
+use estuary_store::{NewEvent, Redaction, RoomRecord, Store, StoredEvent};
 use ruma::events::{StateEventType, TimelineEventType};
 use ruma::room_version_rules::RoomVersionRules;
 use ruma::{
@@ -319,18 +319,19 @@ impl Rooms {
         Ok(PowerLevels(content))
     }
 
-    /// Build, sign, authorise and append one event, holding the room's lock (given back).
-    async fn append_locked(
+    /// Build, sign and authorise an event of `sender` on the room state `current`, after
+    /// the room's `extremities`: the event to commit, and its PDU.
+    #[allow(clippy::too_many_arguments)]
+    async fn build(
         &self,
         room_id: &RoomId,
-        room_version: &str,
+        rules: &RoomVersionRules,
         sender: &UserId,
-        t: EventTemplate,
+        t: &EventTemplate,
+        current: &RoomState,
+        extremities: Vec<(String, i64)>,
         txn: Option<TxnKey>,
-        guard: RoomGuard,
-    ) -> Result<(OwnedEventId, i64, RoomGuard), CoreError> {
-        let (_, rules) = rules_for(room_version)?;
-        let current = self.room_state(room_id.as_str()).await?;
+    ) -> Result<(NewEvent, Pdu), CoreError> {
         let kind = TimelineEventType::from(t.kind.as_str());
         let content_raw =
             serde_json::value::to_raw_value(&t.content).map_err(|e| CoreError::InvalidParam(e.to_string()))?;
@@ -356,14 +357,7 @@ impl Rooms {
         }
         let auth_events: Vec<OwnedEventId> = state.values().map(|p| p.event_id.clone()).collect();
 
-        let mut extremities = match self.memo.extremities(room_id.as_str()) {
-            Some(e) => e,
-            None => {
-                let e = self.store.forward_extremities(room_id.as_str()).await?;
-                self.memo.keep_extremities(room_id.as_str(), e.clone());
-                e
-            }
-        };
+        let mut extremities = extremities;
         extremities.sort_by_key(|(_, depth)| std::cmp::Reverse(*depth));
         extremities.truncate(MAX_PREV_EVENTS);
         let depth = extremities.iter().map(|(_, d)| *d).max().map_or(1, |d| d + 1);
@@ -413,7 +407,7 @@ impl Rooms {
         }
         let event_id = format!(
             "${}",
-            ruma::signatures::reference_hash(&object, &rules).map_err(|e| CoreError::Internal(e.to_string()))?
+            ruma::signatures::reference_hash(&object, rules).map_err(|e| CoreError::Internal(e.to_string()))?
         );
         let pdu = Pdu::from_json(&event_id, &json)?;
 
@@ -451,6 +445,21 @@ impl Rooms {
         let membership = (pdu.kind == TimelineEventType::RoomMember)
             .then(|| t.content.get("membership").and_then(Value::as_str).map(str::to_owned))
             .flatten();
+        let origin_server_ts = u64::from(pdu.origin_server_ts.0).try_into().unwrap_or(i64::MAX);
+        let redaction = match &t.redacts {
+            Some(target) => {
+                let because = serde_json::json!({
+                    "event_id": event_id,
+                    "type": t.kind,
+                    "sender": sender.as_str(),
+                    "origin_server_ts": origin_server_ts,
+                    "content": t.content,
+                    "redacts": target.as_str(),
+                });
+                self.redacted_form(rules, target, because.to_string()).await?
+            }
+            None => None,
+        };
         let new = NewEvent {
             event_id: event_id.clone(),
             room_id: room_id.to_string(),
@@ -458,54 +467,66 @@ impl Rooms {
             sender: sender.to_string(),
             kind: t.kind.clone(),
             state_key: t.state_key.clone(),
-            origin_server_ts: u64::from(pdu.origin_server_ts.0).try_into().unwrap_or(i64::MAX),
+            origin_server_ts,
             pdu: json,
             membership,
             prev_events,
-            txn: txn.clone(),
+            txn,
             replaces_state,
             relation,
+            redaction,
         };
-        let origin_server_ts = new.origin_server_ts;
+        Ok((new, pdu))
+    }
+
+    /// Build, sign, authorise and append one event, holding the room's lock (given back).
+    async fn append_locked(
+        &self,
+        room_id: &RoomId,
+        room_version: &str,
+        sender: &UserId,
+        t: EventTemplate,
+        txn: Option<TxnKey>,
+        guard: RoomGuard,
+    ) -> Result<(OwnedEventId, i64, RoomGuard), CoreError> {
+        let (_, rules) = rules_for(room_version)?;
+        let current = self.room_state(room_id.as_str()).await?;
+        let extremities = match self.memo.extremities(room_id.as_str()) {
+            Some(e) => e,
+            None => {
+                let e = self.store.forward_extremities(room_id.as_str()).await?;
+                self.memo.keep_extremities(room_id.as_str(), e.clone());
+                e
+            }
+        };
+        let (new, pdu) = self
+            .build(room_id, &rules, sender, &t, &current, extremities, txn)
+            .await?;
         let (stream, guard) = self.writer.append(new, guard).await?;
-        if let Some(redacted) = &t.redacts {
-            let because = serde_json::json!({
-                "event_id": event_id,
-                "type": t.kind,
-                "sender": sender.as_str(),
-                "origin_server_ts": origin_server_ts,
-                "content": t.content,
-                "redacts": redacted.as_str(),
-            });
-            let applied = self
-                .apply_redaction(&rules, redacted, &event_id, &because.to_string())
-                .await;
-            self.memo.forget_state(room_id.as_str());
-            applied?;
-        }
         Ok((pdu.event_id, stream, guard))
     }
 
-    /// Replace a redacted event's stored PDU by its redacted form (spec: "Redactions").
-    async fn apply_redaction(
+    /// What a redaction does to its target (spec: "Redactions"), applied in the redaction's
+    /// own transaction: the target's redacted PDU, and the redaction in the client format
+    /// for its `unsigned.redacted_because`. None if the target is not stored.
+    async fn redacted_form(
         &self,
         rules: &RoomVersionRules,
         target: &ruma::EventId,
-        redaction_id: &str,
-        because: &str,
-    ) -> Result<(), CoreError> {
+        because: String,
+    ) -> Result<Option<Redaction>, CoreError> {
         let Some(stored) = self.store.event(target.as_str()).await? else {
-            return Ok(());
+            return Ok(None);
         };
         let object: CanonicalJsonObject =
             serde_json::from_str(&stored.pdu).map_err(|e| CoreError::Internal(e.to_string()))?;
         let redacted = ruma::canonical_json::redact(object, &rules.redaction, None)
             .map_err(|e| CoreError::Internal(e.to_string()))?;
-        let json = serde_json::to_string(&redacted).map_err(|e| CoreError::Internal(e.to_string()))?;
-        self.store
-            .redact_event(target.as_str(), &json, redaction_id, because)
-            .await?;
-        Ok(())
+        Ok(Some(Redaction {
+            target: target.to_string(),
+            pdu: serde_json::to_string(&redacted).map_err(|e| CoreError::Internal(e.to_string()))?,
+            because,
+        }))
     }
 
     pub async fn event(&self, event_id: &str) -> Result<Option<StoredEvent>, CoreError> {
@@ -513,7 +534,18 @@ impl Rooms {
     }
 
     pub async fn current_state(&self, room_id: &str) -> Result<Vec<StoredEvent>, CoreError> {
-        Ok(self.store.current_state(room_id).await?)
+        Ok(self.room_state(room_id).await?.events())
+    }
+
+    /// The room's state at stream position `at` (what a user who left at `at` last saw, the
+    /// state before a sync timeline), in stream order. From memory when no state changed
+    /// since `at`.
+    pub async fn state_at(&self, room_id: &str, at: i64) -> Result<Vec<StoredEvent>, CoreError> {
+        let current = self.room_state(room_id).await?;
+        if current.is_state_at(at) {
+            return Ok(current.events());
+        }
+        Ok(self.store.state_at(room_id, at).await?)
     }
 
     pub async fn state_event(
@@ -634,7 +666,7 @@ impl Rooms {
 }
 
 /// A string field of a stored PDU's content ("" when absent).
-fn content_field(pdu: &str, key: &str) -> String {
+pub fn content_field(pdu: &str, key: &str) -> String {
     serde_json::from_str::<Value>(pdu)
         .ok()
         .and_then(|p| p["content"][key].as_str().map(str::to_owned))

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use estuary_store::{NewEvent, Store, StoreError, StoredEvent};
+use estuary_store::{NewEvent, NewRoom, Store, StoreError, StoredEvent};
 use tokio::sync::{OwnedMutexGuard, mpsc, oneshot};
 
 use crate::CoreError;
@@ -30,19 +30,20 @@ pub type Members = Arc<BTreeMap<String, (String, StoredEvent)>>;
 pub struct RoomState {
     pub members: Members,
     others: HashMap<(String, String), StoredEvent>,
+    /// The stream position of the newest state event: the room's state at any position from
+    /// here on is this one.
+    newest: i64,
 }
 
 impl RoomState {
     pub fn from_current(current: Vec<StoredEvent>) -> Self {
         let mut members = BTreeMap::new();
         let mut others = HashMap::new();
+        let newest = current.iter().map(|e| e.stream_ordering).max().unwrap_or(0);
         for e in current {
             let Some(key) = e.state_key.clone() else { continue };
             if e.kind == "m.room.member" {
-                let membership = serde_json::from_str::<serde_json::Value>(&e.pdu)
-                    .ok()
-                    .and_then(|p| p["content"]["membership"].as_str().map(str::to_owned));
-                members.insert(key, (membership.unwrap_or_default(), e));
+                members.insert(key, (super::content_field(&e.pdu, "membership"), e));
             } else {
                 others.insert((e.kind.clone(), key), e);
             }
@@ -50,7 +51,25 @@ impl RoomState {
         Self {
             members: Arc::new(members),
             others,
+            newest,
         }
+    }
+
+    /// Whether this is also the room's state at stream position `at`.
+    pub fn is_state_at(&self, at: i64) -> bool {
+        self.newest <= at
+    }
+
+    /// Every state event, in stream order.
+    pub fn events(&self) -> Vec<StoredEvent> {
+        let mut all: Vec<StoredEvent> = self
+            .members
+            .values()
+            .map(|(_, e)| e.clone())
+            .chain(self.others.values().cloned())
+            .collect();
+        all.sort_by_key(|e| e.stream_ordering);
+        all
     }
 
     /// The current state event of this type and key.
@@ -135,7 +154,8 @@ impl Memo {
 
     /// `e` is committed: it replaces its prev_events among the room's extremities.
     fn appended(&self, e: &NewEvent) {
-        if e.state_key.is_some() {
+        // A redaction may have redacted a state event.
+        if e.state_key.is_some() || e.redaction.is_some() {
             self.forget_state(&e.room_id);
         }
         if let Some(ext) = locked(&self.extremities).get_mut(&e.room_id) {
@@ -173,15 +193,17 @@ impl Memo {
 /// The room lock a job holds while it is built and committed.
 pub(super) type RoomGuard = OwnedMutexGuard<()>;
 
-type Answer = (Result<i64, CoreError>, RoomGuard);
+type Answer = (Result<Vec<i64>, CoreError>, RoomGuard);
 
+/// What one caller commits: a room to create (with its alias) and events, all or none.
 pub(super) struct Job {
-    event: NewEvent,
+    room: Option<NewRoom>,
+    events: Vec<NewEvent>,
     guard: RoomGuard,
     reply: oneshot::Sender<Answer>,
 }
 
-/// Most events in one transaction.
+/// Most jobs in one transaction.
 const BATCH: usize = 256;
 
 #[derive(Clone)]
@@ -203,33 +225,74 @@ impl Writer {
 
     /// Commit `event`: its stream position, and the room's lock back.
     pub(super) async fn append(&self, event: NewEvent, guard: RoomGuard) -> Result<(i64, RoomGuard), CoreError> {
+        let (positions, guard) = self.commit(None, vec![event], guard).await?;
+        let last = positions.last().copied();
+        Ok((last.ok_or_else(no_position)?, guard))
+    }
+
+    /// Create a room with its initial events, all or none: their stream positions.
+    pub(super) async fn create(
+        &self,
+        room: NewRoom,
+        events: Vec<NewEvent>,
+        guard: RoomGuard,
+    ) -> Result<(Vec<i64>, RoomGuard), CoreError> {
+        self.commit(Some(room), events, guard).await
+    }
+
+    async fn commit(
+        &self,
+        room: Option<NewRoom>,
+        events: Vec<NewEvent>,
+        guard: RoomGuard,
+    ) -> Result<(Vec<i64>, RoomGuard), CoreError> {
         let stopped = || CoreError::Internal("the event writer has stopped".into());
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { event, guard, reply })
-            .await
-            .map_err(|_| stopped())?;
+        let job = Job {
+            room,
+            events,
+            guard,
+            reply,
+        };
+        self.jobs.send(job).await.map_err(|_| stopped())?;
         let (result, guard) = answer.await.map_err(|_| stopped())?;
         Ok((result?, guard))
     }
 }
 
-/// One transaction for the whole batch; if it fails, each event alone, so that one bad event
+fn no_position() -> CoreError {
+    CoreError::Internal("the store gave no position for an event".into())
+}
+
+/// Commit the jobs' rooms and events in one store transaction.
+async fn store_jobs(store: &dyn Store, jobs: &[&Job]) -> Result<Vec<i64>, StoreError> {
+    let rooms: Vec<&NewRoom> = jobs.iter().filter_map(|j| j.room.as_ref()).collect();
+    let events: Vec<&NewEvent> = jobs.iter().flat_map(|j| &j.events).collect();
+    store.append_events(&rooms, &events).await
+}
+
+/// One transaction for the whole batch; if it fails, each job alone, so that one bad job
 /// fails only itself.
 async fn commit(store: &dyn Store, streams: &Streams, memo: &Memo, batch: &mut Vec<Job>) {
-    let events: Vec<&NewEvent> = batch.iter().map(|j| &j.event).collect();
-    let one = |positions: Result<Vec<i64>, StoreError>| match positions {
-        Ok(p) if p.len() == 1 => Ok(p[0]),
-        Ok(_) => Err(CoreError::Internal("the store gave no position for an event".into())),
-        Err(e) => Err(CoreError::from(e)),
-    };
-    let results: Vec<Result<i64, CoreError>> = match store.append_events(&events).await {
-        Ok(positions) if positions.len() == batch.len() => positions.into_iter().map(Ok).collect(),
-        failed if batch.len() == 1 => vec![one(failed)],
+    let expected = |jobs: &[&Job]| jobs.iter().map(|j| j.events.len()).sum::<usize>();
+    let all: Vec<&Job> = batch.iter().collect();
+    let results: Vec<Result<Vec<i64>, CoreError>> = match store_jobs(store, &all).await {
+        Ok(mut positions) if positions.len() == expected(&all) => all
+            .iter()
+            .map(|j| Ok(positions.drain(..j.events.len()).collect()))
+            .collect(),
+        failed if all.len() == 1 => vec![match failed {
+            Ok(_) => Err(no_position()),
+            Err(e) => Err(e.into()),
+        }],
         _ => {
-            let mut each = Vec::with_capacity(batch.len());
-            for e in &events {
-                each.push(one(store.append_events(&[e]).await));
+            let mut each = Vec::with_capacity(all.len());
+            for job in &all {
+                each.push(match store_jobs(store, &[job]).await {
+                    Ok(p) if p.len() == job.events.len() => Ok(p),
+                    Ok(_) => Err(no_position()),
+                    Err(e) => Err(e.into()),
+                });
             }
             each
         }
@@ -238,10 +301,10 @@ async fn commit(store: &dyn Store, streams: &Streams, memo: &Memo, batch: &mut V
     for (job, result) in batch.iter().zip(&results) {
         match result {
             Ok(p) => {
-                memo.appended(&job.event);
-                highest = highest.max(Some(*p));
+                job.events.iter().for_each(|e| memo.appended(e));
+                highest = highest.max(p.last().copied());
             }
-            Err(_) => memo.failed(&job.event),
+            Err(_) => job.events.iter().for_each(|e| memo.failed(e)),
         }
     }
     if let Some(p) = highest {
