@@ -41,6 +41,8 @@ pub struct MatrixState {
     pub core: Arc<Core>,
     pub server_name: OwnedServerName,
     pub uiaa: uiaa::UiaaSessions,
+    /// Unread counts evaluated so far (each event's push rules run once).
+    pub unread: push::UnreadMemo,
 }
 
 impl MatrixState {
@@ -55,6 +57,7 @@ impl MatrixState {
             core,
             server_name,
             uiaa: uiaa::UiaaSessions::default(),
+            unread: push::UnreadMemo::default(),
         })
     }
 

@@ -134,55 +134,113 @@ pub async fn put_actions(State(state): State<Arc<MatrixState>>, req: Ruma<set_ac
     Ok(Json(json!({})))
 }
 
-/// At most this many unread events are evaluated per room; counts stop there.
+/// At most this many unread events are evaluated per room at once; counts stop there.
 const MAX_UNREAD_EVALUATED: i64 = 100;
+
+/// Rooms whose unread counts are kept at most (then the memo starts over).
+const MEMO_ENTRIES: usize = 100_000;
+
+/// What the push rules made of a user's unread events in a room so far: each event is
+/// evaluated once, when a sync first sees it, as Synapse's push actions are. Kept while the
+/// read receipt and the ruleset stay the same.
+struct Counted {
+    read_up_to: i64,
+    rules: u64,
+    /// The newest event evaluated.
+    evaluated_up_to: i64,
+    notify: u64,
+    highlight: u64,
+}
+
+/// Unread counts per (user, room), memory only.
+#[derive(Default)]
+pub struct UnreadMemo(std::sync::Mutex<std::collections::HashMap<(String, String), Counted>>);
+
+impl UnreadMemo {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), Counted>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A fingerprint of a ruleset: counts made under other rules are made again.
+pub fn fingerprint(rules: &Ruleset) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(rules).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
 
 /// Unread counts of a room (spec: "Receiving notifications"): the user's push rules run on
 /// each event after their read receipt; `notify` counts, a highlight tweak highlights.
+/// `rules_print` is [`fingerprint`] of `rules`.
 pub async fn unread_counts(
     state: &MatrixState,
     caller: &Caller,
     rules: &Ruleset,
+    rules_print: u64,
     room_id: &str,
 ) -> Result<(u64, u64), MatrixError> {
     let store = &state.core.store;
-    let events = store
-        .unread_events(room_id, caller.user_id.as_str(), MAX_UNREAD_EVALUATED)
+    let user = caller.user_id.as_str();
+    let read_up_to = store
+        .read_up_to(room_id, user)
         .await
         .map_err(estuary_core::CoreError::from)?;
-    if events.is_empty() {
-        return Ok((0, 0));
+    let key = (user.to_owned(), room_id.to_owned());
+    let (after, mut notify, mut highlight) = match state.unread.lock().get(&key) {
+        Some(c) if c.read_up_to == read_up_to && c.rules == rules_print => (c.evaluated_up_to, c.notify, c.highlight),
+        _ => (read_up_to, 0, 0),
+    };
+    let unread = |after| store.unread_events(room_id, user, after, MAX_UNREAD_EVALUATED);
+    let mut events = unread(after).await.map_err(estuary_core::CoreError::from)?;
+    // A redaction may have taken back an event counted before: count again.
+    if after != read_up_to && events.iter().any(|e| e.kind == "m.room.redaction") {
+        (notify, highlight) = (0, 0);
+        events = unread(read_up_to).await.map_err(estuary_core::CoreError::from)?;
     }
-    let members = state.core.rooms.members(room_id).await?;
-    let joined = members.values().filter(|(m, _)| m == "join").count();
-    let display_name = members
-        .get(caller.user_id.as_str())
-        .and_then(|(_, e)| {
-            crate::events::client_event(e, false)["content"]["displayname"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| caller.localpart.clone());
-    let room = ruma::RoomId::parse(room_id).map_err(MatrixError::internal)?;
-    let ctx = ruma::push::PushConditionRoomCtx::new(
-        room,
-        ruma::UInt::try_from(joined).unwrap_or_default(),
-        caller.user_id.clone(),
-        display_name,
-    );
-    let (mut notify, mut highlight) = (0, 0);
-    for e in &events {
-        let json = crate::events::client_event(e, true).to_string();
-        let Ok(raw) = ruma::serde::Raw::<Value>::from_json_string(json) else {
-            continue;
+    if let Some(newest) = events.first() {
+        let members = state.core.rooms.members(room_id).await?;
+        let joined = members.values().filter(|(m, _)| m == "join").count();
+        let display_name = members
+            .get(user)
+            .and_then(|(_, e)| {
+                crate::events::client_event(e, false)["content"]["displayname"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| caller.localpart.clone());
+        let room = ruma::RoomId::parse(room_id).map_err(MatrixError::internal)?;
+        let ctx = ruma::push::PushConditionRoomCtx::new(
+            room,
+            ruma::UInt::try_from(joined).unwrap_or_default(),
+            caller.user_id.clone(),
+            display_name,
+        );
+        for e in &events {
+            let json = crate::events::client_event(e, true).to_string();
+            let Ok(raw) = ruma::serde::Raw::<Value>::from_json_string(json) else {
+                continue;
+            };
+            let actions = rules.get_actions(&raw, &ctx).await;
+            if actions.iter().any(|a| a.should_notify()) {
+                notify += 1;
+            }
+            if actions.iter().any(|a| a.is_highlight()) {
+                highlight += 1;
+            }
+        }
+        let mut memo = state.unread.lock();
+        if memo.len() >= MEMO_ENTRIES {
+            memo.clear();
+        }
+        let counted = Counted {
+            read_up_to,
+            rules: rules_print,
+            evaluated_up_to: newest.stream_ordering,
+            notify,
+            highlight,
         };
-        let actions = rules.get_actions(&raw, &ctx).await;
-        if actions.iter().any(|a| a.should_notify()) {
-            notify += 1;
-        }
-        if actions.iter().any(|a| a.is_highlight()) {
-            highlight += 1;
-        }
+        memo.insert(key, counted);
     }
     Ok((notify, highlight))
 }

@@ -157,6 +157,7 @@ async fn compute(
         .await
         .map_err(estuary_core::CoreError::from)?;
     let push_rules = crate::push::ruleset(state, caller).await?;
+    let rules_print = crate::push::fingerprint(&push_rules);
     let ignored = crate::relations::ignored_users(state, &caller.localpart).await;
     let forgotten = rooms.forgotten(&caller.user_id).await?;
     for m in memberships {
@@ -218,7 +219,7 @@ async fn compute(
                     r["ephemeral"]["events"] = json!(ephemeral);
                     r["account_data"]["events"] = json!(room_data);
                     let (notify, highlight) =
-                        crate::push::unread_counts(state, caller, &push_rules, &m.room_id).await?;
+                        crate::push::unread_counts(state, caller, &push_rules, rules_print, &m.room_id).await?;
                     r["unread_notifications"] = json!({ "notification_count": notify, "highlight_count": highlight });
                     join.insert(m.room_id.clone(), room.unwrap_or_default());
                     news = true;

@@ -722,16 +722,27 @@ macro_rules! impl_store {
                 Ok(max)
             }
 
+            async fn read_up_to(&self, room_id: &str, user_id: &str) -> $crate::Result<i64> {
+                let (at,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::READ_UP_TO)
+                    .bind(room_id)
+                    .bind(user_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(at)
+            }
+
             async fn unread_events(
                 &self,
                 room_id: &str,
                 user_id: &str,
+                after: i64,
                 limit: i64,
             ) -> $crate::Result<Vec<$crate::StoredEvent>> {
                 Ok(
                     sqlx::query_as::<$db, $crate::StoredEvent>($crate::sql::UNREAD_EVENTS)
                         .bind(room_id)
                         .bind(user_id)
+                        .bind(after)
                         .bind(limit)
                         .fetch_all(&self.pool)
                         .await?,

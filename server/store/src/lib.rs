@@ -473,9 +473,12 @@ pub trait Store: Send + Sync + 'static {
     /// Receipts of every room set after `since`, oldest first, at most `limit`.
     async fn receipts_after(&self, since: i64, limit: i64) -> Result<Vec<Receipt>>;
     async fn max_receipt_stream(&self) -> Result<i64>;
-    /// Events from others in a room after the user's latest read receipt (public or
-    /// private), newest first, at most `limit`: what unread counts are computed from.
-    async fn unread_events(&self, room_id: &str, user_id: &str, limit: i64) -> Result<Vec<StoredEvent>>;
+    /// The stream position of the event of the user's latest read receipt (public or
+    /// private) in a room; 0 if none.
+    async fn read_up_to(&self, room_id: &str, user_id: &str) -> Result<i64>;
+    /// Unredacted non-state events from others in a room after stream position `after`,
+    /// newest first, at most `limit`: what unread counts are computed from.
+    async fn unread_events(&self, room_id: &str, user_id: &str, after: i64, limit: i64) -> Result<Vec<StoredEvent>>;
 
     // --- end-to-end encryption keys (opaque to the server) ---
 

@@ -170,10 +170,11 @@ pub const UNREAD_EVENTS: &str = concat!(
     "SELECT ",
     event_columns!(),
     " FROM events e WHERE e.room_id = $1 AND e.sender <> $2 AND e.state_key IS NULL AND e.redacted_by IS NULL \
-     AND e.stream_ordering > COALESCE((SELECT MAX(ev.stream_ordering) FROM receipts r \
-     JOIN events ev ON ev.event_id = r.event_id WHERE r.room_id = $1 AND r.user_id = $2 \
-     AND r.receipt_type IN ('m.read', 'm.read.private')), 0) ORDER BY e.stream_ordering DESC LIMIT $3"
+     AND e.stream_ordering > $3 ORDER BY e.stream_ordering DESC LIMIT $4"
 );
+pub const READ_UP_TO: &str = "SELECT COALESCE(MAX(ev.stream_ordering), 0) FROM receipts r \
+     JOIN events ev ON ev.event_id = r.event_id WHERE r.room_id = $1 AND r.user_id = $2 \
+     AND r.receipt_type IN ('m.read', 'm.read.private')";
 
 pub const INSERT_RELATION: &str = "INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, type, sender, \
     stream_ordering) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING";
