@@ -22,6 +22,18 @@ async def until(cond, what, timeout=10):
     print(f"ok - {what}", flush=True)
 
 
+async def eventually(get, what, tries=100):
+    """Call the coroutine function get() until it returns something true (at most `tries`
+    times, 50 ms apart); report it as a check and return that value."""
+    for _ in range(tries):
+        value = await get()
+        if value:
+            print(f"ok - {what}", flush=True)
+            return value
+        await asyncio.sleep(0.05)
+    check(False, what)
+
+
 async def iq_condition(request):
     """The error condition an IQ request gets back, or "a result"."""
     from slixmpp.exceptions import IqError

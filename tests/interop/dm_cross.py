@@ -8,7 +8,6 @@ session, and the user archive (XEP-0313) over the DM rooms with the ids the live
 carried. An OMEMO first message makes an encrypted DM room. Prints ALL OK on success.
 """
 
-import asyncio
 
 import slixmpp
 from slixmpp import JID
@@ -18,7 +17,7 @@ from slixmpp.xmlstream.matcher import MatchXMLMask
 from nio import RoomCreateResponse, RoomSendResponse
 from nio.api import RoomPreset
 
-from checks import check, scram_client, until
+from checks import check, eventually, scram_client, until
 from matrix_side import ephemeral, events, matrix_event, matrix_login, read_by, typing, run_cross
 
 SID = "urn:xmpp:sid:0"
@@ -216,14 +215,9 @@ async def main(a):
     omemo.append(ET.fromstring(f"<encrypted xmlns='{OMEMO}'><header sid='1'><iv>aXY=</iv></header>"
                                "<payload>Y2lwaGVy</payload></encrypted>"))
     omemo.send()
-    dm_ca = None
-    for _ in range(100):
-        rooms = await direct_rooms(carol_m, "@alice:localhost")
-        if rooms:
-            dm_ca = rooms[0]
-            break
-        await asyncio.sleep(0.05)
-    check(dm_ca is not None, "carol's OMEMO message made a DM room with alice")
+    rooms = await eventually(lambda: direct_rooms(carol_m, "@alice:localhost"),
+                             "carol's OMEMO message made a DM room with alice")
+    dm_ca = rooms[0]
     evs = await events(carol_m, dm_ca)
     check(any(e["type"] == "m.room.encryption" for e in evs), "an encrypted one")
     notice = await matrix_event(carol_m, dm_ca, lambda e: e["type"] == "m.room.message", "the message is in the room")

@@ -5,7 +5,7 @@ import asyncio
 
 from nio import AsyncClient, LoginResponse
 
-from checks import check
+from checks import check, eventually
 
 
 async def matrix_login(hs, user):
@@ -23,25 +23,17 @@ async def events(client, room_id, limit=50):
 
 async def matrix_event(client, room_id, pred, what):
     """Wait for an event of the room's latest that passes `pred`; it."""
-    for _ in range(100):
-        found = [e for e in await events(client, room_id, 30) if pred(e)]
-        if found:
-            print(f"ok - {what}", flush=True)
-            return found[0]
-        await asyncio.sleep(0.05)
-    check(False, what)
+    async def found():
+        return [e for e in await events(client, room_id, 30) if pred(e)]
+    return (await eventually(found, what))[0]
 
 
 async def ephemeral(client, room_id, pred, what):
     """Sync until an ephemeral event of the room passes `pred`."""
-    for _ in range(100):
-        s = await client.sync(timeout=0)
-        room = s.rooms.join.get(room_id)
-        if any(pred(ev) for ev in (room.ephemeral if room else [])):
-            print(f"ok - {what}", flush=True)
-            return
-        await asyncio.sleep(0.05)
-    check(False, what)
+    async def seen():
+        room = (await client.sync(timeout=0)).rooms.join.get(room_id)
+        return any(pred(ev) for ev in (room.ephemeral if room else []))
+    await eventually(seen, what)
 
 
 def typing(user):

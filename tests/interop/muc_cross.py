@@ -21,7 +21,7 @@ from slixmpp.exceptions import PresenceError
 from nio import RoomCreateResponse, RoomMessagesResponse, RoomSendResponse
 from nio.api import RoomPreset, RoomVisibility
 
-from checks import check, iq_condition, scram_client, until
+from checks import check, eventually, iq_condition, scram_client, until
 from matrix_side import ephemeral, matrix_event, matrix_login, read_by, typing, run_cross
 
 MUC = "conference.localhost"
@@ -331,11 +331,10 @@ async def main(a):
     async def topic():
         r = await alice.room_get_state_event(newroom_id, "m.room.topic")
         return getattr(r, "content", {}).get("topic")
-    for _ in range(100):
-        if await topic() == "Subject from XMPP":
-            break
-        await asyncio.sleep(0.05)
-    check(await topic() == "Subject from XMPP", "the owner's subject change from XMPP is the Matrix topic")
+
+    async def topic_is(text):
+        return await topic() == text
+    await eventually(lambda: topic_is("Subject from XMPP"), "the owner's subject change from XMPP is the Matrix topic")
 
     # Owner configuration (muc#owner) and administration (muc#admin) from XMPP.
     newroom = f"newroom@{MUC}"
@@ -393,14 +392,9 @@ async def main(a):
     third = f"third@{MUC}"
     await cmuc.join_muc_wait(third, "Carol", timeout=20)
     cmuc.invite(JID(third), JID("alice@localhost"), reason="join us")
-    third_id = None
-    for _ in range(100):
-        s_ = await alice.sync(timeout=0)
-        third_id = next((rid for rid in s_.rooms.invite), None)
-        if third_id:
-            break
-        await asyncio.sleep(0.05)
-    check(third_id is not None, "a mediated invitation from XMPP is a Matrix invite")
+    async def invited():
+        return next(iter((await alice.sync(timeout=0)).rooms.invite), None)
+    third_id = await eventually(invited, "a mediated invitation from XMPP is a Matrix invite")
     carol.plugin["xep_0249"].send_invitation(JID("bob@localhost"), JID(third), reason="come")
     await until(lambda: any(i["groupchat_invite"]["jid"] == third for i in bob.invites), "a direct invitation reaches bob")
     members = [str(j) for j in await cmuc.get_affiliation_list(JID(third), "member")]
@@ -410,11 +404,7 @@ async def main(a):
     muc.leave_muc(lobby, "Bobby")
     async def left():
         return (await member_of(alice, lobby_id, "@bob:localhost")).get("membership") == "leave"
-    for _ in range(100):
-        if await left():
-            break
-        await asyncio.sleep(0.05)
-    check(await left(), "bob leaving over XMPP leaves the Matrix room")
+    await eventually(left, "bob leaving over XMPP leaves the Matrix room")
 
     for c in (bob, carol):
         c.disconnect()

@@ -10,14 +10,13 @@ session reaches its next session, and declining it (§7.8.2) rejects the Matrix 
 Prints ALL OK on success.
 """
 
-import asyncio
 
 from slixmpp import JID
 from slixmpp.exceptions import PresenceError
 from nio import JoinError, RoomCreateResponse, RoomMessagesResponse
 from nio.api import RoomPreset
 
-from checks import check, iq_condition, until
+from checks import check, eventually, iq_condition, until
 from matrix_side import matrix_login, run_cross
 from muc_cross import MUC, Xmpp, room_id_jid, statuses
 
@@ -137,14 +136,9 @@ async def main(a):
     await until(lambda: len(bob.errors) > 2, "a groupchat message to an occupant is refused")
     check(bob.errors[-1]["error"]["condition"] == "bad-request", f"bad-request: {bob.errors[-1]['error']['condition']}")
     bob.make_message(mto=f"{club}/Alice", mbody="psst alice", mtype="chat").send()
-    dm = None
-    for _ in range(100):
-        s = await alice.sync(timeout=0)
-        dm = next(iter(s.rooms.invite), None)
-        if dm:
-            break
-        await asyncio.sleep(0.05)
-    check(dm is not None, "a private message to a Matrix member is a DM invitation from bob")
+    async def invited():
+        return next(iter((await alice.sync(timeout=0)).rooms.invite), None)
+    dm = await eventually(invited, "a private message to a Matrix member is a DM invitation from bob")
     await alice.join(dm)
     r = await alice.room_messages(dm, start="", limit=20)
     check(isinstance(r, RoomMessagesResponse) and any(getattr(e, "body", None) == "psst alice" for e in r.chunk),
@@ -152,12 +146,9 @@ async def main(a):
 
     # A Matrix invitation while bob has no XMPP session reaches his next one; he declines it.
     bob.disconnect()
-    for _ in range(100):
-        if getattr(await alice.get_presence("@bob:localhost"), "presence", None) == "offline":
-            break
-        await asyncio.sleep(0.05)
-    check(getattr(await alice.get_presence("@bob:localhost"), "presence", None) == "offline",
-          "bob has no XMPP session left (offline on Matrix)")
+    async def bob_offline():
+        return getattr(await alice.get_presence("@bob:localhost"), "presence", None) == "offline"
+    await eventually(bob_offline, "bob has no XMPP session left (offline on Matrix)")
     r = await alice.room_create(preset=RoomPreset.private_chat, name="Secret", invite=["@bob:localhost"])
     check(isinstance(r, RoomCreateResponse), "alice invites bob into a private room while he is offline")
     secret = room_id_jid(r.room_id)
@@ -173,11 +164,9 @@ async def main(a):
         r = await alice.room_get_state_event(r_id, "m.room.member", "@bob:localhost")
         return getattr(r, "content", {}).get("membership")
     r_id = r.room_id
-    for _ in range(100):
-        if await bob_membership() == "leave":
-            break
-        await asyncio.sleep(0.05)
-    check(await bob_membership() == "leave", "declining (§7.8.2) rejects the Matrix invitation")
+    async def bob_left():
+        return await bob_membership() == "leave"
+    await eventually(bob_left, "declining (§7.8.2) rejects the Matrix invitation")
 
     for c in (bob, carol):
         c.disconnect()

@@ -202,9 +202,8 @@ impl Rooms {
         // event never leaves a room without its power levels or its encryption.
         let guard = self.room_lock(&room_id).lock_owned().await;
         let mut built = Vec::with_capacity(events.len());
-        let mut state: Vec<StoredEvent> = Vec::new();
+        let mut current = RoomState::from_current(Vec::new());
         for t in &events {
-            let current = RoomState::from_current(state.clone());
             let tip = built.last().map(|e: &NewEvent| vec![(e.event_id.clone(), e.depth)]);
             let (new, _) = self
                 .build(
@@ -217,10 +216,7 @@ impl Rooms {
                     None,
                 )
                 .await?;
-            if let Some(key) = &new.state_key {
-                state.retain(|e| e.kind != new.kind || e.state_key.as_ref() != Some(key));
-                state.push(as_stored(&new, built.len()));
-            }
+            current.insert(as_stored(&new, built.len()));
             built.push(new);
         }
         let room = NewRoom {

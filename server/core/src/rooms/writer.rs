@@ -37,21 +37,26 @@ pub struct RoomState {
 
 impl RoomState {
     pub fn from_current(current: Vec<StoredEvent>) -> Self {
-        let mut members = BTreeMap::new();
-        let mut others = HashMap::new();
-        let newest = current.iter().map(|e| e.stream_ordering).max().unwrap_or(0);
+        let mut state = Self {
+            members: Arc::default(),
+            others: HashMap::new(),
+            newest: 0,
+        };
         for e in current {
-            let Some(key) = e.state_key.clone() else { continue };
-            if e.kind == "m.room.member" {
-                members.insert(key, (super::content_field(&e.pdu, "membership"), e));
-            } else {
-                others.insert((e.kind.clone(), key), e);
-            }
+            state.insert(e);
         }
-        Self {
-            members: Arc::new(members),
-            others,
-            newest,
+        state
+    }
+
+    /// Put `e` (a state event) in, replacing the event of its type and key.
+    pub fn insert(&mut self, e: StoredEvent) {
+        let Some(key) = e.state_key.clone() else { return };
+        self.newest = self.newest.max(e.stream_ordering);
+        if e.kind == "m.room.member" {
+            let membership = super::content_field(&e.pdu, "membership");
+            Arc::make_mut(&mut self.members).insert(key, (membership, e));
+        } else {
+            self.others.insert((e.kind.clone(), key), e);
         }
     }
 
@@ -225,7 +230,7 @@ impl Writer {
 
     /// Commit `event`: its stream position, and the room's lock back.
     pub(super) async fn append(&self, event: NewEvent, guard: RoomGuard) -> Result<(i64, RoomGuard), CoreError> {
-        let (positions, guard) = self.commit(None, vec![event], guard).await?;
+        let (positions, guard) = self.submit(None, vec![event], guard).await?;
         let last = positions.last().copied();
         Ok((last.ok_or_else(no_position)?, guard))
     }
@@ -237,10 +242,11 @@ impl Writer {
         events: Vec<NewEvent>,
         guard: RoomGuard,
     ) -> Result<(Vec<i64>, RoomGuard), CoreError> {
-        self.commit(Some(room), events, guard).await
+        self.submit(Some(room), events, guard).await
     }
 
-    async fn commit(
+    /// Hand a job to the writer task and wait for its answer.
+    async fn submit(
         &self,
         room: Option<NewRoom>,
         events: Vec<NewEvent>,
