@@ -1,6 +1,7 @@
 //! Ephemeral data that is never stored: typing notifications and presence. Both exist to be
 //! shown live and are forgotten on restart (privacy: no activity history is kept).
 
+use crate::Locked;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,7 +31,7 @@ impl Typing {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RoomTyping>> {
-        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+        self.rooms.locked()
     }
 
     /// Start (for `timeout`) or stop typing.
@@ -130,11 +131,11 @@ impl Presence {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PresenceState>> {
-        self.users.lock().unwrap_or_else(|p| p.into_inner())
+        self.users.locked()
     }
 
     fn kept(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+        self.kept.locked()
     }
 
     /// Set a user's presence as a live connection reports it: `kept` while the connection

@@ -62,6 +62,18 @@ pub enum CoreError {
     Internal(String),
 }
 
+/// A std mutex's guard, also after a thread panicked while holding it: what the mutexes of
+/// this server guard (caches, session tables) stays usable.
+pub trait Locked<T> {
+    fn locked(&self) -> std::sync::MutexGuard<'_, T>;
+}
+
+impl<T> Locked<T> for std::sync::Mutex<T> {
+    fn locked(&self) -> std::sync::MutexGuard<'_, T> {
+        self.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Milliseconds since the Unix epoch: the one time representation of the store.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -1,6 +1,7 @@
 //! Keyed token-bucket rate limiting (login attempts, registrations, messages). Buckets live
 //! in memory only: a client address used as a key is never written anywhere.
 
+use crate::Locked;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -36,7 +37,7 @@ impl RateLimiter {
             return Ok(());
         }
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buckets = self.buckets.locked();
         if buckets.len() > MAX_KEYS {
             buckets.retain(|_, b| b.tokens + now.duration_since(b.updated).as_secs_f64() * per_second < burst);
         }

@@ -2,6 +2,7 @@
 //! in the user's `m.push_rules` account data so sync delivers them to every device.
 //! Pushers (push gateways) are not offered yet.
 
+use estuary_core::Locked;
 use std::sync::Arc;
 
 use axum::Json;
@@ -158,7 +159,7 @@ pub struct UnreadMemo(std::sync::Mutex<std::collections::HashMap<(String, String
 
 impl UnreadMemo {
     fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), Counted>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.locked()
     }
 }
 

@@ -1,6 +1,7 @@
 //! User-interactive authentication (spec: Client-Server API, "User-Interactive Authentication
 //! API"). Sessions are short-lived and kept in memory.
 
+use estuary_core::Locked;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -35,7 +36,7 @@ struct Session {
 
 impl UiaaSessions {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+        self.sessions.locked()
     }
 }
 

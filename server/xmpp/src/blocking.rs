@@ -4,6 +4,7 @@
 //! `org.estuary.xmpp.blocklist` account data, so a Matrix client rewriting its ignore list
 //! never drops them.
 
+use estuary_core::Locked;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -34,7 +35,7 @@ type Cached = (i64, std::collections::HashMap<String, Arc<BTreeSet<String>>>);
 
 impl Cache {
     fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.locked()
     }
 }
 

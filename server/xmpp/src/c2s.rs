@@ -10,6 +10,7 @@
 //! sessions of local accounts. Other requests get `service-unavailable`; MUC and s2s are
 //! still to come (see docs/development).
 
+use estuary_core::Locked;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -124,7 +125,7 @@ pub struct Router {
 
 impl Router {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Session>>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+        self.sessions.locked()
     }
 
     pub(crate) fn add(&self, full: &FullJid, tx: mpsc::Sender<Routed>, sid: u64) {
@@ -423,7 +424,7 @@ impl C2s {
     }
 
     pub(crate) fn resumable(&self) -> std::sync::MutexGuard<'_, HashMap<String, crate::session::Resumable>> {
-        self.resumable.lock().unwrap_or_else(|p| p.into_inner())
+        self.resumable.locked()
     }
 
     pub(crate) fn next_sid(&self) -> u64 {

@@ -3,6 +3,7 @@
 //! checked against the hash). PEP (XEP-0163) sends notifications for a node only to sessions
 //! whose features include `node+notify`.
 
+use estuary_core::Locked;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -105,11 +106,7 @@ fn ver_string(caps: &Caps) -> String {
 
 impl Known {
     fn verified(&self, key: &str) -> Option<Features> {
-        self.verified
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned()
+        self.verified.locked().get(key).cloned()
     }
 }
 
@@ -133,8 +130,7 @@ pub fn observe(c2s: &C2s, full: &FullJid, presence: &Presence) -> bool {
     let node = node_ver(&caps);
     c2s.client_caps
         .asked
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .locked()
         .insert(id.clone(), (full.clone(), key, caps));
     let query = Iq::Get {
         from: Jid::new(&c2s.domain).ok(),
@@ -154,12 +150,7 @@ pub fn answer(c2s: &C2s, iq: &Iq) -> Option<FullJid> {
         Iq::Error { id, .. } => (id, None),
         _ => return None,
     };
-    let (full, key, caps) = c2s
-        .client_caps
-        .asked
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(id)?;
+    let (full, key, caps) = c2s.client_caps.asked.locked().remove(id)?;
     let info = DiscoInfoResult::try_from(payload?.clone()).ok()?;
     let features: Features = Arc::new(info.features.clone());
     // XEP-0115 §5.4: only a hash that matches may be cached for other entities; the answer
@@ -174,7 +165,7 @@ pub fn answer(c2s: &C2s, iq: &Iq) -> Option<FullJid> {
         return Some(full);
     }
     {
-        let mut verified = c2s.client_caps.verified.lock().unwrap_or_else(|p| p.into_inner());
+        let mut verified = c2s.client_caps.verified.locked();
         if verified.len() >= MAX_KNOWN {
             verified.clear();
         }

@@ -9,6 +9,7 @@
 //! sender's). XMPP clients know a message by the id its sender's client gave it (kept as the
 //! transaction ID), else by its event ID; the stanza-id is always the event ID.
 
+use estuary_core::Locked;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -157,22 +158,12 @@ async fn mark(core: &Core, user: &str, other: &str, room_id: &str) -> Result<(),
 impl Direct {
     /// The peer is told that `user` is typing (or not) in the DM room; true when that is news.
     pub(crate) fn tell_typing(&self, room_id: &str, user: &str, typing: bool) -> bool {
-        news(
-            &mut self.told.lock().unwrap_or_else(|p| p.into_inner()).typing,
-            room_id,
-            user,
-            typing,
-        )
+        news(&mut self.told.locked().typing, room_id, user, typing)
     }
 
     /// The peer is told that `user` read up to `event_id`; true when that is news.
     pub(crate) fn tell_read(&self, room_id: &str, user: &str, event_id: &str) -> bool {
-        news(
-            &mut self.told.lock().unwrap_or_else(|p| p.into_inner()).read,
-            room_id,
-            user,
-            event_id.to_owned(),
-        )
+        news(&mut self.told.locked().read, room_id, user, event_id.to_owned())
     }
 
     /// The DM room of `me` and `peer`, if there is one: the one remembered, else the newest
@@ -180,7 +171,7 @@ impl Direct {
     async fn find(&self, core: &Core, me: &str, peer: &str) -> Option<String> {
         let key = pair(me, peer);
         let is_ours = |members: Option<[String; 2]>| members.is_some_and(|m| pair(&m[0], &m[1]) == key);
-        let remembered = self.rooms.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+        let remembered = self.rooms.locked().get(&key).cloned();
         if let Some(room) = remembered
             && is_ours(two_members(core, &room).await)
         {
@@ -207,7 +198,7 @@ impl Direct {
             }
         }
         let room = found?;
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rooms = self.rooms.locked();
         if rooms.len() >= REMEMBERED {
             rooms.clear();
         }
@@ -280,7 +271,7 @@ impl Direct {
             .to_string();
         mark(core, me.as_str(), peer, &room).await?;
         mark(core, peer, me.as_str(), &room).await?;
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rooms = self.rooms.locked();
         rooms.insert(pair(me.as_str(), peer), room.clone());
         Ok(room)
     }

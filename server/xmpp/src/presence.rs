@@ -11,6 +11,7 @@
 //!   When an XMPP session of the account becomes available, the bare JID goes unavailable: the
 //!   watchers see the session instead.
 
+use estuary_core::Locked;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -34,7 +35,7 @@ impl Shown {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.locked()
     }
 }
 

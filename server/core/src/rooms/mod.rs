@@ -8,6 +8,7 @@
 //! below N. The room's current state and forward extremities are kept in memory and kept
 //! current by that writer.
 
+use crate::Locked;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -151,7 +152,7 @@ impl Rooms {
     }
 
     fn room_lock(&self, room_id: &RoomId) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.room_locks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut locks = self.room_locks.locked();
         locks.entry(room_id.to_owned()).or_default().clone()
     }
 
@@ -222,7 +223,7 @@ impl Rooms {
 
     /// The room's version; NotFound for a room this server does not have.
     async fn version(&self, room_id: &str) -> Result<String, CoreError> {
-        if let Some(v) = self.versions.lock().unwrap_or_else(|p| p.into_inner()).get(room_id) {
+        if let Some(v) = self.versions.locked().get(room_id) {
             return Ok(v.clone());
         }
         let room = self
@@ -230,7 +231,7 @@ impl Rooms {
             .room(room_id)
             .await?
             .ok_or_else(|| CoreError::NotFound(format!("room {room_id}")))?;
-        let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut versions = self.versions.locked();
         if versions.len() >= 10_000 {
             versions.clear();
         }

@@ -12,6 +12,7 @@
 //! are current, so the next event of that room is never built on a state the store has
 //! moved past.
 
+use crate::Locked;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -113,10 +114,6 @@ pub(super) struct Memo {
     recent_txns: Mutex<RecentTxns>,
 }
 
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn bounded_insert<V>(map: &mut HashMap<String, V>, key: &str, value: V) {
     if map.len() >= CACHED_ROOMS {
         map.clear();
@@ -128,7 +125,7 @@ impl Memo {
     /// The room's cached state, else None and the epoch to pass to [`Memo::keep_state`]
     /// once it has been read.
     pub(super) fn state(&self, room_id: &str) -> Result<Arc<RoomState>, u64> {
-        match locked(&self.state).get(room_id) {
+        match self.state.locked().get(room_id) {
             Some(s) => Ok(s.clone()),
             None => Err(self.epoch.load(Ordering::SeqCst)),
         }
@@ -136,7 +133,7 @@ impl Memo {
 
     /// Cache a state read that began at `epoch`, unless a change happened since.
     pub(super) fn keep_state(&self, room_id: &str, epoch: u64, state: &Arc<RoomState>) {
-        let mut cache = locked(&self.state);
+        let mut cache = self.state.locked();
         if self.epoch.load(Ordering::SeqCst) == epoch {
             bounded_insert(&mut cache, room_id, state.clone());
         }
@@ -145,16 +142,16 @@ impl Memo {
     /// The room's state changed (a state event, or a redaction).
     pub(super) fn forget_state(&self, room_id: &str) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        locked(&self.state).remove(room_id);
+        self.state.locked().remove(room_id);
     }
 
     pub(super) fn extremities(&self, room_id: &str) -> Option<Vec<(String, i64)>> {
-        locked(&self.extremities).get(room_id).cloned()
+        self.extremities.locked().get(room_id).cloned()
     }
 
     /// Extremities read from the store while holding the room's lock.
     pub(super) fn keep_extremities(&self, room_id: &str, extremities: Vec<(String, i64)>) {
-        bounded_insert(&mut locked(&self.extremities), room_id, extremities);
+        bounded_insert(&mut self.extremities.locked(), room_id, extremities);
     }
 
     /// `e` is committed: it replaces its prev_events among the room's extremities.
@@ -163,13 +160,13 @@ impl Memo {
         if e.state_key.is_some() || e.redaction.is_some() {
             self.forget_state(&e.room_id);
         }
-        if let Some(ext) = locked(&self.extremities).get_mut(&e.room_id) {
+        if let Some(ext) = self.extremities.locked().get_mut(&e.room_id) {
             let prev: HashSet<&str> = e.prev_events.iter().map(String::as_str).collect();
             ext.retain(|(id, _)| !prev.contains(id.as_str()));
             ext.push((e.event_id.clone(), e.depth));
         }
         if let Some((localpart, device, txn)) = &e.txn {
-            let mut r = locked(&self.recent_txns);
+            let mut r = self.recent_txns.locked();
             r.by_event
                 .insert(e.event_id.clone(), (format!("{localpart}\u{0}{device}"), txn.clone()));
             r.order.push_back(e.event_id.clone());
@@ -184,12 +181,12 @@ impl Memo {
     /// `e` could not be committed: what is cached of its room may be wrong now.
     fn failed(&self, e: &NewEvent) {
         self.forget_state(&e.room_id);
-        locked(&self.extremities).remove(&e.room_id);
+        self.extremities.locked().remove(&e.room_id);
     }
 
     /// The transaction ID under which this device sent the event, if it did (recently).
     pub(super) fn txn_of(&self, event_id: &str, localpart: &str, device_id: &str) -> Option<String> {
-        let r = locked(&self.recent_txns);
+        let r = self.recent_txns.locked();
         let (who, txn) = r.by_event.get(event_id)?;
         (who == &format!("{localpart}\u{0}{device_id}")).then(|| txn.clone())
     }

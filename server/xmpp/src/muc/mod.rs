@@ -17,6 +17,7 @@ pub(crate) mod convert;
 pub mod jid;
 pub(crate) mod pump;
 
+use estuary_core::Locked;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -78,7 +79,7 @@ impl Muc {
     }
 
     fn locks(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Instant)>> {
-        self.locked.lock().unwrap_or_else(|p| p.into_inner())
+        self.locked.locked()
     }
 
     /// Whether the room waits for its owner to configure it (a lock lapses after
@@ -106,8 +107,7 @@ impl Muc {
 
     fn is_occupant(&self, full: &FullJid, room_id: &str) -> bool {
         self.occupied
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .get(full)
             .is_some_and(|rooms| rooms.contains(room_id))
     }
@@ -115,8 +115,7 @@ impl Muc {
     /// The sessions of account `localpart` that are occupants of the room.
     fn occupant_sessions(&self, localpart: &str, room_id: &str) -> Vec<FullJid> {
         self.occupied
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .iter()
             .filter(|(full, rooms)| full.node().is_some_and(|n| n.as_str() == localpart) && rooms.contains(room_id))
             .map(|(full, _)| full.clone())
@@ -130,11 +129,7 @@ impl Muc {
 
     /// The session is gone (not a leave: its account stays in its rooms).
     pub(crate) fn gone(&self, full: &FullJid) {
-        let was_in = self
-            .occupied
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(full);
+        let was_in = self.occupied.locked().contains_key(full);
         if was_in {
             self.send(pump::Command::Gone { full: full.clone() });
         }

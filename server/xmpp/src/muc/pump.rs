@@ -3,6 +3,7 @@
 //! order, so that a joining session gets the room's presences and history up to a position and
 //! every event after it live, nothing twice and nothing missed.
 
+use estuary_core::Locked;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -670,15 +671,14 @@ impl Pump {
 
     fn index(&self, full: &FullJid, room_id: &str) {
         self.occupied
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .entry(full.clone())
             .or_default()
             .insert(room_id.to_owned());
     }
 
     fn unindex(&self, full: &FullJid, room_id: &str) {
-        let mut occupied = self.occupied.lock().unwrap_or_else(|p| p.into_inner());
+        let mut occupied = self.occupied.locked();
         if let Some(rooms) = occupied.get_mut(full) {
             rooms.remove(room_id);
             if rooms.is_empty() {
@@ -766,8 +766,7 @@ impl Pump {
             Command::Gone { full } => {
                 let rooms: Vec<String> = self
                     .occupied
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
+                    .locked()
                     .remove(&full)
                     .map(|r| r.into_iter().collect())
                     .unwrap_or_default();
