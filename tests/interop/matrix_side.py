@@ -21,6 +21,12 @@ async def events(client, room_id, limit=50):
     return [e.source for e in reversed(r.chunk)]
 
 
+async def member_of(client, room_id, user):
+    """The content of the user's member event in the room ({} if none)."""
+    r = await client.room_get_state_event(room_id, "m.room.member", user)
+    return getattr(r, "content", {}) or {}
+
+
 async def matrix_event(client, room_id, pred, what):
     """Wait for an event of the room's latest that passes `pred`; it."""
     async def found():

@@ -22,7 +22,7 @@ from nio import RoomCreateResponse, RoomMessagesResponse, RoomSendResponse
 from nio.api import RoomPreset, RoomVisibility
 
 from checks import check, eventually, iq_condition, scram_client, until
-from matrix_side import ephemeral, matrix_event, matrix_login, read_by, typing, run_cross
+from matrix_side import ephemeral, matrix_event, matrix_login, member_of, read_by, typing, run_cross
 
 MUC = "conference.localhost"
 SID = "urn:xmpp:sid:0"
@@ -65,11 +65,6 @@ async def matrix_bodies(client, room_id):
     r = await client.room_messages(room_id, start="", limit=100)
     check(isinstance(r, RoomMessagesResponse), "/messages")
     return [(e.sender, e.body) for e in reversed(r.chunk) if getattr(e, "body", None) is not None]
-
-
-async def member_of(client, room_id, user):
-    r = await client.room_get_state_event(room_id, "m.room.member", user)
-    return getattr(r, "content", {}) or {}
 
 
 async def main(a):

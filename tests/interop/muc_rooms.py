@@ -17,7 +17,7 @@ from nio import JoinError, RoomCreateResponse, RoomMessagesResponse
 from nio.api import RoomPreset
 
 from checks import check, eventually, iq_condition, until
-from matrix_side import matrix_login, run_cross
+from matrix_side import matrix_login, member_of, run_cross
 from muc_cross import MUC, Xmpp, room_id_jid, statuses
 
 
@@ -160,12 +160,9 @@ async def main(a):
           "from alice")
     bob.plugin["xep_0045"].decline(JID(secret), JID("alice@localhost"), reason="no thanks")
 
-    async def bob_membership():
-        r = await alice.room_get_state_event(r_id, "m.room.member", "@bob:localhost")
-        return getattr(r, "content", {}).get("membership")
     r_id = r.room_id
     async def bob_left():
-        return await bob_membership() == "leave"
+        return (await member_of(alice, r_id, "@bob:localhost")).get("membership") == "leave"
     await eventually(bob_left, "declining (§7.8.2) rejects the Matrix invitation")
 
     for c in (bob, carol):
