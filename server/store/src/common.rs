@@ -336,18 +336,60 @@ macro_rules! impl_store {
                         .bind(&e.pdu)
                         .bind(e.replaces_state.as_ref().map(|r| r.0.as_str()))
                         .bind(e.replaces_state.as_ref().map(|r| r.1.as_str()))
+                        .bind(&e.state_group)
                         .fetch_one(&mut *tx)
                         .await?;
-                    if let Some(state_key) = &e.state_key {
-                        sqlx::query::<$db>($crate::sql::UPSERT_CURRENT_STATE)
+                    if let Some(g) = &e.new_group {
+                        sqlx::query::<$db>($crate::sql::INSERT_STATE_GROUP)
+                            .bind(&g.id)
                             .bind(&e.room_id)
-                            .bind(&e.kind)
-                            .bind(state_key)
-                            .bind(&e.event_id)
-                            .bind(stream)
-                            .bind(e.membership.as_deref())
+                            .bind(g.prev.as_deref())
+                            .bind(g.chain)
+                            .bind(&g.entries)
                             .execute(&mut *tx)
                             .await?;
+                    }
+                    let own = e.state_key.as_ref().map(|key| $crate::StateChange {
+                        kind: e.kind.clone(),
+                        state_key: key.clone(),
+                        event: Some($crate::StateEntry {
+                            event_id: e.event_id.clone(),
+                            stream_ordering: stream,
+                            membership: e.membership.clone(),
+                        }),
+                    });
+                    let changes = match &e.state_update {
+                        $crate::StateUpdate::Own => own.as_slice(),
+                        $crate::StateUpdate::Resolved(changes) => changes.as_slice(),
+                    };
+                    for c in changes {
+                        match &c.event {
+                            Some(entry) => {
+                                // The appended event's own entry takes its new position.
+                                let position = if entry.event_id == e.event_id {
+                                    stream
+                                } else {
+                                    entry.stream_ordering
+                                };
+                                sqlx::query::<$db>($crate::sql::UPSERT_CURRENT_STATE)
+                                    .bind(&e.room_id)
+                                    .bind(&c.kind)
+                                    .bind(&c.state_key)
+                                    .bind(&entry.event_id)
+                                    .bind(position)
+                                    .bind(entry.membership.as_deref())
+                                    .execute(&mut *tx)
+                                    .await?
+                            }
+                            None => {
+                                sqlx::query::<$db>($crate::sql::DELETE_CURRENT_STATE)
+                                    .bind(&e.room_id)
+                                    .bind(&c.kind)
+                                    .bind(&c.state_key)
+                                    .execute(&mut *tx)
+                                    .await?
+                            }
+                        };
                     }
                     for prev in &e.prev_events {
                         sqlx::query::<$db>($crate::sql::DELETE_EXTREMITY)
@@ -480,6 +522,23 @@ macro_rules! impl_store {
                         .fetch_optional(&self.pool)
                         .await?,
                 )
+            }
+
+            async fn event_group(&self, event_id: &str) -> $crate::Result<Option<$crate::EventGroup>> {
+                Ok(
+                    sqlx::query_as::<$db, $crate::EventGroup>($crate::sql::EVENT_GROUP)
+                        .bind(event_id)
+                        .fetch_optional(&self.pool)
+                        .await?,
+                )
+            }
+
+            async fn state_group_chain(&self, group_id: &str) -> $crate::Result<Vec<String>> {
+                let rows: Vec<(String,)> = sqlx::query_as::<$db, (String,)>($crate::sql::STATE_GROUP_CHAIN)
+                    .bind(group_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.into_iter().map(|(entries,)| entries).collect())
             }
 
             async fn forward_extremities(&self, room_id: &str) -> $crate::Result<Vec<(String, i64)>> {

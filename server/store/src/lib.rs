@@ -188,6 +188,61 @@ pub struct NewEvent {
     pub relation: Option<(String, String)>,
     /// For a redaction: what it does to its target, applied with it.
     pub redaction: Option<Redaction>,
+    /// The state group holding the room's state after this event.
+    pub state_group: String,
+    /// That group, when this event starts it.
+    pub new_group: Option<NewStateGroup>,
+    /// How the room's current state changes.
+    pub state_update: StateUpdate,
+}
+
+/// A state group to store (see migration 0018): the entries that differ from `prev`, or the
+/// whole state when `prev` is None.
+#[derive(Debug, Clone)]
+pub struct NewStateGroup {
+    pub id: String,
+    pub prev: Option<String>,
+    /// Deltas between this group and the full one its chain starts from.
+    pub chain: i64,
+    /// JSON: `[[type, state_key, event_id], ...]`.
+    pub entries: String,
+}
+
+/// How an appended event changes its room's current state.
+#[derive(Debug, Clone)]
+pub enum StateUpdate {
+    /// A state event replaces the entry of its type and key; any other event changes
+    /// nothing. (One line of history: every event after the room's single extremity.)
+    Own,
+    /// State resolution's outcome, where branches meet: these entries change. An entry may
+    /// be the appended event itself, named by its ID.
+    Resolved(Vec<StateChange>),
+}
+
+/// One entry of a room's current state that changes: to `event`, or removed (None).
+#[derive(Debug, Clone)]
+pub struct StateChange {
+    pub kind: String,
+    pub state_key: String,
+    pub event: Option<StateEntry>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StateEntry {
+    pub event_id: String,
+    pub stream_ordering: i64,
+    pub membership: Option<String>,
+}
+
+/// Where an event stands among the state groups.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct EventGroup {
+    pub room_id: String,
+    pub stream_ordering: i64,
+    /// The group of the state after it; None for events stored before state groups.
+    pub state_group: Option<String>,
+    /// That group's chain length.
+    pub chain: Option<i64>,
 }
 
 /// A redaction's effect on the event it redacts.
@@ -398,6 +453,11 @@ pub trait Store: Send + Sync + 'static {
     async fn current_state_event(&self, room_id: &str, kind: &str, state_key: &str) -> Result<Option<StoredEvent>>;
     /// The room's state at stream position `at` (see `sql::STATE_AT`), in stream order.
     async fn state_at(&self, room_id: &str, at: i64) -> Result<Vec<StoredEvent>>;
+    /// The state group of an event (see [`EventGroup`]); None if the event is not stored.
+    async fn event_group(&self, event_id: &str) -> Result<Option<EventGroup>>;
+    /// The entries of a state group's chain, the full group first and the group itself last:
+    /// applied in order, they make the group's state.
+    async fn state_group_chain(&self, group_id: &str) -> Result<Vec<String>>;
     /// The room's forward extremities with their depths.
     async fn forward_extremities(&self, room_id: &str) -> Result<Vec<(String, i64)>>;
     /// Every room the user has a membership in (any state), from the current state.

@@ -76,8 +76,19 @@ macro_rules! event_columns_e {
 }
 
 pub const INSERT_EVENT: &str = "INSERT INTO events (event_id, room_id, depth, sender, type, state_key, \
-    origin_server_ts, pdu, replaces_state, prev_content) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-    RETURNING stream_ordering";
+    origin_server_ts, pdu, replaces_state, prev_content, state_group) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING stream_ordering";
+pub const INSERT_STATE_GROUP: &str =
+    "INSERT INTO state_groups (group_id, room_id, prev_group, chain, entries) VALUES ($1, $2, $3, $4, $5)";
+pub const DELETE_CURRENT_STATE: &str =
+    "DELETE FROM room_current_state WHERE room_id = $1 AND type = $2 AND state_key = $3";
+pub const EVENT_GROUP: &str = "SELECT e.room_id, e.stream_ordering, e.state_group, g.chain FROM events e \
+    LEFT JOIN state_groups g ON g.group_id = e.state_group WHERE e.event_id = $1";
+/// A state group and the groups it is a delta of, back to a full one; oldest first.
+pub const STATE_GROUP_CHAIN: &str = "WITH RECURSIVE chain (group_id, prev_group, entries, n) AS ( \
+    SELECT group_id, prev_group, entries, 0 FROM state_groups WHERE group_id = $1 \
+    UNION ALL SELECT g.group_id, g.prev_group, g.entries, c.n + 1 FROM state_groups g \
+    JOIN chain c ON g.group_id = c.prev_group) SELECT entries FROM chain ORDER BY n DESC";
 pub const UPSERT_CURRENT_STATE: &str = "INSERT INTO room_current_state \
     (room_id, type, state_key, event_id, stream_ordering, membership) VALUES ($1, $2, $3, $4, $5, $6) \
     ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, \

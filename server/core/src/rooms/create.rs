@@ -217,6 +217,7 @@ impl Rooms {
                 )
                 .await?;
             current.insert(as_stored(&new, built.len()));
+            current.follow(&new);
             built.push(new);
         }
         let room = NewRoom {

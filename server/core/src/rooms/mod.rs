@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::streams::Streams;
-use estuary_store::{NewEvent, Redaction, RoomRecord, Store, StoredEvent};
+use estuary_store::{NewEvent, Redaction, RoomRecord, StateUpdate, Store, StoredEvent};
 use ruma::events::{StateEventType, TimelineEventType};
 use ruma::room_version_rules::RoomVersionRules;
 use ruma::{
@@ -27,6 +27,7 @@ use crate::{CoreError, now_ms, random};
 
 pub mod create;
 pub mod pdu;
+pub mod state;
 mod writer;
 
 pub use pdu::Pdu;
@@ -432,35 +433,15 @@ impl Rooms {
             }),
             None => None,
         };
-        // m.relates_to (cleartext even in encrypted events), to an event of this room.
-        let relation = match (
-            t.content["m.relates_to"]["rel_type"].as_str(),
-            t.content["m.relates_to"]["event_id"].as_str(),
-        ) {
-            (Some(rel_type), Some(target)) => match self.store.event(target).await? {
-                Some(e) if e.room_id == room_id.as_str() => Some((rel_type.to_owned(), target.to_owned())),
-                _ => None,
-            },
-            _ => None,
-        };
-        let membership = (pdu.kind == TimelineEventType::RoomMember)
-            .then(|| t.content.get("membership").and_then(Value::as_str).map(str::to_owned))
-            .flatten();
-        let origin_server_ts = u64::from(pdu.origin_server_ts.0).try_into().unwrap_or(i64::MAX);
+        let relation = self.relation_of(room_id, &t.content).await?;
+        let membership = pdu.membership();
+        let origin_server_ts = pdu.origin_ts();
         let redaction = match &t.redacts {
-            Some(target) => {
-                let because = serde_json::json!({
-                    "event_id": event_id,
-                    "type": t.kind,
-                    "sender": sender.as_str(),
-                    "origin_server_ts": origin_server_ts,
-                    "content": t.content,
-                    "redacts": target.as_str(),
-                });
-                self.redacted_form(rules, target, because.to_string()).await?
-            }
+            Some(target) => self.redacted_form(rules, &pdu, target).await?,
             None => None,
         };
+        let own = t.state_key.as_deref().map(|key| (t.kind.as_str(), key));
+        let (state_group, new_group) = state::group_after(current.group.as_ref(), &event_id, own, || current.ids())?;
         let new = NewEvent {
             event_id: event_id.clone(),
             room_id: room_id.to_string(),
@@ -476,8 +457,24 @@ impl Rooms {
             replaces_state,
             relation,
             redaction,
+            state_group,
+            new_group,
+            state_update: StateUpdate::Own,
         };
         Ok((new, pdu))
+    }
+
+    /// m.relates_to of a content (cleartext even in encrypted events), when it names an event
+    /// of this room: (rel_type, event ID).
+    async fn relation_of(&self, room_id: &RoomId, content: &Value) -> Result<Option<(String, String)>, CoreError> {
+        let relates = &content["m.relates_to"];
+        let (Some(rel_type), Some(target)) = (relates["rel_type"].as_str(), relates["event_id"].as_str()) else {
+            return Ok(None);
+        };
+        Ok(match self.store.event(target).await? {
+            Some(e) if e.room_id == room_id.as_str() => Some((rel_type.to_owned(), target.to_owned())),
+            _ => None,
+        })
     }
 
     /// Build, sign, authorise and append one event, holding the room's lock (given back).
@@ -492,14 +489,7 @@ impl Rooms {
     ) -> Result<(OwnedEventId, i64, RoomGuard), CoreError> {
         let (_, rules) = rules_for(room_version)?;
         let current = self.room_state(room_id.as_str()).await?;
-        let extremities = match self.memo.extremities(room_id.as_str()) {
-            Some(e) => e,
-            None => {
-                let e = self.store.forward_extremities(room_id.as_str()).await?;
-                self.memo.keep_extremities(room_id.as_str(), e.clone());
-                e
-            }
-        };
+        let extremities = self.extremities(room_id.as_str()).await?;
         let (new, pdu) = self
             .build(room_id, &rules, sender, &t, &current, extremities, txn)
             .await?;
@@ -507,14 +497,44 @@ impl Rooms {
         Ok((pdu.event_id, stream, guard))
     }
 
-    /// What a redaction does to its target (spec: "Redactions"), applied in the redaction's
-    /// own transaction: the target's redacted PDU, and the redaction in the client format
-    /// for its `unsigned.redacted_because`. None if the target is not stored.
+    /// The room's forward extremities (event ID, depth). Call with the room's lock held: what
+    /// is read from the store is kept.
+    async fn extremities(&self, room_id: &str) -> Result<Vec<(String, i64)>, CoreError> {
+        if let Some(e) = self.memo.extremities(room_id) {
+            return Ok(e);
+        }
+        let e = self.store.forward_extremities(room_id).await?;
+        self.memo.keep_extremities(room_id, e.clone());
+        Ok(e)
+    }
+
+    /// The room's forward extremities: the events the next one will name as prev_events.
+    pub async fn tips(&self, room_id: &str) -> Result<Vec<String>, CoreError> {
+        let tips = self.store.forward_extremities(room_id).await?;
+        Ok(tips.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// The stored group that is the room's current state: its single extremity's.
+    async fn current_group(&self, room_id: &str) -> Result<Option<(String, i64)>, CoreError> {
+        let extremities = match self.memo.extremities(room_id) {
+            Some(e) => e,
+            None => self.store.forward_extremities(room_id).await?,
+        };
+        let [(tip, _)] = extremities.as_slice() else {
+            return Ok(None);
+        };
+        let group = self.store.event_group(tip).await?;
+        Ok(group.and_then(|g| Some((g.state_group?, g.chain.unwrap_or(0)))))
+    }
+
+    /// What the redaction `by` does to its target (spec: "Redactions"), applied in the
+    /// redaction's own transaction: the target's redacted PDU, and the redaction in the client
+    /// format for its `unsigned.redacted_because`. None if the target is not stored.
     async fn redacted_form(
         &self,
         rules: &RoomVersionRules,
+        by: &Pdu,
         target: &ruma::EventId,
-        because: String,
     ) -> Result<Option<Redaction>, CoreError> {
         let Some(stored) = self.store.event(target.as_str()).await? else {
             return Ok(None);
@@ -523,10 +543,18 @@ impl Rooms {
             serde_json::from_str(&stored.pdu).map_err(|e| CoreError::Internal(e.to_string()))?;
         let redacted = ruma::canonical_json::redact(object, &rules.redaction, None)
             .map_err(|e| CoreError::Internal(e.to_string()))?;
+        let because = serde_json::json!({
+            "event_id": by.event_id,
+            "type": by.kind.to_string(),
+            "sender": by.sender,
+            "origin_server_ts": by.origin_ts(),
+            "content": by.content_value(),
+            "redacts": target.as_str(),
+        });
         Ok(Some(Redaction {
             target: target.to_string(),
             pdu: serde_json::to_string(&redacted).map_err(|e| CoreError::Internal(e.to_string()))?,
-            because,
+            because: because.to_string(),
         }))
     }
 
@@ -652,7 +680,9 @@ impl Rooms {
         match self.memo.state(room_id) {
             Ok(state) => Ok(state),
             Err(epoch) => {
-                let state = Arc::new(RoomState::from_current(self.store.current_state(room_id).await?));
+                let mut state = RoomState::from_current(self.store.current_state(room_id).await?);
+                state.group = self.current_group(room_id).await?;
+                let state = Arc::new(state);
                 self.memo.keep_state(room_id, epoch, &state);
                 Ok(state)
             }

@@ -78,6 +78,18 @@ impl Pdu {
         Pdu::from_json(&e.event_id, &e.pdu)
     }
 
+    /// `origin_server_ts` as stored.
+    pub fn origin_ts(&self) -> i64 {
+        u64::from(self.origin_server_ts.0).try_into().unwrap_or(i64::MAX)
+    }
+
+    /// For m.room.member: the membership.
+    pub fn membership(&self) -> Option<String> {
+        (self.kind == TimelineEventType::RoomMember)
+            .then(|| self.content_value()["membership"].as_str().map(str::to_owned))
+            .flatten()
+    }
+
     /// The content as a JSON value.
     pub fn content_value(&self) -> serde_json::Value {
         serde_json::from_str(self.content.get()).unwrap_or(serde_json::Value::Null)

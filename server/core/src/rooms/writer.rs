@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use estuary_store::{NewEvent, NewRoom, Store, StoreError, StoredEvent};
+use estuary_store::{NewEvent, NewRoom, StateUpdate, Store, StoreError, StoredEvent};
 use tokio::sync::{OwnedMutexGuard, mpsc, oneshot};
 
 use crate::CoreError;
@@ -34,6 +34,10 @@ pub struct RoomState {
     /// The stream position of the newest state event: the room's state at any position from
     /// here on is this one.
     newest: i64,
+    /// The stored state group that is this state, and its chain length (see
+    /// `super::state`); None when none is known (the room has several extremities, or its
+    /// events predate state groups): the next event then starts a full group.
+    pub(super) group: Option<(String, i64)>,
 }
 
 impl RoomState {
@@ -42,6 +46,7 @@ impl RoomState {
             members: Arc::default(),
             others: HashMap::new(),
             newest: 0,
+            group: None,
         };
         for e in current {
             state.insert(e);
@@ -59,6 +64,25 @@ impl RoomState {
         } else {
             self.others.insert((e.kind.clone(), key), e);
         }
+    }
+
+    /// After `e` (built on this state, and put in with [`RoomState::insert`]): the group that
+    /// holds the state now.
+    pub(super) fn follow(&mut self, e: &NewEvent) {
+        self.group = Some(match &e.new_group {
+            Some(g) => (g.id.clone(), g.chain),
+            None => (e.state_group.clone(), self.group.as_ref().map_or(0, |g| g.1)),
+        });
+    }
+
+    /// The state as (type, state key) -> event ID.
+    pub fn ids(&self) -> super::state::StateIds {
+        let members = self
+            .members
+            .iter()
+            .map(|(user, (_, e))| (("m.room.member".to_owned(), user.clone()), e.event_id.clone()));
+        let others = self.others.iter().map(|(k, e)| (k.clone(), e.event_id.clone()));
+        members.chain(others).collect()
     }
 
     /// Whether this is also the room's state at stream position `at`.
@@ -156,8 +180,13 @@ impl Memo {
 
     /// `e` is committed: it replaces its prev_events among the room's extremities.
     fn appended(&self, e: &NewEvent) {
-        // A redaction may have redacted a state event.
-        if e.state_key.is_some() || e.redaction.is_some() {
+        // A redaction may have redacted a state event; state resolution may change any
+        // entry; a new group is the state's new name.
+        if e.state_key.is_some()
+            || e.redaction.is_some()
+            || e.new_group.is_some()
+            || matches!(e.state_update, StateUpdate::Resolved(_))
+        {
             self.forget_state(&e.room_id);
         }
         if let Some(ext) = self.extremities.locked().get_mut(&e.room_id) {
