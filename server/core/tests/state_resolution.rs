@@ -73,6 +73,8 @@ impl Remote {
 
 struct Room {
     _db: TestDb,
+    store: Arc<dyn estuary_store::Store>,
+    key: Arc<ServerKey>,
     rooms: Rooms,
     id: OwnedRoomId,
     remote: Remote,
@@ -90,7 +92,12 @@ impl Room {
         let store = estuary_store::open(&db.url).await.unwrap();
         let key = ServerKey::load_or_create(&store).await.unwrap();
         let streams = Arc::new(Streams::new(Positions::default()));
-        let rooms = Rooms::new(store, key, ServerName::parse("ours.test").unwrap(), streams);
+        let rooms = Rooms::new(
+            store.clone(),
+            key.clone(),
+            ServerName::parse("ours.test").unwrap(),
+            streams,
+        );
         let mut over = serde_json::Map::new();
         over.insert(
             "users".into(),
@@ -117,6 +124,8 @@ impl Room {
             .unwrap();
         let room = Room {
             _db: db,
+            store,
+            key,
             rooms,
             id,
             remote: Remote::new("r1"),
@@ -220,6 +229,13 @@ impl Room {
             .await
     }
 
+    /// The topic event of the room's state at a stream position.
+    async fn topic_at(&self, at: i64) -> String {
+        let state = self.rooms.state_at(self.id.as_str(), at).await.unwrap();
+        let topic = state.into_iter().find(|e| e.kind == "m.room.topic").unwrap();
+        topic.event_id
+    }
+
     async fn content(&self, event_id: &str) -> Value {
         let e = self.rooms.event(event_id).await.unwrap().unwrap();
         serde_json::from_str::<Value>(&e.pdu).unwrap()["content"].clone()
@@ -259,7 +275,9 @@ async fn concurrent_topics_resolve_by_order_not_arrival(backend: Backend) {
         )
         .await;
     let (bob, outcome) = room.rooms.ingest(pdu.clone(), &room.remote.keys).await.unwrap();
-    assert!(matches!(outcome, Ingested::Accepted(_)), "{outcome:?}");
+    let Ingested::Accepted(at) = outcome else {
+        panic!("{outcome:?}")
+    };
     let bob = bob.to_string();
     let mut both = vec![alice.clone(), bob.clone()];
     both.sort();
@@ -282,7 +300,7 @@ async fn concurrent_topics_resolve_by_order_not_arrival(backend: Backend) {
 
     // The next local event names both branches and carries the resolved state.
     let merge = room
-        .send("@alice:ours.test", "m.room.message", None, json!({"body": "hi"}))
+        .send("@alice:ours.test", "m.room.name", Some(""), json!({"name": "merged"}))
         .await;
     let pdu: Value = serde_json::from_str(&room.rooms.event(&merge).await.unwrap().unwrap().pdu).unwrap();
     let mut prev: Vec<String> = serde_json::from_value(pdu["prev_events"].clone()).unwrap();
@@ -291,6 +309,13 @@ async fn concurrent_topics_resolve_by_order_not_arrival(backend: Backend) {
     assert_eq!(room.tips().await, vec![merge.clone()]);
     assert_eq!(room.rooms.state_after(&merge).await.unwrap()[&key], alice);
     assert_eq!(room.content(&alice).await["topic"], "alice's");
+    // Bob's topic is the newest state event by position, and not the state there: the
+    // state at a position (read from the store now that a state event came after), and an
+    // incremental sync over it, show alice's.
+    assert_eq!(room.topic_at(at).await, alice);
+    assert_eq!(room.topic_at(at - 1).await, alice);
+    let resets = room.rooms.state_resets(room.id.as_str(), at - 1, at).await.unwrap();
+    assert_eq!(resets.iter().map(|e| &e.event_id).collect::<Vec<_>>(), vec![&alice]);
 }
 
 /// Power events first: bob demotes carol while carol sets the topic. Carol's topic was allowed
@@ -325,7 +350,9 @@ async fn demotion_beats_concurrent_topic(backend: Backend) {
         )
         .await;
     let (demotion, outcome) = room.rooms.ingest(pdu, &room.remote.keys).await.unwrap();
-    assert!(matches!(outcome, Ingested::Accepted(_)), "{outcome:?}");
+    let Ingested::Accepted(at) = outcome else {
+        panic!("{outcome:?}")
+    };
     assert_eq!(
         room.state_id("m.room.power_levels", "").await.as_deref(),
         Some(demotion.as_str())
@@ -335,6 +362,32 @@ async fn demotion_beats_concurrent_topic(backend: Backend) {
         Some(before.as_str()),
         "carol's topic does not survive her demotion"
     );
+    // The state at a position (from the store, once a state event came after), and what an
+    // incremental sync over the demotion shows.
+    room.send("@alice:ours.test", "m.room.name", Some(""), json!({"name": "later"}))
+        .await;
+    assert_eq!(room.topic_at(at - 1).await, carol);
+    assert_eq!(room.topic_at(at).await, before);
+    let resets = room.rooms.state_resets(room.id.as_str(), at - 1, at).await.unwrap();
+    assert_eq!(resets.iter().map(|e| &e.event_id).collect::<Vec<_>>(), vec![&before]);
+    assert!(
+        room.rooms
+            .state_resets(room.id.as_str(), at, at + 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the name is no reset"
+    );
+    // After a restart, the resets are read back from the store.
+    let streams = Arc::new(Streams::new(Positions::default()));
+    let restarted = Rooms::new(
+        room.store.clone(),
+        room.key.clone(),
+        ServerName::parse("ours.test").unwrap(),
+        streams,
+    );
+    let resets = restarted.state_resets(room.id.as_str(), at - 1, at).await.unwrap();
+    assert_eq!(resets.iter().map(|e| &e.event_id).collect::<Vec<_>>(), vec![&before]);
     // Carol's own branch still has it; the local service sees the demotion now.
     let key = ("m.room.topic".to_owned(), String::new());
     assert_eq!(room.rooms.state_after(&carol).await.unwrap()[&key], carol);

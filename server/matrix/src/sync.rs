@@ -425,7 +425,7 @@ async fn room_section(
     // The state at the start of the timeline; for an incremental sync with a gap, only what
     // changed in the gap (after `since`). A timeline that follows on from `since` carries all
     // state changes itself.
-    let state_events: Vec<StoredEvent> = if initial || limited {
+    let mut state_events: Vec<StoredEvent> = if initial || limited {
         let after = if initial { 0 } else { lower };
         let before_timeline = rooms.state_at(room_id, first - 1).await?;
         // Lazy loading: of the member events, only the timeline senders' and the user's own.
@@ -444,6 +444,13 @@ async fn room_section(
     } else {
         Vec::new()
     };
+    // State resolution (where federated branches meet) can change the room's state with no
+    // event of the timeline: such entries come in `state`, as Synapse sends them.
+    if !initial {
+        let resets = rooms.state_resets(room_id, lower, to).await?;
+        let shown: BTreeSet<String> = events.iter().chain(&state_events).map(|e| e.event_id.clone()).collect();
+        state_events.extend(resets.into_iter().filter(|e| !shown.contains(&e.event_id)));
+    }
     // The timeline filter (types, senders...) applies to what is shown, not to the window.
     if !filter.timeline.passes_everything() {
         events.retain(|e| filter.timeline.matches(e));

@@ -349,6 +349,16 @@ macro_rules! impl_store {
                             .execute(&mut *tx)
                             .await?;
                     }
+                    for r in e.resets() {
+                        sqlx::query::<$db>($crate::sql::INSERT_STATE_RESET)
+                            .bind(&e.room_id)
+                            .bind(stream)
+                            .bind(&r.kind)
+                            .bind(&r.state_key)
+                            .bind(r.event.as_ref().map(|entry| entry.event_id.as_str()))
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     let own = e.state_key.as_ref().map(|key| $crate::StateChange {
                         kind: e.kind.clone(),
                         state_key: key.clone(),
@@ -500,12 +510,41 @@ macro_rules! impl_store {
                 )
             }
 
-            async fn state_at(&self, room_id: &str, at: i64) -> $crate::Result<Vec<$crate::StoredEvent>> {
-                Ok(sqlx::query_as::<$db, $crate::StoredEvent>($crate::sql::STATE_AT)
+            async fn state_at(&self, room_id: &str, at: i64, resets: bool) -> $crate::Result<Vec<$crate::StoredEvent>> {
+                let sql = if resets {
+                    $crate::sql::STATE_AT_WITH_RESETS
+                } else {
+                    $crate::sql::STATE_AT
+                };
+                Ok(sqlx::query_as::<$db, $crate::StoredEvent>(sql)
                     .bind(room_id)
                     .bind(at)
                     .fetch_all(&self.pool)
                     .await?)
+            }
+
+            async fn state_resets(
+                &self,
+                room_id: &str,
+                after: i64,
+                to: i64,
+            ) -> $crate::Result<Vec<$crate::StateReset>> {
+                Ok(
+                    sqlx::query_as::<$db, $crate::StateReset>($crate::sql::STATE_RESETS)
+                        .bind(room_id)
+                        .bind(after)
+                        .bind(to)
+                        .fetch_all(&self.pool)
+                        .await?,
+                )
+            }
+
+            async fn last_state_resets(&self) -> $crate::Result<Vec<(String, i64)>> {
+                Ok(
+                    sqlx::query_as::<$db, (String, i64)>($crate::sql::LAST_STATE_RESETS)
+                        .fetch_all(&self.pool)
+                        .await?,
+                )
             }
 
             async fn current_state_event(

@@ -196,6 +196,20 @@ pub struct NewEvent {
     pub state_update: StateUpdate,
 }
 
+impl NewEvent {
+    /// The changes of the current state it makes beyond taking its own place (see migration
+    /// 0019): those state resolution makes.
+    pub fn resets(&self) -> impl Iterator<Item = &StateChange> {
+        let changes = match &self.state_update {
+            StateUpdate::Own => &[][..],
+            StateUpdate::Resolved(changes) => changes.as_slice(),
+        };
+        changes
+            .iter()
+            .filter(|c| c.event.as_ref().is_none_or(|entry| entry.event_id != self.event_id))
+    }
+}
+
 /// A state group to store (see migration 0018): the entries that differ from `prev`, or the
 /// whole state when `prev` is None.
 #[derive(Debug, Clone)]
@@ -232,6 +246,17 @@ pub struct StateEntry {
     pub event_id: String,
     pub stream_ordering: i64,
     pub membership: Option<String>,
+}
+
+/// A change of a room's current state made by state resolution (migration 0019).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct StateReset {
+    pub stream_ordering: i64,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub state_key: String,
+    /// None: the key left the state.
+    pub event_id: Option<String>,
 }
 
 /// Where an event stands among the state groups.
@@ -451,8 +476,14 @@ pub trait Store: Send + Sync + 'static {
     /// The current state events of a room, oldest first.
     async fn current_state(&self, room_id: &str) -> Result<Vec<StoredEvent>>;
     async fn current_state_event(&self, room_id: &str, kind: &str, state_key: &str) -> Result<Option<StoredEvent>>;
-    /// The room's state at stream position `at` (see `sql::STATE_AT`), in stream order.
-    async fn state_at(&self, room_id: &str, at: i64) -> Result<Vec<StoredEvent>>;
+    /// The room's state at stream position `at` (see `sql::STATE_AT`), in stream order;
+    /// `resets`: with the room's state resets (migration 0019), which a room without any
+    /// need not read.
+    async fn state_at(&self, room_id: &str, at: i64, resets: bool) -> Result<Vec<StoredEvent>>;
+    /// The room's state resets in (after, to], oldest first: (position, type, state key, event).
+    async fn state_resets(&self, room_id: &str, after: i64, to: i64) -> Result<Vec<StateReset>>;
+    /// The newest state reset of each room that has any: (room, position).
+    async fn last_state_resets(&self) -> Result<Vec<(String, i64)>>;
     /// The state group of an event (see [`EventGroup`]); None if the event is not stored.
     async fn event_group(&self, event_id: &str) -> Result<Option<EventGroup>>;
     /// The entries of a state group's chain, the full group first and the group itself last:

@@ -112,8 +112,7 @@ pub const CURRENT_STATE: &str = concat!(
      ORDER BY e.stream_ordering"
 );
 /// The room's state at a stream position: of each (type, state_key), the newest event at or
-/// before it. Exact while the room's history is one line (every event local); state
-/// resolution takes over where federated branches meet.
+/// before it. Exact for a room whose current state was never reset by state resolution.
 pub const STATE_AT: &str = concat!(
     "SELECT ",
     event_columns!(),
@@ -123,6 +122,24 @@ pub const STATE_AT: &str = concat!(
      FROM events WHERE room_id = $1 AND state_key IS NOT NULL AND stream_ordering <= $2) s \
      WHERE newest = 1 ORDER BY stream_ordering"
 );
+/// [`STATE_AT`] with the room's state resets: of each key, the newest of its state events and
+/// its resets up to the position (a reset made at an event's own position wins over it); a
+/// reset to no event removes the key.
+pub const STATE_AT_WITH_RESETS: &str = concat!(
+    "SELECT ",
+    event_columns_e!(),
+    " FROM (SELECT event_id, ROW_NUMBER() OVER (PARTITION BY type, state_key ORDER BY at DESC, reset DESC) \
+     AS newest FROM (SELECT type, state_key, event_id, stream_ordering AS at, 0 AS reset FROM events \
+     WHERE room_id = $1 AND state_key IS NOT NULL AND stream_ordering <= $2 \
+     UNION ALL SELECT type, state_key, event_id, stream_ordering, 1 FROM state_resets \
+     WHERE room_id = $1 AND stream_ordering <= $2) w) s \
+     JOIN events e ON e.event_id = s.event_id WHERE s.newest = 1 ORDER BY e.stream_ordering"
+);
+pub const INSERT_STATE_RESET: &str =
+    "INSERT INTO state_resets (room_id, stream_ordering, type, state_key, event_id) VALUES ($1, $2, $3, $4, $5)";
+pub const STATE_RESETS: &str = "SELECT stream_ordering, type, state_key, event_id FROM state_resets \
+    WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 ORDER BY stream_ordering";
+pub const LAST_STATE_RESETS: &str = "SELECT room_id, MAX(stream_ordering) FROM state_resets GROUP BY room_id";
 pub const CURRENT_STATE_EVENT: &str = concat!(
     "SELECT ",
     event_columns_e!(),

@@ -104,6 +104,8 @@ pub struct Rooms {
     writer: Writer,
     /// Room versions (they never change), so a send need not read the room's record.
     versions: Mutex<HashMap<String, String>>,
+    /// Set once the stored state resets are in `memo.resets`.
+    resets_loaded: tokio::sync::OnceCell<()>,
 }
 
 /// The rules of a supported room version.
@@ -135,6 +137,7 @@ impl Rooms {
             streams,
             memo,
             versions: Mutex::default(),
+            resets_loaded: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -574,7 +577,24 @@ impl Rooms {
         if current.is_state_at(at) {
             return Ok(current.events());
         }
-        Ok(self.store.state_at(room_id, at).await?)
+        let resets = self.last_reset(room_id).await?.is_some_and(|r| r <= at);
+        Ok(self.store.state_at(room_id, at, resets).await?)
+    }
+
+    /// The position of the room's newest state reset (see `state.rs`), if it had any.
+    pub(super) async fn last_reset(&self, room_id: &str) -> Result<Option<i64>, CoreError> {
+        self.resets_loaded
+            .get_or_try_init(|| async {
+                let stored = self.store.last_state_resets().await?;
+                let mut resets = self.memo.resets.locked();
+                for (room, position) in stored {
+                    let last = resets.entry(room).or_default();
+                    *last = (*last).max(position);
+                }
+                Ok::<(), CoreError>(())
+            })
+            .await?;
+        Ok(self.memo.resets.locked().get(room_id).copied())
     }
 
     pub async fn state_event(
@@ -682,6 +702,9 @@ impl Rooms {
             Err(epoch) => {
                 let mut state = RoomState::from_current(self.store.current_state(room_id).await?);
                 state.group = self.current_group(room_id).await?;
+                if let Some(reset) = self.last_reset(room_id).await? {
+                    state.changed_at(reset);
+                }
                 let state = Arc::new(state);
                 self.memo.keep_state(room_id, epoch, &state);
                 Ok(state)

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use estuary_store::{NewEvent, NewStateGroup, StateChange, StateEntry, StateUpdate};
+use estuary_store::{NewEvent, NewStateGroup, StateChange, StateEntry, StateUpdate, StoredEvent};
 use ruma::events::StateEventType;
 use ruma::room_version_rules::RoomVersionRules;
 use ruma::signatures::{PublicKeyMap, Verified};
@@ -95,7 +95,7 @@ impl Rooms {
             .ok_or_else(|| CoreError::NotFound(format!("event {event_id}")))?;
         let Some(group) = at.state_group else {
             // Stored before state groups, when history was one line.
-            let state = self.store.state_at(&at.room_id, at.stream_ordering).await?;
+            let state = self.store.state_at(&at.room_id, at.stream_ordering, false).await?;
             return Ok(state
                 .into_iter()
                 .filter_map(|e| Some(((e.kind, e.state_key?), e.event_id)))
@@ -217,7 +217,7 @@ impl Rooms {
             _ => resolve_with(self, &rules, &tips, Some(&pdu)).await?,
         };
         let changes = self
-            .changes(&current.ids(), &resolved, &event_id, pdu.membership())
+            .changes(&current.ids(), &resolved, (&event_id, own.as_ref()), pdu.membership())
             .await?;
 
         let (state_group, new_group) = match prevs.as_slice() {
@@ -271,6 +271,24 @@ impl Rooms {
         Ok((id, Ingested::Accepted(stream)))
     }
 
+    /// The events the room's state was reset to in (after, to] by state resolution (the newest
+    /// reset of each key), for an incremental sync: a reset is no event of the timeline.
+    pub async fn state_resets(&self, room_id: &str, after: i64, to: i64) -> Result<Vec<StoredEvent>, CoreError> {
+        if self.last_reset(room_id).await?.is_none_or(|last| last <= after) {
+            return Ok(Vec::new());
+        }
+        let mut newest = BTreeMap::new();
+        for r in self.store.state_resets(room_id, after, to).await? {
+            newest.insert((r.kind, r.state_key), r.event_id);
+        }
+        let mut events = Vec::new();
+        for id in newest.into_values().flatten() {
+            events.extend(self.store.event(&id).await?);
+        }
+        events.sort_by_key(|e| e.stream_ordering);
+        Ok(events)
+    }
+
     /// The stored events `ids` of this room, as PDUs; NotFound names the first one missing.
     async fn room_pdus(&self, room_id: &RoomId, ids: &[OwnedEventId]) -> Result<Vec<Pdu>, CoreError> {
         let mut pdus = Vec::with_capacity(ids.len());
@@ -307,17 +325,21 @@ impl Rooms {
         self.room_pdus(room_id, &ids).await
     }
 
-    /// The current-state entries that differ between `old` and `new`, ready for the store.
+    /// The current-state entries that differ between `old` and `new`, ready for the store;
+    /// also the entry of the new event's own key when the event is not in `new` (the store
+    /// records that it did not take its place).
     async fn changes(
         &self,
         old: &StateIds,
         new: &StateIds,
-        own_id: &str,
+        (own_id, own_key): (&str, Option<&(String, String)>),
         own_membership: Option<String>,
     ) -> Result<Vec<StateChange>, CoreError> {
         let mut changes = Vec::new();
         for ((kind, key), id) in new {
-            if old.get(&(kind.clone(), key.clone())) == Some(id) {
+            let k = (kind.clone(), key.clone());
+            let lost_own_key = own_key == Some(&k) && id != own_id;
+            if old.get(&k) == Some(id) && !lost_own_key {
                 continue;
             }
             let entry = if id == own_id {
@@ -345,7 +367,8 @@ impl Rooms {
                 event: Some(entry),
             });
         }
-        for (kind, key) in old.keys().filter(|k| !new.contains_key(*k)) {
+        let gone = old.keys().chain(own_key).filter(|k| !new.contains_key(*k));
+        for (kind, key) in gone.collect::<std::collections::BTreeSet<_>>() {
             changes.push(StateChange {
                 kind: kind.clone(),
                 state_key: key.clone(),

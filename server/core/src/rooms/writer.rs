@@ -85,6 +85,11 @@ impl RoomState {
         members.chain(others).collect()
     }
 
+    /// The state changed at `position` without a state event there (a state reset).
+    pub(super) fn changed_at(&mut self, position: i64) {
+        self.newest = self.newest.max(position);
+    }
+
     /// Whether this is also the room's state at stream position `at`.
     pub fn is_state_at(&self, at: i64) -> bool {
         self.newest <= at
@@ -136,6 +141,10 @@ pub(super) struct Memo {
     /// Forward extremities (event ID, depth) of rooms written since start.
     extremities: Mutex<HashMap<String, Vec<(String, i64)>>>,
     recent_txns: Mutex<RecentTxns>,
+    /// The newest state reset (migration 0019) of each room that has had one. Complete once
+    /// `Rooms` has loaded what the store holds; the writer adds each new one before the stream
+    /// advances.
+    pub(super) resets: Mutex<HashMap<String, i64>>,
 }
 
 fn bounded_insert<V>(map: &mut HashMap<String, V>, key: &str, value: V) {
@@ -178,8 +187,14 @@ impl Memo {
         bounded_insert(&mut self.extremities.locked(), room_id, extremities);
     }
 
-    /// `e` is committed: it replaces its prev_events among the room's extremities.
-    fn appended(&self, e: &NewEvent) {
+    /// `e` is committed at `position`: it replaces its prev_events among the room's
+    /// extremities.
+    fn appended(&self, e: &NewEvent, position: i64) {
+        if e.resets().next().is_some() {
+            let mut resets = self.resets.locked();
+            let last = resets.entry(e.room_id.clone()).or_default();
+            *last = (*last).max(position);
+        }
         // A redaction may have redacted a state event; state resolution may change any
         // entry; a new group is the state's new name.
         if e.state_key.is_some()
@@ -333,7 +348,7 @@ async fn commit(store: &dyn Store, streams: &Streams, memo: &Memo, batch: &mut V
     for (job, result) in batch.iter().zip(&results) {
         match result {
             Ok(p) => {
-                job.events.iter().for_each(|e| memo.appended(e));
+                job.events.iter().zip(p).for_each(|(e, p)| memo.appended(e, *p));
                 highest = highest.max(p.last().copied());
             }
             Err(_) => job.events.iter().for_each(|e| memo.failed(e)),
