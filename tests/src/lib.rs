@@ -497,6 +497,22 @@ fn tail(s: &str, n: usize) -> &str {
     &s[start..]
 }
 
+/// Run one SQL statement on the test database (to put it in a state an older version left).
+pub async fn execute_sql(db: &TestDb, statement: &str) {
+    use sqlx::Connection;
+    let statement = sqlx::AssertSqlSafe(statement.to_owned());
+    match db.backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query(statement).execute(&mut c).await.unwrap();
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query(statement).execute(&mut c).await.unwrap();
+        }
+    }
+}
+
 /// Privacy checks: `marker` (a plaintext) is nowhere in the store: not in the SQLite file or
 /// its WAL, not in any PostgreSQL table. `table` must have rows, so the check looked at a
 /// store that holds what the test wrote.

@@ -72,7 +72,7 @@ impl Remote {
 }
 
 struct Room {
-    _db: TestDb,
+    db: TestDb,
     store: Arc<dyn estuary_store::Store>,
     key: Arc<ServerKey>,
     rooms: Rooms,
@@ -123,7 +123,7 @@ impl Room {
             .await
             .unwrap();
         let room = Room {
-            _db: db,
+            db,
             store,
             key,
             rooms,
@@ -562,7 +562,68 @@ async fn state_after_along_a_long_line(backend: Backend) {
     );
 }
 
+/// A database from before state groups (migration 0018): its events have none. The state
+/// after them is the state at their position; the first new event starts a full group; a
+/// branch from an old event resolves against it.
+async fn events_from_before_state_groups(backend: Backend) {
+    let room = Room::new(backend).await;
+    let old_topic = room.state_id("m.room.topic", "").await.unwrap();
+    let old_tip = room.tips().await.pop().unwrap();
+    let before = room.rooms.state_after(&old_tip).await.unwrap();
+    estuary_tests::execute_sql(&room.db, "UPDATE events SET state_group = NULL").await;
+    estuary_tests::execute_sql(&room.db, "DELETE FROM state_groups").await;
+    // The server starts again on that database.
+    let streams = Arc::new(Streams::new(Positions {
+        events: room.rooms.current_position(),
+        ..Positions::default()
+    }));
+    let rooms = Rooms::new(
+        room.store.clone(),
+        room.key.clone(),
+        ServerName::parse("ours.test").unwrap(),
+        streams,
+    );
+    assert_eq!(
+        rooms.state_after(&old_tip).await.unwrap(),
+        before,
+        "from the events' positions"
+    );
+    let message = EventTemplate::message("m.room.message", json!({"body": "after the upgrade"}));
+    let (first, _) = rooms
+        .send(&room.id, &user("@alice:ours.test"), message, None)
+        .await
+        .unwrap();
+    assert_eq!(rooms.state_after(first.as_str()).await.unwrap(), before, "a full group");
+    let topic = EventTemplate::state("m.room.topic", "", json!({"topic": "new"}));
+    let (alice, _) = rooms
+        .send(&room.id, &user("@alice:ours.test"), topic, None)
+        .await
+        .unwrap();
+    let key = ("m.room.topic".to_owned(), String::new());
+    assert_eq!(rooms.state_after(alice.as_str()).await.unwrap()[&key], alice.as_str());
+    // Bob branches off the old tip; his topic is older, so alice's stays.
+    let auth = room.auth_for("@bob:remote.test", false).await;
+    let pdu = room
+        .pdu(
+            "@bob:remote.test",
+            "m.room.topic",
+            Some(""),
+            json!({"topic": "bob's"}),
+            &[old_tip],
+            &auth,
+            now() - 60_000,
+        )
+        .await;
+    let (bob, outcome) = rooms.ingest(pdu, &room.remote.keys).await.unwrap();
+    assert!(matches!(outcome, Ingested::Accepted(_)), "{outcome:?}");
+    assert_eq!(rooms.state_after(bob.as_str()).await.unwrap()[&key], bob.as_str());
+    let current = rooms.state_event(room.id.as_str(), "m.room.topic", "").await.unwrap();
+    assert_eq!(current.unwrap().event_id, alice.as_str());
+    assert_ne!(old_topic, alice.as_str());
+}
+
 both_backends!(
+    events_from_before_state_groups,
     state_after_along_a_long_line,
     concurrent_topics_resolve_by_order_not_arrival,
     demotion_beats_concurrent_topic,
