@@ -154,6 +154,11 @@ impl Room {
             .to_string()
     }
 
+    async fn set_topic(&self, sender: &str, topic: impl Into<String>) -> String {
+        self.send(sender, "m.room.topic", Some(""), json!({ "topic": topic.into() }))
+            .await
+    }
+
     async fn state_id(&self, kind: &str, key: &str) -> Option<String> {
         self.rooms
             .state_event(self.id.as_str(), kind, key)
@@ -229,6 +234,20 @@ impl Room {
             .await
     }
 
+    /// A message PDU of a remote user, sent now.
+    async fn message(&self, sender: &str, body: &str, prev: &[String], auth: &[String]) -> CanonicalJsonObject {
+        self.pdu(
+            sender,
+            "m.room.message",
+            None,
+            json!({ "body": body }),
+            prev,
+            auth,
+            now(),
+        )
+        .await
+    }
+
     /// The topic event of the room's state at a stream position.
     async fn topic_at(&self, at: i64) -> String {
         let state = self.rooms.state_at(self.id.as_str(), at).await.unwrap();
@@ -253,14 +272,7 @@ async fn concurrent_topics_resolve_by_order_not_arrival(backend: Backend) {
     let room = Room::new(backend).await;
     let fork = room.tips().await;
     assert_eq!(fork.len(), 1, "one line so far");
-    let alice = room
-        .send(
-            "@alice:ours.test",
-            "m.room.topic",
-            Some(""),
-            json!({"topic": "alice's"}),
-        )
-        .await;
+    let alice = room.set_topic("@alice:ours.test", "alice's").await;
     let auth = room.auth_for("@bob:remote.test", false).await;
     // Bob's was sent a minute before alice's, and arrives after it.
     let pdu = room
@@ -327,14 +339,7 @@ async fn demotion_beats_concurrent_topic(backend: Backend) {
     let fork = room.tips().await;
     let levels = room.state_id("m.room.power_levels", "").await.unwrap();
     let mut content = room.content(&levels).await;
-    let carol = room
-        .send(
-            "@carol:ours.test",
-            "m.room.topic",
-            Some(""),
-            json!({"topic": "carol's"}),
-        )
-        .await;
+    let carol = room.set_topic("@carol:ours.test", "carol's").await;
     assert_eq!(room.state_id("m.room.topic", "").await.as_deref(), Some(carol.as_str()));
     content["users"]["@carol:ours.test"] = json!(0);
     let auth = room.auth_for("@bob:remote.test", false).await;
@@ -434,39 +439,17 @@ async fn refused_and_soft_failed(backend: Backend) {
 
     // A prev event this server does not have.
     let missing = vec!["$notstoredhere000000000000000000000000000000".to_owned()];
-    let gap = room
-        .pdu(
-            dan,
-            "m.room.message",
-            None,
-            json!({"body": "x"}),
-            &missing,
-            &auth,
-            now(),
-        )
-        .await;
+    let gap = room.message(dan, "x", &missing, &auth).await;
     let r = room.rooms.ingest(gap, &room.remote.keys).await;
     assert!(matches!(r, Err(CoreError::NotFound(_))), "{r:?}");
 
     // A user who is not in the room.
     let eve = "@eve:remote.test";
-    let pdu = room
-        .pdu(
-            eve,
-            "m.room.message",
-            None,
-            json!({"body": "x"}),
-            &tips,
-            &auth[..2],
-            now(),
-        )
-        .await;
+    let pdu = room.message(eve, "x", &tips, &auth[..2]).await;
     let r = room.rooms.ingest(pdu, &room.remote.keys).await;
     assert!(matches!(r, Err(CoreError::Forbidden(_))), "{r:?}");
     // A room this server does not have.
-    let mut elsewhere = room
-        .pdu(dan, "m.room.message", None, json!({"body": "x"}), &tips, &auth, now())
-        .await;
+    let mut elsewhere = room.message(dan, "x", &tips, &auth).await;
     elsewhere.insert(
         "room_id".into(),
         ruma::CanonicalJsonValue::String("!nope:remote.test".into()),
@@ -477,17 +460,7 @@ async fn refused_and_soft_failed(backend: Backend) {
     assert_eq!(room.tips().await, tips);
 
     // Content that does not match its hash: redacted, then taken in.
-    let mut tampered = room
-        .pdu(
-            dan,
-            "m.room.message",
-            None,
-            json!({"body": "signed"}),
-            &tips,
-            &auth,
-            now(),
-        )
-        .await;
+    let mut tampered = room.message(dan, "signed", &tips, &auth).await;
     tampered.insert(
         "content".into(),
         serde_json::from_value(json!({"body": "changed"})).unwrap(),
@@ -507,17 +480,7 @@ async fn refused_and_soft_failed(backend: Backend) {
     )
     .await;
     let position = room.rooms.current_position();
-    let late = room
-        .pdu(
-            dan,
-            "m.room.message",
-            None,
-            json!({"body": "late"}),
-            &before_ban,
-            &auth,
-            now(),
-        )
-        .await;
+    let late = room.message(dan, "late", &before_ban, &auth).await;
     let (id, outcome) = room.rooms.ingest(late, &room.remote.keys).await.unwrap();
     assert!(matches!(outcome, Ingested::SoftFailed(_)), "{outcome:?}");
     assert!(room.rooms.event(id.as_str()).await.unwrap().is_none());
