@@ -446,8 +446,12 @@ async fn room_section(
     };
     // State resolution (where federated branches meet) can change the room's state with no
     // event of the timeline: such entries come in `state`, as Synapse sends them.
-    if !initial {
-        let resets = rooms.state_resets(room_id, lower, to).await?;
+    let resets = if initial {
+        Vec::new()
+    } else {
+        rooms.state_resets(room_id, lower, to).await?
+    };
+    if !resets.is_empty() {
         let shown: BTreeSet<String> = events.iter().chain(&state_events).map(|e| e.event_id.clone()).collect();
         state_events.extend(resets.into_iter().filter(|e| !shown.contains(&e.event_id)));
     }
