@@ -115,12 +115,6 @@ impl Rooms {
         Ok(state)
     }
 
-    /// Resolve the states of branches into one (spec: room version 2+ state resolution).
-    pub async fn resolve(&self, room_version: &str, states: &[StateIds]) -> Result<StateIds, CoreError> {
-        let (_, rules) = rules_for(room_version)?;
-        resolve_with(self, &rules, states, None).await
-    }
-
     /// Take in a PDU another server built (spec: Server-Server API, "Checks performed on
     /// receipt of a PDU"): its format, hashes and signatures (`keys` holds the public keys
     /// of the servers that signed it), authorisation by its auth events, by the state before
