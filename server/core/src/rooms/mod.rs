@@ -80,6 +80,11 @@ impl PowerLevels {
         level(&self.0[key]).unwrap_or(default)
     }
 
+    /// Whether the user may redact others' events (the `redact` level, 50 by default).
+    pub fn may_redact(&self, user_id: &str) -> bool {
+        self.user(user_id) >= self.get("redact", 50)
+    }
+
     /// A user's level: `users[user]`, else `users_default` (0).
     pub fn user(&self, user_id: &str) -> i64 {
         level(&self.0["users"][user_id]).unwrap_or_else(|| self.get("users_default", 0))
@@ -259,8 +264,7 @@ impl Rooms {
         if original.sender == sender.as_str() {
             return Ok(());
         }
-        let levels = self.power_levels(room_id.as_str()).await?;
-        if levels.user(sender.as_str()) >= levels.get("redact", 50) {
+        if self.power_levels(room_id.as_str()).await?.may_redact(sender.as_str()) {
             Ok(())
         } else {
             Err(CoreError::Forbidden(
@@ -512,18 +516,19 @@ impl Rooms {
     }
 
     /// The room's forward extremities: the events the next one will name as prev_events.
+    /// From memory if kept there; a read from the store is not kept (no lock is held).
     pub async fn tips(&self, room_id: &str) -> Result<Vec<String>, CoreError> {
-        let tips = self.store.forward_extremities(room_id).await?;
+        let tips = match self.memo.extremities(room_id) {
+            Some(e) => e,
+            None => self.store.forward_extremities(room_id).await?,
+        };
         Ok(tips.into_iter().map(|(id, _)| id).collect())
     }
 
     /// The stored group that is the room's current state: its single extremity's.
     async fn current_group(&self, room_id: &str) -> Result<Option<(String, i64)>, CoreError> {
-        let extremities = match self.memo.extremities(room_id) {
-            Some(e) => e,
-            None => self.store.forward_extremities(room_id).await?,
-        };
-        let [(tip, _)] = extremities.as_slice() else {
+        let tips = self.tips(room_id).await?;
+        let [tip] = tips.as_slice() else {
             return Ok(None);
         };
         let group = self.store.event_group(tip).await?;
@@ -585,11 +590,8 @@ impl Rooms {
     pub(super) async fn last_reset(&self, room_id: &str) -> Result<Option<i64>, CoreError> {
         self.resets_loaded
             .get_or_try_init(|| async {
-                let stored = self.store.last_state_resets().await?;
-                let mut resets = self.memo.resets.locked();
-                for (room, position) in stored {
-                    let last = resets.entry(room).or_default();
-                    *last = (*last).max(position);
+                for (room, position) in self.store.last_state_resets().await? {
+                    self.memo.reset_at(&room, position);
                 }
                 Ok::<(), CoreError>(())
             })

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use estuary_store::{NewEvent, NewStateGroup, StateChange, StateEntry, StateUpdate, StoredEvent};
+use estuary_store::{EventGroup, NewEvent, NewStateGroup, StateChange, StateEntry, StateUpdate, StoredEvent};
 use ruma::events::StateEventType;
 use ruma::room_version_rules::RoomVersionRules;
 use ruma::signatures::{PublicKeyMap, Verified};
@@ -93,7 +93,12 @@ impl Rooms {
             .event_group(event_id)
             .await?
             .ok_or_else(|| CoreError::NotFound(format!("event {event_id}")))?;
-        let Some(group) = at.state_group else {
+        self.state_of(&at).await
+    }
+
+    /// The state after the event `at` stands for.
+    async fn state_of(&self, at: &EventGroup) -> Result<StateIds, CoreError> {
+        let Some(group) = &at.state_group else {
             // Stored before state groups, when history was one line.
             let state = self.store.state_at(&at.room_id, at.stream_ordering, false).await?;
             return Ok(state
@@ -102,7 +107,7 @@ impl Rooms {
                 .collect());
         };
         let mut state = StateIds::new();
-        for entries in self.store.state_group_chain(&group).await? {
+        for entries in self.store.state_group_chain(group).await? {
             let entries: Vec<[String; 3]> =
                 serde_json::from_str(&entries).map_err(|e| CoreError::Internal(format!("state group {group}: {e}")))?;
             for [kind, key, id] in entries {
@@ -167,11 +172,17 @@ impl Rooms {
         authorize(&rules, &pdu, auth.iter().cloned())
             .map_err(|e| CoreError::Forbidden(format!("rejected by its auth events: {e}")))?;
 
-        // The state before it: its prev_events' states, resolved.
-        self.room_pdus(&room_id, &pdu.prev_events).await?;
+        // The state before it: its prev_events' states, resolved. They must be stored, in
+        // this room.
+        let mut prev_groups = Vec::with_capacity(pdu.prev_events.len());
         let mut branches = Vec::with_capacity(pdu.prev_events.len());
         for prev in &pdu.prev_events {
-            branches.push(self.state_after(prev.as_str()).await?);
+            let at = match self.store.event_group(prev.as_str()).await? {
+                Some(at) if at.room_id == room_id.as_str() => at,
+                _ => return Err(CoreError::NotFound(format!("event {prev} of room {room_id}"))),
+            };
+            branches.push(self.state_of(&at).await?);
+            prev_groups.push(at);
         }
         let before = match branches.as_slice() {
             [one] => one.clone(),
@@ -182,8 +193,8 @@ impl Rooms {
             .map_err(|e| CoreError::Forbidden(format!("rejected by the state before it: {e}")))?;
 
         // Soft failure: the room's current state must allow it too.
-        let current = self.room_state(room_id.as_str()).await?;
-        let current_pdus = self.auth_state(&room_id, &rules, &pdu, &current.ids()).await?;
+        let current = self.room_state(room_id.as_str()).await?.ids();
+        let current_pdus = self.auth_state(&room_id, &rules, &pdu, &current).await?;
         if let Err(e) = authorize(&rules, &pdu, current_pdus.into_iter()) {
             tracing::info!(event = %event_id, room = %room_id, "soft-failed: {e}");
             return Ok((id, Ingested::SoftFailed(e)));
@@ -211,13 +222,12 @@ impl Rooms {
             _ => resolve_with(self, &rules, &tips, Some(&pdu)).await?,
         };
         let changes = self
-            .changes(&current.ids(), &resolved, (&event_id, own.as_ref()), pdu.membership())
+            .changes(&current, &resolved, (&event_id, own.as_ref()), pdu.membership())
             .await?;
 
-        let (state_group, new_group) = match prevs.as_slice() {
-            [prev] => {
-                let at = self.store.event_group(prev).await?;
-                let group = at.and_then(|g| Some((g.state_group?, g.chain.unwrap_or(0))));
+        let (state_group, new_group) = match prev_groups.as_slice() {
+            [at] => {
+                let group = at.state_group.clone().map(|g| (g, at.chain.unwrap_or(0)));
                 let own = own.as_ref().map(|(k, s)| (k.as_str(), s.as_str()));
                 group_after(group.as_ref(), &event_id, own, || before.clone())?
             }
@@ -398,8 +408,7 @@ impl Rooms {
             },
             None => Value::Null,
         };
-        let levels = super::PowerLevels(levels);
-        Ok(levels.user(pdu.sender.as_str()) >= levels.get("redact", 50))
+        Ok(super::PowerLevels(levels).may_redact(pdu.sender.as_str()))
     }
 }
 

@@ -191,9 +191,7 @@ impl Memo {
     /// extremities.
     fn appended(&self, e: &NewEvent, position: i64) {
         if e.resets().next().is_some() {
-            let mut resets = self.resets.locked();
-            let last = resets.entry(e.room_id.clone()).or_default();
-            *last = (*last).max(position);
+            self.reset_at(&e.room_id, position);
         }
         // A redaction may have redacted a state event; state resolution may change any
         // entry; a new group is the state's new name.
@@ -220,6 +218,13 @@ impl Memo {
                 }
             }
         }
+    }
+
+    /// The room's state was reset at `position` (see `resets`).
+    pub(super) fn reset_at(&self, room_id: &str, position: i64) {
+        let mut resets = self.resets.locked();
+        let last = resets.entry(room_id.to_owned()).or_default();
+        *last = (*last).max(position);
     }
 
     /// `e` could not be committed: what is cached of its room may be wrong now.
