@@ -129,12 +129,31 @@ pub fn estuary_bin() -> PathBuf {
     bin
 }
 
-/// `N` distinct free TCP ports on loopback: all bound at once (so no two are the same), read,
-/// then released. Another process could take one in between, which is rare on a test machine.
+/// `N` distinct free TCP ports on loopback for servers under test: all bound at once (so no
+/// two are the same), then released for the server to take. They are drawn at random from
+/// below the kernel's ephemeral range (`ip_local_port_range`): a port from inside it can be
+/// handed to any outgoing connection (a test's HTTP or PostgreSQL client) in the moment
+/// between its release and the server's bind, which failed a CI run with "Address already in
+/// use".
 pub fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<std::net::TcpListener> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
+    use std::hash::{BuildHasher, Hasher};
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    let mut listeners: Vec<std::net::TcpListener> = Vec::with_capacity(N);
+    for _ in 0..10_000 {
+        if listeners.len() == N {
+            break;
+        }
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let port = low + u16::try_from(random % u64::from(high - low)).unwrap_or(0);
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            listeners.push(l);
+        }
+    }
+    assert_eq!(listeners.len(), N, "no free ports below {high} on loopback");
     std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
 }
 
