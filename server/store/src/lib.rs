@@ -197,6 +197,15 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
+    /// Whether committing it changes nothing of its room but the forward extremities (and
+    /// what only names it: a relation, a transaction ID): no state, no redaction.
+    pub fn only_extends(&self) -> bool {
+        self.state_key.is_none()
+            && self.redaction.is_none()
+            && self.new_group.is_none()
+            && matches!(self.state_update, StateUpdate::Own)
+    }
+
     /// The changes of the current state it makes beyond taking its own place (see migration
     /// 0019): those state resolution makes.
     pub fn resets(&self) -> impl Iterator<Item = &StateChange> {

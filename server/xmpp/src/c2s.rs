@@ -12,7 +12,9 @@
 
 use estuary_core::Locked;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -890,10 +892,22 @@ async fn authenticate<W: Wire>(
     Ok(Some((xml, bare)))
 }
 
+/// The last step of a stanza's handling: what `Outcome::Done` would hold.
+pub(crate) type Reply<'a> = Pin<Box<dyn Future<Output = Option<Element>> + Send + 'a>>;
+/// The end of a stanza's handling that waits for a commit, then gives its last step. The
+/// waits of several may overlap; their last steps (deliveries) must run one after another,
+/// in order.
+pub(crate) type Finish<'a> = Pin<Box<dyn Future<Output = Reply<'a>> + Send + 'a>>;
+
 /// What one stanza from the client calls for.
-pub(crate) enum Outcome {
+pub(crate) enum Outcome<'a> {
     /// Handled; with the stanza to send back, if any.
     Done(Option<Element>),
+    /// Handled up to a commit: a chat message between local accounts, its DM room event
+    /// queued. The session finishes these in the order their stanzas came (delivery, carbons,
+    /// the answer), and counts each handled only then, so it may read the next message
+    /// meanwhile and the room commits them together.
+    Later(Finish<'a>),
     /// Handled; send this, then end the stream (the account is gone).
     Last(Element),
     /// The stream must end with this error.
@@ -901,7 +915,7 @@ pub(crate) enum Outcome {
 }
 
 /// Serve one stanza (`iq`, `message` or `presence` in `jabber:client`) from a bound session.
-pub(crate) async fn handle_stanza(c2s: &C2s, el: Element, full: &FullJid, domain: &Jid) -> Outcome {
+pub(crate) async fn handle_stanza<'a>(c2s: &'a C2s, el: Element, full: &FullJid, domain: &Jid) -> Outcome<'a> {
     if el.ns() != ns::JABBER_CLIENT {
         return Outcome::Fatal(StreamCondition::UnsupportedStanzaType, String::new());
     }
@@ -971,7 +985,10 @@ pub(crate) async fn handle_stanza(c2s: &C2s, el: Element, full: &FullJid, domain
             };
             // RFC 6120 §8.1.2.1: the server stamps the sender.
             msg.from = Some(full.clone().into());
-            Outcome::Done(route_message(c2s, msg, full).await)
+            match begin_message(c2s, msg, full).await {
+                Routing::Now(reply) => Outcome::Done(reply),
+                Routing::Later(finish) => Outcome::Later(finish),
+            }
         }
         "presence" => {
             let Ok(mut presence) = xmpp_parsers::presence::Presence::try_from(el) else {
@@ -986,7 +1003,24 @@ pub(crate) async fn handle_stanza(c2s: &C2s, el: Element, full: &FullJid, domain
 }
 
 /// Route a message between local sessions. Returns the error stanza to bounce, if any.
-pub(crate) async fn route_message(c2s: &C2s, mut msg: Message, sender: &FullJid) -> Option<Element> {
+pub(crate) async fn route_message(c2s: &C2s, msg: Message, sender: &FullJid) -> Option<Element> {
+    match begin_message(c2s, msg, sender).await {
+        Routing::Now(reply) => reply,
+        Routing::Later(finish) => finish.await.await,
+    }
+}
+
+/// A message routed at once, or up to the commit of its DM room event.
+pub(crate) enum Routing<'a> {
+    /// Routed; the error stanza to bounce, if any.
+    Now(Option<Element>),
+    /// Recorded in its DM room: delivery follows the commit.
+    Later(Finish<'a>),
+}
+
+/// [`route_message`], in two steps for a message between local accounts: what the session
+/// may do before the message's DM room event is committed, and the rest.
+pub(crate) async fn begin_message<'a>(c2s: &'a C2s, mut msg: Message, sender: &FullJid) -> Routing<'a> {
     // RFC 6120 §10.3.1: no 'to' means the account's own bare JID.
     let to = msg.to.get_or_insert_with(|| sender.to_bare().into()).clone();
     let local = to.domain().as_str().eq_ignore_ascii_case(&c2s.domain);
@@ -997,7 +1031,6 @@ pub(crate) async fn route_message(c2s: &C2s, mut msg: Message, sender: &FullJid)
     } else {
         blocked(c2s, sender, &to).await
     };
-    let mut refused = refused;
     // XEP-0249 to a local account, for one of our rooms: a Matrix invite, which reaches the
     // invitee's sessions as an invitation; an offline invitee gets this message kept.
     if refused.is_none()
@@ -1013,35 +1046,66 @@ pub(crate) async fn route_message(c2s: &C2s, mut msg: Message, sender: &FullJid)
         && crate::muc::invite(c2s, sender, &room, to.as_str(), None).await.is_ok()
         && c2s.router.has_sessions(&to.to_bare())
     {
-        return None;
+        return Routing::Now(None);
     }
     if refused.is_none()
         && local
         && let Some(node) = to.node()
     {
         // Between two local accounts, the message is also an event of their DM room.
-        let mut delivered = msg.clone();
-        let archived = match crate::direct::record(c2s, sender, node.as_str(), &msg).await {
-            Ok(Some(event_id)) => {
-                delivered
-                    .payloads
-                    .push(crate::direct::stanza_id(&event_id, &to.to_bare()));
-                true
-            }
-            Ok(None) => false,
-            Err(error) => return Some(crate::muc::bounce(msg, error).into()),
+        let recorded = match crate::direct::record(c2s, sender, node.as_str(), &msg).await {
+            Ok(recorded) => recorded,
+            Err(error) => return Routing::Now(Some(crate::muc::bounce(msg, error).into())),
         };
-        match deliver_local(c2s, &to, node.as_str(), &delivered, archived).await {
-            Ok(reached) => {
-                crate::carbons::copy(c2s, &msg, &sender.to_bare(), Some(sender.resource().as_str()), &reached);
-                return None;
-            }
-            Err(condition) => refused = condition,
-        }
+        let node = node.to_string();
+        let sender = sender.clone();
+        // The commit is awaited here, the delivery only when the session's turn for it comes.
+        #[allow(clippy::async_yields_async)]
+        return Routing::Later(Box::pin(async move {
+            let committed = recorded.committed().await;
+            let deliver: Reply<'a> = Box::pin(deliver_recorded(c2s, msg, sender, to, node, committed));
+            deliver
+        }));
     }
-    // Not deliverable: no such account, or another server (s2s is not there yet). Errors are
-    // never sent for error messages (RFC 6120 §8.3.1), and headlines nobody can receive are
-    // dropped (RFC 6121 §8.5.2.2.1).
+    Routing::Now(undeliverable(msg, local, refused))
+}
+
+/// A message between local accounts, once its DM room events are committed (`committed`:
+/// the message event's ID, if it became one): to the recipient's sessions (or offline), with
+/// carbons; the bounce if any.
+async fn deliver_recorded(
+    c2s: &C2s,
+    msg: Message,
+    sender: FullJid,
+    to: Jid,
+    node: String,
+    committed: Result<Option<String>, StanzaError>,
+) -> Option<Element> {
+    let mut delivered = msg.clone();
+    let archived = match committed {
+        Ok(Some(event_id)) => {
+            delivered
+                .payloads
+                .push(crate::direct::stanza_id(&event_id, &to.to_bare()));
+            true
+        }
+        Ok(None) => false,
+        Err(error) => return Some(crate::muc::bounce(msg, error).into()),
+    };
+    match deliver_local(c2s, &to, &node, &delivered, archived).await {
+        Ok(reached) => {
+            crate::carbons::copy(c2s, &msg, &sender.to_bare(), Some(sender.resource().as_str()), &reached);
+            None
+        }
+        Err(condition) => undeliverable(msg, true, condition),
+    }
+}
+
+/// The bounce of a message that could not be delivered (`refused`: why; None: no such
+/// account, or another server, as s2s is not there yet), if it gets one.
+fn undeliverable(msg: Message, local: bool, refused: Option<StanzaCondition>) -> Option<Element> {
+    // Errors are never sent for error messages (RFC 6120 §8.3.1), and headlines nobody can
+    // receive are dropped (RFC 6121 §8.5.2.2.1).
     if msg.type_ == MessageType::Error || (local && msg.type_ == MessageType::Headline) {
         return None;
     }

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use estuary_core::rooms::create::{CreateRoom, Preset};
-use estuary_core::rooms::{EventTemplate, Pdu};
+use estuary_core::rooms::{EventTemplate, Pdu, Queued};
 use estuary_core::{Core, CoreError, StoredEvent};
 use serde_json::{Value, json};
 use tokio_xmpp::minidom::Element;
@@ -287,29 +287,42 @@ fn internal(e: CoreError) -> StanzaError {
     )
 }
 
+/// The events a chat message became in its DM room, queued (see `Rooms::send_queued`).
+#[derive(Default)]
+pub(crate) struct Recorded {
+    /// The message event's ID, if it became one.
+    message: Option<String>,
+    queued: Vec<Queued>,
+}
+
+impl Recorded {
+    /// Once its events are committed: the message event's ID, if it became one.
+    pub(crate) async fn committed(self) -> Result<Option<String>, StanzaError> {
+        for q in self.queued {
+            q.committed().await.map_err(internal)?;
+        }
+        Ok(self.message)
+    }
+}
+
 /// A chat message from `sender` to the local account `to_node`, kept in the DM room of the
-/// two: Ok(Some(event ID)) when it became a message event, Ok(None) when the room keeps
-/// nothing of it (a receipt, a chat state, a message to oneself, a message for an account
-/// that does not exist). Err: the message must bounce with that error.
-pub(crate) async fn record(
-    c2s: &C2s,
-    sender: &FullJid,
-    to_node: &str,
-    msg: &Message,
-) -> Result<Option<String>, StanzaError> {
+/// two: its events queued, with the message event's ID when it became one; none when the
+/// room keeps nothing of it (a receipt, a chat state, a message to oneself, a message for an
+/// account that does not exist). Err: the message must bounce with that error.
+pub(crate) async fn record(c2s: &C2s, sender: &FullJid, to_node: &str, msg: &Message) -> Result<Recorded, StanzaError> {
     let core = &c2s.core;
     if !matches!(msg.type_, MessageType::Chat | MessageType::Normal) {
-        return Ok(None);
+        return Ok(Recorded::default());
     }
     let Some(me) = sender
         .node()
         .and_then(|n| ruma::UserId::parse(core.matrix_user_id(n.as_str())).ok())
     else {
-        return Ok(None);
+        return Ok(Recorded::default());
     };
     let peer = core.matrix_user_id(to_node);
     if peer == me.as_str() {
-        return Ok(None);
+        return Ok(Recorded::default());
     }
     let omemo = msg.payloads.iter().any(convert::is_omemo);
     let kept = !msg.bodies.is_empty()
@@ -323,12 +336,12 @@ pub(crate) async fn record(
         .iter()
         .any(|p| p.ns() == NS_CHAT_STATES || p.is("displayed", NS_MARKERS));
     if !kept && !ephemeral {
-        return Ok(None);
+        return Ok(Recorded::default());
     }
     let room_id = if kept {
         match core.accounts.find(to_node).await {
             Ok(Some(a)) if a.is_active() => {}
-            Ok(_) => return Ok(None),
+            Ok(_) => return Ok(Recorded::default()),
             Err(e) => return Err(internal(e)),
         }
         c2s.direct.room_for(core, &me, &peer, omemo).await.map_err(internal)?
@@ -337,7 +350,7 @@ pub(crate) async fn record(
         // and nothing is made for it.
         match c2s.direct.find(core, me.as_str(), &peer).await {
             Some(r) => r,
-            None => return Ok(None),
+            None => return Ok(Recorded::default()),
         }
     };
     let templates = match convert::inbound(c2s, &room_id, &me, msg, Some(to_node)).await {
@@ -346,7 +359,7 @@ pub(crate) async fn record(
             // A reference the room cannot resolve (a message from before the room, say): the
             // stanza still goes to the peer's XMPP sessions, as XMPP would have it.
             tracing::debug!(?refusal, "a chat message's reference is not in its DM room");
-            return Ok(None);
+            return Ok(Recorded::default());
         }
     };
     let room = ruma::RoomId::parse(&room_id).map_err(|e| internal(CoreError::Internal(e.to_string())))?;
@@ -357,7 +370,7 @@ pub(crate) async fn record(
         .find(|p| p.is("origin-id", NS_SID))
         .and_then(|p| p.attr("id"))
         .unwrap_or_default();
-    let mut message = None;
+    let mut recorded = Recorded::default();
     for template in templates {
         // Every event keeps the client's ids: the pump knows by them not to send it again,
         // and a message is known by them later. Reactions and redactions get a unique one.
@@ -378,11 +391,12 @@ pub(crate) async fn record(
         } else {
             template
         };
-        match core.rooms.send(&room, &me, template, Some(txn)).await {
-            Ok((event_id, _)) => {
+        match core.rooms.send_queued(&room, &me, template, Some(txn)).await {
+            Ok(queued) => {
                 if is_message {
-                    message = Some(event_id.to_string());
+                    recorded.message = Some(queued.event_id.to_string());
                 }
+                recorded.queued.push(queued);
             }
             Err(CoreError::Forbidden(m)) => {
                 return Err(StanzaError::new(ErrorType::Auth, Condition::Forbidden, "en", m));
@@ -390,7 +404,7 @@ pub(crate) async fn record(
             Err(e) => return Err(internal(e)),
         }
     }
-    Ok(message)
+    Ok(recorded)
 }
 
 /// Content this large (in bytes of JSON) leaves room in an event (64 KiB) for the rest of it.

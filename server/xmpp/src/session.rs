@@ -14,6 +14,8 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use tokio::sync::{mpsc, oneshot};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::xmlstream::ReadError;
@@ -26,7 +28,9 @@ use xmpp_parsers::sm::{A, Enable, Enabled, Failed, HandledCountTooHigh, R, Resum
 use xmpp_parsers::stanza_error::{DefinedCondition as StanzaCondition, ErrorType};
 use xmpp_parsers::stream_error::{DefinedCondition as StreamCondition, StreamError};
 
-use crate::c2s::{C2s, INBOX_CAPACITY, Outcome, Routed, error_reply, new_id, next_element, read_failed, stream_error};
+use crate::c2s::{
+    C2s, Finish, INBOX_CAPACITY, Outcome, Reply, Routed, error_reply, new_id, next_element, read_failed, stream_error,
+};
 use crate::limit::{Budget, Violation};
 use crate::wire::Wire;
 
@@ -401,11 +405,65 @@ async fn reroute(c2s: &C2s, full: &FullJid, el: Element, kept: Option<i64>) {
     }
 }
 
+/// Stanzas handled up to a commit and not finished (`Outcome::Later`), in the order they came.
+type Unfinished<'a> = FuturesOrdered<Finish<'a>>;
+
+/// Most unfinished stanzas of a session: beyond, it reads no more until the oldest is done.
+const MAX_UNFINISHED: usize = 32;
+
+impl Live {
+    /// A stanza from the client is handled (XEP-0198 counts it), with its answer if any.
+    async fn handled<W: Wire>(&mut self, xml: &mut W, reply: Option<Element>) -> io::Result<()> {
+        if let Some(sm) = &mut self.sm {
+            sm.handled = sm.handled.wrapping_add(1);
+        }
+        match reply {
+            Some(reply) => self.out(xml, reply).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Finish every unfinished stanza, in order.
+    async fn finish_all<W: Wire>(&mut self, xml: &mut W, unfinished: &mut Unfinished<'_>) -> io::Result<()> {
+        while let Some(last) = unfinished.next().await {
+            self.handled(xml, last.await).await?;
+        }
+        Ok(())
+    }
+}
+
 async fn stanza_loop<W: Wire>(xml: &mut W, c2s: &C2s, live: &mut Live, budget: &Budget) -> io::Result<End> {
+    let mut unfinished = Unfinished::new();
+    let end = serve_stanzas(xml, c2s, live, budget, &mut unfinished).await;
+    // However the loop ended, what was handled up to a commit is finished: its messages are
+    // delivered. Answers that cannot be written any more are lost with the stream.
+    while let Some(last) = unfinished.next().await {
+        let reply = last.await;
+        if live.handled(xml, reply).await.is_err() {
+            break;
+        }
+    }
+    while let Some(last) = unfinished.next().await {
+        last.await;
+    }
+    end
+}
+
+async fn serve_stanzas<'a, W: Wire>(
+    xml: &mut W,
+    c2s: &'a C2s,
+    live: &mut Live,
+    budget: &Budget,
+    unfinished: &mut Unfinished<'a>,
+) -> io::Result<End> {
     let domain = Jid::new(&c2s.domain).map_err(|e| io::Error::other(e.to_string()))?;
     loop {
         let item = tokio::select! {
-            item = xml.next() => item,
+            item = xml.next(), if unfinished.len() < MAX_UNFINISHED => item,
+            Some(last) = unfinished.next(), if !unfinished.is_empty() => {
+                live.handled(xml, last.await).await?;
+                continue;
+            }
             routed = live.inbox.recv() => {
                 match routed {
                     Some(Routed { el, .. }) if live.inactive && is_presence_update(&el) => {
@@ -467,6 +525,11 @@ async fn stanza_loop<W: Wire>(xml: &mut W, c2s: &C2s, live: &mut Live, budget: &
             Err(ReadError::HardError(_)) => return Ok(End::Lost),
         };
         budget.reset();
+        // Only messages may pass unfinished ones (their deliveries still go in order): any
+        // other stanza or nonza may depend on what came before it being done.
+        if el.name() != "message" {
+            live.finish_all(xml, unfinished).await?;
+        }
         if el.has_ns(ns::SM) {
             if let Some(end) = Box::pin(stream_management(xml, c2s, live, el)).await? {
                 return Ok(end);
@@ -488,21 +551,22 @@ async fn stanza_loop<W: Wire>(xml: &mut W, c2s: &C2s, live: &mut Live, budget: &
         // Boxed: the future of one stanza (routing, the store, a room) is large, and an idle
         // session should not keep room for it.
         match Box::pin(crate::c2s::handle_stanza(c2s, el, &full, &domain)).await {
+            // Counted once served: whatever it stored is committed by now. Behind unfinished
+            // stanzas, it waits its turn.
+            Outcome::Done(reply) if unfinished.is_empty() => live.handled(xml, reply).await?,
             Outcome::Done(reply) => {
-                // Counted once served: whatever it stored is committed by now.
-                if let Some(sm) = &mut live.sm {
-                    sm.handled = sm.handled.wrapping_add(1);
-                }
-                if let Some(reply) = reply {
-                    live.out(xml, reply).await?;
-                }
+                let last: Reply<'a> = Box::pin(std::future::ready(reply));
+                unfinished.push_back(Box::pin(std::future::ready(last)));
             }
+            Outcome::Later(finish) => unfinished.push_back(finish),
             Outcome::Last(reply) => {
+                live.finish_all(xml, unfinished).await?;
                 live.out(xml, reply).await?;
                 stream_error(xml, StreamCondition::NotAuthorized, "the account was removed").await;
                 return Ok(End::Closed);
             }
             Outcome::Fatal(condition, text) => {
+                live.finish_all(xml, unfinished).await?;
                 stream_error(xml, condition, &text).await;
                 return Ok(End::Closed);
             }

@@ -99,6 +99,34 @@ fn level(v: &Value) -> Option<i64> {
 /// Client send idempotency: (localpart, device_id, txn_id).
 pub type TxnKey = (String, String, String);
 
+/// An event built and queued by [`Rooms::send_queued`].
+pub struct Queued {
+    pub event_id: OwnedEventId,
+    position: Position,
+}
+
+enum Position {
+    Known(i64),
+    Ahead(writer::Ahead),
+}
+
+impl Queued {
+    fn known(event_id: OwnedEventId, position: i64) -> Self {
+        Self {
+            event_id,
+            position: Position::Known(position),
+        }
+    }
+
+    /// The event's stream position, once it is committed.
+    pub async fn committed(self) -> Result<i64, CoreError> {
+        match self.position {
+            Position::Known(p) => Ok(p),
+            Position::Ahead(a) => a.committed().await,
+        }
+    }
+}
+
 pub struct Rooms {
     store: Arc<dyn Store>,
     key: Arc<ServerKey>,
@@ -175,8 +203,8 @@ impl Rooms {
         RoomId::parse(id).map_err(|e| CoreError::Internal(e.to_string()))
     }
 
-    /// Add an event to a room as `sender`; returns the event ID and its stream position.
-    /// A repeated `txn` returns the event of the first request instead.
+    /// Add an event to a room as `sender`; returns the event ID and its stream position once
+    /// committed. A repeated `txn` returns the event of the first request instead.
     pub async fn send(
         &self,
         room_id: &RoomId,
@@ -184,17 +212,38 @@ impl Rooms {
         template: EventTemplate,
         txn: Option<TxnKey>,
     ) -> Result<(OwnedEventId, i64), CoreError> {
+        let queued = self.send_queued(room_id, sender, template, txn).await?;
+        let event_id = queued.event_id.clone();
+        Ok((event_id, queued.committed().await?))
+    }
+
+    /// [`Rooms::send`] in two steps: the event's ID once it is built and queued, and its
+    /// position from [`Queued::committed`]. A message may be queued ahead of its commit (see
+    /// `writer`), so that a caller with several to send (an XMPP session reading a burst)
+    /// need not wait for each commit before building the next.
+    pub async fn send_queued(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        template: EventTemplate,
+        txn: Option<TxnKey>,
+    ) -> Result<Queued, CoreError> {
         let guard = self.room_lock(room_id).lock_owned().await;
-        if let Some((lp, device, txn_id)) = &txn
-            && let Some(existing) = self.store.txn_event(lp, device, txn_id).await?
-        {
-            let stored = self
-                .store
-                .event(&existing)
-                .await?
-                .ok_or_else(|| CoreError::Internal("txn event vanished".into()))?;
-            let id = OwnedEventId::try_from(existing).map_err(|e| CoreError::Internal(e.to_string()))?;
-            return Ok((id, stored.stream_ordering));
+        if let Some(key) = &txn {
+            if self.memo.txn_pending(key) {
+                // The same transaction is queued ahead and not committed yet.
+                self.writer.settle().await?;
+            }
+            let (lp, device, txn_id) = key;
+            if let Some(existing) = self.store.txn_event(lp, device, txn_id).await? {
+                let stored = self
+                    .store
+                    .event(&existing)
+                    .await?
+                    .ok_or_else(|| CoreError::Internal("txn event vanished".into()))?;
+                let id = OwnedEventId::try_from(existing).map_err(|e| CoreError::Internal(e.to_string()))?;
+                return Ok(Queued::known(id, stored.stream_ordering));
+            }
         }
         let version = self.version(room_id.as_str()).await?;
         let mut template = template;
@@ -224,10 +273,14 @@ impl Rooms {
         if own_join && let Some(authoriser) = self.restricted_join_authoriser(room_id, sender).await? {
             template.content["join_authorised_via_users_server"] = Value::String(authoriser);
         }
-        let (event_id, stream, _guard) = self
-            .append_locked(room_id, &version, sender, template, txn, guard)
-            .await?;
-        Ok((event_id, stream))
+        self.append_locked(room_id, &version, sender, template, txn, guard)
+            .await
+    }
+
+    /// Wait until every event queued so far is committed (or has failed): what reads the
+    /// store for an event that may still be queued ahead calls this first.
+    pub async fn settle(&self) -> Result<(), CoreError> {
+        self.writer.settle().await
     }
 
     /// The room's version; NotFound for a room this server does not have.
@@ -493,15 +546,24 @@ impl Rooms {
         t: EventTemplate,
         txn: Option<TxnKey>,
         guard: RoomGuard,
-    ) -> Result<(OwnedEventId, i64, RoomGuard), CoreError> {
+    ) -> Result<Queued, CoreError> {
         let (_, rules) = rules_for(room_version)?;
         let current = self.room_state(room_id.as_str()).await?;
         let extremities = self.extremities(room_id.as_str()).await?;
         let (new, pdu) = self
             .build(room_id, &rules, sender, &t, &current, extremities, txn)
             .await?;
-        let (stream, guard) = self.writer.append(new, guard).await?;
-        Ok((pdu.event_id, stream, guard))
+        if new.only_extends() {
+            self.memo.queued(&new);
+            let ahead = self.writer.queue_ahead(new).await;
+            drop(guard);
+            return Ok(Queued {
+                event_id: pdu.event_id,
+                position: Position::Ahead(ahead?),
+            });
+        }
+        let (stream, _guard) = self.writer.append(new, guard).await?;
+        Ok(Queued::known(pdu.event_id, stream))
     }
 
     /// The room's forward extremities (event ID, depth). Call with the room's lock held: what

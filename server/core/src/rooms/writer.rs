@@ -11,10 +11,18 @@
 //! (a client hung up), the lock is released only once the event is committed and the caches
 //! are current, so the next event of that room is never built on a state the store has
 //! moved past.
+//!
+//! An event that changes nothing but the room's extremities (a message: no state, no
+//! redaction, no relation) may be queued *ahead* of its commit instead
+//! ([`Writer::queue_ahead`]): the extremities in memory take it at once and the room's lock is
+//! released, so the room's next event is built on it while it commits, and both can share a
+//! transaction. Jobs commit in the order they were queued. If one fails, every queued event
+//! built on it fails too (the writer remembers the failed IDs), so nothing is stored with a
+//! prev event the store does not have.
 
 use crate::Locked;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use estuary_store::{NewEvent, NewRoom, StateUpdate, Store, StoreError, StoredEvent};
@@ -141,6 +149,8 @@ pub(super) struct Memo {
     /// Forward extremities (event ID, depth) of rooms written since start.
     extremities: Mutex<HashMap<String, Vec<(String, i64)>>>,
     recent_txns: Mutex<RecentTxns>,
+    /// The transactions of events queued ahead and not committed yet.
+    pending_txns: Mutex<HashSet<(String, String, String)>>,
     /// The newest state reset (migration 0019) of each room that has had one. Complete once
     /// `Rooms` has loaded what the store holds; the writer adds each new one before the stream
     /// advances.
@@ -187,9 +197,38 @@ impl Memo {
         bounded_insert(&mut self.extremities.locked(), room_id, extremities);
     }
 
-    /// `e` is committed at `position`: it replaces its prev_events among the room's
-    /// extremities.
-    fn appended(&self, e: &NewEvent, position: i64) {
+    /// `e` is queued ahead of its commit: it replaces its prev_events among the room's
+    /// extremities now. Call with the room's lock held.
+    pub(super) fn queued(&self, e: &NewEvent) {
+        self.extend(e);
+        if let Some(txn) = &e.txn {
+            self.pending_txns.locked().insert(txn.clone());
+        }
+    }
+
+    /// Whether an event of this transaction is queued ahead and not committed yet.
+    pub(super) fn txn_pending(&self, txn: &(String, String, String)) -> bool {
+        self.pending_txns.locked().contains(txn)
+    }
+
+    /// An event queued ahead is committed, or has failed.
+    fn settled(&self, e: &NewEvent) {
+        if let Some(txn) = &e.txn {
+            self.pending_txns.locked().remove(txn);
+        }
+    }
+
+    /// `e` replaces its prev_events among the room's extremities (if they are kept).
+    fn extend(&self, e: &NewEvent) {
+        if let Some(ext) = self.extremities.locked().get_mut(&e.room_id) {
+            let prev: HashSet<&str> = e.prev_events.iter().map(String::as_str).collect();
+            ext.retain(|(id, _)| !prev.contains(id.as_str()));
+            ext.push((e.event_id.clone(), e.depth));
+        }
+    }
+
+    /// `e` is committed at `position` (its extremities taken already if it was queued ahead).
+    fn appended(&self, e: &NewEvent, position: i64, ahead: bool) {
         if e.resets().next().is_some() {
             self.reset_at(&e.room_id, position);
         }
@@ -202,10 +241,8 @@ impl Memo {
         {
             self.forget_state(&e.room_id);
         }
-        if let Some(ext) = self.extremities.locked().get_mut(&e.room_id) {
-            let prev: HashSet<&str> = e.prev_events.iter().map(String::as_str).collect();
-            ext.retain(|(id, _)| !prev.contains(id.as_str()));
-            ext.push((e.event_id.clone(), e.depth));
+        if !ahead {
+            self.extend(e);
         }
         if let Some((localpart, device, txn)) = &e.txn {
             let mut r = self.recent_txns.locked();
@@ -244,15 +281,30 @@ impl Memo {
 /// The room lock a job holds while it is built and committed.
 pub(super) type RoomGuard = OwnedMutexGuard<()>;
 
-type Answer = (Result<Vec<i64>, CoreError>, RoomGuard);
+type Answer = (Result<Vec<i64>, CoreError>, Option<RoomGuard>);
 
 /// What one caller commits: a room to create (with its alias) and events, all or none.
 pub(super) struct Job {
     room: Option<NewRoom>,
     events: Vec<NewEvent>,
-    guard: RoomGuard,
+    /// The room's lock, held until the commit; None for a job queued ahead of its commit.
+    guard: Option<RoomGuard>,
     reply: oneshot::Sender<Answer>,
 }
+
+/// An event queued ahead of its commit ([`Writer::queue_ahead`]): its stream position once
+/// committed.
+pub struct Ahead(oneshot::Receiver<Answer>);
+
+impl Ahead {
+    pub async fn committed(self) -> Result<i64, CoreError> {
+        let (result, _) = self.0.await.map_err(|_| stopped())?;
+        result?.last().copied().ok_or_else(no_position)
+    }
+}
+
+/// Event IDs whose commit failed, remembered for the events queued after them.
+const FAILED_REMEMBERED: usize = 4096;
 
 /// Most jobs in one transaction.
 const BATCH: usize = 256;
@@ -260,18 +312,25 @@ const BATCH: usize = 256;
 #[derive(Clone)]
 pub(super) struct Writer {
     jobs: mpsc::Sender<Job>,
+    /// Events queued ahead and not answered yet.
+    ahead: Arc<AtomicUsize>,
 }
 
 impl Writer {
     pub(super) fn start(store: Arc<dyn Store>, streams: Arc<Streams>, memo: Arc<Memo>) -> Self {
         let (jobs, mut queue) = mpsc::channel::<Job>(BATCH * 4);
+        let ahead = Arc::new(AtomicUsize::new(0));
+        let in_flight = ahead.clone();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
+            let mut failed = HashSet::new();
             while queue.recv_many(&mut batch, BATCH).await > 0 {
-                commit(&*store, &streams, &memo, &mut batch).await;
+                let answered = batch.iter().filter(|j| j.guard.is_none()).count();
+                commit(&*store, &streams, &memo, &mut batch, &mut failed).await;
+                in_flight.fetch_sub(answered, Ordering::SeqCst);
             }
         });
-        Self { jobs }
+        Self { jobs, ahead }
     }
 
     /// Commit `event`: its stream position, and the room's lock back.
@@ -279,6 +338,25 @@ impl Writer {
         let (positions, guard) = self.submit(None, vec![event], guard).await?;
         let last = positions.last().copied();
         Ok((last.ok_or_else(no_position)?, guard))
+    }
+
+    /// Queue `event` ahead of its commit: the caller releases the room's lock once this
+    /// returns (see the module's documentation). Only for an event that changes nothing but
+    /// the room's extremities.
+    pub(super) async fn queue_ahead(&self, event: NewEvent) -> Result<Ahead, CoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            room: None,
+            events: vec![event],
+            guard: None,
+            reply,
+        };
+        self.ahead.fetch_add(1, Ordering::SeqCst);
+        if self.jobs.send(job).await.is_err() {
+            self.ahead.fetch_sub(1, Ordering::SeqCst);
+            return Err(stopped());
+        }
+        Ok(Ahead(answer))
     }
 
     /// Create a room with its initial events, all or none: their stream positions.
@@ -291,6 +369,27 @@ impl Writer {
         self.submit(Some(room), events, guard).await
     }
 
+    /// Wait until every event queued ahead so far is answered: an empty job, answered with
+    /// its batch. At once when none is.
+    pub(super) async fn settle(&self) -> Result<(), CoreError> {
+        if self.ahead.load(Ordering::SeqCst) == 0 {
+            return Ok(());
+        }
+        self.ahead.fetch_add(1, Ordering::SeqCst);
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            room: None,
+            events: vec![],
+            guard: None,
+            reply,
+        };
+        if self.jobs.send(job).await.is_err() {
+            self.ahead.fetch_sub(1, Ordering::SeqCst);
+            return Err(stopped());
+        }
+        answer.await.map_err(|_| stopped())?.0.map(|_| ())
+    }
+
     /// Hand a job to the writer task and wait for its answer.
     async fn submit(
         &self,
@@ -298,18 +397,21 @@ impl Writer {
         events: Vec<NewEvent>,
         guard: RoomGuard,
     ) -> Result<(Vec<i64>, RoomGuard), CoreError> {
-        let stopped = || CoreError::Internal("the event writer has stopped".into());
         let (reply, answer) = oneshot::channel();
         let job = Job {
             room,
             events,
-            guard,
+            guard: Some(guard),
             reply,
         };
         self.jobs.send(job).await.map_err(|_| stopped())?;
         let (result, guard) = answer.await.map_err(|_| stopped())?;
-        Ok((result?, guard))
+        Ok((result?, guard.ok_or_else(stopped)?))
     }
+}
+
+fn stopped() -> CoreError {
+    CoreError::Internal("the event writer has stopped".into())
 }
 
 fn no_position() -> CoreError {
@@ -324,39 +426,73 @@ async fn store_jobs(store: &dyn Store, jobs: &[&Job]) -> Result<Vec<i64>, StoreE
 }
 
 /// One transaction for the whole batch; if it fails, each job alone, so that one bad job
-/// fails only itself.
-async fn commit(store: &dyn Store, streams: &Streams, memo: &Memo, batch: &mut Vec<Job>) {
+/// fails only itself and the queued events built on it. `failed` holds the IDs of events
+/// whose commit failed, for jobs queued ahead on them.
+async fn commit(store: &dyn Store, streams: &Streams, memo: &Memo, batch: &mut Vec<Job>, failed: &mut HashSet<String>) {
     let expected = |jobs: &[&Job]| jobs.iter().map(|j| j.events.len()).sum::<usize>();
-    let all: Vec<&Job> = batch.iter().collect();
-    let results: Vec<Result<Vec<i64>, CoreError>> = match store_jobs(store, &all).await {
-        Ok(mut positions) if positions.len() == expected(&all) => all
-            .iter()
-            .map(|j| Ok(positions.drain(..j.events.len()).collect()))
-            .collect(),
-        failed if all.len() == 1 => vec![match failed {
-            Ok(_) => Err(no_position()),
-            Err(e) => Err(e.into()),
-        }],
-        _ => {
-            let mut each = Vec::with_capacity(all.len());
-            for job in &all {
-                each.push(match store_jobs(store, &[job]).await {
-                    Ok(p) if p.len() == job.events.len() => Ok(p),
-                    Ok(_) => Err(no_position()),
-                    Err(e) => Err(e.into()),
-                });
-            }
-            each
+    let mut results: Vec<Option<Result<Vec<i64>, CoreError>>> = batch.iter().map(|_| None).collect();
+    for (job, result) in batch.iter().zip(&mut results) {
+        if built_on_failed(job, failed) {
+            *result = Some(Err(orphaned()));
+            remember_failed(job, failed);
         }
-    };
+    }
+    let todo: Vec<usize> = (0..batch.len()).filter(|&i| results[i].is_none()).collect();
+    let jobs: Vec<&Job> = todo.iter().map(|&i| &batch[i]).collect();
+    let nothing = jobs.iter().all(|j| j.room.is_none() && j.events.is_empty());
+    match if nothing {
+        Ok(vec![])
+    } else {
+        store_jobs(store, &jobs).await
+    } {
+        Ok(mut positions) if positions.len() == expected(&jobs) => {
+            for (&i, job) in todo.iter().zip(&jobs) {
+                results[i] = Some(Ok(positions.drain(..job.events.len()).collect()));
+            }
+        }
+        all if jobs.len() == 1 => {
+            results[todo[0]] = Some(match all {
+                Ok(_) => Err(no_position()),
+                Err(e) => Err(e.into()),
+            });
+        }
+        _ => {
+            for &i in &todo {
+                let job = &batch[i];
+                results[i] = Some(if built_on_failed(job, failed) {
+                    Err(orphaned())
+                } else {
+                    match store_jobs(store, &[job]).await {
+                        Ok(p) if p.len() == job.events.len() => Ok(p),
+                        Ok(_) => Err(no_position()),
+                        Err(e) => Err(e.into()),
+                    }
+                });
+                if matches!(results[i], Some(Err(_))) {
+                    remember_failed(job, failed);
+                }
+            }
+        }
+    }
+    let results: Vec<Result<Vec<i64>, CoreError>> = results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(no_position())))
+        .collect();
     let mut highest = None;
     for (job, result) in batch.iter().zip(&results) {
+        if job.guard.is_none() {
+            job.events.iter().for_each(|e| memo.settled(e));
+        }
         match result {
             Ok(p) => {
-                job.events.iter().zip(p).for_each(|(e, p)| memo.appended(e, *p));
+                let ahead = job.guard.is_none();
+                job.events.iter().zip(p).for_each(|(e, p)| memo.appended(e, *p, ahead));
                 highest = highest.max(p.last().copied());
             }
-            Err(_) => job.events.iter().for_each(|e| memo.failed(e)),
+            Err(_) => {
+                remember_failed(job, failed);
+                job.events.iter().for_each(|e| memo.failed(e));
+            }
         }
     }
     if let Some(p) = highest {
@@ -366,4 +502,24 @@ async fn commit(store: &dyn Store, streams: &Streams, memo: &Memo, batch: &mut V
         // A caller that has gone drops the answer, and with it the room's lock.
         let _ = job.reply.send((result, job.guard));
     }
+}
+
+/// Whether a job names as a prev event an event whose commit failed.
+fn built_on_failed(job: &Job, failed: &HashSet<String>) -> bool {
+    !failed.is_empty()
+        && job
+            .events
+            .iter()
+            .any(|e| e.prev_events.iter().any(|p| failed.contains(p)))
+}
+
+fn remember_failed(job: &Job, failed: &mut HashSet<String>) {
+    if failed.len() >= FAILED_REMEMBERED {
+        failed.clear();
+    }
+    failed.extend(job.events.iter().map(|e| e.event_id.clone()));
+}
+
+fn orphaned() -> CoreError {
+    CoreError::Internal("an event this one was built on could not be committed".into())
 }
