@@ -66,6 +66,50 @@ impl From<AccountRow> for Account {
 
 /// Implements [`crate::Store`] for `$store`, a struct with a `pool: sqlx::Pool<$db>` field,
 /// a `BACKEND` constant and a `MIGRATOR` static.
+/// Rows of one multi-row statement at most: far below both backends' limit on bound
+/// parameters (SQLite: 32,766; PostgreSQL: 65,535) at eleven per event.
+pub(crate) const ROWS_PER_STATEMENT: usize = 500;
+
+/// The positions of `events`, in their order, from the (event ID, position) rows a multi-row
+/// insert returned (in an order neither backend promises). The positions must rise in the
+/// order of the events: the room's order is the stream's.
+pub(crate) fn positions_in_order(events: &[&crate::NewEvent], rows: Vec<(String, i64)>) -> crate::Result<Vec<i64>> {
+    let by_id: std::collections::HashMap<String, i64> = rows.into_iter().collect();
+    let positions = events
+        .iter()
+        .map(|e| by_id.get(&e.event_id).copied())
+        .collect::<Option<Vec<i64>>>()
+        .ok_or_else(|| {
+            crate::StoreError::Database(sqlx::Error::Protocol("an inserted event has no position".into()))
+        })?;
+    if positions.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(crate::StoreError::Database(sqlx::Error::Protocol(
+            "inserted events were not given positions in order".into(),
+        )));
+    }
+    Ok(positions)
+}
+
+/// The forward extremities a batch of events changes: (room, event) pairs that leave (every
+/// prev event) and that come (every event no other of the batch names as a prev event).
+pub(crate) fn extremity_changes<'a>(
+    events: &[&'a crate::NewEvent],
+) -> (Vec<(&'a str, &'a str)>, Vec<(&'a str, &'a str)>) {
+    let mut gone: Vec<(&str, &str)> = events
+        .iter()
+        .flat_map(|e| e.prev_events.iter().map(|p| (e.room_id.as_str(), p.as_str())))
+        .collect();
+    gone.sort_unstable();
+    gone.dedup();
+    let named: std::collections::HashSet<&str> = gone.iter().map(|(_, p)| *p).collect();
+    let new = events
+        .iter()
+        .filter(|e| !named.contains(e.event_id.as_str()))
+        .map(|e| (e.room_id.as_str(), e.event_id.as_str()))
+        .collect();
+    (gone, new)
+}
+
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         #[async_trait::async_trait]
@@ -323,22 +367,29 @@ macro_rules! impl_store {
                             .await?;
                     }
                 }
+                // The event rows, a few hundred to a statement (a batch of messages is one round
+                // trip, not one per event); positions are given in the order of the rows.
                 let mut streams = Vec::with_capacity(events.len());
-                for e in events {
-                    let (stream,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::INSERT_EVENT)
-                        .bind(&e.event_id)
-                        .bind(&e.room_id)
-                        .bind(e.depth)
-                        .bind(&e.sender)
-                        .bind(&e.kind)
-                        .bind(e.state_key.as_deref())
-                        .bind(e.origin_server_ts)
-                        .bind(&e.pdu)
-                        .bind(e.replaces_state.as_ref().map(|r| r.0.as_str()))
-                        .bind(e.replaces_state.as_ref().map(|r| r.1.as_str()))
-                        .bind(&e.state_group)
-                        .fetch_one(&mut *tx)
-                        .await?;
+                for chunk in events.chunks($crate::common::ROWS_PER_STATEMENT) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new($crate::sql::INSERT_EVENTS);
+                    q.push_values(chunk, |mut row, e| {
+                        row.push_bind(e.event_id.as_str())
+                            .push_bind(e.room_id.as_str())
+                            .push_bind(e.depth)
+                            .push_bind(e.sender.as_str())
+                            .push_bind(e.kind.as_str())
+                            .push_bind(e.state_key.as_deref())
+                            .push_bind(e.origin_server_ts)
+                            .push_bind(e.pdu.as_str())
+                            .push_bind(e.replaces_state.as_ref().map(|r| r.0.as_str()))
+                            .push_bind(e.replaces_state.as_ref().map(|r| r.1.as_str()))
+                            .push_bind(e.state_group.as_str());
+                    });
+                    q.push(" RETURNING event_id, stream_ordering");
+                    let rows: Vec<(String, i64)> = q.build_query_as().fetch_all(&mut *tx).await?;
+                    streams.extend($crate::common::positions_in_order(chunk, rows)?);
+                }
+                for (e, &stream) in events.iter().zip(&streams) {
                     if let Some(g) = &e.new_group {
                         sqlx::query::<$db>($crate::sql::INSERT_STATE_GROUP)
                             .bind(&g.id)
@@ -401,18 +452,6 @@ macro_rules! impl_store {
                             }
                         };
                     }
-                    for prev in &e.prev_events {
-                        sqlx::query::<$db>($crate::sql::DELETE_EXTREMITY)
-                            .bind(&e.room_id)
-                            .bind(prev)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    sqlx::query::<$db>($crate::sql::ADD_EXTREMITY)
-                        .bind(&e.room_id)
-                        .bind(&e.event_id)
-                        .execute(&mut *tx)
-                        .await?;
                     if let Some((rel_type, target)) = &e.relation {
                         sqlx::query::<$db>($crate::sql::INSERT_RELATION)
                             .bind(&e.event_id)
@@ -439,16 +478,38 @@ macro_rules! impl_store {
                             .execute(&mut *tx)
                             .await?;
                     }
-                    if let Some((localpart, device_id, txn_id)) = &e.txn {
-                        sqlx::query::<$db>($crate::sql::INSERT_TXN)
-                            .bind(localpart)
-                            .bind(device_id)
-                            .bind(txn_id)
-                            .bind(&e.event_id)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    streams.push(stream);
+                }
+                // The forward extremities: the events' prev events leave, and the events no
+                // other of the batch names come.
+                let (gone, new) = $crate::common::extremity_changes(events);
+                for chunk in gone.chunks($crate::common::ROWS_PER_STATEMENT) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new($crate::sql::DELETE_EXTREMITIES);
+                    q.push_values(chunk, |mut row, (room, event)| {
+                        row.push_bind(*room).push_bind(*event);
+                    });
+                    q.push(")");
+                    q.build().execute(&mut *tx).await?;
+                }
+                for chunk in new.chunks($crate::common::ROWS_PER_STATEMENT) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new($crate::sql::ADD_EXTREMITIES);
+                    q.push_values(chunk, |mut row, (room, event)| {
+                        row.push_bind(*room).push_bind(*event);
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                let txns: Vec<_> = events
+                    .iter()
+                    .filter_map(|e| Some((e.txn.as_ref()?, e.event_id.as_str())))
+                    .collect();
+                for chunk in txns.chunks($crate::common::ROWS_PER_STATEMENT) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new($crate::sql::INSERT_TXNS);
+                    q.push_values(chunk, |mut row, ((localpart, device_id, txn_id), event)| {
+                        row.push_bind(localpart.as_str())
+                            .push_bind(device_id.as_str())
+                            .push_bind(txn_id.as_str())
+                            .push_bind(*event);
+                    });
+                    q.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(streams)

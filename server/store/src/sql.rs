@@ -75,9 +75,6 @@ macro_rules! event_columns_e {
     };
 }
 
-pub const INSERT_EVENT: &str = "INSERT INTO events (event_id, room_id, depth, sender, type, state_key, \
-    origin_server_ts, pdu, replaces_state, prev_content, state_group) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING stream_ordering";
 pub const INSERT_STATE_GROUP: &str =
     "INSERT INTO state_groups (group_id, room_id, prev_group, chain, entries) VALUES ($1, $2, $3, $4, $5)";
 pub const DELETE_CURRENT_STATE: &str =
@@ -93,10 +90,12 @@ pub const UPSERT_CURRENT_STATE: &str = "INSERT INTO room_current_state \
     (room_id, type, state_key, event_id, stream_ordering, membership) VALUES ($1, $2, $3, $4, $5, $6) \
     ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, \
     stream_ordering = excluded.stream_ordering, membership = excluded.membership";
-pub const DELETE_EXTREMITY: &str = "DELETE FROM room_forward_extremities WHERE room_id = $1 AND event_id = $2";
-pub const ADD_EXTREMITY: &str = "INSERT INTO room_forward_extremities (room_id, event_id) VALUES ($1, $2)";
-pub const INSERT_TXN: &str =
-    "INSERT INTO event_txn_ids (localpart, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)";
+/// Heads of multi-row statements (`QueryBuilder::push_values` adds the rows).
+pub const DELETE_EXTREMITIES: &str = "DELETE FROM room_forward_extremities WHERE (room_id, event_id) IN (";
+pub const ADD_EXTREMITIES: &str = "INSERT INTO room_forward_extremities (room_id, event_id) ";
+pub const INSERT_TXNS: &str = "INSERT INTO event_txn_ids (localpart, device_id, txn_id, event_id) ";
+pub const INSERT_EVENTS: &str = "INSERT INTO events (event_id, room_id, depth, sender, type, state_key, \
+    origin_server_ts, pdu, replaces_state, prev_content, state_group) ";
 pub const TXN_EVENT: &str =
     "SELECT event_id FROM event_txn_ids WHERE localpart = $1 AND device_id = $2 AND txn_id = $3";
 pub const TXN_EVENT_LIKE: &str = "SELECT event_id FROM event_txn_ids WHERE localpart = $1 AND device_id = $2 \
