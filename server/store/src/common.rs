@@ -90,12 +90,13 @@ pub(crate) fn positions_in_order(events: &[&crate::NewEvent], rows: Vec<(String,
     Ok(positions)
 }
 
+/// (room ID, event ID).
+type RoomEvent<'a> = (&'a str, &'a str);
+
 /// The forward extremities a batch of events changes: (room, event) pairs that leave (every
 /// prev event) and that come (every event no other of the batch names as a prev event).
-pub(crate) fn extremity_changes<'a>(
-    events: &[&'a crate::NewEvent],
-) -> (Vec<(&'a str, &'a str)>, Vec<(&'a str, &'a str)>) {
-    let mut gone: Vec<(&str, &str)> = events
+pub(crate) fn extremity_changes<'a>(events: &[&'a crate::NewEvent]) -> (Vec<RoomEvent<'a>>, Vec<RoomEvent<'a>>) {
+    let mut gone: Vec<RoomEvent<'a>> = events
         .iter()
         .flat_map(|e| e.prev_events.iter().map(|p| (e.room_id.as_str(), p.as_str())))
         .collect();
