@@ -4,14 +4,11 @@
 //! on it, never leaving an event whose prev event the store lacks.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+mod common;
 
-use estuary_core::keys::ServerKey;
-use estuary_core::rooms::create::{CreateRoom, Preset};
 use estuary_core::rooms::{EventTemplate, Queued, Rooms};
-use estuary_core::streams::{Positions, Streams};
 use estuary_tests::{Backend, TestDb, both_backends, execute_sql};
-use ruma::{OwnedRoomId, OwnedUserId, ServerName};
+use ruma::OwnedRoomId;
 use serde_json::{Value, json};
 
 struct Room {
@@ -20,37 +17,14 @@ struct Room {
     id: OwnedRoomId,
 }
 
-fn user(s: &str) -> OwnedUserId {
-    s.try_into().unwrap()
-}
+use common::user;
 
 impl Room {
     /// A public room of alice's on ours.test, which carol joined.
     async fn new(backend: Backend) -> Room {
         let db = TestDb::new(backend).await;
-        let store = estuary_store::open(&db.url).await.unwrap();
-        let key = ServerKey::load_or_create(&store).await.unwrap();
-        let streams = Arc::new(Streams::new(Positions::default()));
-        let rooms = Rooms::new(store, key, ServerName::parse("ours.test").unwrap(), streams);
-        let id = rooms
-            .create_room(CreateRoom {
-                creator: user("@alice:ours.test"),
-                creator_profile: (None, None),
-                room_version: Some("11".into()),
-                preset: Preset::PublicChat,
-                name: None,
-                topic: None,
-                invite: Vec::new(),
-                is_direct: false,
-                initial_state: Vec::new(),
-                alias: None,
-                power_level_content_override: None,
-                creation_content: None,
-                publish: false,
-                encrypt: false,
-            })
-            .await
-            .unwrap();
+        let (_, _, rooms) = common::rooms_on(&db).await;
+        let id = common::public_room(&rooms, None, None).await;
         let carol = user("@carol:ours.test");
         let join = EventTemplate::state("m.room.member", carol.as_str(), json!({"membership": "join"}));
         rooms.send(&id, &carol, join, None).await.unwrap();

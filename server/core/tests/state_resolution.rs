@@ -3,12 +3,13 @@
 //! PDUs with its own key, and the room service takes them in as federation's `/send` will.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use estuary_core::CoreError;
 use estuary_core::keys::ServerKey;
-use estuary_core::rooms::create::{CreateRoom, Preset};
 use estuary_core::rooms::state::Ingested;
 use estuary_core::rooms::{EventTemplate, Rooms};
 use estuary_core::streams::{Positions, Streams};
@@ -16,7 +17,7 @@ use estuary_tests::{Backend, TestDb, both_backends};
 use ruma::room_version_rules::RoomVersionRules;
 use ruma::serde::Base64;
 use ruma::signatures::{Ed25519KeyPair, PublicKeyMap};
-use ruma::{CanonicalJsonObject, OwnedRoomId, OwnedUserId, ServerName};
+use ruma::{CanonicalJsonObject, OwnedRoomId, ServerName};
 use serde_json::{Value, json};
 
 const REMOTE: &str = "remote.test";
@@ -80,48 +81,20 @@ struct Room {
     remote: Remote,
 }
 
-fn user(s: &str) -> OwnedUserId {
-    s.try_into().unwrap()
-}
+use common::user;
 
 impl Room {
     /// A public room on ours.test: alice (100) and carol (50) local, bob of remote.test (100)
     /// joined through an ingested PDU.
     async fn new(backend: Backend) -> Room {
         let db = TestDb::new(backend).await;
-        let store = estuary_store::open(&db.url).await.unwrap();
-        let key = ServerKey::load_or_create(&store).await.unwrap();
-        let streams = Arc::new(Streams::new(Positions::default()));
-        let rooms = Rooms::new(
-            store.clone(),
-            key.clone(),
-            ServerName::parse("ours.test").unwrap(),
-            streams,
-        );
+        let (store, key, rooms) = common::rooms_on(&db).await;
         let mut over = serde_json::Map::new();
         over.insert(
             "users".into(),
             json!({ "@alice:ours.test": 100, "@carol:ours.test": 50, "@bob:remote.test": 100 }),
         );
-        let id = rooms
-            .create_room(CreateRoom {
-                creator: user("@alice:ours.test"),
-                creator_profile: (None, None),
-                room_version: Some("11".into()),
-                preset: Preset::PublicChat,
-                name: None,
-                topic: Some("first".into()),
-                invite: Vec::new(),
-                is_direct: false,
-                initial_state: Vec::new(),
-                alias: None,
-                power_level_content_override: Some(over),
-                creation_content: None,
-                publish: false,
-                encrypt: false,
-            })
-            .await
-            .unwrap();
+        let id = common::public_room(&rooms, Some("first"), Some(over)).await;
         let room = Room {
             db,
             store,
