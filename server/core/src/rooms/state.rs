@@ -158,6 +158,8 @@ impl Rooms {
         );
         let id = EventId::parse(&event_id).map_err(|e| CoreError::Internal(e.to_string()))?;
         let guard = self.room_lock(&room_id).lock_owned().await;
+        // The extremities it is resolved against must all be in the store: none queued ahead.
+        self.writer.settle().await?;
         if self.store.event(&event_id).await?.is_some() {
             return Ok((id, Ingested::Known));
         }
