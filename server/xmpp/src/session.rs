@@ -437,14 +437,10 @@ async fn stanza_loop<W: Wire>(xml: &mut W, c2s: &C2s, live: &mut Live, budget: &
     let end = serve_stanzas(xml, c2s, live, budget, &mut unfinished).await;
     // However the loop ended, what was handled up to a commit is finished: its messages are
     // delivered. Answers that cannot be written any more are lost with the stream.
-    while let Some(last) = unfinished.next().await {
-        let reply = last.await;
-        if live.handled(xml, reply).await.is_err() {
-            break;
+    if live.finish_all(xml, &mut unfinished).await.is_err() {
+        while let Some(last) = unfinished.next().await {
+            last.await;
         }
-    }
-    while let Some(last) = unfinished.next().await {
-        last.await;
     }
     end
 }

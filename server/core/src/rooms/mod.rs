@@ -277,10 +277,17 @@ impl Rooms {
             .await
     }
 
-    /// Wait until every event queued so far is committed (or has failed): what reads the
-    /// store for an event that may still be queued ahead calls this first.
-    pub async fn settle(&self) -> Result<(), CoreError> {
-        self.writer.settle().await
+    /// The event a device sent under a transaction ID matching one of two LIKE `patterns`
+    /// (escaped with `!`), waiting first for events queued ahead: a client may name a
+    /// message it sent a moment ago.
+    pub async fn txn_event_like(
+        &self,
+        localpart: &str,
+        device_id: &str,
+        patterns: [&str; 2],
+    ) -> Result<Option<String>, CoreError> {
+        self.writer.settle().await?;
+        Ok(self.store.txn_event_like(localpart, device_id, patterns).await?)
     }
 
     /// The room's version; NotFound for a room this server does not have.

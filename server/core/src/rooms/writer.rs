@@ -422,6 +422,10 @@ fn no_position() -> CoreError {
 async fn store_jobs(store: &dyn Store, jobs: &[&Job]) -> Result<Vec<i64>, StoreError> {
     let rooms: Vec<&NewRoom> = jobs.iter().filter_map(|j| j.room.as_ref()).collect();
     let events: Vec<&NewEvent> = jobs.iter().flat_map(|j| &j.events).collect();
+    if rooms.is_empty() && events.is_empty() {
+        // Only `Writer::settle`'s empty jobs: nothing to write.
+        return Ok(vec![]);
+    }
     store.append_events(&rooms, &events).await
 }
 
@@ -439,12 +443,7 @@ async fn commit(store: &dyn Store, streams: &Streams, memo: &Memo, batch: &mut V
     }
     let todo: Vec<usize> = (0..batch.len()).filter(|&i| results[i].is_none()).collect();
     let jobs: Vec<&Job> = todo.iter().map(|&i| &batch[i]).collect();
-    let nothing = jobs.iter().all(|j| j.room.is_none() && j.events.is_empty());
-    match if nothing {
-        Ok(vec![])
-    } else {
-        store_jobs(store, &jobs).await
-    } {
+    match store_jobs(store, &jobs).await {
         Ok(mut positions) if positions.len() == expected(&jobs) => {
             for (&i, job) in todo.iter().zip(&jobs) {
                 results[i] = Some(Ok(positions.drain(..job.events.len()).collect()));
@@ -480,12 +479,12 @@ async fn commit(store: &dyn Store, streams: &Streams, memo: &Memo, batch: &mut V
         .collect();
     let mut highest = None;
     for (job, result) in batch.iter().zip(&results) {
-        if job.guard.is_none() {
+        let ahead = job.guard.is_none();
+        if ahead {
             job.events.iter().for_each(|e| memo.settled(e));
         }
         match result {
             Ok(p) => {
-                let ahead = job.guard.is_none();
                 job.events.iter().zip(p).for_each(|(e, p)| memo.appended(e, *p, ahead));
                 highest = highest.max(p.last().copied());
             }

@@ -68,16 +68,13 @@ pub(crate) async fn event_for_id(c2s: &C2s, room_id: &str, senders: &[&str], id:
     let event_id = if id.starts_with('$') {
         id.to_owned()
     } else {
-        // The message named may be queued ahead of its commit still (a client correcting
-        // what it sent a moment ago).
-        c2s.core.rooms.settle().await.ok()?;
         let id = like_escape(id);
         let patterns = [format!("%\n{id}\n%"), format!("%\n{id}")];
         let mut found = None;
         for localpart in senders {
             found = c2s
                 .core
-                .store
+                .rooms
                 .txn_event_like(localpart, XMPP_DEVICE, [&patterns[0], &patterns[1]])
                 .await
                 .ok()
