@@ -16,6 +16,9 @@ XMPP = ["estuary-sqlite", "estuary-postgres", "prosody"]
 WORKLOADS = [
     ("matrix_messaging", {"matrix_messaging": MATRIX},
      ["events_per_s", "p50_ms", "p99_ms", "errors"]),
+    # The same, paced at a steady rate below every server's saturation (open loop).
+    ("matrix_paced", {"matrix_paced": MATRIX},
+     ["events_per_s", "p50_ms", "p99_ms", "errors"]),
     ("matrix_initial_sync", {"matrix_initial_sync": MATRIX},
      ["initial_sync_ms", "full_state_sync_ms", "errors"]),
     ("xmpp_messaging", {"xmpp_messaging": XMPP},
@@ -30,6 +33,7 @@ FIGURE_SOURCE = {"rss_per_conn_kb": "idle_connections", "connections": "idle_con
 HIGHER_IS_BETTER = {"events_per_s", "messages_per_s", "connections"}
 PEERS = {
     "matrix_messaging": ["synapse-sqlite", "synapse-postgres"],
+    "matrix_paced": ["synapse-sqlite", "synapse-postgres"],
     "matrix_initial_sync": ["synapse-sqlite", "synapse-postgres"],
     "xmpp_messaging": ["prosody"],
     "idle_footprint": ["synapse-sqlite", "synapse-postgres", "prosody"],
@@ -149,7 +153,8 @@ def main():
             for peer in PEERS[name]:
                 a, b = latest[name].get(est, {}), latest[name].get(peer, {})
                 for fig in figures:
-                    if fig in ("errors", "connections"):
+                    # A paced workload's rate is the pace set, the same for every server.
+                    if fig in ("errors", "connections") or (name, fig) == ("matrix_paced", "events_per_s"):
                         continue
                     x, y = a.get(fig), b.get(fig)
                     if not isinstance(x, (int, float)) or not isinstance(y, (int, float)) or not x or not y:
@@ -173,9 +178,11 @@ def chart(detail, path, meta):
     except ImportError:
         print("(matplotlib not installed: no chart)")
         return
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-    for ax, (name, title) in zip(axes, [("matrix_messaging", "Matrix messaging: send to /sync arrival"),
-                                        ("xmpp_messaging", "XMPP messaging: send to arrival")]):
+    panels = [("matrix_messaging", "Matrix messaging at saturation: send to /sync arrival"),
+              ("matrix_paced", "Matrix messaging paced: due time to /sync arrival"),
+              ("xmpp_messaging", "XMPP messaging: send to arrival")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(19, 5))
+    for ax, (name, title) in zip(axes, panels):
         drawn = False
         for server, det in detail.get(name, {}).items():
             q = det.get("latency_quantiles_ms")

@@ -31,6 +31,8 @@ pg_bindir() {
 
 # Start a throwaway PostgreSQL cluster on a free loopback port; export ESTUARY_TEST_PG_URL
 # and PG_TMP. Stop it with pg_stop (scripts register that as an EXIT trap).
+# PG_EXTRA_OPTIONS: more server options, for profiling by hand (say
+# "-c shared_preload_libraries=pg_stat_statements").
 pg_start() {
     apt_ensure postgresql
     local bindir; bindir=$(pg_bindir)
@@ -47,7 +49,7 @@ pg_start() {
         || { cat "$PG_TMP/initdb.log" >&2; return 1; }
     # fsync off: this cluster is thrown away; crash tests kill Estuary, not PostgreSQL.
     "${run[@]}" "$bindir/pg_ctl" -D "$PG_TMP/data" -l "$PG_TMP/server.log" -w -t 60 \
-        -o "-p $PG_PORT -k $PG_TMP -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null \
+        -o "-p $PG_PORT -k $PG_TMP -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 ${PG_EXTRA_OPTIONS:-}" start >/dev/null \
         || { cat "$PG_TMP/server.log" >&2; return 1; }
     export ESTUARY_TEST_PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
     export PG_TMP PG_BINDIR="$bindir"

@@ -56,6 +56,14 @@ enum Command {
         /// Messages per sender.
         #[arg(long, default_value_t = 100)]
         messages: usize,
+        /// Paced (open loop): send this many events per second in all, each timed from when
+        /// it was due, not from when it went out. Without it, each sender sends its next
+        /// message as soon as the last one was answered (closed loop, at saturation).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Prefix of the localparts of this workload's senders and receivers.
+        #[arg(long, default_value = "mm")]
+        prefix: String,
         /// Stop sending after this many seconds, whatever is left.
         #[arg(long, default_value_t = 120)]
         deadline_secs: u64,
@@ -147,14 +155,21 @@ async fn main() -> anyhow::Result<()> {
             receivers,
             rooms,
             messages,
+            rate,
+            prefix,
             deadline_secs,
             pid,
         } => {
+            if rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+                anyhow::bail!("--rate must be a positive number of events per second");
+            }
             let params = matrix::MessagingParams {
                 senders,
                 receivers,
                 rooms,
                 messages,
+                rate,
+                prefix,
                 deadline: Duration::from_secs(deadline_secs),
                 pid,
             };

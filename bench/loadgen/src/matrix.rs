@@ -233,27 +233,34 @@ pub struct MessagingParams {
     pub receivers: usize,
     pub rooms: usize,
     pub messages: usize,
+    /// Events per second in all (paced, open loop), or None (closed loop).
+    pub rate: Option<f64>,
+    pub prefix: String,
     pub deadline: Duration,
     /// The server's PID, to report the CPU time it used.
     pub pid: Option<u32>,
 }
 
-/// Workload 1: `senders` post `messages` each (closed loop: the next once the server has
-/// answered) into `rooms` rooms; `receivers`, members of every room, long-poll `/sync`.
+/// Workload 1: `senders` post `messages` each into `rooms` rooms; `receivers`, members of
+/// every room, long-poll `/sync`. Closed loop (each sender's next message once the server has
+/// answered the last: the server's saturation rate, and latency with its queues full), or
+/// paced at `rate` events per second in all (open loop: sender `i`'s `k`-th message is due at
+/// `(k * senders + i) / rate` seconds, and its latency counts from then, so a server that
+/// falls behind the pace has its backlog measured rather than hidden).
 pub async fn messaging(base: &str, clock: Clock, p: MessagingParams) -> anyhow::Result<()> {
     let client = Client::new(base)?;
     let password = "bench-password-1";
     let setup = Instant::now();
     let senders = register_all(
         &client,
-        (0..p.senders).map(|i| format!("mms{i}")).collect(),
+        (0..p.senders).map(|i| format!("{}s{i}", p.prefix)).collect(),
         password,
         4,
     )
     .await?;
     let receivers = register_all(
         &client,
-        (0..p.receivers).map(|i| format!("mmr{i}")).collect(),
+        (0..p.receivers).map(|i| format!("{}r{i}", p.prefix)).collect(),
         password,
         4,
     )
@@ -337,8 +344,17 @@ pub async fn messaging(base: &str, clock: Clock, p: MessagingParams) -> anyhow::
         let accepted = accepted.clone();
         let send_errors = send_errors.clone();
         let messages = p.messages;
+        // The pace's origin on the latency clock: `start`, exactly.
+        let start_ns = u64::try_from(start.saturating_duration_since(clock.0).as_nanos()).unwrap_or(u64::MAX);
+        let pace = p.rate.map(|rate| (rate, p.senders, start_ns, start));
         sender_tasks.push(tokio::spawn(async move {
             for k in 0..messages {
+                let mut sent_ns = clock.now_ns();
+                if let Some((rate, senders, start_ns, start)) = pace {
+                    let due = Duration::from_secs_f64((k * senders + i) as f64 / rate);
+                    tokio::time::sleep_until((start + due).into()).await;
+                    sent_ns = start_ns + u64::try_from(due.as_nanos()).unwrap_or(u64::MAX);
+                }
                 if Instant::now() > deadline {
                     break;
                 }
@@ -347,7 +363,7 @@ pub async fn messaging(base: &str, clock: Clock, p: MessagingParams) -> anyhow::
                     "msgtype": "m.text",
                     "body": format!("bench message {seq}"),
                     "bench_seq": seq,
-                    "bench_ns": clock.now_ns(),
+                    "bench_ns": sent_ns,
                 });
                 match client.send(&u, &room, &format!("t{seq}"), &content).await {
                     Ok(()) => {
@@ -389,6 +405,7 @@ pub async fn messaging(base: &str, clock: Clock, p: MessagingParams) -> anyhow::
     figures.insert("errors".into(), json!(send_errors + sync_errors + lost));
     cpu.report(&mut detail, "event", accepted);
     detail.insert("senders".into(), json!(p.senders));
+    detail.insert("paced_events_per_s".into(), json!(p.rate));
     detail.insert("receivers".into(), json!(p.receivers));
     detail.insert("rooms".into(), json!(rooms.len()));
     detail.insert("events_accepted".into(), json!(accepted));
@@ -406,7 +423,12 @@ pub async fn messaging(base: &str, clock: Clock, p: MessagingParams) -> anyhow::
     detail.insert("send_errors".into(), json!(send_errors));
     detail.insert("sync_errors".into(), json!(sync_errors));
     detail.insert("setup_s".into(), json!(round3(setup_s)));
-    print_result("matrix_messaging", figures, detail);
+    let workload = if p.rate.is_some() {
+        "matrix_paced"
+    } else {
+        "matrix_messaging"
+    };
+    print_result(workload, figures, detail);
     Ok(())
 }
 
