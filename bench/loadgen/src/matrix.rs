@@ -337,6 +337,8 @@ pub async fn messaging(base: &str, clock: Clock, p: MessagingParams) -> anyhow::
     let cpu = ServerCpu::start(p.pid);
     let start = Instant::now();
     let deadline = start + p.deadline;
+    // The pace's origin on the latency clock: `start`, exactly.
+    let start_ns = u64::try_from(start.saturating_duration_since(clock.0).as_nanos()).unwrap_or(u64::MAX);
     let mut sender_tasks = Vec::new();
     for (i, u) in senders.iter().cloned().enumerate() {
         let client = client.clone();
@@ -344,8 +346,6 @@ pub async fn messaging(base: &str, clock: Clock, p: MessagingParams) -> anyhow::
         let accepted = accepted.clone();
         let send_errors = send_errors.clone();
         let messages = p.messages;
-        // The pace's origin on the latency clock: `start`, exactly.
-        let start_ns = u64::try_from(start.saturating_duration_since(clock.0).as_nanos()).unwrap_or(u64::MAX);
         let pace = p.rate.map(|rate| (rate, p.senders, start_ns, start));
         sender_tasks.push(tokio::spawn(async move {
             for k in 0..messages {
