@@ -16,7 +16,7 @@ XMPP = ["estuary-sqlite", "estuary-postgres", "prosody"]
 WORKLOADS = [
     ("matrix_messaging", {"matrix_messaging": MATRIX},
      ["events_per_s", "p50_ms", "p99_ms", "errors"]),
-    # The same, paced at a steady rate below every server's saturation (open loop).
+    # The same, paced (open loop) at a steady rate below each server's saturation rate.
     ("matrix_paced", {"matrix_paced": MATRIX},
      ["events_per_s", "p50_ms", "p99_ms", "errors"]),
     ("matrix_initial_sync", {"matrix_initial_sync": MATRIX},

@@ -346,15 +346,17 @@ pub async fn messaging(base: &str, clock: Clock, p: MessagingParams) -> anyhow::
         let accepted = accepted.clone();
         let send_errors = send_errors.clone();
         let messages = p.messages;
-        let pace = p.rate.map(|rate| (rate, p.senders, start_ns, start));
+        let (rate, senders) = (p.rate, p.senders);
         sender_tasks.push(tokio::spawn(async move {
             for k in 0..messages {
-                let mut sent_ns = clock.now_ns();
-                if let Some((rate, senders, start_ns, start)) = pace {
-                    let due = Duration::from_secs_f64((k * senders + i) as f64 / rate);
-                    tokio::time::sleep_until((start + due).into()).await;
-                    sent_ns = start_ns + u64::try_from(due.as_nanos()).unwrap_or(u64::MAX);
-                }
+                let sent_ns = match rate {
+                    Some(rate) => {
+                        let due = Duration::from_secs_f64((k * senders + i) as f64 / rate);
+                        tokio::time::sleep_until((start + due).into()).await;
+                        start_ns + u64::try_from(due.as_nanos()).unwrap_or(u64::MAX)
+                    }
+                    None => clock.now_ns(),
+                };
                 if Instant::now() > deadline {
                     break;
                 }
