@@ -425,8 +425,69 @@ async fn ignored_users_are_hidden(backend: Backend) {
     assert!(s.to_string().contains(&seen), "{s}");
 }
 
+/// What was stored before a restart reaches a sync that began before it: a message, a receipt,
+/// account data and a to-device message (sync skips what did not move, knowing from the store
+/// which room, user and device holds what). Once acknowledged, the to-device message is not
+/// delivered again, and a new one is.
+async fn sync_across_a_restart(backend: Backend) {
+    let (inst, server) = open_server(backend).await;
+    let alice = Client::register(&server, "alice", "pw").await;
+    let bob = Client::register(&server, "bob", "pw").await;
+    let room = shared_room(&alice, &bob).await;
+    let since = next(&bob.get("sync").await.ok());
+    let message = send(&alice, &room, "before-restart").await;
+    alice
+        .post(&format!("rooms/{room}/receipt/m.read/{message}"), json!({}))
+        .await
+        .ok();
+    bob.put("user/@bob:localhost/account_data/org.example.kept", json!({ "n": 1 }))
+        .await
+        .ok();
+    let to_bob = |n: i64| json!({ "messages": { "@bob:localhost": { &bob.device_id: { "n": n } } } });
+    alice.put("sendToDevice/org.example.ping/t1", to_bob(1)).await.ok();
+    assert!(server.terminate().await.success());
+
+    let server = inst.start().await;
+    let s = bob.get(&format!("sync?since={since}&timeout=0")).await.ok();
+    let r = &s["rooms"]["join"][&room];
+    assert!(r["timeline"].to_string().contains(&message), "{s}");
+    assert!(
+        r["ephemeral"]["events"][0]["content"][&message]["m.read"]["@alice:localhost"].is_object(),
+        "{s}"
+    );
+    assert!(
+        s["account_data"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "org.example.kept" && e["content"]["n"] == 1),
+        "{s}"
+    );
+    let pings = |s: &Value| -> Vec<Value> {
+        s["to_device"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "org.example.ping")
+            .map(|e| e["content"]["n"].clone())
+            .collect()
+    };
+    assert_eq!(pings(&s), [json!(1)], "{s}");
+
+    // Acknowledged: not again; a new one comes, once.
+    let s = bob.get(&format!("sync?since={}&timeout=0", next(&s))).await.ok();
+    assert!(pings(&s).is_empty(), "{s}");
+    alice.put("sendToDevice/org.example.ping/t2", to_bob(2)).await.ok();
+    let s = bob.get(&format!("sync?since={}&timeout=5000", next(&s))).await.ok();
+    assert_eq!(pings(&s), [json!(2)], "{s}");
+    let s = bob.get(&format!("sync?since={}&timeout=0", next(&s))).await.ok();
+    assert!(pings(&s).is_empty(), "{s}");
+    assert!(server.terminate().await.success());
+}
+
 both_backends!(
     ignored_users_are_hidden,
+    sync_across_a_restart,
     account_data_and_tags,
     receipts_markers_and_unread_counts,
     typing_and_presence,

@@ -7,7 +7,7 @@ pub use estuary_store::Receipt as ReceiptRow;
 use estuary_store::{AccountDataRow, Receipt, Store};
 use serde_json::Value;
 
-use crate::streams::Streams;
+use crate::streams::{HeldWhile, Streams};
 use crate::{CoreError, now_ms};
 
 /// Largest account data content accepted, in bytes.
@@ -17,11 +17,18 @@ pub const MAX_ACCOUNT_DATA_BYTES: usize = 65_536;
 pub struct AccountData {
     store: Arc<dyn Store>,
     streams: Arc<Streams>,
+    /// Global entries by (localpart, type), which every sync reads (push rules, ignored
+    /// users), while the user's account data does not move.
+    global: Arc<HeldWhile<(String, String), Option<Value>>>,
 }
 
 impl AccountData {
     pub fn new(store: Arc<dyn Store>, streams: Arc<Streams>) -> Self {
-        Self { store, streams }
+        Self {
+            store,
+            streams,
+            global: Arc::default(),
+        }
     }
 
     /// Set account data; `room_id` None = global. The content must be a JSON object.
@@ -48,13 +55,24 @@ impl AccountData {
             .store
             .set_account_data(localpart, room_id.unwrap_or(""), kind, &text)
             .await?;
+        self.streams.user_account_data.note(localpart.to_owned(), pos);
         self.streams.advance(|p| p.account_data = p.account_data.max(pos));
         Ok(())
     }
 
     pub async fn get(&self, localpart: &str, room_id: Option<&str>, kind: &str) -> Result<Option<Value>, CoreError> {
-        let text = self.store.account_data(localpart, room_id.unwrap_or(""), kind).await?;
-        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+        let read = || async {
+            let text = self.store.account_data(localpart, room_id.unwrap_or(""), kind).await?;
+            Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+        };
+        match room_id {
+            Some(_) => read().await,
+            None => {
+                let rows = self.streams.user_account_data.rows(localpart);
+                let key = (localpart.to_owned(), kind.to_owned());
+                self.global.get(key, rows, read).await
+            }
+        }
     }
 
     /// Everything that changed after `since`.
@@ -82,6 +100,7 @@ impl AccountData {
         };
         let _writer = self.streams.receipts_writer.lock().await;
         let pos = self.store.set_receipt(&receipt).await?;
+        self.streams.room_receipts.note(room_id.to_owned(), pos);
         self.streams.advance(|p| p.receipts = p.receipts.max(pos));
         Ok(())
     }

@@ -11,7 +11,7 @@ use ruma::CanonicalJsonObject;
 use serde_json::{Map, Value};
 
 use crate::CoreError;
-use crate::streams::Streams;
+use crate::streams::{Rows, Streams};
 
 /// Algorithms a device may announce (spec: "End-to-End Encryption", messaging algorithms).
 pub const DEVICE_ALGORITHMS: &[&str] = &[
@@ -246,6 +246,12 @@ impl E2ee {
         if let Some(pos) = self.store.add_to_device(&messages, Some(txn)).await?
             && pos > 0
         {
+            // Each device is noted at the batch's newest position, at or after its own.
+            for (localpart, device, ..) in &messages {
+                self.streams
+                    .device_to_device
+                    .note((localpart.clone(), device.clone()), pos);
+            }
             self.streams.advance(|p| p.to_device = p.to_device.max(pos));
         }
         Ok(())
@@ -260,6 +266,17 @@ impl E2ee {
         after: i64,
         upto: i64,
     ) -> Result<Vec<ToDeviceMessage>, CoreError> {
+        let key = (localpart.to_owned(), device_id.to_owned());
+        match self.streams.device_to_device.rows(&key) {
+            Rows::Nothing => return Ok(Vec::new()),
+            // Nothing new: only acknowledged messages may be left, to delete once.
+            Rows::UpTo(newest) if newest <= after => {
+                self.store.delete_to_device(localpart, device_id, after).await?;
+                self.streams.device_to_device.forget(&key, newest);
+                return Ok(Vec::new());
+            }
+            Rows::UpTo(_) | Rows::Unknown => {}
+        }
         if after > 0 {
             self.store.delete_to_device(localpart, device_id, after).await?;
         }

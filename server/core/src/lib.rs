@@ -123,7 +123,7 @@ impl Core {
             to_device: store.max_to_device_stream().await?,
             device_lists: store.max_device_list_stream().await?,
         };
-        let streams = Arc::new(streams::Streams::new(start));
+        let streams = Arc::new(streams::Streams::loaded(start, store.newest_rows().await?));
         let rooms = rooms::Rooms::new(store.clone(), key.clone(), server_name, streams.clone());
         let account_data = account_data::AccountData::new(store.clone(), streams.clone());
         let typing = ephemeral::Typing::new(streams.clone());

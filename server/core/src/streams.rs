@@ -2,7 +2,16 @@
 //! the notifier sync waits on. A sync token is all positions at once: `s{e}_{a}_{r}_{t}_{p}_{td}_{dl}`;
 //! a plain `s{e}` (a pagination token) reads as the events position with the rest at 0.
 
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Mutex;
+
+pub use estuary_store::NewestRows;
 use tokio::sync::watch;
+
+use crate::Locked;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Positions {
@@ -61,8 +70,139 @@ impl Positions {
     }
 }
 
+/// The newest position of one stream per key (a room, a user, a device), so that `/sync` can
+/// tell that a query would come back empty without asking the store. Writers note a row
+/// before its stream advances past it: a reader that saw position N finds here every key's
+/// rows up to N. Complete only when loaded from the store at start; until then every key may
+/// have anything.
+pub struct Newest<K> {
+    map: Mutex<HashMap<K, i64>>,
+    complete: bool,
+}
+
+impl<K: Eq + Hash> Newest<K> {
+    fn unknown() -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+            complete: false,
+        }
+    }
+
+    fn loaded(rows: impl IntoIterator<Item = (K, i64)>) -> Self {
+        Self {
+            map: Mutex::new(rows.into_iter().collect()),
+            complete: true,
+        }
+    }
+
+    /// A row of `key` at `position`; call before the stream advances to it.
+    pub fn note(&self, key: K, position: i64) {
+        let mut map = self.map.locked();
+        let newest = map.entry(key).or_insert(position);
+        *newest = (*newest).max(position);
+    }
+
+    /// Whether `key` may have rows after `since`.
+    pub fn any_after<Q: Eq + Hash + ?Sized>(&self, key: &Q, since: i64) -> bool
+    where
+        K: Borrow<Q>,
+    {
+        !self.complete || self.map.locked().get(key).is_some_and(|&p| p > since)
+    }
+
+    /// What is known of `key`'s rows.
+    pub fn rows<Q: Eq + Hash + ?Sized>(&self, key: &Q) -> Rows
+    where
+        K: Borrow<Q>,
+    {
+        if !self.complete {
+            return Rows::Unknown;
+        }
+        self.map.locked().get(key).map_or(Rows::Nothing, |&p| Rows::UpTo(p))
+    }
+
+    /// `key`'s rows up to `position` are gone: forget it, unless a newer row was noted since.
+    pub fn forget<Q: Eq + Hash + ?Sized>(&self, key: &Q, position: i64)
+    where
+        K: Borrow<Q>,
+    {
+        let mut map = self.map.locked();
+        if map.get(key) == Some(&position) {
+            map.remove(key);
+        }
+    }
+}
+
+/// Values read from the store that hold while a [`Newest`] key stays where it was when they
+/// were read. The position is taken before the read, so a change racing the read makes the
+/// next call read again. At most [`HeldWhile::ENTRIES`], emptied when full.
+pub struct HeldWhile<K, V> {
+    map: Mutex<HashMap<K, (i64, V)>>,
+}
+
+impl<K, V> Default for HeldWhile<K, V> {
+    fn default() -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Eq + Hash, V: Clone> HeldWhile<K, V> {
+    const ENTRIES: usize = 10_000;
+
+    /// The value of `key`, whose [`Newest`] rows are `rows` now; `read` reads it if the one
+    /// held is stale or missing.
+    pub async fn get<E, F: Future<Output = Result<V, E>>>(
+        &self,
+        key: K,
+        rows: Rows,
+        read: impl FnOnce() -> F,
+    ) -> Result<V, E> {
+        let at = match rows {
+            Rows::UpTo(p) => Some(p),
+            Rows::Nothing => Some(0),
+            Rows::Unknown => None,
+        };
+        if let Some(at) = at
+            && let Some((held_at, v)) = self.map.locked().get(&key)
+            && *held_at == at
+        {
+            return Ok(v.clone());
+        }
+        let v = read().await?;
+        if let Some(at) = at {
+            let mut map = self.map.locked();
+            if map.len() >= Self::ENTRIES {
+                map.clear();
+            }
+            map.insert(key, (at, v.clone()));
+        }
+        Ok(v)
+    }
+}
+
+/// What [`Newest`] knows of a key's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rows {
+    Unknown,
+    Nothing,
+    /// Rows up to this position.
+    UpTo(i64),
+}
+
 pub struct Streams {
     tx: watch::Sender<Positions>,
+    /// Each room's newest event.
+    pub room_events: Newest<String>,
+    /// Each room's newest state event or redaction: what may change its state history.
+    pub room_state: Newest<String>,
+    /// Each room's newest receipt.
+    pub room_receipts: Newest<String>,
+    /// Each local user's (localpart's) newest account data.
+    pub user_account_data: Newest<String>,
+    /// Each device's (localpart, device ID) newest to-device message not yet deleted.
+    pub device_to_device: Newest<(String, String)>,
     /// Writers of a persisted stream hold its lock from insert to publish, so positions become
     /// visible in order (PostgreSQL sequences can commit out of order; a reader that saw N
     /// must never later find a row below N). Events have their own append lock in Rooms.
@@ -73,13 +213,31 @@ pub struct Streams {
 }
 
 impl Streams {
+    /// Streams starting at `start`, with nothing known of which key holds what.
     pub fn new(start: Positions) -> Self {
         Self {
+            room_events: Newest::unknown(),
+            room_state: Newest::unknown(),
+            room_receipts: Newest::unknown(),
+            user_account_data: Newest::unknown(),
+            device_to_device: Newest::unknown(),
             tx: watch::channel(start).0,
             account_data_writer: tokio::sync::Mutex::new(()),
             receipts_writer: tokio::sync::Mutex::new(()),
             to_device_writer: tokio::sync::Mutex::new(()),
             device_lists_writer: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Streams starting at `start`, knowing each key's newest row.
+    pub fn loaded(start: Positions, newest: NewestRows) -> Self {
+        Self {
+            room_events: Newest::loaded(newest.room_events),
+            room_state: Newest::loaded(newest.room_state),
+            room_receipts: Newest::loaded(newest.room_receipts),
+            user_account_data: Newest::loaded(newest.user_account_data),
+            device_to_device: Newest::loaded(newest.device_to_device),
+            ..Self::new(start)
         }
     }
 
@@ -129,5 +287,46 @@ mod tests {
         assert_eq!(Positions::parse("x1"), None);
         assert_eq!(Positions::parse("s1_x"), None);
         assert_eq!(Positions::parse("s-1"), None);
+    }
+
+    #[test]
+    fn newest_knows_only_once_loaded() {
+        let unknown: Newest<String> = Newest::unknown();
+        unknown.note("!a".to_owned(), 3);
+        assert!(unknown.any_after("!b", 100), "nothing is known before loading");
+        assert_eq!(unknown.rows("!a"), Rows::Unknown);
+
+        let n = Newest::loaded([("!a".to_owned(), 5)]);
+        assert!(n.any_after("!a", 4));
+        assert!(!n.any_after("!a", 5));
+        assert!(!n.any_after("!b", 0));
+        n.note("!a".to_owned(), 2);
+        assert_eq!(n.rows("!a"), Rows::UpTo(5), "never backwards");
+        n.note("!b".to_owned(), 7);
+        assert_eq!(n.rows("!b"), Rows::UpTo(7));
+        // Forgetting is undone by a newer row noted in between.
+        n.note("!a".to_owned(), 9);
+        n.forget("!a", 5);
+        assert_eq!(n.rows("!a"), Rows::UpTo(9));
+        n.forget("!a", 9);
+        assert_eq!(n.rows("!a"), Rows::Nothing);
+    }
+
+    #[tokio::test]
+    async fn held_values_hold_until_their_key_moves() {
+        let held: HeldWhile<&str, i64> = HeldWhile::default();
+        let reads = std::sync::atomic::AtomicI64::new(0);
+        let read = || async { Ok::<_, ()>(reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1) };
+        assert_eq!(held.get("k", Rows::UpTo(4), read).await, Ok(1));
+        assert_eq!(held.get("k", Rows::UpTo(4), read).await, Ok(1), "held");
+        assert_eq!(held.get("k", Rows::UpTo(6), read).await, Ok(2), "moved: read again");
+        assert_eq!(held.get("k", Rows::Unknown, read).await, Ok(3), "unknown: always read");
+        assert_eq!(
+            held.get("k", Rows::UpTo(6), read).await,
+            Ok(2),
+            "an unknown read is not held"
+        );
+        assert_eq!(held.get("j", Rows::Nothing, read).await, Ok(4));
+        assert_eq!(held.get("j", Rows::Nothing, read).await, Ok(4));
     }
 }

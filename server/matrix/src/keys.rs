@@ -169,7 +169,13 @@ pub async fn key_changes(State(state): State<Arc<MatrixState>>, req: Ruma<change
             .ok_or_else(|| MatrixError::invalid_param(format!("Invalid token {t:?}")))
     };
     let (from, to) = (parse(&req.body.from)?, parse(&req.body.to)?);
-    let (changed, left) = device_list_updates(&state, caller, &from, &to).await?;
+    let memberships = state
+        .core
+        .store
+        .memberships(caller.user_id.as_str())
+        .await
+        .map_err(estuary_core::CoreError::from)?;
+    let (changed, left) = device_list_updates(&state, caller, &memberships, &from, &to).await?;
     Ok(Json(json!({ "changed": changed, "left": left })))
 }
 
@@ -179,37 +185,30 @@ pub async fn key_changes(State(state): State<Arc<MatrixState>>, req: Ruma<change
 pub async fn device_list_updates(
     state: &MatrixState,
     caller: &Caller,
+    memberships: &[estuary_core::Membership],
     from: &estuary_core::streams::Positions,
     to: &estuary_core::streams::Positions,
 ) -> Result<(Vec<String>, Vec<String>), MatrixError> {
     use std::collections::BTreeSet;
     // Membership events scanned per room and sync; more than this in one gap is a full resync.
     const SCAN: i64 = 1000;
-    let now_sharing = interesting_users(state, caller).await?;
     let mut changed: BTreeSet<String> = BTreeSet::new();
     if to.device_lists > from.device_lists {
-        for u in state
-            .core
-            .e2ee
-            .device_list_changes(from.device_lists, to.device_lists)
-            .await?
-        {
-            if now_sharing.contains(&u) {
-                changed.insert(u);
-            }
-        }
+        changed.extend(
+            state
+                .core
+                .e2ee
+                .device_list_changes(from.device_lists, to.device_lists)
+                .await?,
+        );
     }
     let mut candidates_left: BTreeSet<String> = BTreeSet::new();
     if to.events > from.events {
         let store = &state.core.store;
-        for m in store
-            .memberships(caller.user_id.as_str())
-            .await
-            .map_err(estuary_core::CoreError::from)?
-        {
+        for m in memberships {
             if m.stream_ordering > from.events
                 && m.stream_ordering <= to.events
-                && !crate::sync::same_membership_as_before(state, &m).await?
+                && !crate::sync::same_membership_as_before(state, m).await?
             {
                 // The caller's own membership changed: everyone in the room is concerned.
                 for (user, (membership, _)) in state.core.rooms.members(&m.room_id).await?.iter() {
@@ -221,7 +220,8 @@ pub async fn device_list_updates(
                 }
                 continue;
             }
-            if m.membership != "join" {
+            // Only member events are looked for: a room with no state event since needs no look.
+            if m.membership != "join" || !state.core.streams.room_state.any_after(&m.room_id, from.events) {
                 continue;
             }
             let events = store
@@ -242,6 +242,10 @@ pub async fn device_list_updates(
             }
         }
     }
+    if changed.is_empty() && candidates_left.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let now_sharing = interesting_users(state, caller).await?;
     changed.retain(|u| now_sharing.contains(u));
     let left: Vec<String> = candidates_left
         .into_iter()

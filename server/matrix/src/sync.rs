@@ -15,6 +15,7 @@ use ruma::api::client::filter::{create_filter::v3 as create_filter, get_filter::
 use ruma::api::client::message::get_message_events::v3 as messages;
 use ruma::api::client::sync::sync_events::v3 as sync;
 use std::collections::BTreeSet;
+use tokio::sync::OnceCell;
 
 use estuary_core::streams::Positions;
 use serde_json::{Map, Value, json};
@@ -117,11 +118,12 @@ pub async fn sync_v3(State(state): State<Arc<MatrixState>>, req: Ruma<sync::Requ
         let now = *watch.borrow_and_update();
         let (response, news) = compute(&state, &caller, since, now, &filter, full_state).await?;
         if news || since.is_none() || full_state || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(response));
+            return Ok(Json(with_key_counts(&state, &caller, response).await?));
         }
         if tokio::time::timeout_at(deadline, watch.changed()).await.is_err() {
             let now = core.streams.current();
-            return Ok(Json(compute(&state, &caller, since, now, &filter, full_state).await?.0));
+            let (response, _) = compute(&state, &caller, since, now, &filter, full_state).await?;
+            return Ok(Json(with_key_counts(&state, &caller, response).await?));
         }
     }
 }
@@ -146,7 +148,17 @@ async fn compute(
     let mut seen_users: BTreeSet<String> = BTreeSet::new();
     seen_users.insert(caller.user_id.to_string());
 
-    let account_data = core.account_data.since(&caller.localpart, s.account_data).await?;
+    // What did not move since `since` is not asked for; what only some rooms need is asked
+    // for once, when the first needs it.
+    let account_data = if core
+        .streams
+        .user_account_data
+        .any_after(&caller.localpart, s.account_data)
+    {
+        core.account_data.since(&caller.localpart, s.account_data).await?
+    } else {
+        Vec::new()
+    };
     let account_data: Vec<_> = account_data
         .into_iter()
         .filter(|a| a.stream_id <= now.account_data)
@@ -156,11 +168,19 @@ async fn compute(
         .memberships(caller.user_id.as_str())
         .await
         .map_err(estuary_core::CoreError::from)?;
-    let push_rules = crate::push::ruleset(state, caller).await?;
-    let rules_print = crate::push::fingerprint(&push_rules);
-    let ignored = crate::relations::ignored_users(state, &caller.localpart).await;
-    let forgotten = rooms.forgotten(&caller.user_id).await?;
-    for m in memberships {
+    let push_rules = OnceCell::new();
+    let push_rules = || {
+        push_rules.get_or_try_init(|| async {
+            let rules = crate::push::ruleset(state, caller).await?;
+            let print = crate::push::fingerprint(&rules);
+            Ok::<_, MatrixError>((rules, print))
+        })
+    };
+    let ignored = OnceCell::new();
+    let ignored = || ignored.get_or_init(|| crate::relations::ignored_users(state, &caller.localpart));
+    let forgotten = OnceCell::new();
+    let forgotten = || forgotten.get_or_try_init(|| rooms.forgotten(&caller.user_id));
+    for m in &memberships {
         // A membership committed after `now` waits for the next sync.
         if m.stream_ordering > now.events {
             continue;
@@ -169,7 +189,7 @@ async fn compute(
         // profile change rewrites every member event but joins nothing anew).
         let changed_since = match since {
             None => true,
-            Some(s) if m.stream_ordering > s.events => !same_membership_as_before(state, &m).await?,
+            Some(s) if m.stream_ordering > s.events => !same_membership_as_before(state, m).await?,
             Some(_) => false,
         };
         match m.membership.as_str() {
@@ -190,10 +210,12 @@ async fn compute(
                 )
                 .await?;
                 let mut ephemeral = Vec::new();
-                let receipts = core
-                    .account_data
-                    .receipts_since(&m.room_id, if changed_since { 0 } else { s.receipts })
-                    .await?;
+                let receipts_after = if changed_since { 0 } else { s.receipts };
+                let receipts = if core.streams.room_receipts.any_after(&m.room_id, receipts_after) {
+                    core.account_data.receipts_since(&m.room_id, receipts_after).await?
+                } else {
+                    Vec::new()
+                };
                 let receipts: Vec<_> = receipts
                     .into_iter()
                     .filter(|r| r.stream_id <= now.receipts)
@@ -218,8 +240,9 @@ async fn compute(
                     let r = room.get_or_insert_with(|| empty_room(now.events));
                     r["ephemeral"]["events"] = json!(ephemeral);
                     r["account_data"]["events"] = json!(room_data);
+                    let (rules, print) = push_rules().await?;
                     let (notify, highlight) =
-                        crate::push::unread_counts(state, caller, &push_rules, rules_print, &m.room_id).await?;
+                        crate::push::unread_counts(state, caller, rules, *print, &m.room_id).await?;
                     r["unread_notifications"] = json!({ "notification_count": notify, "highlight_count": highlight });
                     join.insert(m.room_id.clone(), room.unwrap_or_default());
                     news = true;
@@ -232,10 +255,11 @@ async fn compute(
             }
             "invite" if changed_since => {
                 let current = rooms.current_state(&m.room_id).await?;
+                let ignored_set = ignored().await;
                 // Spec: invites from ignored users are ignored.
                 if current
                     .iter()
-                    .any(|e| e.event_id == m.event_id && ignored.contains(&e.sender))
+                    .any(|e| e.event_id == m.event_id && ignored_set.contains(&e.sender))
                 {
                     continue;
                 }
@@ -260,7 +284,9 @@ async fn compute(
             }
             // Rooms left or banned from since the last sync; an initial sync leaves them out.
             // (A room the user forgot since is left out.)
-            "leave" | "ban" if since.is_some() && changed_since && forgotten.get(&m.room_id) != Some(&m.event_id) => {
+            "leave" | "ban"
+                if since.is_some() && changed_since && forgotten().await?.get(&m.room_id) != Some(&m.event_id) =>
+            {
                 // Events since the last sync up to the end of the user's joined period; a user
                 // who was not joined in that span (a rejected invite, a ban before joining)
                 // gets only their own membership event.
@@ -287,7 +313,8 @@ async fn compute(
     let mut global_data = global_data;
     // Clients expect their push rules in the first sync even if they never changed them.
     if since.is_none() && !global_data.iter().any(|e| e["type"] == crate::push::ACCOUNT_DATA_TYPE) {
-        global_data.push(json!({ "type": crate::push::ACCOUNT_DATA_TYPE, "content": { "global": push_rules } }));
+        let (rules, _) = push_rules().await?;
+        global_data.push(json!({ "type": crate::push::ACCOUNT_DATA_TYPE, "content": { "global": rules } }));
     }
     news |= since.is_some() && !global_data.is_empty();
     let presence: Vec<Value> = core
@@ -320,13 +347,11 @@ async fn compute(
         .map(|m| json!({ "type": m.kind, "sender": m.sender, "content": serde_json::from_str::<Value>(&m.content).unwrap_or_default() }))
         .collect();
     let (changed, left) = match since {
-        Some(s) => crate::keys::device_list_updates(state, caller, &s, &now).await?,
+        Some(s) => crate::keys::device_list_updates(state, caller, &memberships, &s, &now).await?,
         None => (Vec::new(), Vec::new()),
     };
     news |= !left.is_empty();
     news |= !changed.is_empty();
-    let counts = core.e2ee.counts(&caller.localpart, device).await?;
-    let fallback = core.e2ee.unused_fallback_algorithms(&caller.localpart, device).await?;
     Ok((
         json!({
             "next_batch": next.token(),
@@ -335,11 +360,19 @@ async fn compute(
             "account_data": { "events": global_data },
             "to_device": { "events": to_device },
             "device_lists": { "changed": changed, "left": left },
-            "device_one_time_keys_count": counts,
-            "device_unused_fallback_key_types": fallback,
         }),
         news,
     ))
+}
+
+/// The device's one-time key counts and unused fallback key types, which every response
+/// carries but which are not news (counted once the response is decided on).
+async fn with_key_counts(state: &MatrixState, caller: &Caller, mut response: Value) -> Result<Value, MatrixError> {
+    let (localpart, device) = (&caller.localpart, caller.device_id.as_str());
+    response["device_one_time_keys_count"] = json!(state.core.e2ee.counts(localpart, device).await?);
+    response["device_unused_fallback_key_types"] =
+        json!(state.core.e2ee.unused_fallback_algorithms(localpart, device).await?);
+    Ok(response)
 }
 
 /// True if the member event replaced one with the same membership (e.g. a profile update).
@@ -407,6 +440,10 @@ async fn room_section(
     let limit = filter.limit;
     let rooms = &state.core.rooms;
     let lower = from.unwrap_or(0);
+    // No event since `from`: no timeline, and no state reset either (a reset comes with one).
+    if !initial && !state.core.streams.room_events.any_after(room_id, lower) {
+        return Ok(None);
+    }
     // One more than the limit tells whether the timeline is limited.
     let mut events = state
         .core

@@ -1716,6 +1716,20 @@ macro_rules! impl_store {
                 Ok(max)
             }
 
+            async fn newest_rows(&self) -> $crate::Result<$crate::NewestRows> {
+                let keyed = |sql| sqlx::query_as::<$db, (String, i64)>(sql).fetch_all(&self.pool);
+                let devices: Vec<(String, String, i64)> = sqlx::query_as($crate::sql::NEWEST_DEVICE_TO_DEVICE)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok($crate::NewestRows {
+                    room_events: keyed($crate::sql::NEWEST_ROOM_EVENTS).await?,
+                    room_state: keyed($crate::sql::NEWEST_ROOM_STATE).await?,
+                    room_receipts: keyed($crate::sql::NEWEST_ROOM_RECEIPTS).await?,
+                    user_account_data: keyed($crate::sql::NEWEST_USER_ACCOUNT_DATA).await?,
+                    device_to_device: devices.into_iter().map(|(l, d, p)| ((l, d), p)).collect(),
+                })
+            }
+
             async fn close(&self) {
                 self.writes.close().await;
                 self.pool.close().await;

@@ -302,6 +302,19 @@ pub struct Relation {
     pub stream_ordering: i64,
 }
 
+/// The newest position of each key of the streams that sync reads per key: rooms' events and
+/// receipts, users' account data, devices' to-device messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewestRows {
+    pub room_events: Vec<(String, i64)>,
+    /// State events and redactions.
+    pub room_state: Vec<(String, i64)>,
+    pub room_receipts: Vec<(String, i64)>,
+    pub user_account_data: Vec<(String, i64)>,
+    /// Keyed by (localpart, device ID).
+    pub device_to_device: Vec<((String, String), i64)>,
+}
+
 /// A membership of a user, from the current state.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Membership {
@@ -730,6 +743,8 @@ pub trait Store: Send + Sync + 'static {
     /// Delete a device's messages up to `upto` (acknowledged by its next sync).
     async fn delete_to_device(&self, localpart: &str, device_id: &str, upto: i64) -> Result<()>;
     async fn max_to_device_stream(&self) -> Result<i64>;
+    /// The newest row of each key of the keyed streams.
+    async fn newest_rows(&self) -> Result<NewestRows>;
 
     /// Close the pool, waiting for connections in use to be returned (clean shutdown; for
     /// SQLite this also checkpoints the WAL).

@@ -258,6 +258,13 @@ pub const TO_DEVICE: &str = "SELECT stream_id, sender, type, content FROM to_dev
 pub const DELETE_TO_DEVICE: &str =
     "DELETE FROM to_device_messages WHERE localpart = $1 AND device_id = $2 AND stream_id <= $3";
 pub const MAX_TO_DEVICE: &str = "SELECT COALESCE(MAX(stream_id), 0) FROM to_device_messages";
+pub const NEWEST_ROOM_EVENTS: &str = "SELECT room_id, MAX(stream_ordering) FROM events GROUP BY room_id";
+pub const NEWEST_ROOM_STATE: &str = "SELECT room_id, MAX(stream_ordering) FROM events \
+    WHERE state_key IS NOT NULL OR type = 'm.room.redaction' GROUP BY room_id";
+pub const NEWEST_ROOM_RECEIPTS: &str = "SELECT room_id, MAX(stream_id) FROM receipts GROUP BY room_id";
+pub const NEWEST_USER_ACCOUNT_DATA: &str = "SELECT localpart, MAX(stream_id) FROM account_data GROUP BY localpart";
+pub const NEWEST_DEVICE_TO_DEVICE: &str =
+    "SELECT localpart, device_id, MAX(stream_id) FROM to_device_messages GROUP BY localpart, device_id";
 
 pub const CROSS_SIGNING_KEY: &str =
     "SELECT key_json FROM e2e_cross_signing_keys WHERE localpart = $1 AND key_type = $2";

@@ -12,7 +12,7 @@ use crate::Locked;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::streams::Streams;
+use crate::streams::{HeldWhile, Streams};
 use estuary_store::{NewEvent, Redaction, RoomRecord, StateUpdate, Store, StoredEvent};
 use ruma::events::{StateEventType, TimelineEventType};
 use ruma::room_version_rules::RoomVersionRules;
@@ -139,6 +139,9 @@ pub struct Rooms {
     versions: Mutex<HashMap<String, String>>,
     /// Set once the stored state resets are in `memo.resets`.
     resets_loaded: tokio::sync::OnceCell<()>,
+    /// (room, user) -> what the user may see, while the room's state history does not move
+    /// (`streams.room_state`).
+    visibility: HeldWhile<(String, String), Visibility>,
 }
 
 /// The rules of a supported room version.
@@ -171,6 +174,7 @@ impl Rooms {
             memo,
             versions: Mutex::default(),
             resets_loaded: tokio::sync::OnceCell::new(),
+            visibility: HeldWhile::default(),
         }
     }
 
@@ -751,6 +755,14 @@ impl Rooms {
 
     /// What of the room's history the user may see (spec: room history visibility).
     pub async fn visibility(&self, room_id: &str, user_id: &UserId) -> Result<Visibility, CoreError> {
+        let key = (room_id.to_owned(), user_id.to_string());
+        let rows = self.streams.room_state.rows(room_id);
+        self.visibility
+            .get(key, rows, || self.read_visibility(room_id, user_id))
+            .await
+    }
+
+    async fn read_visibility(&self, room_id: &str, user_id: &UserId) -> Result<Visibility, CoreError> {
         let memberships = self.membership_history(room_id, user_id).await?;
         let settings = self
             .store

@@ -157,11 +157,12 @@ pub(super) struct Memo {
     pub(super) resets: Mutex<HashMap<String, i64>>,
 }
 
-fn bounded_insert<V>(map: &mut HashMap<String, V>, key: &str, value: V) {
+/// Insert into a cache of at most [`CACHED_ROOMS`] entries (emptied when full).
+pub(super) fn bounded_insert<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>, key: K, value: V) {
     if map.len() >= CACHED_ROOMS {
         map.clear();
     }
-    map.insert(key.to_owned(), value);
+    map.insert(key, value);
 }
 
 impl Memo {
@@ -178,7 +179,7 @@ impl Memo {
     pub(super) fn keep_state(&self, room_id: &str, epoch: u64, state: &Arc<RoomState>) {
         let mut cache = self.state.locked();
         if self.epoch.load(Ordering::SeqCst) == epoch {
-            bounded_insert(&mut cache, room_id, state.clone());
+            bounded_insert(&mut cache, room_id.to_owned(), state.clone());
         }
     }
 
@@ -194,7 +195,7 @@ impl Memo {
 
     /// Extremities read from the store while holding the room's lock.
     pub(super) fn keep_extremities(&self, room_id: &str, extremities: Vec<(String, i64)>) {
-        bounded_insert(&mut self.extremities.locked(), room_id, extremities);
+        bounded_insert(&mut self.extremities.locked(), room_id.to_owned(), extremities);
     }
 
     /// `e` is queued ahead of its commit: it replaces its prev_events among the room's
@@ -485,7 +486,13 @@ async fn commit(store: &dyn Store, streams: &Streams, memo: &Memo, batch: &mut V
         }
         match result {
             Ok(p) => {
-                job.events.iter().zip(p).for_each(|(e, p)| memo.appended(e, *p, ahead));
+                for (e, &p) in job.events.iter().zip(p) {
+                    memo.appended(e, p, ahead);
+                    streams.room_events.note(e.room_id.clone(), p);
+                    if e.state_key.is_some() || e.redaction.is_some() || e.kind == "m.room.redaction" {
+                        streams.room_state.note(e.room_id.clone(), p);
+                    }
+                }
                 highest = highest.max(p.last().copied());
             }
             Err(_) => {
