@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
+pub use estuary_store::AccountDataRow;
 pub use estuary_store::Receipt as ReceiptRow;
-use estuary_store::{AccountDataRow, Receipt, Store};
+use estuary_store::{Receipt, Store};
 use serde_json::Value;
 
 use crate::streams::{HeldWhile, Streams};

@@ -14,8 +14,11 @@ use ruma::api::Direction;
 use ruma::api::client::filter::{create_filter::v3 as create_filter, get_filter::v3 as get_filter};
 use ruma::api::client::message::get_message_events::v3 as messages;
 use ruma::api::client::sync::sync_events::v3 as sync;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use tokio::sync::OnceCell;
+
+use futures::{StreamExt, TryStreamExt};
+use ruma::push::Ruleset;
 
 use estuary_core::streams::Positions;
 use serde_json::{Map, Value, json};
@@ -138,7 +141,6 @@ async fn compute(
     full_state: bool,
 ) -> Result<(Value, bool), MatrixError> {
     let core = &state.core;
-    let rooms = &core.rooms;
     let zero = Positions::default();
     let s = since.unwrap_or(zero);
     let mut news = false;
@@ -168,141 +170,41 @@ async fn compute(
         .memberships(caller.user_id.as_str())
         .await
         .map_err(estuary_core::CoreError::from)?;
-    let push_rules = OnceCell::new();
-    let push_rules = || {
-        push_rules.get_or_try_init(|| async {
-            let rules = crate::push::ruleset(state, caller).await?;
-            let print = crate::push::fingerprint(&rules);
-            Ok::<_, MatrixError>((rules, print))
-        })
+    let asked = AskedOnce::default();
+    let window = Window {
+        state,
+        caller,
+        since,
+        now,
+        filter,
+        full_state,
+        account_data: &account_data,
+        asked: &asked,
     };
-    let ignored = OnceCell::new();
-    let ignored = || ignored.get_or_init(|| crate::relations::ignored_users(state, &caller.localpart));
-    let forgotten = OnceCell::new();
-    let forgotten = || forgotten.get_or_try_init(|| rooms.forgotten(&caller.user_id));
-    for m in &memberships {
-        // A membership committed after `now` waits for the next sync.
-        if m.stream_ordering > now.events {
-            continue;
-        }
-        // A new membership since the last sync, as opposed to an update of the same one (a
-        // profile change rewrites every member event but joins nothing anew).
-        let changed_since = match since {
-            None => true,
-            Some(s) if m.stream_ordering > s.events => !same_membership_as_before(state, m).await?,
-            Some(_) => false,
-        };
-        match m.membership.as_str() {
-            "join" => {
-                let from = if full_state || changed_since {
-                    None
-                } else {
-                    Some(s.events)
-                };
-                let mut room = room_section(
-                    state,
-                    caller,
-                    &m.room_id,
-                    from,
-                    now.events,
-                    filter,
-                    full_state || changed_since,
-                )
-                .await?;
-                let mut ephemeral = Vec::new();
-                let receipts_after = if changed_since { 0 } else { s.receipts };
-                let receipts = if core.streams.room_receipts.any_after(&m.room_id, receipts_after) {
-                    core.account_data.receipts_since(&m.room_id, receipts_after).await?
-                } else {
-                    Vec::new()
-                };
-                let receipts: Vec<_> = receipts
-                    .into_iter()
-                    .filter(|r| r.stream_id <= now.receipts)
-                    // Private receipts are shown to their owner only.
-                    .filter(|r| r.receipt_type != "m.read.private" || r.user_id == caller.user_id.as_str())
-                    .collect();
-                if !receipts.is_empty() {
-                    ephemeral.push(receipt_edu(&receipts));
-                }
-                let typing_since = if changed_since { -1 } else { s.typing };
-                if let Some(users) = core.typing.changed_since(&m.room_id, typing_since)
-                    && (!changed_since || !users.is_empty())
-                {
-                    ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
-                }
-                let room_data: Vec<Value> = account_data
-                    .iter()
-                    .filter(|a| a.room_id == m.room_id)
-                    .map(|a| json!({ "type": a.kind, "content": serde_json::from_str::<Value>(&a.content).unwrap_or_default() }))
-                    .collect();
-                if room.is_some() || !ephemeral.is_empty() || !room_data.is_empty() {
-                    let r = room.get_or_insert_with(|| empty_room(now.events));
-                    r["ephemeral"]["events"] = json!(ephemeral);
-                    r["account_data"]["events"] = json!(room_data);
-                    let (rules, print) = push_rules().await?;
-                    let (notify, highlight) =
-                        crate::push::unread_counts(state, caller, rules, *print, &m.room_id).await?;
-                    r["unread_notifications"] = json!({ "notification_count": notify, "highlight_count": highlight });
-                    join.insert(m.room_id.clone(), room.unwrap_or_default());
+    // Rooms are independent: several at once, so that their round trips to the store overlap.
+    let sections: Vec<_> = memberships.iter().map(|m| window.section(m)).collect();
+    let sections: Vec<Section> = futures::stream::iter(sections)
+        .buffered(ROOMS_AT_ONCE)
+        .try_collect()
+        .await?;
+    for (m, section) in memberships.iter().zip(sections) {
+        match section {
+            Section::Join { room, joined } => {
+                if let Some(room) = room {
+                    join.insert(m.room_id.clone(), room);
                     news = true;
                 }
-                for (user, (membership, _)) in rooms.members(&m.room_id).await?.iter() {
-                    if membership == "join" {
-                        seen_users.insert(user.clone());
-                    }
-                }
+                seen_users.extend(joined);
             }
-            "invite" if changed_since => {
-                let current = rooms.current_state(&m.room_id).await?;
-                let ignored_set = ignored().await;
-                // Spec: invites from ignored users are ignored.
-                if current
-                    .iter()
-                    .any(|e| e.event_id == m.event_id && ignored_set.contains(&e.sender))
-                {
-                    continue;
-                }
-                let mut invite_state: Vec<Value> = Vec::new();
-                for e in current {
-                    let shown = matches!(
-                        e.kind.as_str(),
-                        "m.room.create"
-                            | "m.room.join_rules"
-                            | "m.room.name"
-                            | "m.room.avatar"
-                            | "m.room.canonical_alias"
-                            | "m.room.encryption"
-                            | "m.room.topic"
-                    ) || e.event_id == m.event_id;
-                    if shown {
-                        invite_state.push(stripped(&e));
-                    }
-                }
-                invite.insert(m.room_id.clone(), json!({ "invite_state": { "events": invite_state } }));
+            Section::Invite(room) => {
+                invite.insert(m.room_id.clone(), room);
                 news = true;
             }
-            // Rooms left or banned from since the last sync; an initial sync leaves them out.
-            // (A room the user forgot since is left out.)
-            "leave" | "ban"
-                if since.is_some() && changed_since && forgotten().await?.get(&m.room_id) != Some(&m.event_id) =>
-            {
-                // Events since the last sync up to the end of the user's joined period; a user
-                // who was not joined in that span (a rejected invite, a ban before joining)
-                // gets only their own membership event.
-                let until = rooms.joined_until(&m.room_id, &caller.user_id).await?;
-                let from = match until {
-                    Some(u) if u > s.events => s.events,
-                    _ => m.stream_ordering - 1,
-                };
-                if let Some(room) =
-                    room_section(state, caller, &m.room_id, Some(from), m.stream_ordering, filter, false).await?
-                {
-                    leave.insert(m.room_id.clone(), room);
-                    news = true;
-                }
+            Section::Leave(room) => {
+                leave.insert(m.room_id.clone(), room);
+                news = true;
             }
-            _ => {}
+            Section::Nothing => {}
         }
     }
     let global_data: Vec<Value> = account_data
@@ -313,7 +215,7 @@ async fn compute(
     let mut global_data = global_data;
     // Clients expect their push rules in the first sync even if they never changed them.
     if since.is_none() && !global_data.iter().any(|e| e["type"] == crate::push::ACCOUNT_DATA_TYPE) {
-        let (rules, _) = push_rules().await?;
+        let (rules, _) = window.push_rules().await?;
         global_data.push(json!({ "type": crate::push::ACCOUNT_DATA_TYPE, "content": { "global": rules } }));
     }
     news |= since.is_some() && !global_data.is_empty();
@@ -373,6 +275,195 @@ async fn with_key_counts(state: &MatrixState, caller: &Caller, mut response: Val
     response["device_unused_fallback_key_types"] =
         json!(state.core.e2ee.unused_fallback_algorithms(localpart, device).await?);
     Ok(response)
+}
+
+/// Rooms whose sections one sync computes at once.
+const ROOMS_AT_ONCE: usize = 8;
+
+/// What a sync reads at most once, when the first room needs it.
+#[derive(Default)]
+struct AskedOnce {
+    push_rules: OnceCell<(Ruleset, u64)>,
+    ignored: OnceCell<BTreeSet<String>>,
+    forgotten: OnceCell<HashMap<String, String>>,
+}
+
+/// One room's part of a sync response.
+enum Section {
+    /// A joined room: its section if anything is new, and its joined members (for presence).
+    Join {
+        room: Option<Value>,
+        joined: Vec<String>,
+    },
+    Invite(Value),
+    Leave(Value),
+    Nothing,
+}
+
+/// What a sync covers: one user's view of (since, now].
+struct Window<'a> {
+    state: &'a MatrixState,
+    caller: &'a Caller,
+    since: Option<Positions>,
+    now: Positions,
+    filter: &'a SyncFilter,
+    full_state: bool,
+    /// The user's account data changed in the window.
+    account_data: &'a [estuary_core::account_data::AccountDataRow],
+    asked: &'a AskedOnce,
+}
+
+impl Window<'_> {
+    async fn push_rules(&self) -> Result<&(Ruleset, u64), MatrixError> {
+        self.asked
+            .push_rules
+            .get_or_try_init(|| async {
+                let rules = crate::push::ruleset(self.state, self.caller).await?;
+                let print = crate::push::fingerprint(&rules);
+                Ok((rules, print))
+            })
+            .await
+    }
+
+    /// The section of the room of one of the user's memberships.
+    async fn section(&self, m: &estuary_core::Membership) -> Result<Section, MatrixError> {
+        let (state, caller, now, filter, full_state) =
+            (self.state, self.caller, self.now, self.filter, self.full_state);
+        let core = &state.core;
+        let rooms = &core.rooms;
+        let s = self.since.unwrap_or_default();
+        // A membership committed after `now` waits for the next sync.
+        if m.stream_ordering > now.events {
+            return Ok(Section::Nothing);
+        }
+        // A new membership since the last sync, as opposed to an update of the same one (a
+        // profile change rewrites every member event but joins nothing anew).
+        let changed_since = match self.since {
+            None => true,
+            Some(s) if m.stream_ordering > s.events => !same_membership_as_before(state, m).await?,
+            Some(_) => false,
+        };
+        match m.membership.as_str() {
+            "join" => {
+                let from = if full_state || changed_since {
+                    None
+                } else {
+                    Some(s.events)
+                };
+                let mut room = room_section(
+                    state,
+                    caller,
+                    &m.room_id,
+                    from,
+                    now.events,
+                    filter,
+                    full_state || changed_since,
+                )
+                .await?;
+                let mut ephemeral = Vec::new();
+                let receipts_after = if changed_since { 0 } else { s.receipts };
+                let receipts = if core.streams.room_receipts.any_after(&m.room_id, receipts_after) {
+                    core.account_data.receipts_since(&m.room_id, receipts_after).await?
+                } else {
+                    Vec::new()
+                };
+                let receipts: Vec<_> = receipts
+                    .into_iter()
+                    .filter(|r| r.stream_id <= now.receipts)
+                    // Private receipts are shown to their owner only.
+                    .filter(|r| r.receipt_type != "m.read.private" || r.user_id == caller.user_id.as_str())
+                    .collect();
+                if !receipts.is_empty() {
+                    ephemeral.push(receipt_edu(&receipts));
+                }
+                let typing_since = if changed_since { -1 } else { s.typing };
+                if let Some(users) = core.typing.changed_since(&m.room_id, typing_since)
+                    && (!changed_since || !users.is_empty())
+                {
+                    ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
+                }
+                let room_data: Vec<Value> = self
+                    .account_data
+                    .iter()
+                    .filter(|a| a.room_id == m.room_id)
+                    .map(|a| json!({ "type": a.kind, "content": serde_json::from_str::<Value>(&a.content).unwrap_or_default() }))
+                    .collect();
+                if room.is_some() || !ephemeral.is_empty() || !room_data.is_empty() {
+                    let r = room.get_or_insert_with(|| empty_room(now.events));
+                    r["ephemeral"]["events"] = json!(ephemeral);
+                    r["account_data"]["events"] = json!(room_data);
+                    let (rules, print) = self.push_rules().await?;
+                    let (notify, highlight) =
+                        crate::push::unread_counts(state, caller, rules, *print, &m.room_id).await?;
+                    r["unread_notifications"] = json!({ "notification_count": notify, "highlight_count": highlight });
+                }
+                let joined = rooms
+                    .members(&m.room_id)
+                    .await?
+                    .iter()
+                    .filter(|(_, (membership, _))| membership == "join")
+                    .map(|(user, _)| user.clone())
+                    .collect();
+                Ok(Section::Join { room, joined })
+            }
+            "invite" if changed_since => {
+                let current = rooms.current_state(&m.room_id).await?;
+                let ignored = self
+                    .asked
+                    .ignored
+                    .get_or_init(|| crate::relations::ignored_users(state, &caller.localpart))
+                    .await;
+                // Spec: invites from ignored users are ignored.
+                if current
+                    .iter()
+                    .any(|e| e.event_id == m.event_id && ignored.contains(&e.sender))
+                {
+                    return Ok(Section::Nothing);
+                }
+                let mut invite_state: Vec<Value> = Vec::new();
+                for e in current {
+                    let shown = matches!(
+                        e.kind.as_str(),
+                        "m.room.create"
+                            | "m.room.join_rules"
+                            | "m.room.name"
+                            | "m.room.avatar"
+                            | "m.room.canonical_alias"
+                            | "m.room.encryption"
+                            | "m.room.topic"
+                    ) || e.event_id == m.event_id;
+                    if shown {
+                        invite_state.push(stripped(&e));
+                    }
+                }
+                Ok(Section::Invite(json!({ "invite_state": { "events": invite_state } })))
+            }
+            // Rooms left or banned from since the last sync; an initial sync leaves them out.
+            "leave" | "ban" if self.since.is_some() && changed_since => {
+                // A room the user forgot since is left out.
+                let forgotten = self
+                    .asked
+                    .forgotten
+                    .get_or_try_init(|| rooms.forgotten(&caller.user_id))
+                    .await?;
+                if forgotten.get(&m.room_id) == Some(&m.event_id) {
+                    return Ok(Section::Nothing);
+                }
+                // Events since the last sync up to the end of the user's joined period; a user
+                // who was not joined in that span (a rejected invite, a ban before joining)
+                // gets only their own membership event.
+                let until = rooms.joined_until(&m.room_id, &caller.user_id).await?;
+                let from = match until {
+                    Some(u) if u > s.events => s.events,
+                    _ => m.stream_ordering - 1,
+                };
+                let room =
+                    room_section(state, caller, &m.room_id, Some(from), m.stream_ordering, filter, false).await?;
+                Ok(room.map_or(Section::Nothing, Section::Leave))
+            }
+            _ => Ok(Section::Nothing),
+        }
+    }
 }
 
 /// True if the member event replaced one with the same membership (e.g. a profile update).
