@@ -21,6 +21,9 @@ pub struct AccountData {
     /// Global entries by (localpart, type), which every sync reads (push rules, ignored
     /// users), while the user's account data does not move.
     global: Arc<HeldWhile<(String, String), Option<Value>>>,
+    /// (room, user) -> the position the user has read up to, while the room's receipts do not
+    /// move.
+    read_up_to: Arc<HeldWhile<(String, String), i64>>,
 }
 
 impl AccountData {
@@ -29,6 +32,7 @@ impl AccountData {
             store,
             streams,
             global: Arc::default(),
+            read_up_to: Arc::default(),
         }
     }
 
@@ -104,6 +108,15 @@ impl AccountData {
         self.streams.room_receipts.note(room_id.to_owned(), pos);
         self.streams.advance(|p| p.receipts = p.receipts.max(pos));
         Ok(())
+    }
+
+    /// The stream position of the newest event the user's read receipt (`m.read` or
+    /// `m.read.private`) in the room is on; 0 if none.
+    pub async fn read_up_to(&self, room_id: &str, user_id: &str) -> Result<i64, CoreError> {
+        let rows = self.streams.room_receipts.rows(room_id);
+        let key = (room_id.to_owned(), user_id.to_owned());
+        let read = || async { Ok(self.store.read_up_to(room_id, user_id).await?) };
+        self.read_up_to.get(key, rows, read).await
     }
 
     pub async fn receipts_since(&self, room_id: &str, since: i64) -> Result<Vec<Receipt>, CoreError> {

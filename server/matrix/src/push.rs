@@ -183,10 +183,7 @@ pub async fn unread_counts(
 ) -> Result<(u64, u64), MatrixError> {
     let store = &state.core.store;
     let user = caller.user_id.as_str();
-    let read_up_to = store
-        .read_up_to(room_id, user)
-        .await
-        .map_err(estuary_core::CoreError::from)?;
+    let read_up_to = state.core.account_data.read_up_to(room_id, user).await?;
     let key = (user.to_owned(), room_id.to_owned());
     let (after, mut notify, mut highlight) = match state.unread.lock().get(&key) {
         Some(c) if c.read_up_to == read_up_to && c.rules == rules_print => (c.evaluated_up_to, c.notify, c.highlight),
