@@ -46,6 +46,16 @@ pub struct MatrixState {
 }
 
 impl MatrixState {
+    /// The user's memberships, from the rooms' current state.
+    pub(crate) async fn memberships(&self, user_id: &str) -> Result<Vec<estuary_core::Membership>, MatrixError> {
+        Ok(self
+            .core
+            .store
+            .memberships(user_id)
+            .await
+            .map_err(estuary_core::CoreError::from)?)
+    }
+
     pub fn new(core: Arc<Core>) -> Result<Self, String> {
         let server_name = ServerName::parse(&core.config.server_name).map_err(|e| {
             format!(

@@ -284,11 +284,8 @@ pub async fn joined_rooms(
 ) -> JsonResult {
     let caller = req.caller()?;
     let rooms: Vec<String> = state
-        .core
-        .store
         .memberships(caller.user_id.as_str())
-        .await
-        .map_err(estuary_core::CoreError::from)?
+        .await?
         .into_iter()
         .filter(|m| m.membership == "join")
         .map(|m| m.room_id)

@@ -165,11 +165,7 @@ async fn compute(
         .into_iter()
         .filter(|a| a.stream_id <= now.account_data)
         .collect();
-    let memberships = core
-        .store
-        .memberships(caller.user_id.as_str())
-        .await
-        .map_err(estuary_core::CoreError::from)?;
+    let memberships = state.memberships(caller.user_id.as_str()).await?;
     let asked = AskedOnce::default();
     let window = Window {
         state,

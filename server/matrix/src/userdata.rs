@@ -293,15 +293,8 @@ pub async fn fetch_presence(State(state): State<Arc<MatrixState>>, req: Ruma<get
 }
 
 async fn share_a_room(state: &MatrixState, a: &UserId, b: &UserId) -> Result<bool, MatrixError> {
-    let store = &state.core.store;
-    let rooms_a = store
-        .memberships(a.as_str())
-        .await
-        .map_err(estuary_core::CoreError::from)?;
-    let rooms_b = store
-        .memberships(b.as_str())
-        .await
-        .map_err(estuary_core::CoreError::from)?;
+    let rooms_a = state.memberships(a.as_str()).await?;
+    let rooms_b = state.memberships(b.as_str()).await?;
     Ok(rooms_a
         .iter()
         .filter(|m| m.membership == "join")
