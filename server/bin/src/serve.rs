@@ -28,6 +28,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .context("starting the core")?,
     );
 
+    // Listened for before anything serves: a signal that came before the handler would kill
+    // the process without draining requests or closing the store.
+    let shutdown = shutdown_signal();
     let (stop, stopped) = watch::channel(false);
     let mut listeners = JoinSet::new();
     let log_ips = config.privacy.log_ips;
@@ -97,7 +100,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         listeners.spawn(http::serve(listener, None, client_app.clone(), stopped.clone()));
     }
     tracing::info!(server_name = %config.server_name, "Estuary is ready");
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("shutting down: no new connections, draining requests in flight");
     // Receivers live as long as the listeners; a send error only means none is left.
     let _ = stop.send(true);
@@ -112,25 +115,30 @@ fn with_health(router: Router) -> Router {
     Router::new().route("/health", get(|| async { "OK" })).merge(router)
 }
 
-async fn shutdown_signal() {
+/// Listen for SIGTERM and SIGINT from now on; the future ends at the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let signals = {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    };
+    async move {
+        #[cfg(unix)]
+        match signals {
+            (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => tracing::info!("SIGTERM received"),
-                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                    _ = int.recv() => tracing::info!("SIGINT received"),
                 }
                 return;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server")
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM and SIGINT; only Ctrl-C stops the server")
             }
         }
-    }
-    if let Err(e) = tokio::signal::ctrl_c().await {
-        tracing::error!(error = %e, "cannot listen for SIGINT either; the server must be killed to stop");
-        std::future::pending::<()>().await;
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT either; the server must be killed to stop");
+            std::future::pending::<()>().await;
+        }
     }
 }
