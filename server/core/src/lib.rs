@@ -62,6 +62,17 @@ pub enum CoreError {
     Internal(String),
 }
 
+/// Entries a cache of the service keeps before it is emptied and filled again.
+pub(crate) const CACHED_ENTRIES: usize = 10_000;
+
+/// Insert into a cache of at most [`CACHED_ENTRIES`] entries (emptied when full).
+pub(crate) fn bounded_insert<K: Eq + std::hash::Hash, V>(map: &mut std::collections::HashMap<K, V>, key: K, value: V) {
+    if map.len() >= CACHED_ENTRIES {
+        map.clear();
+    }
+    map.insert(key, value);
+}
+
 /// A std mutex's guard, also after a thread panicked while holding it: what the mutexes of
 /// this server guard (caches, session tables) stays usable.
 pub trait Locked<T> {

@@ -107,7 +107,11 @@ impl<K: Eq + Hash> Newest<K> {
     where
         K: Borrow<Q>,
     {
-        !self.complete || self.map.locked().get(key).is_some_and(|&p| p > since)
+        match self.rows(key) {
+            Rows::Unknown => true,
+            Rows::Nothing => false,
+            Rows::UpTo(p) => p > since,
+        }
     }
 
     /// What is known of `key`'s rows.
@@ -135,7 +139,7 @@ impl<K: Eq + Hash> Newest<K> {
 
 /// Values read from the store that hold while a [`Newest`] key stays where it was when they
 /// were read. The position is taken before the read, so a change racing the read makes the
-/// next call read again. At most [`HeldWhile::ENTRIES`], emptied when full.
+/// next call read again. A bounded cache (`crate::CACHED_ENTRIES`).
 pub struct HeldWhile<K, V> {
     map: Mutex<HashMap<K, (i64, V)>>,
 }
@@ -149,8 +153,6 @@ impl<K, V> Default for HeldWhile<K, V> {
 }
 
 impl<K: Eq + Hash, V: Clone> HeldWhile<K, V> {
-    const ENTRIES: usize = 10_000;
-
     /// The value of `key`, whose [`Newest`] rows are `rows` now; `read` reads it if the one
     /// held is stale or missing.
     pub async fn get<E, F: Future<Output = Result<V, E>>>(
@@ -172,11 +174,7 @@ impl<K: Eq + Hash, V: Clone> HeldWhile<K, V> {
         }
         let v = read().await?;
         if let Some(at) = at {
-            let mut map = self.map.locked();
-            if map.len() >= Self::ENTRIES {
-                map.clear();
-            }
-            map.insert(key, (at, v.clone()));
+            crate::bounded_insert(&mut self.map.locked(), key, (at, v.clone()));
         }
         Ok(v)
     }

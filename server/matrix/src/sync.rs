@@ -280,13 +280,13 @@ const ROOMS_AT_ONCE: usize = 8;
 #[derive(Default)]
 struct AskedOnce {
     push_rules: OnceCell<(Ruleset, u64)>,
-    ignored: OnceCell<BTreeSet<String>>,
     forgotten: OnceCell<HashMap<String, String>>,
 }
 
 /// One room's part of a sync response.
 enum Section {
-    /// A joined room: its section if anything is new, and its joined members (for presence).
+    /// A joined room: its section if anything is new, and its joined members (for presence,
+    /// when it moved).
     Join {
         room: Option<Value>,
         joined: Vec<String>,
@@ -393,22 +393,23 @@ impl Window<'_> {
                         crate::push::unread_counts(state, caller, rules, *print, &m.room_id).await?;
                     r["unread_notifications"] = json!({ "notification_count": notify, "highlight_count": highlight });
                 }
-                let joined = rooms
-                    .members(&m.room_id)
-                    .await?
-                    .iter()
-                    .filter(|(_, (membership, _))| membership == "join")
-                    .map(|(user, _)| user.clone())
-                    .collect();
+                // Presence is looked up for them only if it moved.
+                let joined = if self.since.is_none() || s.presence != now.presence {
+                    rooms
+                        .members(&m.room_id)
+                        .await?
+                        .iter()
+                        .filter(|(_, (membership, _))| membership == "join")
+                        .map(|(user, _)| user.clone())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 Ok(Section::Join { room, joined })
             }
             "invite" if changed_since => {
                 let current = rooms.current_state(&m.room_id).await?;
-                let ignored = self
-                    .asked
-                    .ignored
-                    .get_or_init(|| crate::relations::ignored_users(state, &caller.localpart))
-                    .await;
+                let ignored = crate::relations::ignored_users(state, &caller.localpart).await;
                 // Spec: invites from ignored users are ignored.
                 if current
                     .iter()

@@ -125,10 +125,6 @@ impl RoomState {
     }
 }
 
-/// Rooms whose state (or extremities) are kept in memory at most (then that cache starts
-/// over).
-const CACHED_ROOMS: usize = 10_000;
-
 /// The transaction IDs of recent client sends, shown to the sending device as
 /// `unsigned.transaction_id` so it can match its local echo. Memory only, bounded.
 #[derive(Default)]
@@ -157,14 +153,6 @@ pub(super) struct Memo {
     pub(super) resets: Mutex<HashMap<String, i64>>,
 }
 
-/// Insert into a cache of at most [`CACHED_ROOMS`] entries (emptied when full).
-pub(super) fn bounded_insert<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>, key: K, value: V) {
-    if map.len() >= CACHED_ROOMS {
-        map.clear();
-    }
-    map.insert(key, value);
-}
-
 impl Memo {
     /// The room's cached state, else None and the epoch to pass to [`Memo::keep_state`]
     /// once it has been read.
@@ -179,7 +167,7 @@ impl Memo {
     pub(super) fn keep_state(&self, room_id: &str, epoch: u64, state: &Arc<RoomState>) {
         let mut cache = self.state.locked();
         if self.epoch.load(Ordering::SeqCst) == epoch {
-            bounded_insert(&mut cache, room_id.to_owned(), state.clone());
+            crate::bounded_insert(&mut cache, room_id.to_owned(), state.clone());
         }
     }
 
@@ -195,7 +183,7 @@ impl Memo {
 
     /// Extremities read from the store while holding the room's lock.
     pub(super) fn keep_extremities(&self, room_id: &str, extremities: Vec<(String, i64)>) {
-        bounded_insert(&mut self.extremities.locked(), room_id.to_owned(), extremities);
+        crate::bounded_insert(&mut self.extremities.locked(), room_id.to_owned(), extremities);
     }
 
     /// `e` is queued ahead of its commit: it replaces its prev_events among the room's
@@ -489,7 +477,7 @@ async fn commit(store: &dyn Store, streams: &Streams, memo: &Memo, batch: &mut V
                 for (e, &p) in job.events.iter().zip(p) {
                     memo.appended(e, p, ahead);
                     streams.room_events.note(e.room_id.clone(), p);
-                    if e.state_key.is_some() || e.redaction.is_some() || e.kind == "m.room.redaction" {
+                    if e.state_key.is_some() || e.kind == "m.room.redaction" {
                         streams.room_state.note(e.room_id.clone(), p);
                     }
                 }
