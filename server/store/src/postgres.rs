@@ -7,6 +7,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::{Backend, Result};
 
+/// How long a pooled connection may sit idle before it is pinged on its next use.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(30);
+
 pub struct PgStore {
     pool: PgPool,
     /// The same pool: PostgreSQL runs concurrent writers itself.
@@ -26,6 +29,18 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
+            // A connection is pinged before use only after it sat idle (the database may have
+            // restarted or a firewall dropped it meanwhile), not before every statement: each
+            // ping is a round trip to the server.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > IDLE_BEFORE_PING {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await?;
         Ok(Self {

@@ -36,12 +36,17 @@ impl SqliteStore {
             // Another process (`estuary user ...` beside a running server) may hold the
             // write lock briefly; wait for it rather than fail.
             .busy_timeout(Duration::from_secs(10));
+        // No ping before a connection is handed out: a SQLite connection is a file handle that
+        // cannot have been dropped by a peer, and each ping is a round trip to sqlx's worker
+        // thread (a park and a wake-up) before every statement.
         let writes = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         Ok(Self { pool, writes })
