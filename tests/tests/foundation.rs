@@ -221,11 +221,38 @@ async fn sigterm_exits_cleanly(backend: Backend) {
     assert!(again.terminate().await.success());
 }
 
+/// An account deactivated by the CLI beside a running server loses its token there too: the
+/// server holds a token it has checked for at most 5 seconds (`TOKEN_HELD_FOR`).
+async fn cli_deactivation_revokes_tokens_of_a_running_server(backend: Backend) {
+    let inst = Instance::new(backend).await;
+    assert_ok(&inst.cli(&["user", "create", "erin", "--password", "pw-erin-1"]));
+    let server = inst.start().await;
+    let erin = estuary_tests::matrix::Client::login(&server, "erin", "pw-erin-1").await;
+    erin.get("account/whoami").await.ok();
+    assert_ok(&inst.cli(&["user", "deactivate", "erin"]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = erin.get("account/whoami").await;
+        if r.status == 401 {
+            assert_eq!(r.body["errcode"], "M_UNKNOWN_TOKEN", "{}", r.body);
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the token still works 15 s after the account was deactivated"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(server.terminate().await.success());
+}
+
 both_backends!(
     user_create_then_list,
     set_password_changes_hash_and_scram,
     restart_keeps_every_account,
-    sigterm_exits_cleanly
+    sigterm_exits_cleanly,
+    cli_deactivation_revokes_tokens_of_a_running_server
 );
 
 #[tokio::test]

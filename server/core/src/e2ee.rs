@@ -182,18 +182,20 @@ impl E2ee {
     /// One-time key counts. `signed_curve25519` is always present (0 when all are claimed):
     /// clients read a missing count as "unchanged" and would never upload more.
     pub async fn counts(&self, localpart: &str, device_id: &str) -> Result<BTreeMap<String, i64>, CoreError> {
-        let mut counts: BTreeMap<String, i64> = self
-            .store
-            .one_time_key_counts(localpart, device_id)
-            .await?
-            .into_iter()
-            .collect();
-        counts.entry("signed_curve25519".to_owned()).or_insert(0);
-        Ok(counts)
+        Ok(with_curve25519(
+            self.store.one_time_key_counts(localpart, device_id).await?,
+        ))
     }
 
-    pub async fn unused_fallback_algorithms(&self, localpart: &str, device_id: &str) -> Result<Vec<String>, CoreError> {
-        Ok(self.store.unused_fallback_algorithms(localpart, device_id).await?)
+    /// The one-time key counts (as [`Self::counts`]) and the algorithms of the unused
+    /// fallback keys, in one read.
+    pub async fn counts_and_fallbacks(
+        &self,
+        localpart: &str,
+        device_id: &str,
+    ) -> Result<(BTreeMap<String, i64>, Vec<String>), CoreError> {
+        let (counts, fallbacks) = self.store.key_counts(localpart, device_id).await?;
+        Ok((with_curve25519(counts), fallbacks))
     }
 
     /// The device keys of a local user: device_id -> keys JSON.
@@ -473,4 +475,11 @@ impl E2ee {
         }
         Ok(failures)
     }
+}
+
+/// One-time key counts with `signed_curve25519` always present.
+fn with_curve25519(counts: Vec<(String, i64)>) -> BTreeMap<String, i64> {
+    let mut counts: BTreeMap<String, i64> = counts.into_iter().collect();
+    counts.entry("signed_curve25519".to_owned()).or_insert(0);
+    counts
 }

@@ -263,7 +263,9 @@ impl Core {
     pub async fn deactivate(&self, localpart: &str) -> Result<(), CoreError> {
         self.delete_dehydrated_device(localpart).await?;
         self.delete_other_devices(localpart, None).await?;
-        self.accounts.deactivate(localpart).await
+        let deactivated = self.accounts.deactivate(localpart).await;
+        self.sessions.account_deactivated();
+        deactivated
     }
 
     /// Matrix spec: a profile change is reflected in the user's member event in every joined
@@ -277,7 +279,7 @@ impl Core {
         let Ok(user_id) = ruma::UserId::parse(&user) else {
             return;
         };
-        let Ok(memberships) = self.store.memberships(&user).await else {
+        let Ok(memberships) = self.rooms.memberships(&user).await else {
             return;
         };
         for m in memberships.into_iter().filter(|m| m.membership == "join") {

@@ -1,17 +1,35 @@
 //! Logged-in sessions: devices and their access tokens. Tokens are random and only their
 //! SHA-256 is stored.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use estuary_store::{Device, NewSession, Session, Store};
 use sha2::{Digest, Sha256};
 
-use crate::{CoreError, now_ms, random};
+use crate::{CoreError, Locked, now_ms, random};
 
 #[derive(Clone)]
 pub struct Sessions {
     store: Arc<dyn Store>,
+    held: Arc<HeldTokens>,
 }
+
+/// Token lookups, held so that a client's every request does not read the store: at most
+/// [`TOKEN_HELD_FOR`], and never across a revocation made through this process (a login that
+/// replaces a device's token, a device deleted, an account deactivated), which bumps the
+/// generation. A revocation by another process (`estuary user deactivate` beside a running
+/// server) takes effect here within [`TOKEN_HELD_FOR`].
+#[derive(Default)]
+struct HeldTokens {
+    generation: AtomicU64,
+    /// token SHA-256 -> (its session, when read, the generation before the read).
+    map: Mutex<HashMap<String, (Session, Instant, u64)>>,
+}
+
+const TOKEN_HELD_FOR: Duration = Duration::from_secs(5);
 
 /// What a login hands to the client.
 #[derive(Debug, Clone)]
@@ -30,7 +48,15 @@ pub fn token_sha256(token: &str) -> String {
 
 impl Sessions {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self {
+            store,
+            held: Arc::default(),
+        }
+    }
+
+    /// Tokens were revoked: nothing held before stays valid.
+    fn revoked(&self) {
+        self.held.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Log a device in: the device is created if new (named `display_name`), and gets a
@@ -56,6 +82,8 @@ impl Sessions {
                 created_at: now_ms(),
             })
             .await?;
+        // The device's earlier token is gone.
+        self.revoked();
         Ok(Login {
             device_id,
             access_token,
@@ -64,7 +92,23 @@ impl Sessions {
 
     /// The session an access token belongs to, if it is live.
     pub async fn authenticate(&self, access_token: &str) -> Result<Option<Session>, CoreError> {
-        Ok(self.store.session(&token_sha256(access_token)).await?)
+        let sha = token_sha256(access_token);
+        let generation = self.held.generation.load(Ordering::SeqCst);
+        if let Some((session, read, held_in)) = self.held.map.locked().get(&sha)
+            && *held_in == generation
+            && read.elapsed() < TOKEN_HELD_FOR
+        {
+            return Ok(Some(session.clone()));
+        }
+        let session = self.store.session(&sha).await?;
+        if let Some(session) = &session {
+            crate::bounded_insert(
+                &mut self.held.map.locked(),
+                sha,
+                (session.clone(), Instant::now(), generation),
+            );
+        }
+        Ok(session)
     }
 
     pub async fn devices(&self, localpart: &str) -> Result<Vec<Device>, CoreError> {
@@ -81,11 +125,20 @@ impl Sessions {
 
     /// Delete devices and with them their tokens (and, later, their E2EE keys).
     pub async fn delete_devices(&self, localpart: &str, device_ids: &[String]) -> Result<(), CoreError> {
-        Ok(self.store.delete_devices(localpart, device_ids).await?)
+        let deleted = self.store.delete_devices(localpart, device_ids).await;
+        self.revoked();
+        Ok(deleted?)
     }
 
     /// Log out every device of the account except `keep`.
     pub async fn delete_other_devices(&self, localpart: &str, keep: Option<&str>) -> Result<(), CoreError> {
-        Ok(self.store.delete_other_devices(localpart, keep).await?)
+        let deleted = self.store.delete_other_devices(localpart, keep).await;
+        self.revoked();
+        Ok(deleted?)
+    }
+
+    /// The account was deactivated (its tokens no longer authenticate).
+    pub fn account_deactivated(&self) {
+        self.revoked();
     }
 }

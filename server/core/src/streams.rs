@@ -137,6 +137,40 @@ impl<K: Eq + Hash> Newest<K> {
     }
 }
 
+/// A change count per key (a user, ...) kept in memory only, for values [`HeldWhile`] holds
+/// whose rows carry no stream position of their own. Writers bump a key after their commit
+/// and before the stream that shows it advances. Complete from the start: a key never bumped
+/// since the process started has not changed since anything held for it was read.
+pub struct Versions<K> {
+    newest: Newest<K>,
+    next: std::sync::atomic::AtomicI64,
+}
+
+impl<K: Eq + Hash> Default for Versions<K> {
+    fn default() -> Self {
+        Self {
+            newest: Newest::loaded([]),
+            next: std::sync::atomic::AtomicI64::new(1),
+        }
+    }
+}
+
+impl<K: Eq + Hash> Versions<K> {
+    /// `key` changed.
+    pub fn bump(&self, key: K) {
+        let version = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.newest.note(key, version);
+    }
+
+    /// The version of `key`, for [`HeldWhile::get`].
+    pub fn rows<Q: Eq + Hash + ?Sized>(&self, key: &Q) -> Rows
+    where
+        K: Borrow<Q>,
+    {
+        self.newest.rows(key)
+    }
+}
+
 /// Values read from the store that hold while a [`Newest`] key stays where it was when they
 /// were read. The position is taken before the read, so a change racing the read makes the
 /// next call read again. A bounded cache (`crate::CACHED_ENTRIES`).
@@ -197,10 +231,15 @@ pub struct Streams {
     pub room_state: Newest<String>,
     /// Each room's newest receipt.
     pub room_receipts: Newest<String>,
+    /// Each room's newest event relating to another (an edit, a reaction, a thread reply...).
+    pub room_relations: Newest<String>,
     /// Each local user's (localpart's) newest account data.
     pub user_account_data: Newest<String>,
     /// Each device's (localpart, device ID) newest to-device message not yet deleted.
     pub device_to_device: Newest<(String, String)>,
+    /// Each user's (full user ID's) memberships: bumped by the rooms writer for every member
+    /// entry of the current state it changes.
+    pub user_memberships: Versions<String>,
     /// Writers of a persisted stream hold its lock from insert to publish, so positions become
     /// visible in order (PostgreSQL sequences can commit out of order; a reader that saw N
     /// must never later find a row below N). Events have their own append lock in Rooms.
@@ -217,8 +256,10 @@ impl Streams {
             room_events: Newest::unknown(),
             room_state: Newest::unknown(),
             room_receipts: Newest::unknown(),
+            room_relations: Newest::unknown(),
             user_account_data: Newest::unknown(),
             device_to_device: Newest::unknown(),
+            user_memberships: Versions::default(),
             tx: watch::channel(start).0,
             account_data_writer: tokio::sync::Mutex::new(()),
             receipts_writer: tokio::sync::Mutex::new(()),
@@ -233,6 +274,7 @@ impl Streams {
             room_events: Newest::loaded(newest.room_events),
             room_state: Newest::loaded(newest.room_state),
             room_receipts: Newest::loaded(newest.room_receipts),
+            room_relations: Newest::loaded(newest.room_relations),
             user_account_data: Newest::loaded(newest.user_account_data),
             device_to_device: Newest::loaded(newest.device_to_device),
             ..Self::new(start)
@@ -308,6 +350,24 @@ mod tests {
         assert_eq!(n.rows("!a"), Rows::UpTo(9));
         n.forget("!a", 9);
         assert_eq!(n.rows("!a"), Rows::Nothing);
+    }
+
+    #[tokio::test]
+    async fn versions_move_held_values_of_their_key_only() {
+        let versions: Versions<String> = Versions::default();
+        let held: HeldWhile<String, i64> = HeldWhile::default();
+        let reads = std::sync::atomic::AtomicI64::new(0);
+        let read = || async { Ok::<_, ()>(reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1) };
+        let get = |k: &str| held.get(k.to_owned(), versions.rows(k), read);
+        assert_eq!(versions.rows("@a"), Rows::Nothing, "complete from the start");
+        assert_eq!(get("@a").await, Ok(1));
+        assert_eq!(get("@a").await, Ok(1), "held");
+        versions.bump("@b".to_owned());
+        assert_eq!(get("@a").await, Ok(1), "another key moved");
+        versions.bump("@a".to_owned());
+        assert_eq!(get("@a").await, Ok(2), "its key moved: read again");
+        versions.bump("@a".to_owned());
+        assert_eq!(get("@a").await, Ok(3));
     }
 
     #[tokio::test]

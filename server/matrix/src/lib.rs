@@ -48,12 +48,7 @@ pub struct MatrixState {
 impl MatrixState {
     /// The user's memberships, from the rooms' current state.
     pub(crate) async fn memberships(&self, user_id: &str) -> Result<Vec<estuary_core::Membership>, MatrixError> {
-        Ok(self
-            .core
-            .store
-            .memberships(user_id)
-            .await
-            .map_err(estuary_core::CoreError::from)?)
+        Ok(self.core.rooms.memberships(user_id).await?)
     }
 
     pub fn new(core: Arc<Core>) -> Result<Self, String> {

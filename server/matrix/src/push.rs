@@ -3,6 +3,7 @@
 //! Pushers (push gateways) are not offered yet.
 
 use estuary_core::Locked;
+use estuary_core::StoredEvent;
 use std::sync::Arc;
 
 use axum::Json;
@@ -171,15 +172,40 @@ pub fn fingerprint(rules: &Ruleset) -> u64 {
     h.finish()
 }
 
+/// Every event of a room in `(after, to]` for some `to`, as a `/sync` read them for its
+/// timeline: the unread events among them need no second read.
+pub struct Seen {
+    pub after: i64,
+    pub events: Vec<StoredEvent>,
+}
+
+impl Seen {
+    /// What `Store::unread_events` answers for `(user, after)`, up to `to`: others' events that
+    /// are not state and not redacted, newest first, at most `MAX_UNREAD_EVALUATED`.
+    fn unread(&self, user: &str, after: i64) -> Vec<StoredEvent> {
+        self.events
+            .iter()
+            .rev()
+            .filter(|e| {
+                e.stream_ordering > after && e.sender != user && e.state_key.is_none() && e.redacted_by.is_none()
+            })
+            .take(usize::try_from(MAX_UNREAD_EVALUATED).unwrap_or(usize::MAX))
+            .cloned()
+            .collect()
+    }
+}
+
 /// Unread counts of a room (spec: "Receiving notifications"): the user's push rules run on
 /// each event after their read receipt; `notify` counts, a highlight tweak highlights.
-/// `rules_print` is [`fingerprint`] of `rules`.
+/// `rules_print` is [`fingerprint`] of `rules`; `seen`, the room's events the caller read
+/// already.
 pub async fn unread_counts(
     state: &MatrixState,
     caller: &Caller,
     rules: &Ruleset,
     rules_print: u64,
     room_id: &str,
+    seen: Option<&Seen>,
 ) -> Result<(u64, u64), MatrixError> {
     let store = &state.core.store;
     let user = caller.user_id.as_str();
@@ -189,12 +215,24 @@ pub async fn unread_counts(
         Some(c) if c.read_up_to == read_up_to && c.rules == rules_print => (c.evaluated_up_to, c.notify, c.highlight),
         _ => (read_up_to, 0, 0),
     };
-    let unread = |after| store.unread_events(room_id, user, after, MAX_UNREAD_EVALUATED);
-    let mut events = unread(after).await.map_err(estuary_core::CoreError::from)?;
+    let unread = |after| async move {
+        // What the caller read already, or the room's newest event, may answer without the store.
+        if let Some(seen) = seen.filter(|s| s.after <= after) {
+            return Ok(seen.unread(user, after));
+        }
+        if !state.core.streams.room_events.any_after(room_id, after) {
+            return Ok(Vec::new());
+        }
+        store
+            .unread_events(room_id, user, after, MAX_UNREAD_EVALUATED)
+            .await
+            .map_err(estuary_core::CoreError::from)
+    };
+    let mut events = unread(after).await?;
     // A redaction may have taken back an event counted before: count again.
     if after != read_up_to && events.iter().any(|e| e.kind == "m.room.redaction") {
         (notify, highlight) = (0, 0);
-        events = unread(read_up_to).await.map_err(estuary_core::CoreError::from)?;
+        events = unread(read_up_to).await?;
     }
     if let Some(newest) = events.first() {
         let members = state.core.rooms.members(room_id).await?;

@@ -57,11 +57,18 @@ pub async fn for_client(
             shown.push(e);
         }
     }
+    // Nothing to bundle from rooms that never had an event relating to another.
+    let relations = &state.core.streams.room_relations;
+    let bundles = shown
+        .iter()
+        .any(|e| relations.rows(&e.room_id) != estuary_core::streams::Rows::Nothing);
     let mut out: Vec<Value> = shown
         .into_iter()
         .map(|e| client_event_for(state, viewer, e, with_room_id))
         .collect();
-    annotate(state, viewer, &mut out, visible).await?;
+    if bundles {
+        annotate(state, viewer, &mut out, visible).await?;
+    }
     Ok(out)
 }
 

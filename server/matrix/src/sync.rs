@@ -10,6 +10,8 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use estuary_core::StoredEvent;
+
+use crate::push::Seen;
 use ruma::api::Direction;
 use ruma::api::client::filter::{create_filter::v3 as create_filter, get_filter::v3 as get_filter};
 use ruma::api::client::message::get_message_events::v3 as messages;
@@ -267,9 +269,9 @@ async fn compute(
 /// carries but which are not news (counted once the response is decided on).
 async fn with_key_counts(state: &MatrixState, caller: &Caller, mut response: Value) -> Result<Value, MatrixError> {
     let (localpart, device) = (&caller.localpart, caller.device_id.as_str());
-    response["device_one_time_keys_count"] = json!(state.core.e2ee.counts(localpart, device).await?);
-    response["device_unused_fallback_key_types"] =
-        json!(state.core.e2ee.unused_fallback_algorithms(localpart, device).await?);
+    let (counts, fallbacks) = state.core.e2ee.counts_and_fallbacks(localpart, device).await?;
+    response["device_one_time_keys_count"] = json!(counts);
+    response["device_unused_fallback_key_types"] = json!(fallbacks);
     Ok(response)
 }
 
@@ -346,7 +348,7 @@ impl Window<'_> {
                 } else {
                     Some(s.events)
                 };
-                let mut room = room_section(
+                let (mut room, seen) = room_section(
                     state,
                     caller,
                     &m.room_id,
@@ -390,7 +392,7 @@ impl Window<'_> {
                     r["account_data"]["events"] = json!(room_data);
                     let (rules, print) = self.push_rules().await?;
                     let (notify, highlight) =
-                        crate::push::unread_counts(state, caller, rules, *print, &m.room_id).await?;
+                        crate::push::unread_counts(state, caller, rules, *print, &m.room_id, seen.as_ref()).await?;
                     r["unread_notifications"] = json!({ "notification_count": notify, "highlight_count": highlight });
                 }
                 // Presence is looked up for them only if it moved.
@@ -454,7 +456,7 @@ impl Window<'_> {
                     Some(u) if u > s.events => s.events,
                     _ => m.stream_ordering - 1,
                 };
-                let room =
+                let (room, _) =
                     room_section(state, caller, &m.room_id, Some(from), m.stream_ordering, filter, false).await?;
                 Ok(room.map_or(Section::Nothing, Section::Leave))
             }
@@ -515,7 +517,8 @@ pub fn presence_event(user: &str, p: &estuary_core::ephemeral::PresenceState) ->
 
 /// One room's timeline and state for events in (from, to]. `initial`: the state is the
 /// room's state before the timeline; otherwise only state that changed in a gap the timeline
-/// skipped. None when nothing happened.
+/// skipped. None when nothing happened. With it, every event of the room in `(from, to]`
+/// when the timeline holds them all (it is not limited).
 async fn room_section(
     state: &MatrixState,
     caller: &Caller,
@@ -524,13 +527,19 @@ async fn room_section(
     to: i64,
     filter: &SyncFilter,
     initial: bool,
-) -> Result<Option<Value>, MatrixError> {
+) -> Result<(Option<Value>, Option<Seen>), MatrixError> {
     let limit = filter.limit;
     let rooms = &state.core.rooms;
     let lower = from.unwrap_or(0);
     // No event since `from`: no timeline, and no state reset either (a reset comes with one).
     if !initial && !state.core.streams.room_events.any_after(room_id, lower) {
-        return Ok(None);
+        return Ok((
+            None,
+            Some(Seen {
+                after: lower,
+                events: Vec::new(),
+            }),
+        ));
     }
     // One more than the limit tells whether the timeline is limited.
     let mut events = state
@@ -544,7 +553,7 @@ async fn room_section(
         events.remove(0);
     }
     if events.is_empty() && !initial {
-        return Ok(None);
+        return Ok((None, Some(Seen { after: lower, events })));
     }
     let first = events.first().map_or(to + 1, |e| e.stream_ordering);
     // The state at the start of the timeline; for an incremental sync with a gap, only what
@@ -581,13 +590,17 @@ async fn room_section(
         state_events.extend(resets.into_iter().filter(|e| !shown.contains(&e.event_id)));
     }
     // The timeline filter (types, senders...) applies to what is shown, not to the window.
-    if !filter.timeline.passes_everything() {
-        events.retain(|e| filter.timeline.matches(e));
-    }
+    let shown = if filter.timeline.passes_everything() {
+        crate::relations::for_client(state, caller, &events, false, to).await?
+    } else {
+        let passed: Vec<StoredEvent> = events.iter().filter(|e| filter.timeline.matches(e)).cloned().collect();
+        crate::relations::for_client(state, caller, &passed, false, to).await?
+    };
+    let seen = (!limited).then_some(Seen { after: lower, events });
     let prev_batch = token(first.saturating_sub(1));
-    Ok(Some(json!({
+    let section = json!({
         "timeline": {
-            "events": crate::relations::for_client(state, caller, &events, false, to).await?,
+            "events": shown,
             "limited": limited,
             "prev_batch": prev_batch,
         },
@@ -596,7 +609,8 @@ async fn room_section(
         "account_data": { "events": [] },
         "unread_notifications": { "notification_count": 0, "highlight_count": 0 },
         "summary": {},
-    })))
+    });
+    Ok((Some(section), seen))
 }
 
 /// `GET /rooms/{roomId}/messages`: history pages. Members see the room's events; a user who

@@ -1090,17 +1090,22 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn unused_fallback_algorithms(
+            async fn key_counts(
                 &self,
                 localpart: &str,
                 device_id: &str,
-            ) -> $crate::Result<Vec<String>> {
-                let rows: Vec<(String,)> = sqlx::query_as::<$db, (String,)>($crate::sql::UNUSED_FALLBACK)
-                    .bind(localpart)
-                    .bind(device_id)
-                    .fetch_all(&self.pool)
-                    .await?;
-                Ok(rows.into_iter().map(|r| r.0).collect())
+            ) -> $crate::Result<(Vec<(String, i64)>, Vec<String>)> {
+                let rows: Vec<(String, i64, bool)> =
+                    sqlx::query_as::<$db, (String, i64, bool)>($crate::sql::KEY_COUNTS)
+                        .bind(localpart)
+                        .bind(device_id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                let (fallbacks, counts): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.2);
+                Ok((
+                    counts.into_iter().map(|(a, n, _)| (a, n)).collect(),
+                    fallbacks.into_iter().map(|(a, _, _)| a).collect(),
+                ))
             }
 
             async fn claim_key(
@@ -1725,6 +1730,7 @@ macro_rules! impl_store {
                     room_events: keyed($crate::sql::NEWEST_ROOM_EVENTS).await?,
                     room_state: keyed($crate::sql::NEWEST_ROOM_STATE).await?,
                     room_receipts: keyed($crate::sql::NEWEST_ROOM_RECEIPTS).await?,
+                    room_relations: keyed($crate::sql::NEWEST_ROOM_RELATIONS).await?,
                     user_account_data: keyed($crate::sql::NEWEST_USER_ACCOUNT_DATA).await?,
                     device_to_device: devices.into_iter().map(|(l, d, p)| ((l, d), p)).collect(),
                 })

@@ -206,6 +206,24 @@ impl NewEvent {
             && matches!(self.state_update, StateUpdate::Own)
     }
 
+    /// The users whose entry of the room's current membership it changes: its own state key
+    /// for a member event, and the member entries state resolution changes.
+    pub fn members_changed(&self) -> impl Iterator<Item = &str> {
+        let own = (self.kind == "m.room.member" && matches!(self.state_update, StateUpdate::Own))
+            .then_some(self.state_key.as_deref())
+            .flatten();
+        let changes = match &self.state_update {
+            StateUpdate::Own => &[][..],
+            StateUpdate::Resolved(changes) => changes.as_slice(),
+        };
+        own.into_iter().chain(
+            changes
+                .iter()
+                .filter(|c| c.kind == "m.room.member")
+                .map(|c| c.state_key.as_str()),
+        )
+    }
+
     /// The changes of the current state it makes beyond taking its own place (see migration
     /// 0019): those state resolution makes.
     pub fn resets(&self) -> impl Iterator<Item = &StateChange> {
@@ -310,6 +328,8 @@ pub struct NewestRows {
     /// State events and redactions.
     pub room_state: Vec<(String, i64)>,
     pub room_receipts: Vec<(String, i64)>,
+    /// Events relating to another (`m.relates_to`).
+    pub room_relations: Vec<(String, i64)>,
     pub user_account_data: Vec<(String, i64)>,
     /// Keyed by (localpart, device ID).
     pub device_to_device: Vec<((String, String), i64)>,
@@ -624,7 +644,9 @@ pub trait Store: Send + Sync + 'static {
         key_id: &str,
         key_json: &str,
     ) -> Result<()>;
-    async fn unused_fallback_algorithms(&self, localpart: &str, device_id: &str) -> Result<Vec<String>>;
+    /// The unclaimed one-time keys per algorithm and the algorithms of the unused fallback
+    /// keys, in one statement (every `/sync` response carries both).
+    async fn key_counts(&self, localpart: &str, device_id: &str) -> Result<(Vec<(String, i64)>, Vec<String>)>;
     /// Claim a key of `algorithm` for a device: a one-time key (removed, so it is given out
     /// once even under concurrent claims), else the fallback key (marked used, kept).
     async fn claim_key(&self, localpart: &str, device_id: &str, algorithm: &str) -> Result<Option<(String, String)>>;

@@ -238,8 +238,10 @@ pub const OTK_COUNTS: &str = "SELECT algorithm, COUNT(*) FROM e2e_one_time_keys 
 pub const SET_FALLBACK: &str = "INSERT INTO e2e_fallback_keys (localpart, device_id, algorithm, key_id, key_json, used) \
     VALUES ($1, $2, $3, $4, $5, FALSE) ON CONFLICT (localpart, device_id, algorithm) DO UPDATE SET \
     key_id = excluded.key_id, key_json = excluded.key_json, used = FALSE";
-pub const UNUSED_FALLBACK: &str = "SELECT algorithm FROM e2e_fallback_keys WHERE localpart = $1 AND device_id = $2 \
-    AND NOT used ORDER BY algorithm";
+pub const KEY_COUNTS: &str = "SELECT algorithm, COUNT(*), FALSE FROM e2e_one_time_keys \
+    WHERE localpart = $1 AND device_id = $2 GROUP BY algorithm \
+    UNION ALL SELECT algorithm, CAST(0 AS BIGINT), TRUE FROM e2e_fallback_keys \
+    WHERE localpart = $1 AND device_id = $2 AND NOT used ORDER BY 3, 1";
 pub const CLAIM_FALLBACK: &str = "UPDATE e2e_fallback_keys SET used = TRUE WHERE localpart = $1 AND device_id = $2 \
     AND algorithm = $3 RETURNING key_id, key_json";
 pub const DELETE_DEVICE_KEYS: &str = "DELETE FROM e2e_device_keys WHERE localpart = $1 AND device_id = $2";
@@ -261,6 +263,7 @@ pub const MAX_TO_DEVICE: &str = "SELECT COALESCE(MAX(stream_id), 0) FROM to_devi
 pub const NEWEST_ROOM_EVENTS: &str = "SELECT room_id, MAX(stream_ordering) FROM events GROUP BY room_id";
 pub const NEWEST_ROOM_STATE: &str = "SELECT room_id, MAX(stream_ordering) FROM events \
     WHERE state_key IS NOT NULL OR type = 'm.room.redaction' GROUP BY room_id";
+pub const NEWEST_ROOM_RELATIONS: &str = "SELECT room_id, MAX(stream_ordering) FROM event_relations GROUP BY room_id";
 pub const NEWEST_ROOM_RECEIPTS: &str = "SELECT room_id, MAX(stream_id) FROM receipts GROUP BY room_id";
 pub const NEWEST_USER_ACCOUNT_DATA: &str = "SELECT localpart, MAX(stream_id) FROM account_data GROUP BY localpart";
 pub const NEWEST_DEVICE_TO_DEVICE: &str =

@@ -187,7 +187,7 @@ impl Direct {
             }
         }
         if found.is_none() {
-            let mut mine = core.store.memberships(me).await.unwrap_or_default();
+            let mut mine = core.rooms.memberships(me).await.unwrap_or_default();
             mine.retain(|m| m.membership == "join" || m.membership == "invite");
             mine.sort_by_key(|m| std::cmp::Reverse(m.stream_ordering));
             for m in mine {
@@ -437,7 +437,7 @@ pub(crate) async fn rooms_of(
     with: Option<&str>,
 ) -> Result<Vec<(String, [String; 2])>, CoreError> {
     let mut out = vec![];
-    for m in core.store.memberships(user).await? {
+    for m in core.rooms.memberships(user).await? {
         if m.membership != "join" && m.membership != "invite" {
             continue;
         }

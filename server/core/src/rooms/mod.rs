@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::streams::{HeldWhile, Streams};
-use estuary_store::{NewEvent, Redaction, RoomRecord, StateUpdate, Store, StoredEvent};
+use estuary_store::{Membership, NewEvent, Redaction, RoomRecord, StateUpdate, Store, StoredEvent};
 use ruma::events::{StateEventType, TimelineEventType};
 use ruma::room_version_rules::RoomVersionRules;
 use ruma::{
@@ -142,6 +142,8 @@ pub struct Rooms {
     /// (room, user) -> what the user may see, while the room's state history does not move
     /// (`streams.room_state`).
     visibility: HeldWhile<(String, String), Visibility>,
+    /// user -> their memberships, while none changes (`streams.user_memberships`).
+    memberships: HeldWhile<String, Vec<Membership>>,
 }
 
 /// The rules of a supported room version.
@@ -175,7 +177,18 @@ impl Rooms {
             versions: Mutex::default(),
             resets_loaded: tokio::sync::OnceCell::new(),
             visibility: HeldWhile::default(),
+            memberships: HeldWhile::default(),
         }
+    }
+
+    /// The user's memberships, from the rooms' current state (held while none changes).
+    pub async fn memberships(&self, user_id: &str) -> Result<Vec<Membership>, CoreError> {
+        let rows = self.streams.user_memberships.rows(user_id);
+        self.memberships
+            .get(user_id.to_owned(), rows, || async {
+                Ok(self.store.memberships(user_id).await?)
+            })
+            .await
     }
 
     pub fn server_name(&self) -> &OwnedServerName {

@@ -480,6 +480,11 @@ async fn commit(store: &dyn Store, streams: &Streams, memo: &Memo, batch: &mut V
                     if e.state_key.is_some() || e.kind == "m.room.redaction" {
                         streams.room_state.note(e.room_id.clone(), p);
                     }
+                    if e.relation.is_some() {
+                        streams.room_relations.note(e.room_id.clone(), p);
+                    }
+                    e.members_changed()
+                        .for_each(|user| streams.user_memberships.bump(user.to_owned()));
                 }
                 highest = highest.max(p.last().copied());
             }

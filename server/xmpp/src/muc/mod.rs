@@ -489,7 +489,7 @@ async fn leave_if(core: &Core, room_id: &str, user: &ruma::UserId, was: &str) ->
 pub(crate) async fn pending_invitations(c2s: &C2s, full: &FullJid) {
     let Some(user) = user_of(c2s, full) else { return };
     let core = &c2s.core;
-    let Ok(memberships) = core.store.memberships(user.as_str()).await else {
+    let Ok(memberships) = core.rooms.memberships(user.as_str()).await else {
         return;
     };
     let to: Jid = full.clone().into();
