@@ -28,21 +28,33 @@ impl Latencies {
     /// null: nothing was delivered, so nothing was measured.
     pub fn report(mut self, figures: &mut Map<String, Value>, detail: &mut Map<String, Value>) {
         self.0.sort_unstable();
-        let n = self.0.len();
-        let quantile = |q: f64| -> Option<f64> {
-            if n == 0 {
-                return None;
-            }
-            // Nearest-rank percentile.
-            let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-            self.0.get(rank - 1).map(|&us| round3(us as f64 / 1000.0))
-        };
-        figures.insert("p50_ms".into(), json!(quantile(0.50)));
-        figures.insert("p99_ms".into(), json!(quantile(0.99)));
-        detail.insert("latency_samples".into(), json!(n));
-        detail.insert("max_ms".into(), json!(quantile(1.0)));
-        let quantiles: Vec<Option<f64>> = (0..=200).map(|i| quantile(i as f64 / 200.0)).collect();
+        figures.insert("p50_ms".into(), json!(self.quantile(0.50)));
+        figures.insert("p99_ms".into(), json!(self.quantile(0.99)));
+        detail.insert("latency_samples".into(), json!(self.0.len()));
+        detail.insert("max_ms".into(), json!(self.quantile(1.0)));
+        let quantiles: Vec<Option<f64>> = (0..=200).map(|i| self.quantile(i as f64 / 200.0)).collect();
         detail.insert("latency_quantiles_ms".into(), json!(quantiles));
+    }
+
+    /// `{"p50_ms", "p99_ms", "max_ms"}`: a part of the latency, for the detail file.
+    pub fn summary(mut self) -> Value {
+        self.0.sort_unstable();
+        json!({
+            "p50_ms": self.quantile(0.50),
+            "p99_ms": self.quantile(0.99),
+            "max_ms": self.quantile(1.0),
+        })
+    }
+
+    /// The nearest-rank quantile `q` in milliseconds, of samples already sorted; `None` with no
+    /// samples (nothing was measured).
+    fn quantile(&self, q: f64) -> Option<f64> {
+        let n = self.0.len();
+        if n == 0 {
+            return None;
+        }
+        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+        self.0.get(rank - 1).map(|&us| round3(us as f64 / 1000.0))
     }
 }
 

@@ -158,7 +158,7 @@ pub async fn annotate(
 /// The viewer may see a room's history while joined, up to the end of their last joined
 /// period after leaving, and nothing if they never joined.
 pub(crate) async fn visible_until(state: &MatrixState, room_id: &RoomId, caller: &Caller) -> Result<i64, MatrixError> {
-    if state.core.rooms.room(room_id.as_str()).await?.is_none() {
+    if !state.core.rooms.known(room_id.as_str()).await? {
         return Err(MatrixError::not_found("Unknown room"));
     }
     if state.core.rooms.is_forgotten(room_id.as_str(), &caller.user_id).await? {

@@ -24,7 +24,7 @@ type JsonResult = Result<Json<Value>, MatrixError>;
 
 /// The caller must be joined to see or change a room (no peeking, no world-readable yet).
 pub(crate) async fn require_joined(state: &MatrixState, room_id: &RoomId, caller: &Caller) -> Result<(), MatrixError> {
-    if state.core.rooms.room(room_id.as_str()).await?.is_none() {
+    if !state.core.rooms.known(room_id.as_str()).await? {
         return Err(MatrixError::not_found("Unknown room"));
     }
     match state
@@ -344,7 +344,7 @@ async fn set_membership(
     reason: Option<&str>,
     extra: Option<(&str, Value)>,
 ) -> Result<(), MatrixError> {
-    if state.core.rooms.room(room_id.as_str()).await?.is_none() {
+    if !state.core.rooms.known(room_id.as_str()).await? {
         return Err(MatrixError::not_found(
             "Unknown room; joining rooms on other servers needs federation, which is not available yet",
         ));

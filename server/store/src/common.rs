@@ -983,7 +983,7 @@ macro_rules! impl_store {
                         $crate::sql::event_columns!(),
                         " FROM events WHERE type = 'm.room.message' \
                      AND redacted_by IS NULL AND LOWER(pdu) LIKE $1 ESCAPE '\\' AND stream_ordering < $2 \
-                     AND room_id IN ({}) ORDER BY stream_ordering DESC LIMIT $3"
+                     AND room_id IN ({}) ORDER BY stream_ordering DESC LIMIT CAST($3 AS BIGINT)"
                     ),
                     rooms.join(", ")
                 );

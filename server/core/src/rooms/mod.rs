@@ -317,12 +317,18 @@ impl Rooms {
             .room(room_id)
             .await?
             .ok_or_else(|| CoreError::NotFound(format!("room {room_id}")))?;
-        let mut versions = self.versions.locked();
-        if versions.len() >= 10_000 {
-            versions.clear();
-        }
-        versions.insert(room.room_id, room.room_version.clone());
+        crate::bounded_insert(&mut self.versions.locked(), room.room_id, room.room_version.clone());
         Ok(room.room_version)
+    }
+
+    /// Whether this server has the room (its version is held once read: rooms are never
+    /// removed).
+    pub async fn known(&self, room_id: &str) -> Result<bool, CoreError> {
+        match self.version(room_id).await {
+            Ok(_) => Ok(true),
+            Err(CoreError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Spec (room versions 3+): the auth rules accept any redaction event, and the server
