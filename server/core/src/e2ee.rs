@@ -11,7 +11,7 @@ use ruma::CanonicalJsonObject;
 use serde_json::{Map, Value};
 
 use crate::CoreError;
-use crate::streams::{Rows, Streams};
+use crate::streams::{HeldWhile, Rows, Streams, Versions};
 
 /// Algorithms a device may announce (spec: "End-to-End Encryption", messaging algorithms).
 pub const DEVICE_ALGORITHMS: &[&str] = &[
@@ -32,7 +32,19 @@ pub const TO_DEVICE_PER_SYNC: i64 = 100;
 pub struct E2ee {
     store: Arc<dyn Store>,
     streams: Arc<Streams>,
+    /// Each device's one-time key counts and unused fallback key types (every `/sync`
+    /// response carries them), held while its keys do not change: an upload, a claim or the
+    /// device's deletion bumps their version.
+    held: Arc<HeldCounts>,
 }
+
+#[derive(Default)]
+struct HeldCounts {
+    counts: HeldWhile<(String, String), KeyCounts>,
+    versions: Versions<(String, String)>,
+}
+
+type KeyCounts = (BTreeMap<String, i64>, Vec<String>);
 
 fn invalid(msg: impl Into<String>) -> CoreError {
     CoreError::InvalidParam(msg.into())
@@ -130,7 +142,11 @@ fn key_name(name: &str) -> Result<(String, String), CoreError> {
 
 impl E2ee {
     pub fn new(store: Arc<dyn Store>, streams: Arc<Streams>) -> Self {
-        Self { store, streams }
+        Self {
+            store,
+            streams,
+            held: Arc::default(),
+        }
     }
 
     /// keys/upload. Returns the one-time key counts after the upload.
@@ -168,14 +184,21 @@ impl E2ee {
             self.streams.advance(|p| p.device_lists = p.device_lists.max(pos));
         }
         drop(device_lists_writer);
-        if !otks.is_empty() {
-            self.store.add_one_time_keys(localpart, device_id, &otks).await?;
+        let stored = async {
+            if !otks.is_empty() {
+                self.store.add_one_time_keys(localpart, device_id, &otks).await?;
+            }
+            for ((alg, id), json) in fallbacks {
+                self.store
+                    .set_fallback_key(localpart, device_id, &alg, &id, &json)
+                    .await?;
+            }
+            Ok::<_, CoreError>(())
         }
-        for ((alg, id), json) in fallbacks {
-            self.store
-                .set_fallback_key(localpart, device_id, &alg, &id, &json)
-                .await?;
-        }
+        .await;
+        // Also after a failure part-way: what was stored counts.
+        self.keys_changed(localpart, device_id);
+        stored?;
         self.counts(localpart, device_id).await
     }
 
@@ -189,13 +212,21 @@ impl E2ee {
 
     /// The one-time key counts (as [`Self::counts`]) and the algorithms of the unused
     /// fallback keys, in one read.
-    pub async fn counts_and_fallbacks(
-        &self,
-        localpart: &str,
-        device_id: &str,
-    ) -> Result<(BTreeMap<String, i64>, Vec<String>), CoreError> {
-        let (counts, fallbacks) = self.store.key_counts(localpart, device_id).await?;
-        Ok((with_curve25519(counts), fallbacks))
+    pub async fn counts_and_fallbacks(&self, localpart: &str, device_id: &str) -> Result<KeyCounts, CoreError> {
+        let key = (localpart.to_owned(), device_id.to_owned());
+        let rows = self.held.versions.rows(&key);
+        self.held
+            .counts
+            .get(key, rows, || async {
+                let (counts, fallbacks) = self.store.key_counts(localpart, device_id).await?;
+                Ok((with_curve25519(counts), fallbacks))
+            })
+            .await
+    }
+
+    /// The device's one-time or fallback keys changed (or may have).
+    fn keys_changed(&self, localpart: &str, device_id: &str) {
+        self.held.versions.bump((localpart.to_owned(), device_id.to_owned()));
     }
 
     /// The device keys of a local user: device_id -> keys JSON.
@@ -214,7 +245,9 @@ impl E2ee {
         device_id: &str,
         algorithm: &str,
     ) -> Result<Option<(String, Value)>, CoreError> {
-        let Some((key_id, json)) = self.store.claim_key(localpart, device_id, algorithm).await? else {
+        let claimed = self.store.claim_key(localpart, device_id, algorithm).await;
+        self.keys_changed(localpart, device_id);
+        let Some((key_id, json)) = claimed? else {
             return Ok(None);
         };
         let value = serde_json::from_str(&json).unwrap_or(Value::Null);
@@ -225,7 +258,9 @@ impl E2ee {
     /// changed.
     pub async fn device_deleted(&self, localpart: &str, device_id: &str, user_id: &str) -> Result<(), CoreError> {
         let _writer = self.streams.device_lists_writer.lock().await;
-        let pos = self.store.delete_device_keys(localpart, device_id, user_id).await?;
+        let deleted = self.store.delete_device_keys(localpart, device_id, user_id).await;
+        self.keys_changed(localpart, device_id);
+        let pos = deleted?;
         self.streams.advance(|p| p.device_lists = p.device_lists.max(pos));
         Ok(())
     }
