@@ -2,8 +2,7 @@
 //! in the user's `m.push_rules` account data so sync delivers them to every device.
 //! Pushers (push gateways) are not offered yet.
 
-use estuary_core::Locked;
-use estuary_core::StoredEvent;
+use estuary_core::{Locked, StoredEvent};
 use std::sync::Arc;
 
 use axum::Json;
