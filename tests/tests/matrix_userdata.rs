@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use estuary_tests::matrix::{Client, next_batch as next};
-use estuary_tests::{Backend, both_backends, open_server};
+use estuary_tests::{Backend, Instance, Running, both_backends, open_server};
 use serde_json::{Value, json};
 
 async fn shared_room(alice: &Client, bob: &Client) -> String {
@@ -16,6 +16,16 @@ async fn shared_room(alice: &Client, bob: &Client) -> String {
         .to_owned();
     bob.post(&format!("join/{room}"), json!({})).await.ok();
     room
+}
+
+/// A fresh server (the instance keeps its data directory alive) with alice and bob joined to
+/// one public room of alice's.
+async fn alice_and_bob_in_a_room(backend: Backend) -> (Instance, Running, Client, Client, String) {
+    let (inst, server) = open_server(backend).await;
+    let alice = Client::register(&server, "alice", "pw").await;
+    let bob = Client::register(&server, "bob", "pw").await;
+    let room = shared_room(&alice, &bob).await;
+    (inst, server, alice, bob, room)
 }
 
 async fn send(c: &Client, room: &str, txn: &str) -> String {
@@ -31,10 +41,7 @@ async fn send(c: &Client, room: &str, txn: &str) -> String {
 }
 
 async fn account_data_and_tags(backend: Backend) {
-    let (_inst, server) = open_server(backend).await;
-    let alice = Client::register(&server, "alice", "pw").await;
-    let bob = Client::register(&server, "bob", "pw").await;
-    let room = shared_room(&alice, &bob).await;
+    let (_inst, _server, alice, bob, room) = alice_and_bob_in_a_room(backend).await;
     let since = next(&alice.get("sync").await.ok());
 
     let direct = json!({ "@bob:localhost": [room] });
@@ -120,10 +127,7 @@ async fn account_data_and_tags(backend: Backend) {
 }
 
 async fn receipts_markers_and_unread_counts(backend: Backend) {
-    let (_inst, server) = open_server(backend).await;
-    let alice = Client::register(&server, "alice", "pw").await;
-    let bob = Client::register(&server, "bob", "pw").await;
-    let room = shared_room(&alice, &bob).await;
+    let (_inst, server, alice, bob, room) = alice_and_bob_in_a_room(backend).await;
     let since_a = next(&alice.get("sync").await.ok());
     let mut ids = Vec::new();
     for i in 0..3 {
@@ -227,10 +231,7 @@ async fn sync_since(c: &Client, since: &str) -> Value {
 }
 
 async fn typing_and_presence(backend: Backend) {
-    let (_inst, server) = open_server(backend).await;
-    let alice = Client::register(&server, "alice", "pw").await;
-    let bob = Client::register(&server, "bob", "pw").await;
-    let room = shared_room(&alice, &bob).await;
+    let (_inst, server, alice, bob, room) = alice_and_bob_in_a_room(backend).await;
     let since = next(&alice.get("sync").await.ok());
 
     bob.put(
@@ -351,10 +352,7 @@ async fn long_poll_only_wakes_for_the_user(backend: Backend) {
 /// `m.ignored_user_list`: an ignored user's messages are not sent (sync, /messages, /event),
 /// their state events are, their invites are dropped; un-ignoring lets new messages through.
 async fn ignored_users_are_hidden(backend: Backend) {
-    let (_inst, server) = open_server(backend).await;
-    let alice = Client::register(&server, "alice", "pw").await;
-    let bob = Client::register(&server, "bob", "pw").await;
-    let room = shared_room(&alice, &bob).await;
+    let (_inst, _server, alice, bob, room) = alice_and_bob_in_a_room(backend).await;
     let since = next(&alice.get("sync").await.ok());
     alice
         .put(
@@ -430,10 +428,7 @@ async fn ignored_users_are_hidden(backend: Backend) {
 /// which room, user and device holds what). Once acknowledged, the to-device message is not
 /// delivered again, and a new one is.
 async fn sync_across_a_restart(backend: Backend) {
-    let (inst, server) = open_server(backend).await;
-    let alice = Client::register(&server, "alice", "pw").await;
-    let bob = Client::register(&server, "bob", "pw").await;
-    let room = shared_room(&alice, &bob).await;
+    let (inst, server, alice, bob, room) = alice_and_bob_in_a_room(backend).await;
     let since = next(&bob.get("sync").await.ok());
     let message = send(&alice, &room, "before-restart").await;
     alice
