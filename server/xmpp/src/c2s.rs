@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use estuary_core::Core;
-use tokio::io::BufStream;
+use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
@@ -520,14 +520,7 @@ pub async fn serve(listener: TcpListener, mode: Mode, c2s: Arc<C2s>, mut stop: w
         // a boxed future of its own, freed when it is done: an idle session keeps only what its
         // stanza loop holds, not room for the largest state a connection ever passes through.
         tokio::spawn(async move {
-            let result = match mode {
-                Mode::StartTls => Box::pin(handle_starttls(tcp, &c2s)).await,
-                Mode::DirectTls => match tokio::time::timeout(TLS_DEADLINE, Box::pin(c2s.tls.accept(tcp))).await {
-                    Ok(Ok(tls)) => Box::pin(handle_tls(tls, &c2s)).await,
-                    _ => Ok(()),
-                },
-            };
-            if let Err(e) = result {
+            if let Err(e) = Box::pin(connection(tcp, mode, &c2s)).await {
                 if log_ips {
                     tracing::debug!(%peer, error = %e, "c2s stream ended with an error");
                 } else {
@@ -536,6 +529,24 @@ pub async fn serve(listener: TcpListener, mode: Mode, c2s: Arc<C2s>, mut stop: w
             }
         });
     }
+}
+
+/// One TCP connection: negotiation (STARTTLS or direct TLS, the stream, SASL), then the
+/// session. The negotiation's future is freed once it hands over the authenticated stream, so
+/// the idle session keeps none of its room.
+async fn connection(tcp: TcpStream, mode: Mode, c2s: &Arc<C2s>) -> io::Result<()> {
+    let tls = match mode {
+        Mode::StartTls => Box::pin(starttls(tcp, c2s)).await?,
+        Mode::DirectTls => tokio::time::timeout(TLS_DEADLINE, Box::pin(c2s.tls.accept(tcp)))
+            .await
+            .ok()
+            .and_then(Result::ok),
+    };
+    let Some(tls) = tls else { return Ok(()) };
+    let Some((xml, bare, budget)) = Box::pin(negotiate_tls(tls, c2s)).await? else {
+        return Ok(());
+    };
+    Box::pin(crate::session::start(xml, c2s, bare, &budget)).await
 }
 
 /// Resolves once shutdown was requested; the watch guard is dropped before any await.
@@ -613,15 +624,20 @@ pub(crate) async fn read_failed<W: Wire>(xml: &mut W, budget: &Budget, e: &io::E
     }
 }
 
-/// Buffers around a connection's byte stream. tokio's default is 8 KiB each way; an idle
-/// connection holds both, and stanzas are mostly far smaller (bench/ counted 16 KiB of the
-/// memory of each idle connection here).
+/// The read buffer under the XML parser. tokio's default is 8 KiB; an idle connection holds
+/// it, and stanzas are mostly far smaller. Writes are not buffered here: the XML stream
+/// collects each element before it writes, and rustls frames what it is given.
 pub(crate) const READ_BUFFER: usize = 2048;
-pub(crate) const WRITE_BUFFER: usize = 2048;
 
-pub(crate) fn buffered<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(stream: S) -> BufStream<S> {
-    BufStream::with_capacity(READ_BUFFER, WRITE_BUFFER, stream)
+/// A connection's bytes as the XML parser reads them.
+pub(crate) type Buffered<S> = BufReader<Limited<S>>;
+
+pub(crate) fn buffered<S: tokio::io::AsyncRead + Unpin>(stream: Limited<S>) -> Buffered<S> {
+    BufReader::with_capacity(READ_BUFFER, stream)
 }
+
+/// A client's TLS connection.
+pub(crate) type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
 
 /// Read the client's first stream header and refuse one that is not an XMPP client stream
 /// (`invalid-namespace`), or breaks the limits (`policy-violation`, `restricted-xml`), before
@@ -654,11 +670,13 @@ async fn header_ok<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     Ok(false)
 }
 
-async fn handle_starttls(tcp: TcpStream, c2s: &Arc<C2s>) -> io::Result<()> {
+/// The plain-text stream up to `<proceed/>` and the TLS handshake; None when the stream ended
+/// before (its error, if any, sent).
+async fn starttls(tcp: TcpStream, c2s: &Arc<C2s>) -> io::Result<Option<TlsStream>> {
     let budget = Budget::new(limit::UNAUTHENTICATED);
     let mut limited = Limited::new(tcp, budget.clone());
     if !Box::pin(header_ok(&mut limited, &budget, c2s)).await? {
-        return Ok(());
+        return Ok(None);
     }
     let stream = buffered(limited);
     let accepted = Box::pin(accept_stream(stream, ns::JABBER_CLIENT, Timeouts::tight())).await?;
@@ -668,15 +686,15 @@ async fn handle_starttls(tcp: TcpStream, c2s: &Arc<C2s>) -> io::Result<()> {
         ..Default::default()
     };
     let Some(mut xml) = Box::pin(wire::open(accepted, c2s, features)).await? else {
-        return Ok(());
+        return Ok(None);
     };
     match Box::pin(next_element(&mut xml, &budget)).await {
         Some(el) if el.is("starttls", ns::TLS) => {}
         Some(_) => {
             stream_error(&mut xml, StreamCondition::PolicyViolation, "STARTTLS is required").await;
-            return Ok(());
+            return Ok(None);
         }
-        None => return Ok(()),
+        None => return Ok(None),
     }
     Wire::send(&mut xml, Proceed.into()).await?;
     // The client waits for <proceed/> before the handshake, so no buffered bytes are lost.
@@ -684,7 +702,7 @@ async fn handle_starttls(tcp: TcpStream, c2s: &Arc<C2s>) -> io::Result<()> {
     let tls = tokio::time::timeout(TLS_DEADLINE, Box::pin(c2s.tls.accept(tcp)))
         .await
         .map_err(|_| io::Error::other("TLS handshake timed out"))??;
-    Box::pin(handle_tls(tls, c2s)).await
+    Ok(Some(tls))
 }
 
 /// What a stream offers for SASL: the mechanisms, and the channel-binding data of its TLS
@@ -748,20 +766,27 @@ impl SaslOffer {
     }
 }
 
-/// From the first stream over TLS: authentication, binding, stanzas.
-async fn handle_tls(tls: tokio_rustls::server::TlsStream<TcpStream>, c2s: &Arc<C2s>) -> io::Result<()> {
+/// A c2s stream over TLS, once authenticated: the restarted stream, its account, its budget.
+type Authenticated<W> = Option<(W, BareJid, Budget)>;
+
+/// From the first stream over TLS to the restarted stream after SASL.
+async fn negotiate_tls(
+    tls: TlsStream,
+    c2s: &Arc<C2s>,
+) -> io::Result<Authenticated<crate::wire::Xml<Buffered<TlsStream>>>> {
     let offer = SaslOffer::tls(c2s, &tls);
     let budget = Budget::new(limit::UNAUTHENTICATED);
     let mut limited = Limited::new(tls, budget.clone());
     if !Box::pin(header_ok(&mut limited, &budget, c2s)).await? {
-        return Ok(());
+        return Ok(None);
     }
     let stream = buffered(limited);
     let accepted = Box::pin(accept_stream(stream, ns::JABBER_CLIENT, Timeouts::tight())).await?;
     let Some(xml) = Box::pin(wire::open(accepted, c2s, offer.features(c2s))).await? else {
-        return Ok(());
+        return Ok(None);
     };
-    run(xml, c2s, &budget, &offer).await
+    let authenticated = Box::pin(authenticate(xml, c2s, &budget, &offer)).await?;
+    Ok(authenticated.map(|(xml, bare)| (xml, bare, budget)))
 }
 
 /// RFC 7395: a c2s stream over a WebSocket on the HTTP client listener. Only SCRAM is
@@ -775,7 +800,10 @@ pub async fn handle_websocket(socket: axum::extract::ws::WebSocket, c2s: Arc<C2s
         let Some(ws) = WsWire::open(accepted, frames, &c2s, offer.features(&c2s)).await? else {
             return Ok(());
         };
-        run(ws, &c2s, &budget, &offer).await
+        let Some((ws, bare)) = Box::pin(authenticate(ws, &c2s, &budget, &offer)).await? else {
+            return Ok(());
+        };
+        Box::pin(crate::session::start(ws, &c2s, bare, &budget)).await
     }
     .await;
     if let Err(e) = result {
@@ -811,15 +839,6 @@ pub(crate) async fn next_element<W: Wire>(xml: &mut W, budget: &Budget) -> Optio
             _ => return None,
         }
     }
-}
-
-/// Authentication, the restarted stream, binding, and the session.
-async fn run<W: Wire>(xml: W, c2s: &Arc<C2s>, budget: &Budget, offer: &SaslOffer) -> io::Result<()> {
-    let authenticated = Box::pin(authenticate(xml, c2s, budget, offer)).await?;
-    let Some((xml, bare)) = authenticated else {
-        return Ok(());
-    };
-    Box::pin(crate::session::start(xml, c2s, bare, budget)).await
 }
 
 /// SASL, then the restarted stream (and the authenticated account); None when the stream

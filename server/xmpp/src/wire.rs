@@ -15,7 +15,7 @@ use std::task::{Context, Poll, ready};
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, BufStream, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::xmlstream::{AcceptedStream, ReadError, StreamHeader, XmlStream};
 use xmpp_parsers::ns;
@@ -191,7 +191,7 @@ impl AsyncWrite for WsReader {
     }
 }
 
-pub(crate) type WsIo = BufStream<Limited<WsReader>>;
+pub(crate) type WsIo = crate::c2s::Buffered<WsReader>;
 
 /// A c2s stream over a WebSocket.
 pub(crate) struct WsWire {
