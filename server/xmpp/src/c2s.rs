@@ -43,6 +43,7 @@ use xmpp_parsers::stream_features::StreamFeatures;
 
 use crate::limit::{self, Budget, Limited, Violation};
 use crate::scram::{self, ScramHash, ScramServer, StoredScram};
+use crate::stream::ClientStream;
 use crate::vcard;
 use crate::wire::{self, Wire, WsWire};
 
@@ -770,19 +771,14 @@ impl SaslOffer {
 type Authenticated<W> = Option<(W, BareJid, Budget)>;
 
 /// From the first stream over TLS to the restarted stream after SASL.
-async fn negotiate_tls(
-    tls: TlsStream,
-    c2s: &Arc<C2s>,
-) -> io::Result<Authenticated<crate::wire::Xml<Buffered<TlsStream>>>> {
+async fn negotiate_tls(tls: TlsStream, c2s: &Arc<C2s>) -> io::Result<Authenticated<ClientStream<Limited<TlsStream>>>> {
     let offer = SaslOffer::tls(c2s, &tls);
     let budget = Budget::new(limit::UNAUTHENTICATED);
     let mut limited = Limited::new(tls, budget.clone());
     if !Box::pin(header_ok(&mut limited, &budget, c2s)).await? {
         return Ok(None);
     }
-    let stream = buffered(limited);
-    let accepted = Box::pin(accept_stream(stream, ns::JABBER_CLIENT, Timeouts::tight())).await?;
-    let Some(xml) = Box::pin(wire::open(accepted, c2s, offer.features(c2s))).await? else {
+    let Some(xml) = Box::pin(ClientStream::accept(limited, c2s, offer.features(c2s))).await? else {
         return Ok(None);
     };
     let authenticated = Box::pin(authenticate(xml, c2s, &budget, &offer)).await?;

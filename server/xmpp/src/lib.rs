@@ -19,6 +19,7 @@ pub mod register;
 pub mod roster;
 pub mod scram;
 mod session;
+mod stream;
 pub mod vcard;
 pub mod websocket;
 mod wire;

@@ -10,6 +10,7 @@
 //! offline was committed) before the server counted it.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -158,36 +159,48 @@ async fn takeover_request(sm: &mut Option<Sm>) -> Option<oneshot::Sender<Live>> 
 }
 
 /// After authentication: bind (or resume), then serve the session until it ends.
-pub(crate) async fn start<W: Wire>(mut xml: W, c2s: &Arc<C2s>, bare: BareJid, budget: &Budget) -> io::Result<()> {
-    // Boxed, so that a long-lived session does not keep room for this phase's futures.
-    let Some(mut live) = Box::pin(bind(&mut xml, c2s, &bare, budget)).await? else {
-        return Ok(());
-    };
-    let (end, result) = match stanza_loop(&mut xml, c2s, &mut live, budget).await {
-        Ok(end) => (Some(end), Ok(())),
-        Err(e) => (None, Err(e)),
-    };
-    match end {
-        Some(End::TakenOver(to)) => {
-            stream_error(
-                &mut xml,
-                StreamCondition::Conflict,
-                "the session was resumed on another stream",
-            )
-            .await;
-            if let Err(live) = to.send(live) {
-                park(c2s.clone(), live);
+///
+/// Not an `async fn`: one of those keeps its arguments twice in its future (as given, and
+/// moved into the body's bindings), and the stream is the largest part of an idle session.
+/// The block below uses the stream where it was captured.
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn start<'a, W: Wire + 'a>(
+    mut xml: W,
+    c2s: &'a Arc<C2s>,
+    bare: BareJid,
+    budget: &'a Budget,
+) -> impl Future<Output = io::Result<()>> + Send + 'a {
+    async move {
+        // Boxed, so that a long-lived session does not keep room for this phase's futures.
+        let Some(mut live) = Box::pin(bind(&mut xml, c2s, &bare, budget)).await? else {
+            return Ok(());
+        };
+        let (end, result) = match stanza_loop(&mut xml, c2s, &mut live, budget).await {
+            Ok(end) => (Some(end), Ok(())),
+            Err(e) => (None, Err(e)),
+        };
+        match end {
+            Some(End::TakenOver(to)) => {
+                stream_error(
+                    &mut xml,
+                    StreamCondition::Conflict,
+                    "the session was resumed on another stream",
+                )
+                .await;
+                if let Err(live) = to.send(live) {
+                    park(c2s.clone(), live);
+                }
             }
-        }
-        Some(End::Replaced) => {
-            if let Some(sm) = &live.sm {
-                c2s.resumable().remove(&sm.id);
+            Some(End::Replaced) => {
+                if let Some(sm) = &live.sm {
+                    c2s.resumable().remove(&sm.id);
+                }
             }
+            Some(End::Lost) | None if live.sm.as_ref().is_some_and(|s| s.takeover.is_some()) => park(c2s.clone(), live),
+            _ => Box::pin(finish(c2s, live)).await,
         }
-        Some(End::Lost) | None if live.sm.as_ref().is_some_and(|s| s.takeover.is_some()) => park(c2s.clone(), live),
-        _ => Box::pin(finish(c2s, live)).await,
+        result
     }
-    result
 }
 
 /// Until a resource is bound (or a session resumed): the session, or None when the stream
@@ -437,12 +450,30 @@ async fn stanza_loop<W: Wire>(xml: &mut W, c2s: &C2s, live: &mut Live, budget: &
     let end = serve_stanzas(xml, c2s, live, budget, &mut unfinished).await;
     // However the loop ended, what was handled up to a commit is finished: its messages are
     // delivered. Answers that cannot be written any more are lost with the stream.
-    if live.finish_all(xml, &mut unfinished).await.is_err() {
+    if Box::pin(live.finish_all(xml, &mut unfinished)).await.is_err() {
         while let Some(last) = unfinished.next().await {
             last.await;
         }
     }
     end
+}
+
+/// What woke an idle session.
+enum Woken<'a> {
+    Read(Option<Result<Element, ReadError>>),
+    Finished(Reply<'a>),
+    Routed(Option<Routed>),
+    TakeOver(Option<oneshot::Sender<Live>>),
+}
+
+/// The session's per-stream state that its handlers borrow.
+struct Serving<'s, 'a, W> {
+    xml: &'s mut W,
+    c2s: &'a C2s,
+    live: &'s mut Live,
+    budget: &'s Budget,
+    unfinished: &'s mut Unfinished<'a>,
+    domain: &'s Jid,
 }
 
 async fn serve_stanzas<'a, W: Wire>(
@@ -454,13 +485,47 @@ async fn serve_stanzas<'a, W: Wire>(
 ) -> io::Result<End> {
     let domain = Jid::new(&c2s.domain).map_err(|e| io::Error::other(e.to_string()))?;
     loop {
-        let item = tokio::select! {
-            item = xml.next(), if unfinished.len() < MAX_UNFINISHED => item,
-            Some(last) = unfinished.next(), if !unfinished.is_empty() => {
+        // Only this wait lasts while the session is idle; what follows a wake-up (a stanza's
+        // handling, a delivery, an answer) is a future of its own, boxed and freed when done,
+        // so that an idle session does not keep room for the largest of them.
+        let woken = tokio::select! {
+            item = xml.next(), if unfinished.len() < MAX_UNFINISHED => Woken::Read(item),
+            Some(last) = unfinished.next(), if !unfinished.is_empty() => Woken::Finished(last),
+            routed = live.inbox.recv() => Woken::Routed(routed),
+            request = takeover_request(&mut live.sm) => Woken::TakeOver(request),
+        };
+        let serving = Serving {
+            xml: &mut *xml,
+            c2s,
+            live: &mut *live,
+            budget,
+            unfinished: &mut *unfinished,
+            domain: &domain,
+        };
+        if let Some(end) = Box::pin(serving.woken(woken)).await? {
+            return Ok(end);
+        }
+    }
+}
+
+impl<'a, W: Wire> Serving<'_, 'a, W> {
+    /// Handle what woke the session; Some(end) when the stream is over.
+    async fn woken(self, woken: Woken<'a>) -> io::Result<Option<End>> {
+        let Serving {
+            xml,
+            c2s,
+            live,
+            budget,
+            unfinished,
+            domain,
+        } = self;
+        let item = match woken {
+            Woken::Read(item) => item,
+            Woken::Finished(last) => {
                 live.handled(xml, last.await).await?;
-                continue;
+                return Ok(None);
             }
-            routed = live.inbox.recv() => {
+            Woken::Routed(routed) => {
                 match routed {
                     Some(Routed { el, .. }) if live.inactive && is_presence_update(&el) => {
                         live.held.insert(el.attr("from").unwrap_or_default().to_owned(), *el);
@@ -468,12 +533,17 @@ async fn serve_stanzas<'a, W: Wire>(
                     Some(Routed { el, kept }) => {
                         live.out_kept(xml, *el, kept).await?;
                         if live.inbox.is_empty() {
-                            Box::pin(crate::offline::delivered(c2s, &mut live.delivered)).await;
+                            crate::offline::delivered(c2s, &mut live.delivered).await;
                         }
                         if let Some(sm) = &mut live.sm {
                             if sm.unacked.len() > MAX_UNACKED {
-                                stream_error(xml, StreamCondition::ResourceConstraint, "too many stanzas not acknowledged").await;
-                                return Ok(End::Closed);
+                                stream_error(
+                                    xml,
+                                    StreamCondition::ResourceConstraint,
+                                    "too many stanzas not acknowledged",
+                                )
+                                .await;
+                                return Ok(Some(End::Closed));
                             }
                             // One request per burst: when nothing else is waiting.
                             if !sm.asked && !sm.unacked.is_empty() && live.inbox.is_empty() {
@@ -484,41 +554,36 @@ async fn serve_stanzas<'a, W: Wire>(
                     }
                     None => {
                         stream_error(xml, StreamCondition::Conflict, "replaced by a new connection").await;
-                        return Ok(End::Replaced);
+                        return Ok(Some(End::Replaced));
                     }
                 }
-                continue;
+                return Ok(None);
             }
-            request = takeover_request(&mut live.sm) => {
-                match request {
-                    Some(to) => return Ok(End::TakenOver(to)),
-                    None => continue,
-                }
-            }
+            Woken::TakeOver(request) => return Ok(request.map(End::TakenOver)),
         };
-        let Some(item) = item else { return Ok(End::Lost) };
+        let Some(item) = item else { return Ok(Some(End::Lost)) };
         let el = match item {
             Ok(el) => el,
             Err(ReadError::SoftTimeout) => {
                 let ping = Iq::from_get(new_id(), xmpp_parsers::ping::Ping).with_to(live.full.clone().into());
                 live.out(xml, ping.into()).await?;
-                continue;
+                return Ok(None);
             }
             Err(ReadError::StreamFooterReceived) => {
                 let _ = xml.shutdown().await;
-                return Ok(End::Closed);
+                return Ok(Some(End::Closed));
             }
             Err(ReadError::HardError(e))
                 if budget.violation() != Violation::None || e.kind() == io::ErrorKind::InvalidData =>
             {
                 read_failed(xml, budget, &e).await;
-                return Ok(End::Closed);
+                return Ok(Some(End::Closed));
             }
             Err(ReadError::ParseError(e)) => {
                 stream_error(xml, StreamCondition::InvalidXml, &e.to_string()).await;
-                return Ok(End::Closed);
+                return Ok(Some(End::Closed));
             }
-            Err(ReadError::HardError(_)) => return Ok(End::Lost),
+            Err(ReadError::HardError(_)) => return Ok(Some(End::Lost)),
         };
         budget.reset();
         // Only messages may pass unfinished ones (their deliveries still go in order): any
@@ -528,25 +593,25 @@ async fn serve_stanzas<'a, W: Wire>(
         }
         if el.has_ns(ns::SM) {
             if let Some(end) = Box::pin(stream_management(xml, c2s, live, el)).await? {
-                return Ok(end);
+                return Ok(Some(end));
             }
-            continue;
+            return Ok(None);
         }
         if el.is("inactive", ns::CSI) {
             live.inactive = true;
-            continue;
+            return Ok(None);
         }
         if el.is("active", ns::CSI) {
             live.inactive = false;
             for (_, presence) in std::mem::take(&mut live.held) {
                 live.out(xml, presence).await?;
             }
-            continue;
+            return Ok(None);
         }
         let full = live.full.clone();
         // Boxed: the future of one stanza (routing, the store, a room) is large, and an idle
         // session should not keep room for it.
-        match Box::pin(crate::c2s::handle_stanza(c2s, el, &full, &domain)).await {
+        match Box::pin(crate::c2s::handle_stanza(c2s, el, &full, domain)).await {
             // Counted once served: whatever it stored is committed by now. Behind unfinished
             // stanzas, it waits its turn.
             Outcome::Done(reply) if unfinished.is_empty() => live.handled(xml, reply).await?,
@@ -559,14 +624,15 @@ async fn serve_stanzas<'a, W: Wire>(
                 live.finish_all(xml, unfinished).await?;
                 live.out(xml, reply).await?;
                 stream_error(xml, StreamCondition::NotAuthorized, "the account was removed").await;
-                return Ok(End::Closed);
+                return Ok(Some(End::Closed));
             }
             Outcome::Fatal(condition, text) => {
                 live.finish_all(xml, unfinished).await?;
                 stream_error(xml, condition, &text).await;
-                return Ok(End::Closed);
+                return Ok(Some(End::Closed));
             }
         }
+        Ok(None)
     }
 }
 

@@ -71,7 +71,7 @@ fn for_us(header: &StreamHeader<'_>, c2s: &C2s) -> bool {
         .is_some_and(|to| to.eq_ignore_ascii_case(&c2s.domain))
 }
 
-fn host_unknown() -> StreamError {
+pub(crate) fn host_unknown() -> StreamError {
     StreamError::new(
         StreamCondition::HostUnknown,
         "en",
@@ -137,7 +137,7 @@ fn unframe(frame: &str) -> Vec<u8> {
     frame.as_bytes().to_vec()
 }
 
-fn escape_attr(s: &str) -> String {
+pub(crate) fn escape_attr(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('\'', "&apos;")
@@ -278,7 +278,7 @@ impl WsWire {
 
 /// xmpp-parsers writes `<mechanisms/>` even when no mechanism is offered (after
 /// authentication), which clients such as xmpp.js take for a SASL offer with nothing in it.
-fn features_element(features: StreamFeatures) -> Element {
+pub(crate) fn features_element(features: StreamFeatures) -> Element {
     let mut el = Element::from(features);
     if el
         .get_child("mechanisms", ns::SASL)
