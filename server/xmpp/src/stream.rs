@@ -234,6 +234,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send> ClientStream<Io> {
             if let Some(outcome) = outcome(parsed) {
                 return Poll::Ready(outcome);
             }
+            if self.eof {
+                // The parser had all there is and wants more: never read again.
+                return Poll::Ready(Err(ReadError::HardError(invalid("end of stream inside a token"))));
+            }
             let mut chunk = [0u8; READ_CHUNK];
             let mut buf = ReadBuf::new(&mut chunk);
             match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
