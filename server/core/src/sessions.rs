@@ -67,6 +67,8 @@ impl Sessions {
         device_id: Option<&str>,
         display_name: Option<&str>,
     ) -> Result<Login, CoreError> {
+        // Only a device the client names may have a token this login replaces.
+        let replaces = device_id.is_some();
         let device_id = match device_id {
             Some(d) => d.to_owned(),
             // Synapse-style: ten upper-case letters.
@@ -83,7 +85,9 @@ impl Sessions {
             })
             .await?;
         // The device's earlier token is gone.
-        self.revoked();
+        if replaces {
+            self.revoked();
+        }
         Ok(Login {
             device_id,
             access_token,

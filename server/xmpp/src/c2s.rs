@@ -640,6 +640,17 @@ pub(crate) fn buffered<S: tokio::io::AsyncRead + Unpin>(stream: Limited<S>) -> B
 /// A client's TLS connection.
 pub(crate) type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
 
+/// Our stream header for a client stream, with a new stream ID.
+pub(crate) fn stream_header(domain: &str) -> String {
+    format!(
+        "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' from='{}' id='{}' version='1.0'>",
+        ns::JABBER_CLIENT,
+        ns::STREAM,
+        crate::wire::escape_attr(domain),
+        new_id(),
+    )
+}
+
 /// Read the client's first stream header and refuse one that is not an XMPP client stream
 /// (`invalid-namespace`), or breaks the limits (`policy-violation`, `restricted-xml`), before
 /// the parser sees it. True when the stream may go on.
@@ -660,11 +671,8 @@ async fn header_ok<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         },
     };
     let reply = format!(
-        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' \
-         from='{}' id='{}' version='1.0'><stream:error><{condition} xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
-         </stream:error></stream:stream>",
-        c2s.domain,
-        new_id()
+        "{}<stream:error><{condition} xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>",
+        stream_header(&c2s.domain)
     );
     let _ = limited.write_all(reply.as_bytes()).await;
     let _ = limited.shutdown().await;

@@ -30,8 +30,8 @@ use xmpp_parsers::ns;
 use xmpp_parsers::stream_features::StreamFeatures;
 use xso::{AsXml, FromEventsBuilder};
 
-use crate::c2s::{C2s, new_id};
-use crate::wire::{Wire, features_element, host_unknown};
+use crate::c2s::C2s;
+use crate::wire::{Wire, features_element, for_us, host_unknown};
 
 /// Bytes read from the connection at once, into a buffer on the stack (rustls hands out at
 /// most a record's 16 KiB of plain text; a smaller read just takes more turns).
@@ -151,18 +151,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send> ClientStream<Io> {
 
     async fn open(mut self, c2s: &C2s, features: StreamFeatures) -> io::Result<Option<Self>> {
         let header = self.header().await?;
-        let ours = format!(
-            "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' from='{}' id='{}' version='1.0'>",
-            ns::JABBER_CLIENT,
-            ns::STREAM,
-            crate::wire::escape_attr(&c2s.domain),
-            new_id(),
-        );
-        if !header
-            .to
-            .as_deref()
-            .is_some_and(|to| to.eq_ignore_ascii_case(&c2s.domain))
-        {
+        let ours = crate::c2s::stream_header(&c2s.domain);
+        if !for_us(header.to.as_deref(), c2s) {
             self.io.write_all(ours.as_bytes()).await?;
             self.send(host_unknown().into()).await?;
             self.shutdown().await?;

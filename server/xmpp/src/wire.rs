@@ -63,12 +63,9 @@ impl<Io: AsyncBufRead + AsyncWrite + Unpin + Send> Wire for Xml<Io> {
     }
 }
 
-/// Whether the client's stream header names our domain.
-fn for_us(header: &StreamHeader<'_>, c2s: &C2s) -> bool {
-    header
-        .to
-        .as_deref()
-        .is_some_and(|to| to.eq_ignore_ascii_case(&c2s.domain))
+/// Whether the `to` of a client's stream header names our domain.
+pub(crate) fn for_us(to: Option<&str>, c2s: &C2s) -> bool {
+    to.is_some_and(|to| to.eq_ignore_ascii_case(&c2s.domain))
 }
 
 pub(crate) fn host_unknown() -> StreamError {
@@ -88,7 +85,7 @@ pub(crate) async fn open<Io: AsyncBufRead + AsyncWrite + Unpin>(
 ) -> io::Result<Option<Xml<Io>>> {
     let header = accepted.take_header();
     let pending = accepted.send_header(our_header(c2s)).await?;
-    if !for_us(&header, c2s) {
+    if !for_us(header.to.as_deref(), c2s) {
         pending.send_error(&host_unknown()).await?;
         return Ok(None);
     }
@@ -266,7 +263,7 @@ impl WsWire {
         let pending = accepted.send_header(ours).await?;
         let reader = pending.send_features::<Element>(&features).await?;
         let mut wire = Self { reader, frames };
-        if !for_us(&header, c2s) {
+        if !for_us(header.to.as_deref(), c2s) {
             wire.send(host_unknown().into()).await?;
             wire.shutdown().await?;
             return Ok(None);
