@@ -22,7 +22,6 @@ use estuary_core::Core;
 use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tokio_rustls::TlsAcceptor;
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::xmlstream::{ReadError, Timeouts, accept_stream};
 use xmpp_parsers::bind::BindFeature;
@@ -355,7 +354,7 @@ pub(crate) fn priority(presence: &Element) -> i8 {
 pub struct C2s {
     pub core: Arc<Core>,
     pub domain: String,
-    pub tls: TlsAcceptor,
+    pub(crate) tls: crate::tls::Acceptor,
     pub router: Router,
     /// The XEP-0045 service on `xmpp.muc_domain`.
     pub muc: crate::muc::Muc,
@@ -405,7 +404,7 @@ impl C2s {
             matrix_presence: crate::presence::Shown::start(&core, c2s.clone()),
             core,
             domain,
-            tls: TlsAcceptor::from(Arc::new(config)),
+            tls: crate::tls::Acceptor::new(config),
             router: Router::default(),
             direct: crate::direct::Direct::default(),
             fake_salt_key,
@@ -536,15 +535,20 @@ pub async fn serve(listener: TcpListener, mode: Mode, c2s: Arc<C2s>, mut stop: w
 /// session. The negotiation's future is freed once it hands over the authenticated stream, so
 /// the idle session keeps none of its room.
 async fn connection(tcp: TcpStream, mode: Mode, c2s: &Arc<C2s>) -> io::Result<()> {
-    let tls = match mode {
-        Mode::StartTls => Box::pin(starttls(tcp, c2s)).await?,
-        Mode::DirectTls => tokio::time::timeout(TLS_DEADLINE, Box::pin(c2s.tls.accept(tcp)))
-            .await
-            .ok()
-            .and_then(Result::ok),
+    // The TLS stream's own scope ends before the negotiation is awaited: otherwise the
+    // connection's future keeps room for it (1.2 KB) for the whole session.
+    let negotiation = {
+        let tls = match mode {
+            Mode::StartTls => Box::pin(starttls(tcp, c2s)).await?,
+            Mode::DirectTls => tokio::time::timeout(TLS_DEADLINE, Box::pin(c2s.tls.accept(tcp)))
+                .await
+                .ok()
+                .and_then(Result::ok),
+        };
+        let Some(tls) = tls else { return Ok(()) };
+        Box::pin(negotiate_tls(tls, c2s))
     };
-    let Some(tls) = tls else { return Ok(()) };
-    let Some((xml, bare, budget)) = Box::pin(negotiate_tls(tls, c2s)).await? else {
+    let Some((xml, bare, budget)) = negotiation.await? else {
         return Ok(());
     };
     Box::pin(crate::session::start(xml, c2s, bare, &budget)).await
@@ -638,7 +642,7 @@ pub(crate) fn buffered<S: tokio::io::AsyncRead + Unpin>(stream: Limited<S>) -> B
 }
 
 /// A client's TLS connection.
-pub(crate) type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
+pub(crate) type TlsStream = crate::tls::TlsStream;
 
 /// Our stream header for a client stream, with a new stream ID.
 pub(crate) fn stream_header(domain: &str) -> String {
@@ -724,15 +728,8 @@ pub(crate) struct SaslOffer {
 impl SaslOffer {
     /// Over TLS: SCRAM (with -PLUS on TLS 1.3, where tls-exporter is safe without further
     /// conditions), and PLAIN when the operator allows it.
-    fn tls(c2s: &C2s, tls: &tokio_rustls::server::TlsStream<TcpStream>) -> Self {
-        let conn = tls.get_ref().1;
-        let channel_binding = (conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3))
-            .then(|| {
-                conn.export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
-                    .ok()
-                    .map(|b| b.to_vec())
-            })
-            .flatten();
+    fn tls(c2s: &C2s, tls: &TlsStream) -> Self {
+        let channel_binding = tls.channel_binding().map(<[u8]>::to_vec);
         let mut mechanisms = Vec::new();
         if channel_binding.is_some() {
             mechanisms.extend(["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS"]);
@@ -1613,4 +1610,21 @@ fn fake_salt(key: &[u8; 32], user: &str) -> Vec<u8> {
     };
     mac.update(user.as_bytes());
     mac.finalize().into_bytes()[..16].to_vec()
+}
+#[cfg(test)]
+mod tests {
+    fn future_size<A, B, C, F: std::future::Future>(_: impl FnOnce(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// A connection's own future lives as long as its session: it must hold the boxed phases,
+    /// never room for a stream (a TLS stream is 1.2 KB, the session's stream 2 KB).
+    #[test]
+    fn a_connections_future_keeps_no_stream() {
+        let size = future_size::<tokio::net::TcpStream, super::Mode, &'static std::sync::Arc<super::C2s>, _>(
+            super::connection,
+        );
+        let stream = std::mem::size_of::<super::TlsStream>();
+        assert!(size < stream / 2, "connection future {size} B, a TLS stream {stream} B");
+    }
 }

@@ -20,6 +20,7 @@ pub mod roster;
 pub mod scram;
 mod session;
 mod stream;
+mod tls;
 pub mod vcard;
 pub mod websocket;
 mod wire;
