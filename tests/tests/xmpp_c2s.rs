@@ -560,6 +560,11 @@ async fn stream_errors_for_bad_input() {
     let r = raw_exchange(plain, &[HEADER, &big]).await;
     assert!(r.contains("policy-violation") && r.contains("stanza too large"), "{r}");
 
+    // RFC 6120 §4.4: a client that closes its stream before authenticating gets our closing
+    // tag back, not a bare end of the connection.
+    let r = raw_exchange(plain, &[HEADER, "</stream:stream>"]).await;
+    assert!(r.trim_end().ends_with("</stream:stream>"), "{r}");
+
     let r = raw_exchange(plain, &[HEADER, "<message><<<"]).await;
     assert!(r.contains("not-well-formed"), "{r}");
 

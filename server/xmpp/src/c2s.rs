@@ -837,6 +837,11 @@ pub(crate) async fn next_element<W: Wire>(xml: &mut W, budget: &Budget) -> Optio
                 return None;
             }
             Some(Err(ReadError::SoftTimeout)) => continue,
+            Some(Err(ReadError::StreamFooterReceived)) => {
+                // RFC 6120 §4.4: the client's closing tag is answered with ours.
+                let _ = xml.shutdown().await;
+                return None;
+            }
             _ => return None,
         }
     }

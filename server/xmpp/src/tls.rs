@@ -194,11 +194,7 @@ impl TlsStream {
                     }
                 }
                 ConnectionState::EncodeTlsData(mut data) => {
-                    append(&mut self.outgoing, |out| match data.encode(out) {
-                        Ok(n) => Ok(n),
-                        Err(EncodeError::InsufficientSize(e)) => Err(Err(e.required_size)),
-                        Err(e) => Err(Ok(e.to_string())),
-                    })?;
+                    append(&mut self.outgoing, |out| encoded(data.encode(out)))?;
                     None
                 }
                 ConnectionState::TransmitTlsData(transmit) => {
@@ -243,12 +239,7 @@ impl TlsStream {
     /// now (the connection is closed next either way).
     fn send_alert(&mut self) {
         while let Ok(ConnectionState::EncodeTlsData(mut data)) = self.conn.process_tls_records(&mut []).state {
-            let encoded = append(&mut self.outgoing, |out| match data.encode(out) {
-                Ok(n) => Ok(n),
-                Err(EncodeError::InsufficientSize(e)) => Err(Err(e.required_size)),
-                Err(e) => Err(Ok(e.to_string())),
-            });
-            if encoded.is_err() {
+            if append(&mut self.outgoing, |out| encoded(data.encode(out))).is_err() {
                 break;
             }
         }
@@ -416,6 +407,16 @@ fn append(
     }
 }
 
+/// `append`'s view of rustls' encoding of a handshake record.
+fn encoded(result: Result<usize, EncodeError>) -> Result<usize, Result<String, usize>> {
+    match result {
+        Ok(n) => Ok(n),
+        Err(EncodeError::InsufficientSize(e)) => Err(Err(e.required_size)),
+        Err(e) => Err(Ok(e.to_string())),
+    }
+}
+
+/// `append`'s view of rustls' encryption of application data or an alert.
 fn encrypted(result: Result<usize, EncryptError>) -> Result<usize, Result<String, usize>> {
     match result {
         Ok(n) => Ok(n),
