@@ -199,19 +199,13 @@ impl E2ee {
         // Also after a failure part-way: what was stored counts.
         self.keys_changed(localpart, device_id);
         stored?;
-        self.counts(localpart, device_id).await
+        // Read (and held) as the next /sync will want them.
+        Ok(self.counts_and_fallbacks(localpart, device_id).await?.0)
     }
 
-    /// One-time key counts. `signed_curve25519` is always present (0 when all are claimed):
-    /// clients read a missing count as "unchanged" and would never upload more.
-    pub async fn counts(&self, localpart: &str, device_id: &str) -> Result<BTreeMap<String, i64>, CoreError> {
-        Ok(with_curve25519(
-            self.store.one_time_key_counts(localpart, device_id).await?,
-        ))
-    }
-
-    /// The one-time key counts (as [`Self::counts`]) and the algorithms of the unused
-    /// fallback keys, in one read.
+    /// The one-time key counts and the algorithms of the unused fallback keys, in one read.
+    /// `signed_curve25519` is always counted (0 when all are claimed): clients read a missing
+    /// count as "unchanged" and would never upload more.
     pub async fn counts_and_fallbacks(&self, localpart: &str, device_id: &str) -> Result<KeyCounts, CoreError> {
         let key = (localpart.to_owned(), device_id.to_owned());
         let rows = self.held.versions.rows(&key);

@@ -177,7 +177,7 @@ pub async fn put_visibility(State(state): State<Arc<MatrixState>>, req: Ruma<set
 
 /// Rooms the caller is joined to.
 async fn joined_rooms(state: &MatrixState, caller: &Caller) -> Result<Vec<String>, MatrixError> {
-    let memberships = state.memberships(caller.user_id.as_str()).await?;
+    let memberships = state.core.rooms.memberships(caller.user_id.as_str()).await?;
     Ok(memberships
         .into_iter()
         .filter(|m| m.membership == "join")

@@ -144,7 +144,7 @@ pub async fn interesting_users(
     caller: &Caller,
 ) -> Result<std::collections::BTreeSet<String>, MatrixError> {
     let mut users = std::collections::BTreeSet::from([caller.user_id.to_string()]);
-    for m in state.memberships(caller.user_id.as_str()).await? {
+    for m in state.core.rooms.memberships(caller.user_id.as_str()).await? {
         if m.membership == "join" {
             for (user, (membership, _)) in state.core.rooms.members(&m.room_id).await?.iter() {
                 if membership == "join" {
@@ -163,7 +163,7 @@ pub async fn key_changes(State(state): State<Arc<MatrixState>>, req: Ruma<change
             .ok_or_else(|| MatrixError::invalid_param(format!("Invalid token {t:?}")))
     };
     let (from, to) = (parse(&req.body.from)?, parse(&req.body.to)?);
-    let memberships = state.memberships(caller.user_id.as_str()).await?;
+    let memberships = state.core.rooms.memberships(caller.user_id.as_str()).await?;
     let (changed, left) = device_list_updates(&state, caller, &memberships, &from, &to).await?;
     Ok(Json(json!({ "changed": changed, "left": left })))
 }

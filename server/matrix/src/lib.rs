@@ -46,11 +46,6 @@ pub struct MatrixState {
 }
 
 impl MatrixState {
-    /// The user's memberships, from the rooms' current state.
-    pub(crate) async fn memberships(&self, user_id: &str) -> Result<Vec<estuary_core::Membership>, MatrixError> {
-        Ok(self.core.rooms.memberships(user_id).await?)
-    }
-
     pub fn new(core: Arc<Core>) -> Result<Self, String> {
         let server_name = ServerName::parse(&core.config.server_name).map_err(|e| {
             format!(

@@ -284,6 +284,8 @@ pub async fn joined_rooms(
 ) -> JsonResult {
     let caller = req.caller()?;
     let rooms: Vec<String> = state
+        .core
+        .rooms
         .memberships(caller.user_id.as_str())
         .await?
         .into_iter()

@@ -167,7 +167,7 @@ async fn compute(
         .into_iter()
         .filter(|a| a.stream_id <= now.account_data)
         .collect();
-    let memberships = state.memberships(caller.user_id.as_str()).await?;
+    let memberships = state.core.rooms.memberships(caller.user_id.as_str()).await?;
     let asked = AskedOnce::default();
     let window = Window {
         state,
@@ -590,12 +590,14 @@ async fn room_section(
         state_events.extend(resets.into_iter().filter(|e| !shown.contains(&e.event_id)));
     }
     // The timeline filter (types, senders...) applies to what is shown, not to the window.
+    let passed: Vec<StoredEvent>;
     let shown = if filter.timeline.passes_everything() {
-        crate::relations::for_client(state, caller, &events, false, to).await?
+        &events
     } else {
-        let passed: Vec<StoredEvent> = events.iter().filter(|e| filter.timeline.matches(e)).cloned().collect();
-        crate::relations::for_client(state, caller, &passed, false, to).await?
+        passed = events.iter().filter(|e| filter.timeline.matches(e)).cloned().collect();
+        &passed
     };
+    let shown = crate::relations::for_client(state, caller, shown, false, to).await?;
     let seen = (!limited).then_some(Seen { after: lower, events });
     let prev_batch = token(first.saturating_sub(1));
     let section = json!({

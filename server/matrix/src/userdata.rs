@@ -293,8 +293,8 @@ pub async fn fetch_presence(State(state): State<Arc<MatrixState>>, req: Ruma<get
 }
 
 async fn share_a_room(state: &MatrixState, a: &UserId, b: &UserId) -> Result<bool, MatrixError> {
-    let rooms_a = state.memberships(a.as_str()).await?;
-    let rooms_b = state.memberships(b.as_str()).await?;
+    let rooms_a = state.core.rooms.memberships(a.as_str()).await?;
+    let rooms_b = state.core.rooms.memberships(b.as_str()).await?;
     Ok(rooms_a
         .iter()
         .filter(|m| m.membership == "join")

@@ -1059,18 +1059,6 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn one_time_key_counts(
-                &self,
-                localpart: &str,
-                device_id: &str,
-            ) -> $crate::Result<Vec<(String, i64)>> {
-                Ok(sqlx::query_as::<$db, (String, i64)>($crate::sql::OTK_COUNTS)
-                    .bind(localpart)
-                    .bind(device_id)
-                    .fetch_all(&self.pool)
-                    .await?)
-            }
-
             async fn set_fallback_key(
                 &self,
                 localpart: &str,

@@ -634,7 +634,6 @@ pub trait Store: Send + Sync + 'static {
         keys: &[(String, String, String)],
     ) -> Result<()>;
     /// Unclaimed one-time keys per algorithm.
-    async fn one_time_key_counts(&self, localpart: &str, device_id: &str) -> Result<Vec<(String, i64)>>;
     /// Replace the device's fallback key for an algorithm (unused again).
     async fn set_fallback_key(
         &self,

@@ -238,8 +238,6 @@ pub const ADD_DEVICE_LIST_CHANGE: &str =
     "INSERT INTO e2e_device_list_changes (user_id) VALUES ($1) RETURNING stream_id";
 pub const ADD_OTK: &str = "INSERT INTO e2e_one_time_keys (localpart, device_id, algorithm, key_id, key_json) \
     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (localpart, device_id, algorithm, key_id) DO NOTHING";
-pub const OTK_COUNTS: &str = "SELECT algorithm, COUNT(*) FROM e2e_one_time_keys WHERE localpart = $1 AND device_id = $2 \
-    GROUP BY algorithm ORDER BY algorithm";
 pub const SET_FALLBACK: &str = "INSERT INTO e2e_fallback_keys (localpart, device_id, algorithm, key_id, key_json, used) \
     VALUES ($1, $2, $3, $4, $5, FALSE) ON CONFLICT (localpart, device_id, algorithm) DO UPDATE SET \
     key_id = excluded.key_id, key_json = excluded.key_json, used = FALSE";
