@@ -713,6 +713,66 @@ async fn limited_sync_and_pagination(backend: Backend) {
         .err(403, "M_FORBIDDEN");
 }
 
+/// An initial (or full-state) sync reads every joined room's newest events in one statement:
+/// each room's timeline is still its own newest events, oldest first, and only joined rooms
+/// have one.
+async fn initial_sync_of_many_rooms(backend: Backend) {
+    let (_inst, server) = open_server(backend).await;
+    let alice = Client::register(&server, "alice", "pw").await;
+    let bob = Client::register(&server, "bob", "pw").await;
+    let mut rooms = Vec::new();
+    for (i, messages) in [0usize, 1, 2, 7].into_iter().enumerate() {
+        let room = create_room(&alice, json!({ "preset": "public_chat", "name": format!("room {i}") })).await;
+        for m in 0..messages {
+            send_text(&alice, &room, &format!("r{i}m{m}"), &format!("{i}/{m}")).await;
+        }
+        rooms.push(room);
+    }
+    // Messages interleaved across rooms: one room's newest are not another's.
+    for (i, room) in rooms.iter().enumerate().skip(1) {
+        send_text(&alice, room, &format!("last{i}"), "last").await;
+    }
+    // A room Alice left and one she is only invited to: no timeline of theirs.
+    let left = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    alice.post(&format!("rooms/{left}/leave"), json!({})).await.ok();
+    let invited = create_room(&bob, json!({ "preset": "private_chat" })).await;
+    bob.post(&format!("rooms/{invited}/invite"), json!({ "user_id": "@alice:localhost" }))
+        .await
+        .ok();
+    let filter = urlencode(r#"{"room":{"timeline":{"limit":3}}}"#);
+    let since = alice.get("sync").await.ok()["next_batch"].as_str().unwrap().to_owned();
+    for query in [format!("sync?filter={filter}"), format!("sync?filter={filter}&since={since}&full_state=true")] {
+        let s = alice.get(&query).await.ok();
+        let join = s["rooms"]["join"].as_object().unwrap();
+        assert_eq!(join.len(), rooms.len(), "{query}: {:?}", join.keys());
+        assert!(!join.contains_key(&left) && !join.contains_key(&invited), "{query}");
+        if !query.contains("since") {
+            assert!(s["rooms"]["invite"].get(&invited).is_some(), "{query}");
+        }
+        for room in &rooms {
+            let timeline = &join[room]["timeline"];
+            let ids: Vec<&str> = timeline["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["event_id"].as_str().unwrap())
+                .collect();
+            let page = alice.get(&format!("rooms/{room}/messages?dir=b&limit=4")).await.ok();
+            let mut newest: Vec<String> = page["chunk"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["event_id"].as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(newest.len(), 4, "every room has more than three events");
+            newest.reverse();
+            assert_eq!(ids, newest[1..], "{query}: room {room}");
+            assert_eq!(timeline["limited"], true, "{query}");
+            assert_eq!(join[room]["state"]["events"].as_array().map(|e| e.is_empty()), Some(false));
+        }
+    }
+}
+
 async fn filters(backend: Backend) {
     let (_inst, server) = open_server(backend).await;
     let alice = Client::register(&server, "alice", "pw").await;
@@ -1407,6 +1467,7 @@ both_backends!(
     sync_initial_incremental_and_invites,
     long_poll_delivers_everything_once_in_order,
     limited_sync_and_pagination,
+    initial_sync_of_many_rooms,
     filters,
 );
 

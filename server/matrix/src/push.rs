@@ -147,7 +147,7 @@ const MEMO_ENTRIES: usize = 100_000;
 struct Counted {
     read_up_to: i64,
     rules: u64,
-    /// The newest event evaluated.
+    /// The stream position up to which every unread event is counted.
     evaluated_up_to: i64,
     notify: u64,
     highlight: u64,
@@ -214,24 +214,28 @@ pub async fn unread_counts(
         Some(c) if c.read_up_to == read_up_to && c.rules == rules_print => (c.evaluated_up_to, c.notify, c.highlight),
         _ => (read_up_to, 0, 0),
     };
+    // The unread events after `after`, and the stream position up to which they are all
+    // there when that is known (every event up to it is committed).
     let unread = |after| async move {
         // What the caller read already, or the room's newest event, may answer without the store.
         if let Some(seen) = seen.filter(|s| s.after <= after) {
-            return Ok(seen.unread(user, after));
+            return Ok((seen.unread(user, after), None));
         }
+        let committed = state.core.streams.current().events;
         if !state.core.streams.room_events.any_after(room_id, after) {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Some(committed)));
         }
-        store
+        let events = store
             .unread_events(room_id, user, after, MAX_UNREAD_EVALUATED)
             .await
-            .map_err(estuary_core::CoreError::from)
+            .map_err(estuary_core::CoreError::from)?;
+        Ok::<_, MatrixError>((events, Some(committed)))
     };
-    let mut events = unread(after).await?;
+    let (mut events, mut covered) = unread(after).await?;
     // A redaction may have taken back an event counted before: count again.
     if after != read_up_to && events.iter().any(|e| e.kind == "m.room.redaction") {
         (notify, highlight) = (0, 0);
-        events = unread(read_up_to).await?;
+        (events, covered) = unread(read_up_to).await?;
     }
     if let Some(newest) = events.first() {
         let members = state.core.rooms.members(room_id).await?;
@@ -264,6 +268,11 @@ pub async fn unread_counts(
                 highlight += 1;
             }
         }
+        covered = covered.max(Some(newest.stream_ordering));
+    }
+    // Remembered even when nothing was unread, so that the next sync of a quiet room does not
+    // ask the store again.
+    if let Some(evaluated_up_to) = covered.filter(|&c| c > after) {
         let mut memo = state.unread.lock();
         if memo.len() >= MEMO_ENTRIES {
             memo.clear();
@@ -271,7 +280,7 @@ pub async fn unread_counts(
         let counted = Counted {
             read_up_to,
             rules: rules_print,
-            evaluated_up_to: newest.stream_ordering,
+            evaluated_up_to,
             notify,
             highlight,
         };

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use estuary_core::StoredEvent;
+use estuary_core::{Locked, StoredEvent};
 
 use crate::push::Seen;
 use ruma::api::Direction;
@@ -168,7 +168,15 @@ async fn compute(
         .filter(|a| a.stream_id <= now.account_data)
         .collect();
     let memberships = state.core.rooms.memberships(caller.user_id.as_str()).await?;
-    let asked = AskedOnce::default();
+    let timelines = if since.is_none() || full_state {
+        newest_events(state, &memberships, now.events, filter.limit + 1).await?
+    } else {
+        HashMap::new()
+    };
+    let asked = AskedOnce {
+        timelines: std::sync::Mutex::new(timelines),
+        ..AskedOnce::default()
+    };
     let window = Window {
         state,
         caller,
@@ -277,12 +285,51 @@ async fn with_key_counts(state: &MatrixState, caller: &Caller, mut response: Val
 
 /// Rooms whose sections one sync computes at once.
 const ROOMS_AT_ONCE: usize = 8;
+/// Events one statement of [`newest_events`] reads at most.
+const EVENTS_PER_STATEMENT: i64 = 5000;
+
+/// The newest `limit` events up to `to` of every joined room, for a sync whose timelines
+/// all start at the beginning (an initial or full-state one): a few statements for all the
+/// rooms rather than one per room, each a round trip to PostgreSQL. Every room is a key, with
+/// no events if it has none.
+async fn newest_events(
+    state: &MatrixState,
+    memberships: &[estuary_core::Membership],
+    to: i64,
+    limit: i64,
+) -> Result<HashMap<String, Vec<StoredEvent>>, MatrixError> {
+    let rooms: Vec<&str> = memberships
+        .iter()
+        .filter(|m| m.membership == "join" && m.stream_ordering <= to)
+        .map(|m| m.room_id.as_str())
+        .collect();
+    let mut timelines: HashMap<String, Vec<StoredEvent>> =
+        rooms.iter().map(|r| ((*r).to_owned(), Vec::new())).collect();
+    let per_statement = usize::try_from((EVENTS_PER_STATEMENT / limit.max(1)).max(1)).unwrap_or(1);
+    for chunk in rooms.chunks(per_statement) {
+        let events = state
+            .core
+            .store
+            .rooms_newest_events(chunk, 0, to, limit)
+            .await
+            .map_err(estuary_core::CoreError::from)?;
+        for e in events {
+            if let Some(timeline) = timelines.get_mut(&e.room_id) {
+                timeline.push(e);
+            }
+        }
+    }
+    Ok(timelines)
+}
 
 /// What a sync reads at most once, when the first room needs it.
 #[derive(Default)]
 struct AskedOnce {
     push_rules: OnceCell<(Ruleset, u64)>,
     forgotten: OnceCell<HashMap<String, String>>,
+    /// Joined rooms' newest events read for all rooms at once (see [`newest_events`]), each
+    /// taken by its room's section.
+    timelines: std::sync::Mutex<HashMap<String, Vec<StoredEvent>>>,
 }
 
 /// One room's part of a sync response.
@@ -348,6 +395,10 @@ impl Window<'_> {
                 } else {
                     Some(s.events)
                 };
+                let read = match from {
+                    None => self.asked.timelines.locked().remove(&m.room_id),
+                    Some(_) => None,
+                };
                 let (mut room, seen) = room_section(
                     state,
                     caller,
@@ -356,6 +407,7 @@ impl Window<'_> {
                     now.events,
                     filter,
                     full_state || changed_since,
+                    read,
                 )
                 .await?;
                 let mut ephemeral = Vec::new();
@@ -457,7 +509,17 @@ impl Window<'_> {
                     _ => m.stream_ordering - 1,
                 };
                 let (room, _) =
-                    room_section(state, caller, &m.room_id, Some(from), m.stream_ordering, filter, false).await?;
+                    room_section(
+                    state,
+                    caller,
+                    &m.room_id,
+                    Some(from),
+                    m.stream_ordering,
+                    filter,
+                    false,
+                    None,
+                )
+                .await?;
                 Ok(room.map_or(Section::Nothing, Section::Leave))
             }
             _ => Ok(Section::Nothing),
@@ -518,7 +580,9 @@ pub fn presence_event(user: &str, p: &estuary_core::ephemeral::PresenceState) ->
 /// One room's timeline and state for events in (from, to]. `initial`: the state is the
 /// room's state before the timeline; otherwise only state that changed in a gap the timeline
 /// skipped. None when nothing happened. With it, every event of the room in `(from, to]`
-/// when the timeline holds them all (it is not limited).
+/// when the timeline holds them all (it is not limited). `read`: the room's newest events in
+/// that window (one more than the limit) when they were read already.
+#[allow(clippy::too_many_arguments)]
 async fn room_section(
     state: &MatrixState,
     caller: &Caller,
@@ -527,6 +591,7 @@ async fn room_section(
     to: i64,
     filter: &SyncFilter,
     initial: bool,
+    read: Option<Vec<StoredEvent>>,
 ) -> Result<(Option<Value>, Option<Seen>), MatrixError> {
     let limit = filter.limit;
     let rooms = &state.core.rooms;
@@ -542,12 +607,15 @@ async fn room_section(
         ));
     }
     // One more than the limit tells whether the timeline is limited.
-    let mut events = state
-        .core
-        .store
-        .room_events(room_id, lower, to, limit + 1, true)
-        .await
-        .map_err(estuary_core::CoreError::from)?;
+    let mut events = match read {
+        Some(events) => events,
+        None => state
+            .core
+            .store
+            .room_events(room_id, lower, to, limit + 1, true)
+            .await
+            .map_err(estuary_core::CoreError::from)?,
+    };
     let limited = events.len() > usize::try_from(limit).unwrap_or(usize::MAX);
     if limited {
         events.remove(0);

@@ -686,6 +686,23 @@ macro_rules! impl_store {
                 Ok(rows)
             }
 
+            async fn rooms_newest_events(
+                &self,
+                rooms: &[&str],
+                from: i64,
+                to: i64,
+                limit: i64,
+            ) -> $crate::Result<Vec<$crate::StoredEvent>> {
+                let rooms = serde_json::to_string(rooms).expect("strings serialize");
+                Ok(sqlx::query_as::<$db, $crate::StoredEvent>(Self::ROOMS_NEWEST_EVENTS)
+                    .bind(rooms)
+                    .bind(from)
+                    .bind(to)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
             async fn events_between(
                 &self,
                 from: i64,

@@ -545,6 +545,9 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
         newest: bool,
     ) -> Result<Vec<StoredEvent>>;
+    /// The newest `limit` events with from < stream_ordering <= to of each of `rooms`, in
+    /// one statement (an initial sync's timelines): oldest first.
+    async fn rooms_newest_events(&self, rooms: &[&str], from: i64, to: i64, limit: i64) -> Result<Vec<StoredEvent>>;
     /// Events of every room with from < stream_ordering <= to (of one type when `kind` is
     /// given), oldest first, at most `limit`.
     async fn events_between(&self, from: i64, to: i64, limit: i64, kind: Option<&str>) -> Result<Vec<StoredEvent>>;

@@ -23,6 +23,14 @@ impl PgStore {
     const CLAIM_ONE_TIME_KEY: &str = "DELETE FROM e2e_one_time_keys WHERE ctid = (SELECT ctid FROM e2e_one_time_keys \
         WHERE localpart = $1 AND device_id = $2 AND algorithm = $3 ORDER BY key_id LIMIT 1 FOR UPDATE SKIP LOCKED) \
         RETURNING key_id, key_json";
+    /// Each room's newest events through an index scan of its own (LATERAL); $1 is a JSON
+    /// array of room IDs.
+    const ROOMS_NEWEST_EVENTS: &str = concat!(
+        "SELECT e.* FROM json_array_elements_text(CAST($1 AS json)) AS r (room_id) CROSS JOIN LATERAL (SELECT ",
+        crate::sql::event_columns!(),
+        " FROM events WHERE events.room_id = r.room_id AND stream_ordering > $2 AND stream_ordering <= $3 \
+         ORDER BY stream_ordering DESC LIMIT CAST($4 AS BIGINT)) AS e ORDER BY e.stream_ordering"
+    );
 
     pub async fn connect(url: &str) -> Result<Self> {
         let options = PgConnectOptions::from_str(url)?;

@@ -79,6 +79,7 @@ macro_rules! event_columns_e {
          e.pdu, e.redacted_by, e.replaces_state, e.prev_content, e.redacted_because"
     };
 }
+pub(crate) use event_columns_e;
 
 pub const INSERT_STATE_GROUP: &str =
     "INSERT INTO state_groups (group_id, room_id, prev_group, chain, entries) VALUES ($1, $2, $3, $4, $5)";

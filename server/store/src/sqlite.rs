@@ -23,6 +23,15 @@ impl SqliteStore {
     /// deletes.
     const CLAIM_ONE_TIME_KEY: &str = "DELETE FROM e2e_one_time_keys WHERE rowid = (SELECT rowid FROM e2e_one_time_keys \
         WHERE localpart = $1 AND device_id = $2 AND algorithm = $3 ORDER BY key_id LIMIT 1) RETURNING key_id, key_json";
+    /// Each room's newest events: a correlated list subquery per room (an index range each),
+    /// then the events by primary key; $1 is a JSON array of room IDs.
+    const ROOMS_NEWEST_EVENTS: &str = concat!(
+        "SELECT ",
+        crate::sql::event_columns_e!(),
+        " FROM json_each($1) AS r JOIN events e ON e.stream_ordering IN (SELECT x.stream_ordering FROM events x \
+         WHERE x.room_id = r.value AND x.stream_ordering > $2 AND x.stream_ordering <= $3 \
+         ORDER BY x.stream_ordering DESC LIMIT $4) ORDER BY e.stream_ordering"
+    );
 
     /// Open (creating if missing) the database file named by a `sqlite://PATH` URL.
     pub async fn connect(url: &str) -> Result<Self> {
