@@ -463,6 +463,17 @@ async fn redaction(backend: Backend) {
     let event = alice.get(&format!("rooms/{room}/event/{secret}")).await.ok();
     assert_eq!(event["content"], json!({}), "redacted content is gone: {event}");
     assert_eq!(event["unsigned"]["redacted_because"]["event_id"], redaction["event_id"]);
+    // A sync's timeline (the room's newest events, which memory keeps) shows it redacted too.
+    let s = alice.get("sync").await.ok();
+    let timeline = s["rooms"]["join"][&room]["timeline"]["events"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let shown = timeline
+        .iter()
+        .find(|e| e["event_id"] == secret.as_str())
+        .unwrap_or_else(|| panic!("{s}"));
+    assert_eq!(shown["content"], json!({}), "{shown}");
     bob.put(&format!("rooms/{room}/redact/$nonexistent/r3"), json!({}))
         .await
         .err(404, "M_NOT_FOUND");
@@ -736,12 +747,18 @@ async fn initial_sync_of_many_rooms(backend: Backend) {
     let left = create_room(&alice, json!({ "preset": "public_chat" })).await;
     alice.post(&format!("rooms/{left}/leave"), json!({})).await.ok();
     let invited = create_room(&bob, json!({ "preset": "private_chat" })).await;
-    bob.post(&format!("rooms/{invited}/invite"), json!({ "user_id": "@alice:localhost" }))
-        .await
-        .ok();
+    bob.post(
+        &format!("rooms/{invited}/invite"),
+        json!({ "user_id": "@alice:localhost" }),
+    )
+    .await
+    .ok();
     let filter = urlencode(r#"{"room":{"timeline":{"limit":3}}}"#);
     let since = alice.get("sync").await.ok()["next_batch"].as_str().unwrap().to_owned();
-    for query in [format!("sync?filter={filter}"), format!("sync?filter={filter}&since={since}&full_state=true")] {
+    for query in [
+        format!("sync?filter={filter}"),
+        format!("sync?filter={filter}&since={since}&full_state=true"),
+    ] {
         let s = alice.get(&query).await.ok();
         let join = s["rooms"]["join"].as_object().unwrap();
         assert_eq!(join.len(), rooms.len(), "{query}: {:?}", join.keys());
@@ -768,7 +785,10 @@ async fn initial_sync_of_many_rooms(backend: Backend) {
             newest.reverse();
             assert_eq!(ids, newest[1..], "{query}: room {room}");
             assert_eq!(timeline["limited"], true, "{query}");
-            assert_eq!(join[room]["state"]["events"].as_array().map(|e| e.is_empty()), Some(false));
+            assert_eq!(
+                join[room]["state"]["events"].as_array().map(|e| e.is_empty()),
+                Some(false)
+            );
         }
     }
 }

@@ -171,15 +171,16 @@ pub fn fingerprint(rules: &Ruleset) -> u64 {
     h.finish()
 }
 
-/// Every event of a room in `(after, to]` for some `to`, as a `/sync` read them for its
-/// timeline: the unread events among them need no second read.
+/// Every event of a room in `(after, until]`, as a `/sync` read them for its timeline: the
+/// unread events among them need no second read.
 pub struct Seen {
     pub after: i64,
+    pub until: i64,
     pub events: Vec<StoredEvent>,
 }
 
 impl Seen {
-    /// What `Store::unread_events` answers for `(user, after)`, up to `to`: others' events that
+    /// What `Store::unread_events` answers for `(user, after)`, up to `until`: others' events that
     /// are not state and not redacted, newest first, at most `MAX_UNREAD_EVALUATED`.
     fn unread(&self, user: &str, after: i64) -> Vec<StoredEvent> {
         self.events
@@ -215,21 +216,30 @@ pub async fn unread_counts(
         _ => (read_up_to, 0, 0),
     };
     // The unread events after `after`, and the stream position up to which they are all
-    // there when that is known (every event up to it is committed).
+    // there (every event up to it is committed).
     let unread = |after| async move {
         // What the caller read already, or the room's newest event, may answer without the store.
         if let Some(seen) = seen.filter(|s| s.after <= after) {
-            return Ok((seen.unread(user, after), None));
+            return Ok((seen.unread(user, after), seen.until));
         }
         let committed = state.core.streams.current().events;
         if !state.core.streams.room_events.any_after(room_id, after) {
-            return Ok((Vec::new(), Some(committed)));
+            return Ok((Vec::new(), committed));
+        }
+        // The room's newest events, when memory holds all of them after `after`.
+        if let Some(events) = state.core.rooms.recent_events(room_id, after, committed, usize::MAX) {
+            let kept = Seen {
+                after,
+                until: committed,
+                events,
+            };
+            return Ok((kept.unread(user, after), committed));
         }
         let events = store
             .unread_events(room_id, user, after, MAX_UNREAD_EVALUATED)
             .await
             .map_err(estuary_core::CoreError::from)?;
-        Ok::<_, MatrixError>((events, Some(committed)))
+        Ok::<_, MatrixError>((events, committed))
     };
     let (mut events, mut covered) = unread(after).await?;
     // A redaction may have taken back an event counted before: count again.
@@ -268,11 +278,11 @@ pub async fn unread_counts(
                 highlight += 1;
             }
         }
-        covered = covered.max(Some(newest.stream_ordering));
+        covered = covered.max(newest.stream_ordering);
     }
     // Remembered even when nothing was unread, so that the next sync of a quiet room does not
     // ask the store again.
-    if let Some(evaluated_up_to) = covered.filter(|&c| c > after) {
+    if covered > after {
         let mut memo = state.unread.lock();
         if memo.len() >= MEMO_ENTRIES {
             memo.clear();
@@ -280,7 +290,7 @@ pub async fn unread_counts(
         let counted = Counted {
             read_up_to,
             rules: rules_print,
-            evaluated_up_to,
+            evaluated_up_to: covered,
             notify,
             highlight,
         };

@@ -303,8 +303,22 @@ async fn newest_events(
         .filter(|m| m.membership == "join" && m.stream_ordering <= to)
         .map(|m| m.room_id.as_str())
         .collect();
-    let mut timelines: HashMap<String, Vec<StoredEvent>> =
-        rooms.iter().map(|r| ((*r).to_owned(), Vec::new())).collect();
+    let mut timelines: HashMap<String, Vec<StoredEvent>> = HashMap::new();
+    // Rooms written since start may have them in memory.
+    let count = usize::try_from(limit).unwrap_or(usize::MAX);
+    let rooms: Vec<&str> = rooms
+        .into_iter()
+        .filter(|r| match state.core.rooms.recent_events(r, 0, to, count) {
+            Some(events) => {
+                timelines.insert((*r).to_owned(), events);
+                false
+            }
+            None => {
+                timelines.insert((*r).to_owned(), Vec::new());
+                true
+            }
+        })
+        .collect();
     let per_statement = usize::try_from((EVENTS_PER_STATEMENT / limit.max(1)).max(1)).unwrap_or(1);
     for chunk in rooms.chunks(per_statement) {
         let events = state
@@ -508,8 +522,7 @@ impl Window<'_> {
                     Some(u) if u > s.events => s.events,
                     _ => m.stream_ordering - 1,
                 };
-                let (room, _) =
-                    room_section(
+                let (room, _) = room_section(
                     state,
                     caller,
                     &m.room_id,
@@ -602,12 +615,14 @@ async fn room_section(
             None,
             Some(Seen {
                 after: lower,
+                until: to,
                 events: Vec::new(),
             }),
         ));
     }
     // One more than the limit tells whether the timeline is limited.
-    let mut events = match read {
+    let kept = || rooms.recent_events(room_id, lower, to, usize::try_from(limit + 1).unwrap_or(usize::MAX));
+    let mut events = match read.or_else(kept) {
         Some(events) => events,
         None => state
             .core
@@ -621,7 +636,14 @@ async fn room_section(
         events.remove(0);
     }
     if events.is_empty() && !initial {
-        return Ok((None, Some(Seen { after: lower, events })));
+        return Ok((
+            None,
+            Some(Seen {
+                after: lower,
+                until: to,
+                events,
+            }),
+        ));
     }
     let first = events.first().map_or(to + 1, |e| e.stream_ordering);
     // The state at the start of the timeline; for an incremental sync with a gap, only what
@@ -666,7 +688,11 @@ async fn room_section(
         &passed
     };
     let shown = crate::relations::for_client(state, caller, shown, false, to).await?;
-    let seen = (!limited).then_some(Seen { after: lower, events });
+    let seen = (!limited).then_some(Seen {
+        after: lower,
+        until: to,
+        events,
+    });
     let prev_batch = token(first.saturating_sub(1));
     let section = json!({
         "timeline": {

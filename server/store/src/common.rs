@@ -694,13 +694,15 @@ macro_rules! impl_store {
                 limit: i64,
             ) -> $crate::Result<Vec<$crate::StoredEvent>> {
                 let rooms = serde_json::to_string(rooms).expect("strings serialize");
-                Ok(sqlx::query_as::<$db, $crate::StoredEvent>(Self::ROOMS_NEWEST_EVENTS)
-                    .bind(rooms)
-                    .bind(from)
-                    .bind(to)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?)
+                Ok(
+                    sqlx::query_as::<$db, $crate::StoredEvent>(Self::ROOMS_NEWEST_EVENTS)
+                        .bind(rooms)
+                        .bind(from)
+                        .bind(to)
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await?,
+                )
             }
 
             async fn events_between(

@@ -666,6 +666,13 @@ impl Rooms {
         Ok(self.room_state(room_id).await?.events())
     }
 
+    /// The room's newest events with from < stream position <= to, at most `limit`, oldest
+    /// first, when memory holds them (the newest events of rooms written since start); None
+    /// when the store must be asked.
+    pub fn recent_events(&self, room_id: &str, from: i64, to: i64, limit: usize) -> Option<Vec<StoredEvent>> {
+        self.memo.recent_events(room_id, from, to, limit)
+    }
+
     /// The room's state at stream position `at` (what a user who left at `at` last saw, the
     /// state before a sync timeline), in stream order. From memory when no state changed
     /// since `at`.

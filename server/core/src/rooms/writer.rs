@@ -29,7 +29,7 @@ use estuary_store::{NewEvent, NewRoom, StateUpdate, Store, StoreError, StoredEve
 use tokio::sync::{OwnedMutexGuard, mpsc, oneshot};
 
 use crate::CoreError;
-use crate::streams::Streams;
+use crate::streams::{Rows, Streams};
 
 /// A room's members: user ID -> (membership, their member event).
 pub type Members = Arc<BTreeMap<String, (String, StoredEvent)>>;
@@ -135,6 +135,39 @@ struct RecentTxns {
 
 const RECENT_TXNS: usize = 10_000;
 
+/// The newest events of a room written since start: every event of the room after `floor`,
+/// oldest first, at most [`RECENT_PER_ROOM`]. A `/sync` woken by a new event reads the event
+/// here rather than from the store.
+struct Recent {
+    floor: i64,
+    events: VecDeque<StoredEvent>,
+}
+
+/// Events kept per room in [`Recent`]: a timeline of the default limit (10) and the one more
+/// that tells whether it is limited, and one to spare.
+const RECENT_PER_ROOM: usize = 12;
+/// Rooms with [`Recent`] events kept (emptied when full, as the other caches).
+const RECENT_ROOMS: usize = 1_000;
+
+/// An appended event as the store now holds it.
+fn stored(e: &NewEvent, position: i64) -> StoredEvent {
+    StoredEvent {
+        stream_ordering: position,
+        event_id: e.event_id.clone(),
+        room_id: e.room_id.clone(),
+        depth: e.depth,
+        sender: e.sender.clone(),
+        kind: e.kind.clone(),
+        state_key: e.state_key.clone(),
+        origin_server_ts: e.origin_server_ts,
+        pdu: e.pdu.clone(),
+        redacted_by: None,
+        replaces_state: e.replaces_state.as_ref().map(|r| r.0.clone()),
+        prev_content: e.replaces_state.as_ref().map(|r| r.1.clone()),
+        redacted_because: None,
+    }
+}
+
 /// What the room service keeps in memory. Only the writer changes what a commit changed;
 /// readers fill in what is missing.
 #[derive(Default)]
@@ -145,6 +178,7 @@ pub(super) struct Memo {
     /// Forward extremities (event ID, depth) of rooms written since start.
     extremities: Mutex<HashMap<String, Vec<(String, i64)>>>,
     recent_txns: Mutex<RecentTxns>,
+    recent: Mutex<HashMap<String, Recent>>,
     /// The transactions of events queued ahead and not committed yet.
     pending_txns: Mutex<HashSet<(String, String, String)>>,
     /// The newest state reset (migration 0019) of each room that has had one. Complete once
@@ -213,6 +247,51 @@ impl Memo {
             let prev: HashSet<&str> = e.prev_events.iter().map(String::as_str).collect();
             ext.retain(|(id, _)| !prev.contains(id.as_str()));
             ext.push((e.event_id.clone(), e.depth));
+        }
+    }
+
+    /// The room's newest events with from < stream position <= to, at most `limit`, oldest
+    /// first, if memory holds them all; None when the store must be asked.
+    pub(super) fn recent_events(&self, room_id: &str, from: i64, to: i64, limit: usize) -> Option<Vec<StoredEvent>> {
+        let recent = self.recent.locked();
+        let room = recent.get(room_id)?;
+        let window: Vec<&StoredEvent> = room
+            .events
+            .iter()
+            .filter(|e| e.stream_ordering > from && e.stream_ordering <= to)
+            .collect();
+        // Complete when nothing of the window is older than what is kept, or when the newest
+        // `limit` are kept anyway.
+        if room.floor > from && window.len() < limit {
+            return None;
+        }
+        Some(
+            window[window.len().saturating_sub(limit)..]
+                .iter()
+                .map(|e| (*e).clone())
+                .collect(),
+        )
+    }
+
+    /// `e` is committed at `position`; `before`, the room's newest position before it.
+    fn keep_recent(&self, e: &NewEvent, position: i64, before: i64) {
+        let mut recent = self.recent.locked();
+        // A redaction changes an event kept here: start again from it.
+        if e.redaction.is_some() {
+            recent.remove(&e.room_id);
+        }
+        if !recent.contains_key(&e.room_id) && recent.len() >= RECENT_ROOMS {
+            recent.clear();
+        }
+        let room = recent.entry(e.room_id.clone()).or_insert_with(|| Recent {
+            floor: before,
+            events: VecDeque::new(),
+        });
+        room.events.push_back(stored(e, position));
+        while room.events.len() > RECENT_PER_ROOM {
+            if let Some(old) = room.events.pop_front() {
+                room.floor = old.stream_ordering;
+            }
         }
     }
 
@@ -476,6 +555,12 @@ async fn commit(store: &dyn Store, streams: &Streams, memo: &Memo, batch: &mut V
             Ok(p) => {
                 for (e, &p) in job.events.iter().zip(p) {
                     memo.appended(e, p, ahead);
+                    let before = match streams.room_events.rows(&e.room_id) {
+                        Rows::UpTo(q) => q,
+                        Rows::Nothing => 0,
+                        Rows::Unknown => p - 1,
+                    };
+                    memo.keep_recent(e, p, before);
                     streams.room_events.note(e.room_id.clone(), p);
                     if e.state_key.is_some() || e.kind == "m.room.redaction" {
                         streams.room_state.note(e.room_id.clone(), p);
@@ -521,4 +606,90 @@ fn remember_failed(job: &Job, failed: &mut HashSet<String>) {
 
 fn orphaned() -> CoreError {
     CoreError::Internal("an event this one was built on could not be committed".into())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use estuary_store::Redaction;
+
+    fn message(room: &str, n: i64) -> NewEvent {
+        NewEvent {
+            event_id: format!("$e{n}"),
+            room_id: room.to_owned(),
+            depth: n,
+            sender: "@a:x".into(),
+            kind: "m.room.message".into(),
+            state_key: None,
+            origin_server_ts: n,
+            pdu: format!("{{\"n\":{n}}}"),
+            membership: None,
+            prev_events: vec![],
+            txn: None,
+            replaces_state: None,
+            relation: None,
+            redaction: None,
+            state_group: "g".into(),
+            new_group: None,
+            state_update: StateUpdate::Own,
+        }
+    }
+
+    fn positions(events: Option<Vec<StoredEvent>>) -> Option<Vec<i64>> {
+        events.map(|e| e.iter().map(|e| e.stream_ordering).collect())
+    }
+
+    #[test]
+    fn recent_events_answer_only_what_memory_holds_whole() {
+        let memo = Memo::default();
+        assert_eq!(memo.recent_events("!r", 0, 100, 10), None, "nothing kept yet");
+        // The room's newest event before these was at 10; other rooms' events sit between.
+        memo.keep_recent(&message("!r", 12), 12, 10);
+        memo.keep_recent(&message("!r", 15), 15, 12);
+        memo.keep_recent(&message("!o", 16), 16, 0);
+        assert_eq!(positions(memo.recent_events("!r", 10, 100, 10)), Some(vec![12, 15]));
+        assert_eq!(
+            positions(memo.recent_events("!r", 12, 14, 10)),
+            Some(vec![]),
+            "a quiet window"
+        );
+        assert_eq!(
+            positions(memo.recent_events("!r", 11, 15, 1)),
+            Some(vec![15]),
+            "the newest of a limit"
+        );
+        assert_eq!(
+            memo.recent_events("!r", 9, 100, 10),
+            None,
+            "the event at 10 is not kept"
+        );
+        assert_eq!(
+            positions(memo.recent_events("!r", 0, 100, 2)),
+            Some(vec![12, 15]),
+            "the newest two are kept"
+        );
+        assert_eq!(positions(memo.recent_events("!o", 0, 100, 5)), Some(vec![16]));
+
+        // Past RECENT_PER_ROOM the oldest go, and the floor moves up to them.
+        for n in 20..20 + RECENT_PER_ROOM as i64 {
+            memo.keep_recent(&message("!r", n), n, n - 1);
+        }
+        assert_eq!(memo.recent_events("!r", 10, 100, 100), None);
+        let newest = memo.recent_events("!r", 15, 100, 100).unwrap();
+        assert_eq!(newest.len(), RECENT_PER_ROOM);
+        assert_eq!(newest[0].event_id, "$e20");
+        assert_eq!(newest[0].pdu, "{\"n\":20}");
+
+        // A redaction changes a kept event: only what follows it is kept.
+        let mut redaction = message("!r", 50);
+        redaction.redaction = Some(Redaction {
+            target: "$e30".into(),
+            pdu: "{}".into(),
+            because: "{}".into(),
+        });
+        memo.keep_recent(&redaction, 50, 35);
+        assert_eq!(memo.recent_events("!r", 34, 100, 100), None);
+        assert_eq!(positions(memo.recent_events("!r", 35, 100, 100)), Some(vec![50]));
+    }
 }
