@@ -197,6 +197,25 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
+    /// The event as the store holds it once appended at `position` (not redacted yet).
+    pub fn stored_at(&self, position: i64) -> StoredEvent {
+        StoredEvent {
+            stream_ordering: position,
+            event_id: self.event_id.clone(),
+            room_id: self.room_id.clone(),
+            depth: self.depth,
+            sender: self.sender.clone(),
+            kind: self.kind.clone(),
+            state_key: self.state_key.clone(),
+            origin_server_ts: self.origin_server_ts,
+            pdu: self.pdu.clone(),
+            redacted_by: None,
+            replaces_state: self.replaces_state.as_ref().map(|r| r.0.clone()),
+            prev_content: self.replaces_state.as_ref().map(|r| r.1.clone()),
+            redacted_because: None,
+        }
+    }
+
     /// Whether committing it changes nothing of its room but the forward extremities (and
     /// what only names it: a relation, a transaction ID): no state, no redaction.
     pub fn only_extends(&self) -> bool {

@@ -240,19 +240,5 @@ impl Rooms {
 
 /// An event of a room being created, as the next one's auth checks look it up.
 fn as_stored(e: &NewEvent, position: usize) -> StoredEvent {
-    StoredEvent {
-        stream_ordering: i64::try_from(position).unwrap_or(i64::MAX),
-        event_id: e.event_id.clone(),
-        room_id: e.room_id.clone(),
-        depth: e.depth,
-        sender: e.sender.clone(),
-        kind: e.kind.clone(),
-        state_key: e.state_key.clone(),
-        origin_server_ts: e.origin_server_ts,
-        pdu: e.pdu.clone(),
-        redacted_by: None,
-        replaces_state: e.replaces_state.as_ref().map(|r| r.0.clone()),
-        prev_content: e.replaces_state.as_ref().map(|r| r.1.clone()),
-        redacted_because: None,
-    }
+    e.stored_at(i64::try_from(position).unwrap_or(i64::MAX))
 }

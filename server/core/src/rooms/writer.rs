@@ -149,25 +149,6 @@ const RECENT_PER_ROOM: usize = 12;
 /// Rooms with [`Recent`] events kept (emptied when full, as the other caches).
 const RECENT_ROOMS: usize = 1_000;
 
-/// An appended event as the store now holds it.
-fn stored(e: &NewEvent, position: i64) -> StoredEvent {
-    StoredEvent {
-        stream_ordering: position,
-        event_id: e.event_id.clone(),
-        room_id: e.room_id.clone(),
-        depth: e.depth,
-        sender: e.sender.clone(),
-        kind: e.kind.clone(),
-        state_key: e.state_key.clone(),
-        origin_server_ts: e.origin_server_ts,
-        pdu: e.pdu.clone(),
-        redacted_by: None,
-        replaces_state: e.replaces_state.as_ref().map(|r| r.0.clone()),
-        prev_content: e.replaces_state.as_ref().map(|r| r.1.clone()),
-        redacted_because: None,
-    }
-}
-
 /// What the room service keeps in memory. Only the writer changes what a commit changed;
 /// readers fill in what is missing.
 #[derive(Default)]
@@ -287,7 +268,7 @@ impl Memo {
             floor: before,
             events: VecDeque::new(),
         });
-        room.events.push_back(stored(e, position));
+        room.events.push_back(e.stored_at(position));
         while room.events.len() > RECENT_PER_ROOM {
             if let Some(old) = room.events.pop_front() {
                 room.floor = old.stream_ordering;
