@@ -298,27 +298,20 @@ async fn newest_events(
     to: i64,
     limit: i64,
 ) -> Result<HashMap<String, Vec<StoredEvent>>, MatrixError> {
-    let rooms: Vec<&str> = memberships
+    let mut timelines: HashMap<String, Vec<StoredEvent>> = HashMap::new();
+    // Rooms written since start may have them in memory; the others are read below.
+    let count = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut rooms: Vec<&str> = Vec::new();
+    for m in memberships
         .iter()
         .filter(|m| m.membership == "join" && m.stream_ordering <= to)
-        .map(|m| m.room_id.as_str())
-        .collect();
-    let mut timelines: HashMap<String, Vec<StoredEvent>> = HashMap::new();
-    // Rooms written since start may have them in memory.
-    let count = usize::try_from(limit).unwrap_or(usize::MAX);
-    let rooms: Vec<&str> = rooms
-        .into_iter()
-        .filter(|r| match state.core.rooms.recent_events(r, 0, to, count) {
-            Some(events) => {
-                timelines.insert((*r).to_owned(), events);
-                false
-            }
-            None => {
-                timelines.insert((*r).to_owned(), Vec::new());
-                true
-            }
-        })
-        .collect();
+    {
+        let kept = state.core.rooms.recent_events(&m.room_id, 0, to, count);
+        if kept.is_none() {
+            rooms.push(&m.room_id);
+        }
+        timelines.insert(m.room_id.clone(), kept.unwrap_or_default());
+    }
     let per_statement = usize::try_from((EVENTS_PER_STATEMENT / limit.max(1)).max(1)).unwrap_or(1);
     for chunk in rooms.chunks(per_statement) {
         let events = state
@@ -621,15 +614,9 @@ async fn room_section(
         ));
     }
     // One more than the limit tells whether the timeline is limited.
-    let kept = || rooms.recent_events(room_id, lower, to, usize::try_from(limit + 1).unwrap_or(usize::MAX));
-    let mut events = match read.or_else(kept) {
+    let mut events = match read {
         Some(events) => events,
-        None => state
-            .core
-            .store
-            .room_events(room_id, lower, to, limit + 1, true)
-            .await
-            .map_err(estuary_core::CoreError::from)?,
+        None => rooms.newest_events(room_id, lower, to, limit + 1).await?,
     };
     let limited = events.len() > usize::try_from(limit).unwrap_or(usize::MAX);
     if limited {

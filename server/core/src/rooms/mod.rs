@@ -673,6 +673,22 @@ impl Rooms {
         self.memo.recent_events(room_id, from, to, limit)
     }
 
+    /// The room's newest events with from < stream position <= to, at most `limit`, oldest
+    /// first: from memory when it holds them ([`Rooms::recent_events`]), else from the store.
+    pub async fn newest_events(
+        &self,
+        room_id: &str,
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, CoreError> {
+        let count = usize::try_from(limit).unwrap_or(usize::MAX);
+        match self.recent_events(room_id, from, to, count) {
+            Some(events) => Ok(events),
+            None => Ok(self.store.room_events(room_id, from, to, limit, true).await?),
+        }
+    }
+
     /// The room's state at stream position `at` (what a user who left at `at` last saw, the
     /// state before a sync timeline), in stream order. From memory when no state changed
     /// since `at`.
