@@ -224,6 +224,24 @@ async fn receipts_markers_and_unread_counts(backend: Backend) {
     let s = sync_since(&bob, &since_b).await;
     assert_eq!(count(&s), 2, "{s}");
     assert_eq!(count(&bob.get("sync").await.ok()), 2, "an initial sync counts the same");
+
+    // Counts follow the push rules: under a rule that matches everything and does nothing, no
+    // unread event counts; without it they all count again (shown with the room's next event).
+    since_b = next(&s);
+    bob.put(
+        "pushrules/global/override/mute-all",
+        json!({ "actions": [], "conditions": [] }),
+    )
+    .await
+    .ok();
+    ids.push(send(&alice, &room, "m6").await);
+    let s = sync_since(&bob, &since_b).await;
+    assert_eq!(count(&s), 0, "{s}");
+    since_b = next(&s);
+    bob.delete("pushrules/global/override/mute-all", json!({})).await.ok();
+    ids.push(send(&alice, &room, "m7").await);
+    let s = sync_since(&bob, &since_b).await;
+    assert_eq!(count(&s), 4, "{s}");
 }
 
 async fn sync_since(c: &Client, since: &str) -> Value {

@@ -7,24 +7,28 @@ use serde_json::{Map, Value, json};
 
 /// The client form of a stored event. `room_id` is left out inside sync's per-room sections.
 pub fn client_event(e: &StoredEvent, with_room_id: bool) -> Value {
-    let pdu: Value = serde_json::from_str(&e.pdu).unwrap_or(Value::Null);
+    // Only these two fields of the PDU are read: parsing the rest (hashes, signatures, auth and
+    // previous events) into values was most of the cost of every timeline.
+    #[derive(serde::Deserialize, Default)]
+    struct ClientPart {
+        content: Option<Value>,
+        redacts: Option<Value>,
+    }
+    let pdu: ClientPart = serde_json::from_str(&e.pdu).unwrap_or_default();
     let mut out = Map::new();
     out.insert("event_id".into(), json!(e.event_id));
     out.insert("type".into(), json!(e.kind));
     out.insert("sender".into(), json!(e.sender));
     out.insert("origin_server_ts".into(), json!(e.origin_server_ts));
-    out.insert(
-        "content".into(),
-        pdu.get("content").cloned().unwrap_or_else(|| json!({})),
-    );
+    out.insert("content".into(), pdu.content.unwrap_or_else(|| json!({})));
     if let Some(k) = &e.state_key {
         out.insert("state_key".into(), json!(k));
     }
     if with_room_id {
         out.insert("room_id".into(), json!(e.room_id));
     }
-    if let Some(r) = pdu.get("redacts") {
-        out.insert("redacts".into(), r.clone());
+    if let Some(r) = pdu.redacts {
+        out.insert("redacts".into(), r);
     }
     let mut unsigned = Map::new();
     let age = estuary_core::now_ms().saturating_sub(e.origin_server_ts).max(0);

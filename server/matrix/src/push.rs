@@ -13,7 +13,7 @@ use ruma::api::client::push::{
     get_pushrules_global_scope::v3 as get_global, set_pushrule::v3 as set, set_pushrule_actions::v3 as set_actions,
     set_pushrule_enabled::v3 as set_enabled,
 };
-use ruma::push::{RuleKind, Ruleset};
+use ruma::push::{Action, FlattenedJson, PushConditionRoomCtx, RuleKind, Ruleset};
 use serde_json::{Value, json};
 
 use crate::{Caller, MatrixError, MatrixState, Ruma};
@@ -29,9 +29,14 @@ pub async fn ruleset(state: &MatrixState, caller: &Caller) -> Result<Ruleset, Ma
         .account_data
         .get(&caller.localpart, None, ACCOUNT_DATA_TYPE)
         .await?;
+    Ok(ruleset_from(stored, caller))
+}
+
+/// The ruleset of stored `m.push_rules` content, or the server default.
+fn ruleset_from(stored: Option<Value>, caller: &Caller) -> Ruleset {
     match stored.and_then(|v| serde_json::from_value::<Ruleset>(v["global"].clone()).ok()) {
-        Some(r) => Ok(r),
-        None => Ok(Ruleset::server_default(&caller.user_id)),
+        Some(r) => r,
+        None => Ruleset::server_default(&caller.user_id),
     }
 }
 
@@ -153,13 +158,47 @@ struct Counted {
     highlight: u64,
 }
 
-/// Unread counts per (user, room), memory only.
+/// Unread counts per (user, room), and what computing them needs again and again: each
+/// user's ruleset with its fingerprint, and the events' flattened form. Memory only.
 #[derive(Default)]
-pub struct UnreadMemo(std::sync::Mutex<std::collections::HashMap<(String, String), Counted>>);
+pub struct UnreadMemo {
+    counts: std::sync::Mutex<std::collections::HashMap<(String, String), Counted>>,
+    /// Per localpart: the stored `m.push_rules` content (None: never changed) and what it made.
+    rules: std::sync::Mutex<std::collections::HashMap<String, (Option<Value>, Arc<Rules>)>>,
+    /// Per event ID: the client form flattened for the push rules, made once for every
+    /// member whose unread events it is among.
+    flattened: std::sync::Mutex<std::collections::HashMap<String, Arc<FlattenedJson>>>,
+}
+
+/// A ruleset and its [`fingerprint`].
+pub struct Rules {
+    pub rules: Ruleset,
+    pub print: u64,
+}
+
+/// Events kept flattened at most (then the memo starts over): a few times what all
+/// receivers of a busy server evaluate between two of their syncs.
+const FLATTENED_ENTRIES: usize = 4_096;
 
 impl UnreadMemo {
     fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), Counted>> {
-        self.0.locked()
+        self.counts.locked()
+    }
+
+    /// The event's client form, flattened: made once, whoever's rules run on it.
+    fn flattened(&self, e: &StoredEvent) -> Option<Arc<FlattenedJson>> {
+        if let Some(f) = self.flattened.locked().get(&e.event_id) {
+            return Some(f.clone());
+        }
+        let json = crate::events::client_event(e, true).to_string();
+        let raw = ruma::serde::Raw::<Value>::from_json_string(json).ok()?;
+        let flat = Arc::new(FlattenedJson::from_raw(&raw));
+        let mut memo = self.flattened.locked();
+        if memo.len() >= FLATTENED_ENTRIES {
+            memo.clear();
+        }
+        memo.insert(e.event_id.clone(), flat.clone());
+        Some(flat)
     }
 }
 
@@ -169,6 +208,46 @@ pub fn fingerprint(rules: &Ruleset) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     serde_json::to_string(rules).unwrap_or_default().hash(&mut h);
     h.finish()
+}
+
+/// The user's ruleset ([`ruleset`]) with its fingerprint, remembered while their stored rules
+/// stay the same: a sync needs both, and making them (the server default, or parsing the
+/// stored rules, then serialising for the fingerprint) costs more than the rest of a small sync.
+pub async fn rules_of(state: &MatrixState, caller: &Caller) -> Result<Arc<Rules>, MatrixError> {
+    let stored = state
+        .core
+        .account_data
+        .get(&caller.localpart, None, ACCOUNT_DATA_TYPE)
+        .await?;
+    if let Some((seen, rules)) = state.unread.rules.locked().get(&caller.localpart)
+        && *seen == stored
+    {
+        return Ok(rules.clone());
+    }
+    let rules = ruleset_from(stored.clone(), caller);
+    let print = fingerprint(&rules);
+    let made = Arc::new(Rules { rules, print });
+    let mut memo = state.unread.rules.locked();
+    if memo.len() >= MEMO_ENTRIES {
+        memo.clear();
+    }
+    memo.insert(caller.localpart.clone(), (stored, made.clone()));
+    Ok(made)
+}
+
+/// The actions of the first rule that applies to the event (what `Ruleset::get_actions`
+/// answers, on an event flattened once for everyone).
+async fn actions_of<'r>(rules: &'r Ruleset, event: &FlattenedJson, ctx: &PushConditionRoomCtx) -> &'r [Action] {
+    // The user's own events never notify them.
+    if event.get_str("sender").is_some_and(|s| s == ctx.user_id) {
+        return &[];
+    }
+    for rule in rules {
+        if rule.applies(event, ctx).await {
+            return rule.actions();
+        }
+    }
+    &[]
 }
 
 /// Every event of a room in `(after, until]`, as a `/sync` read them for its timeline: the
@@ -259,18 +338,17 @@ pub async fn unread_counts(
             })
             .unwrap_or_else(|| caller.localpart.clone());
         let room = ruma::RoomId::parse(room_id).map_err(MatrixError::internal)?;
-        let ctx = ruma::push::PushConditionRoomCtx::new(
+        let ctx = PushConditionRoomCtx::new(
             room,
             ruma::UInt::try_from(joined).unwrap_or_default(),
             caller.user_id.clone(),
             display_name,
         );
         for e in &events {
-            let json = crate::events::client_event(e, true).to_string();
-            let Ok(raw) = ruma::serde::Raw::<Value>::from_json_string(json) else {
+            let Some(flat) = state.unread.flattened(e) else {
                 continue;
             };
-            let actions = rules.get_actions(&raw, &ctx).await;
+            let actions = actions_of(rules, &flat, &ctx).await;
             if actions.iter().any(|a| a.should_notify()) {
                 notify += 1;
             }

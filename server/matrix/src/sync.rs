@@ -20,7 +20,6 @@ use std::collections::{BTreeSet, HashMap};
 use tokio::sync::OnceCell;
 
 use futures::{StreamExt, TryStreamExt};
-use ruma::push::Ruleset;
 
 use estuary_core::streams::Positions;
 use serde_json::{Map, Value, json};
@@ -221,7 +220,7 @@ async fn compute(
     let mut global_data = global_data;
     // Clients expect their push rules in the first sync even if they never changed them.
     if since.is_none() && !global_data.iter().any(|e| e["type"] == crate::push::ACCOUNT_DATA_TYPE) {
-        let (rules, _) = window.push_rules().await?;
+        let rules = &window.push_rules().await?.rules;
         global_data.push(json!({ "type": crate::push::ACCOUNT_DATA_TYPE, "content": { "global": rules } }));
     }
     news |= since.is_some() && !global_data.is_empty();
@@ -332,7 +331,7 @@ async fn newest_events(
 /// What a sync reads at most once, when the first room needs it.
 #[derive(Default)]
 struct AskedOnce {
-    push_rules: OnceCell<(Ruleset, u64)>,
+    push_rules: OnceCell<Arc<crate::push::Rules>>,
     forgotten: OnceCell<HashMap<String, String>>,
     /// Joined rooms' newest events read for all rooms at once (see [`newest_events`]), each
     /// taken by its room's section.
@@ -366,15 +365,13 @@ struct Window<'a> {
 }
 
 impl Window<'_> {
-    async fn push_rules(&self) -> Result<&(Ruleset, u64), MatrixError> {
-        self.asked
+    async fn push_rules(&self) -> Result<&crate::push::Rules, MatrixError> {
+        let rules = self
+            .asked
             .push_rules
-            .get_or_try_init(|| async {
-                let rules = crate::push::ruleset(self.state, self.caller).await?;
-                let print = crate::push::fingerprint(&rules);
-                Ok((rules, print))
-            })
-            .await
+            .get_or_try_init(|| crate::push::rules_of(self.state, self.caller))
+            .await?;
+        Ok(rules)
     }
 
     /// The section of the room of one of the user's memberships.
@@ -449,9 +446,10 @@ impl Window<'_> {
                     let r = room.get_or_insert_with(|| empty_room(now.events));
                     r["ephemeral"]["events"] = json!(ephemeral);
                     r["account_data"]["events"] = json!(room_data);
-                    let (rules, print) = self.push_rules().await?;
+                    let rules = self.push_rules().await?;
                     let (notify, highlight) =
-                        crate::push::unread_counts(state, caller, rules, *print, &m.room_id, seen.as_ref()).await?;
+                        crate::push::unread_counts(state, caller, &rules.rules, rules.print, &m.room_id, seen.as_ref())
+                            .await?;
                     r["unread_notifications"] = json!({ "notification_count": notify, "highlight_count": highlight });
                 }
                 // Presence is looked up for them only if it moved.
