@@ -163,15 +163,17 @@ struct Counted {
 #[derive(Default)]
 pub struct UnreadMemo {
     counts: std::sync::Mutex<std::collections::HashMap<(String, String), Counted>>,
-    /// Per localpart: the stored `m.push_rules` content (None: never changed) and what it made.
-    rules: std::sync::Mutex<std::collections::HashMap<String, (Option<Value>, Arc<Rules>)>>,
+    /// Per localpart: the ruleset last made of their stored rules.
+    rules: std::sync::Mutex<std::collections::HashMap<String, Arc<Rules>>>,
     /// Per event ID: the client form flattened for the push rules, made once for every
     /// member whose unread events it is among.
     flattened: std::sync::Mutex<std::collections::HashMap<String, Arc<FlattenedJson>>>,
 }
 
-/// A ruleset and its [`fingerprint`].
+/// A ruleset and its [`fingerprint`], as made of the stored `m.push_rules` content (None: the
+/// user never changed their rules).
 pub struct Rules {
+    stored: Option<Value>,
     pub rules: Ruleset,
     pub print: u64,
 }
@@ -219,19 +221,19 @@ pub async fn rules_of(state: &MatrixState, caller: &Caller) -> Result<Arc<Rules>
         .account_data
         .get(&caller.localpart, None, ACCOUNT_DATA_TYPE)
         .await?;
-    if let Some((seen, rules)) = state.unread.rules.locked().get(&caller.localpart)
-        && *seen == stored
+    if let Some(rules) = state.unread.rules.locked().get(&caller.localpart)
+        && rules.stored == stored
     {
         return Ok(rules.clone());
     }
     let rules = ruleset_from(stored.clone(), caller);
     let print = fingerprint(&rules);
-    let made = Arc::new(Rules { rules, print });
+    let made = Arc::new(Rules { stored, rules, print });
     let mut memo = state.unread.rules.locked();
     if memo.len() >= MEMO_ENTRIES {
         memo.clear();
     }
-    memo.insert(caller.localpart.clone(), (stored, made.clone()));
+    memo.insert(caller.localpart.clone(), made.clone());
     Ok(made)
 }
 
