@@ -67,7 +67,18 @@ pub(crate) const CACHED_ENTRIES: usize = 10_000;
 
 /// Insert into a cache of at most [`CACHED_ENTRIES`] entries (emptied when full).
 pub(crate) fn bounded_insert<K: Eq + std::hash::Hash, V>(map: &mut std::collections::HashMap<K, V>, key: K, value: V) {
-    if map.len() >= CACHED_ENTRIES {
+    insert_capped(map, CACHED_ENTRIES, key, value);
+}
+
+/// Insert into a cache of at most `cap` entries, emptied when full: the caches of this
+/// server start over rather than track what was used least.
+pub fn insert_capped<K: Eq + std::hash::Hash, V>(
+    map: &mut std::collections::HashMap<K, V>,
+    cap: usize,
+    key: K,
+    value: V,
+) {
+    if map.len() >= cap {
         map.clear();
     }
     map.insert(key, value);

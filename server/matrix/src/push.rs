@@ -2,7 +2,7 @@
 //! in the user's `m.push_rules` account data so sync delivers them to every device.
 //! Pushers (push gateways) are not offered yet.
 
-use estuary_core::{Locked, StoredEvent};
+use estuary_core::{Locked, StoredEvent, insert_capped};
 use std::sync::Arc;
 
 use axum::Json;
@@ -195,11 +195,12 @@ impl UnreadMemo {
         let json = crate::events::client_event(e, true).to_string();
         let raw = ruma::serde::Raw::<Value>::from_json_string(json).ok()?;
         let flat = Arc::new(FlattenedJson::from_raw(&raw));
-        let mut memo = self.flattened.locked();
-        if memo.len() >= FLATTENED_ENTRIES {
-            memo.clear();
-        }
-        memo.insert(e.event_id.clone(), flat.clone());
+        insert_capped(
+            &mut self.flattened.locked(),
+            FLATTENED_ENTRIES,
+            e.event_id.clone(),
+            flat.clone(),
+        );
         Some(flat)
     }
 }
@@ -229,11 +230,12 @@ pub async fn rules_of(state: &MatrixState, caller: &Caller) -> Result<Arc<Rules>
     let rules = ruleset_from(stored.clone(), caller);
     let print = fingerprint(&rules);
     let made = Arc::new(Rules { stored, rules, print });
-    let mut memo = state.unread.rules.locked();
-    if memo.len() >= MEMO_ENTRIES {
-        memo.clear();
-    }
-    memo.insert(caller.localpart.clone(), made.clone());
+    insert_capped(
+        &mut state.unread.rules.locked(),
+        MEMO_ENTRIES,
+        caller.localpart.clone(),
+        made.clone(),
+    );
     Ok(made)
 }
 
@@ -363,10 +365,6 @@ pub async fn unread_counts(
     // Remembered even when nothing was unread, so that the next sync of a quiet room does not
     // ask the store again.
     if covered > after {
-        let mut memo = state.unread.lock();
-        if memo.len() >= MEMO_ENTRIES {
-            memo.clear();
-        }
         let counted = Counted {
             read_up_to,
             rules: rules_print,
@@ -374,7 +372,7 @@ pub async fn unread_counts(
             notify,
             highlight,
         };
-        memo.insert(key, counted);
+        insert_capped(&mut state.unread.lock(), MEMO_ENTRIES, key, counted);
     }
     Ok((notify, highlight))
 }

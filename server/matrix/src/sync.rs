@@ -284,48 +284,22 @@ async fn with_key_counts(state: &MatrixState, caller: &Caller, mut response: Val
 
 /// Rooms whose sections one sync computes at once.
 const ROOMS_AT_ONCE: usize = 8;
-/// Events one statement of [`newest_events`] reads at most.
-const EVENTS_PER_STATEMENT: i64 = 5000;
 
 /// The newest `limit` events up to `to` of every joined room, for a sync whose timelines
-/// all start at the beginning (an initial or full-state one): a few statements for all the
-/// rooms rather than one per room, each a round trip to PostgreSQL. Every room is a key, with
-/// no events if it has none.
+/// all start at the beginning (an initial or full-state one): see
+/// [`estuary_core::rooms::Rooms::rooms_newest_events`].
 async fn newest_events(
     state: &MatrixState,
     memberships: &[estuary_core::Membership],
     to: i64,
     limit: i64,
 ) -> Result<HashMap<String, Vec<StoredEvent>>, MatrixError> {
-    let mut timelines: HashMap<String, Vec<StoredEvent>> = HashMap::new();
-    // Rooms written since start may have them in memory; the others are read below.
-    let count = usize::try_from(limit).unwrap_or(usize::MAX);
-    let mut rooms: Vec<&str> = Vec::new();
-    for m in memberships
+    let rooms: Vec<&str> = memberships
         .iter()
         .filter(|m| m.membership == "join" && m.stream_ordering <= to)
-    {
-        let kept = state.core.rooms.recent_events(&m.room_id, 0, to, count);
-        if kept.is_none() {
-            rooms.push(&m.room_id);
-        }
-        timelines.insert(m.room_id.clone(), kept.unwrap_or_default());
-    }
-    let per_statement = usize::try_from((EVENTS_PER_STATEMENT / limit.max(1)).max(1)).unwrap_or(1);
-    for chunk in rooms.chunks(per_statement) {
-        let events = state
-            .core
-            .store
-            .rooms_newest_events(chunk, 0, to, limit)
-            .await
-            .map_err(estuary_core::CoreError::from)?;
-        for e in events {
-            if let Some(timeline) = timelines.get_mut(&e.room_id) {
-                timeline.push(e);
-            }
-        }
-    }
-    Ok(timelines)
+        .map(|m| m.room_id.as_str())
+        .collect();
+    Ok(state.core.rooms.rooms_newest_events(&rooms, to, limit).await?)
 }
 
 /// What a sync reads at most once, when the first room needs it.

@@ -655,7 +655,6 @@ pub trait Store: Send + Sync + 'static {
         device_id: &str,
         keys: &[(String, String, String)],
     ) -> Result<()>;
-    /// Unclaimed one-time keys per algorithm.
     /// Replace the device's fallback key for an algorithm (unused again).
     async fn set_fallback_key(
         &self,

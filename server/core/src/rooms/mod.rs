@@ -22,6 +22,9 @@ use ruma::{
 use serde_json::Value;
 use writer::{Memo, RoomGuard, Writer};
 
+/// Events one statement of [`Rooms::rooms_newest_events`] reads at most.
+const EVENTS_PER_STATEMENT: i64 = 5000;
+
 use crate::keys::ServerKey;
 use crate::{CoreError, now_ms, random};
 
@@ -687,6 +690,37 @@ impl Rooms {
             Some(events) => Ok(events),
             None => Ok(self.store.room_events(room_id, from, to, limit, true).await?),
         }
+    }
+
+    /// The newest `limit` events up to `to` of each of `rooms` (an initial or full-state
+    /// sync's timelines), oldest first: from memory for the rooms it holds, the others in a
+    /// few statements rather than one each (each a round trip to PostgreSQL). Every room is a
+    /// key, with no events if it has none.
+    pub async fn rooms_newest_events(
+        &self,
+        rooms: &[&str],
+        to: i64,
+        limit: i64,
+    ) -> Result<HashMap<String, Vec<StoredEvent>>, CoreError> {
+        let count = usize::try_from(limit).unwrap_or(usize::MAX);
+        let mut timelines = HashMap::new();
+        let mut unknown = Vec::new();
+        for &room in rooms {
+            let kept = self.recent_events(room, 0, to, count);
+            if kept.is_none() {
+                unknown.push(room);
+            }
+            timelines.insert(room.to_owned(), kept.unwrap_or_default());
+        }
+        let per_statement = usize::try_from((EVENTS_PER_STATEMENT / limit.max(1)).max(1)).unwrap_or(1);
+        for chunk in unknown.chunks(per_statement) {
+            for e in self.store.rooms_newest_events(chunk, 0, to, limit).await? {
+                if let Some(timeline) = timelines.get_mut(&e.room_id) {
+                    timeline.push(e);
+                }
+            }
+        }
+        Ok(timelines)
     }
 
     /// The room's state at stream position `at` (what a user who left at `at` last saw, the
