@@ -119,6 +119,39 @@ async fn set_password_and_deactivate(backend: Backend) {
     ));
 }
 
+/// SQLite: the write-ahead log is copied into the database file in the background once enough
+/// writes gathered. What this writes (2.2 MB in 60 writes) is under SQLite's default threshold
+/// for a checkpoint in the writer's commit (1,000 pages, 4 MB) and far under the writer's own
+/// (50,000 pages), so the database file grows only if the background checkpointer ran.
+#[tokio::test]
+async fn sqlite_wal_is_checkpointed_in_the_background() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = estuary_store::open(&db.url).await.unwrap();
+    let path = db.url.trim_start_matches("sqlite://").to_owned();
+    let file_len = || std::fs::metadata(&path).unwrap().len();
+    store.create_account(&new_account("alice", None)).await.unwrap();
+    let before = file_len();
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(200_000));
+    for i in 0..60 {
+        let content = if i < 11 { big.as_str() } else { "{}" };
+        store
+            .set_account_data("alice", "", &format!("t.{i}"), content)
+            .await
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while file_len() < before + 2_000_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file is {} bytes, {before} before 2.2 MB were written: the WAL was not checkpointed",
+            file_len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Everything is still there, read through the pool.
+    assert_eq!(store.account_data("alice", "", "t.10").await.unwrap(), Some(big));
+}
+
 both_backends!(
     migrations_are_idempotent,
     account_round_trip,
