@@ -58,11 +58,11 @@ impl SqliteStore {
             // Another process (`estuary user ...` beside a running server) may hold the
             // write lock briefly; wait for it rather than fail.
             .busy_timeout(Duration::from_secs(10));
+        let wal = Arc::new(WalWrites::default());
+        let on_release = wal.clone();
         // No ping before a connection is handed out: a SQLite connection is a file handle that
         // cannot have been dropped by a peer, and each ping is a round trip to sqlx's worker
         // thread (a park and a wake-up) before every statement.
-        let wal = Arc::new(WalWrites::default());
-        let on_release = wal.clone();
         let writes = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
@@ -113,9 +113,9 @@ impl WalWrites {
 /// its commits. SQLite's own automatic checkpoint runs inside the commit that crosses its
 /// threshold (1,000 pages by default): that commit, and every write queued behind it, waits
 /// for the copy and the database file's fsync, which at a few hundred commits a second is
-/// every 40th commit, the p99. Measured in the benchmark's saturated Matrix workload on a
-/// store already holding 100,000 events: p99 13 to 15 ms with SQLite's checkpoint, 8 to 10.6
-/// with this one. A passive checkpoint takes no write lock, so commits go on while it runs.
+/// every 40th commit, the p99. Measured by hand in the benchmark's saturated Matrix workload
+/// on a store already holding 100,000 events: p99 10.8 to 16.3 ms in eight runs with SQLite's
+/// checkpoint, 8.2 to 8.5 ms in three with this one. A passive checkpoint takes no write lock, so commits go on while it runs.
 /// Idle while nothing is written; ends when the store closes (closing the last connection
 /// checkpoints what is left).
 async fn checkpoints(pool: SqlitePool, mut closed: CloseEvent, wal: Arc<WalWrites>) {
