@@ -9,6 +9,16 @@ use estuary_tests::matrix::Client;
 use estuary_tests::{Backend, Instance, OPEN_CONFIG, TestDb, both_backends, open_server};
 use serde_json::{Value, json};
 
+/// The event IDs of a JSON array of events, in order.
+fn event_ids(events: &Value) -> Vec<String> {
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 async fn create_room(c: &Client, body: Value) -> String {
     c.post("createRoom", body).await.ok()["room_id"]
         .as_str()
@@ -663,12 +673,7 @@ async fn limited_sync_and_pagination(backend: Backend) {
     let s = alice.get(&format!("sync?since={since}")).await.ok();
     let timeline = &s["rooms"]["join"][&room]["timeline"];
     assert_eq!(timeline["limited"], true);
-    let mut seen: Vec<String> = timeline["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event_id"].as_str().unwrap().to_owned())
-        .collect();
+    let mut seen = event_ids(&timeline["events"]);
     assert_eq!(seen.len(), 10, "the default timeline limit");
     let mut from = timeline["prev_batch"].as_str().unwrap().to_owned();
     loop {
@@ -676,11 +681,7 @@ async fn limited_sync_and_pagination(backend: Backend) {
             .get(&format!("rooms/{room}/messages?dir=b&limit=4&from={from}&to={since}"))
             .await
             .ok();
-        let chunk = page["chunk"].as_array().unwrap();
-        let mut ids: Vec<String> = chunk
-            .iter()
-            .map(|e| e["event_id"].as_str().unwrap().to_owned())
-            .collect();
+        let mut ids = event_ids(&page["chunk"]);
         ids.reverse();
         ids.extend(seen);
         seen = ids;
@@ -768,19 +769,9 @@ async fn initial_sync_of_many_rooms(backend: Backend) {
         }
         for room in &rooms {
             let timeline = &join[room]["timeline"];
-            let ids: Vec<&str> = timeline["events"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["event_id"].as_str().unwrap())
-                .collect();
+            let ids = event_ids(&timeline["events"]);
             let page = alice.get(&format!("rooms/{room}/messages?dir=b&limit=4")).await.ok();
-            let mut newest: Vec<String> = page["chunk"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["event_id"].as_str().unwrap().to_owned())
-                .collect();
+            let mut newest = event_ids(&page["chunk"]);
             assert_eq!(newest.len(), 4, "every room has more than three events");
             newest.reverse();
             assert_eq!(ids, newest[1..], "{query}: room {room}");
@@ -1032,13 +1023,7 @@ async fn relations_threads_and_context(backend: Backend) {
             ))
             .await
             .ok();
-        seen.extend(
-            page["chunk"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["event_id"].as_str().unwrap().to_owned()),
-        );
+        seen.extend(event_ids(&page["chunk"]));
         match page["next_batch"].as_str() {
             Some(n) => from = Some(n.to_owned()),
             None => break,
@@ -1113,18 +1098,8 @@ async fn relations_threads_and_context(backend: Backend) {
     };
     let ctx = bob.get(&format!("rooms/{room}/context/{}?limit=4", ids[3])).await.ok();
     assert_eq!(ctx["event"]["event_id"], ids[3].as_str());
-    let before: Vec<&str> = ctx["events_before"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event_id"].as_str().unwrap())
-        .collect();
-    let after: Vec<&str> = ctx["events_after"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event_id"].as_str().unwrap())
-        .collect();
+    let before = event_ids(&ctx["events_before"]);
+    let after = event_ids(&ctx["events_after"]);
     assert_eq!(before, vec![ids[2].as_str(), ids[1].as_str()]);
     assert_eq!(after, vec![ids[4].as_str(), ids[5].as_str()]);
     assert!(

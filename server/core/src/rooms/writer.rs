@@ -261,13 +261,16 @@ impl Memo {
         if e.redaction.is_some() {
             recent.remove(&e.room_id);
         }
-        if !recent.contains_key(&e.room_id) && recent.len() >= RECENT_ROOMS {
-            recent.clear();
+        if !recent.contains_key(&e.room_id) {
+            let new = Recent {
+                floor: before,
+                events: VecDeque::new(),
+            };
+            crate::insert_capped(&mut recent, RECENT_ROOMS, e.room_id.clone(), new);
         }
-        let room = recent.entry(e.room_id.clone()).or_insert_with(|| Recent {
-            floor: before,
-            events: VecDeque::new(),
-        });
+        let Some(room) = recent.get_mut(&e.room_id) else {
+            return;
+        };
         room.events.push_back(e.stored_at(position));
         while room.events.len() > RECENT_PER_ROOM {
             if let Some(old) = room.events.pop_front() {
