@@ -384,7 +384,9 @@ macro_rules! impl_store {
                             .push_bind(e.pdu.as_str())
                             .push_bind(e.replaces_state.as_ref().map(|r| r.0.as_str()))
                             .push_bind(e.replaces_state.as_ref().map(|r| r.1.as_str()))
-                            .push_bind(e.state_group.as_str());
+                            .push_bind(e.state_group.as_str())
+                            .push_bind(e.txn.as_ref().map(|t| t.1.as_str()))
+                            .push_bind(e.txn.as_ref().map(|t| t.2.as_str()));
                     });
                     q.push(" RETURNING event_id, stream_ordering");
                     let rows: Vec<(String, i64)> = q.build_query_as().fetch_all(&mut *tx).await?;
@@ -539,9 +541,9 @@ macro_rules! impl_store {
                 Ok(row.map(|r| r.0))
             }
 
-            async fn event_txn(&self, event_id: &str) -> $crate::Result<Option<(String, String, String)>> {
+            async fn event_txn(&self, event_id: &str) -> $crate::Result<Option<(String, String)>> {
                 Ok(
-                    sqlx::query_as::<$db, (String, String, String)>($crate::sql::EVENT_TXN)
+                    sqlx::query_as::<$db, (String, String)>($crate::sql::EVENT_TXN)
                         .bind(event_id)
                         .fetch_optional(&self.pool)
                         .await?,

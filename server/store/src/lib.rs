@@ -532,8 +532,9 @@ pub trait Store: Send + Sync + 'static {
     async fn txn_event(&self, localpart: &str, device_id: &str, txn_id: &str) -> Result<Option<String>>;
     /// An event whose transaction ID matches either LIKE pattern (escape character `!`).
     async fn txn_event_like(&self, localpart: &str, device_id: &str, patterns: [&str; 2]) -> Result<Option<String>>;
-    /// The (localpart, device ID, transaction ID) an event was sent under, if it was.
-    async fn event_txn(&self, event_id: &str) -> Result<Option<(String, String, String)>>;
+    /// The (device ID, transaction ID) an event was sent under, if it was (kept on the event's
+    /// row: the sender is the event's own).
+    async fn event_txn(&self, event_id: &str) -> Result<Option<(String, String)>>;
     /// The current state events of a room, oldest first.
     async fn current_state(&self, room_id: &str) -> Result<Vec<StoredEvent>>;
     async fn current_state_event(&self, room_id: &str, kind: &str, state_key: &str) -> Result<Option<StoredEvent>>;

@@ -101,12 +101,12 @@ pub const DELETE_EXTREMITIES: &str = "DELETE FROM room_forward_extremities WHERE
 pub const ADD_EXTREMITIES: &str = "INSERT INTO room_forward_extremities (room_id, event_id) ";
 pub const INSERT_TXNS: &str = "INSERT INTO event_txn_ids (localpart, device_id, txn_id, event_id) ";
 pub const INSERT_EVENTS: &str = "INSERT INTO events (event_id, room_id, depth, sender, type, state_key, \
-    origin_server_ts, pdu, replaces_state, prev_content, state_group) ";
+    origin_server_ts, pdu, replaces_state, prev_content, state_group, txn_device, txn_id) ";
 pub const TXN_EVENT: &str =
     "SELECT event_id FROM event_txn_ids WHERE localpart = $1 AND device_id = $2 AND txn_id = $3";
 pub const TXN_EVENT_LIKE: &str = "SELECT event_id FROM event_txn_ids WHERE localpart = $1 AND device_id = $2 \
      AND (txn_id LIKE $3 ESCAPE '!' OR txn_id LIKE $4 ESCAPE '!') LIMIT 1";
-pub const EVENT_TXN: &str = "SELECT localpart, device_id, txn_id FROM event_txn_ids WHERE event_id = $1 LIMIT 1";
+pub const EVENT_TXN: &str = "SELECT txn_device, txn_id FROM events WHERE event_id = $1 AND txn_id IS NOT NULL";
 pub const EVENT: &str = concat!("SELECT ", event_columns!(), " FROM events WHERE event_id = $1");
 pub const REDACT_EVENT: &str =
     "UPDATE events SET pdu = $2, redacted_by = $3, redacted_because = $4 WHERE event_id = $1";

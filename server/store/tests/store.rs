@@ -152,7 +152,63 @@ async fn sqlite_wal_is_checkpointed_in_the_background() {
     assert_eq!(store.account_data("alice", "", "t.10").await.unwrap(), Some(big));
 }
 
+/// Rows of a store from before the transaction ID moved onto the event (migration 20): a room,
+/// an event a client sent under a transaction ID, and one received without.
+const ROWS_BEFORE_TXN_ON_EVENT: [&str; 4] = [
+    "INSERT INTO rooms (room_id, room_version, creator, created_at) VALUES ('!r:x', '11', '@a:x', 0)",
+    "INSERT INTO events (event_id, room_id, depth, sender, type, origin_server_ts, pdu) \
+     VALUES ('$sent', '!r:x', 1, '@a:x', 'm.room.message', 0, '{}')",
+    "INSERT INTO events (event_id, room_id, depth, sender, type, origin_server_ts, pdu) \
+     VALUES ('$received', '!r:x', 2, '@b:y', 'm.room.message', 0, '{}')",
+    "INSERT INTO event_txn_ids (localpart, device_id, txn_id, event_id) VALUES ('a', 'DEV', 'txn-1', '$sent')",
+];
+
+/// A store holding [`ROWS_BEFORE_TXN_ON_EVENT`], migrated only to 19.
+async fn store_before_txn_on_event(db: &TestDb) {
+    match db.backend {
+        Backend::Sqlite => {
+            let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&db.url)
+                .unwrap()
+                .create_if_missing(true)
+                .foreign_keys(true);
+            let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+            sqlx::migrate!("../../migrations/sqlite").run_to(19, &pool).await.unwrap();
+            for q in ROWS_BEFORE_TXN_ON_EVENT {
+                sqlx::query(q).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            sqlx::migrate!("../../migrations/postgres").run_to(19, &pool).await.unwrap();
+            for q in ROWS_BEFORE_TXN_ON_EVENT {
+                sqlx::query(q).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+    }
+}
+
+/// Migration 20 copies each event's transaction ID onto the event's row: what an XMPP client
+/// sent keeps the id it knows the message by, and the transaction still finds its event.
+async fn txn_ids_move_onto_their_events(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    store_before_txn_on_event(&db).await;
+    let store = estuary_store::open(&db.url).await.unwrap();
+    assert_eq!(
+        store.event_txn("$sent").await.unwrap(),
+        Some(("DEV".to_owned(), "txn-1".to_owned()))
+    );
+    assert_eq!(store.event_txn("$received").await.unwrap(), None);
+    assert_eq!(store.event_txn("$unknown").await.unwrap(), None);
+    assert_eq!(
+        store.txn_event("a", "DEV", "txn-1").await.unwrap().as_deref(),
+        Some("$sent")
+    );
+}
+
 both_backends!(
+    txn_ids_move_onto_their_events,
     migrations_are_idempotent,
     account_round_trip,
     duplicate_localpart_conflicts,

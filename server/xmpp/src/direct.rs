@@ -480,7 +480,7 @@ pub(crate) async fn xmpp_ids(core: &Core, event_id: &str, sender: &str) -> Optio
     if let Some(ids) = crate::muc::pump::sent_by_xmpp(core, event_id, sender) {
         return Some(ids);
     }
-    let (_, device, txn) = core.store.event_txn(event_id).await.ok().flatten()?;
+    let (device, txn) = core.store.event_txn(event_id).await.ok().flatten()?;
     if device != XMPP_DEVICE {
         return None;
     }
