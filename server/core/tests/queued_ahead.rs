@@ -33,6 +33,11 @@ impl Room {
 
     /// Queue a message of `sender` (not waiting for its commit).
     async fn queue(&self, sender: &str, body: &str, txn: Option<&str>) -> Queued {
+        self.queue_on(&self.rooms, sender, body, txn).await
+    }
+
+    /// [`Room::queue`] through another room service over the same store.
+    async fn queue_on(&self, rooms: &Rooms, sender: &str, body: &str, txn: Option<&str>) -> Queued {
         let content = json!({"msgtype": "m.text", "body": body});
         let txn = txn.map(|t| {
             (
@@ -41,7 +46,7 @@ impl Room {
                 t.to_owned(),
             )
         });
-        self.rooms
+        rooms
             .send_queued(
                 &self.id,
                 &user(sender),
@@ -169,7 +174,41 @@ async fn a_failed_commit_fails_what_was_built_on_it(backend: Backend) {
     assert!(retried.committed().await.is_err(), "the trigger still refuses it");
 }
 
+/// A transaction the store holds from before a restart is a repeat after it: memory reads a
+/// device's transactions from the store once before it answers "new" without asking; what
+/// commits after that read is a repeat too.
+async fn transactions_outlive_a_restart(backend: Backend) {
+    let room = Room::new(backend).await;
+    let before = room.queue("@alice:ours.test", "one", Some("t1")).await;
+    let before_id = before.event_id.to_string();
+    before.committed().await.unwrap();
+    // A second room service over the same store: nothing of alice's device in its memory.
+    let (_, _, restarted) = common::rooms_on(&room.db).await;
+    let sent = |body, txn| room.queue_on(&restarted, "@alice:ours.test", body, Some(txn));
+    let two = sent("two", "t2").await;
+    let two_id = two.event_id.to_string();
+    two.committed().await.unwrap();
+    assert_ne!(two_id, before_id);
+    assert_eq!(
+        sent("one again", "t1").await.event_id.to_string(),
+        before_id,
+        "committed before the restart"
+    );
+    assert_eq!(
+        sent("two again", "t2").await.event_id.to_string(),
+        two_id,
+        "committed after the device's transactions were read"
+    );
+    let three = sent("three", "t3").await;
+    assert!(![&before_id, &two_id].contains(&&three.event_id.to_string()));
+    three.committed().await.unwrap();
+    // The same transaction ID of another device is its own.
+    let carol = room.queue_on(&restarted, "@carol:ours.test", "carol's", Some("t1")).await;
+    assert_ne!(carol.event_id.to_string(), before_id);
+}
+
 both_backends!(
+    transactions_outlive_a_restart,
     queued_messages_make_one_line,
     a_failed_commit_fails_what_was_built_on_it
 );

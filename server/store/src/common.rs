@@ -525,6 +525,15 @@ macro_rules! impl_store {
                     .await?)
             }
 
+            async fn device_txn_ids(&self, localpart: &str, device_id: &str, limit: i64) -> $crate::Result<Vec<String>> {
+                Ok(sqlx::query_scalar::<$db, String>($crate::sql::DEVICE_TXN_IDS)
+                    .bind(localpart)
+                    .bind(device_id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
             async fn txn_event_like(
                 &self,
                 localpart: &str,

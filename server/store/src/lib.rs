@@ -530,6 +530,8 @@ pub trait Store: Send + Sync + 'static {
     async fn append_events(&self, rooms: &[&NewRoom], events: &[&NewEvent]) -> Result<Vec<i64>>;
     async fn event(&self, event_id: &str) -> Result<Option<StoredEvent>>;
     async fn txn_event(&self, localpart: &str, device_id: &str, txn_id: &str) -> Result<Option<String>>;
+    /// The transaction IDs a device has sent events under, at most `limit` of them.
+    async fn device_txn_ids(&self, localpart: &str, device_id: &str, limit: i64) -> Result<Vec<String>>;
     /// An event whose transaction ID matches either LIKE pattern (escape character `!`).
     async fn txn_event_like(&self, localpart: &str, device_id: &str, patterns: [&str; 2]) -> Result<Option<String>>;
     /// The (device ID, transaction ID) an event was sent under, if it was (kept on the event's

@@ -104,6 +104,7 @@ pub const INSERT_EVENTS: &str = "INSERT INTO events (event_id, room_id, depth, s
     origin_server_ts, pdu, replaces_state, prev_content, state_group, txn_device, txn_id) ";
 pub const TXN_EVENT: &str =
     "SELECT event_id FROM event_txn_ids WHERE localpart = $1 AND device_id = $2 AND txn_id = $3";
+pub const DEVICE_TXN_IDS: &str = "SELECT txn_id FROM event_txn_ids WHERE localpart = $1 AND device_id = $2 LIMIT $3";
 pub const TXN_EVENT_LIKE: &str = "SELECT event_id FROM event_txn_ids WHERE localpart = $1 AND device_id = $2 \
      AND (txn_id LIKE $3 ESCAPE '!' OR txn_id LIKE $4 ESCAPE '!') LIMIT 1";
 pub const EVENT_TXN: &str = "SELECT txn_device, txn_id FROM events WHERE event_id = $1 AND txn_id IS NOT NULL";

@@ -20,6 +20,7 @@ use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, UserId,
 };
 use serde_json::Value;
+use sent_txns::Known;
 use writer::{Memo, RoomGuard, Writer};
 
 /// Events one statement of [`Rooms::rooms_newest_events`] reads at most.
@@ -30,6 +31,7 @@ use crate::{CoreError, now_ms, random};
 
 pub mod create;
 pub mod pdu;
+mod sent_txns;
 pub mod state;
 mod writer;
 
@@ -255,7 +257,9 @@ impl Rooms {
                 self.writer.settle().await?;
             }
             let (lp, device, txn_id) = key;
-            if let Some(existing) = self.store.txn_event(lp, device, txn_id).await? {
+            if self.maybe_sent(lp, device, txn_id).await?
+                && let Some(existing) = self.store.txn_event(lp, device, txn_id).await?
+            {
                 let stored = self
                     .store
                     .event(&existing)
@@ -295,6 +299,23 @@ impl Rooms {
         }
         self.append_locked(room_id, &version, sender, template, txn, guard)
             .await
+    }
+
+    /// Whether a device may have sent an event under this transaction ID before: false only
+    /// when it surely has not (see `sent_txns`), so the store need not be asked.
+    async fn maybe_sent(&self, localpart: &str, device_id: &str, txn_id: &str) -> Result<bool, CoreError> {
+        let sent = &self.memo.sent_txns;
+        match sent.known(localpart, device_id, txn_id) {
+            Known::New => Ok(false),
+            Known::Maybe => Ok(true),
+            Known::Load(number) => {
+                let limit = i64::try_from(sent_txns::MAX_PER_DEVICE + 1).unwrap_or(i64::MAX);
+                let stored = self.store.device_txn_ids(localpart, device_id, limit).await?;
+                let maybe = stored.len() > sent_txns::MAX_PER_DEVICE || stored.iter().any(|t| t == txn_id);
+                sent.loaded(localpart, device_id, number, stored);
+                Ok(maybe)
+            }
+        }
     }
 
     /// The event a device sent under a transaction ID matching one of two LIKE `patterns`

@@ -29,6 +29,7 @@ use estuary_store::{NewEvent, NewRoom, StateUpdate, Store, StoreError, StoredEve
 use tokio::sync::{OwnedMutexGuard, mpsc, oneshot};
 
 use crate::CoreError;
+use super::sent_txns::SentTxns;
 use crate::streams::{Rows, Streams};
 
 /// A room's members: user ID -> (membership, their member event).
@@ -162,6 +163,8 @@ pub(super) struct Memo {
     recent: Mutex<HashMap<String, Recent>>,
     /// The transactions of events queued ahead and not committed yet.
     pending_txns: Mutex<HashSet<(String, String, String)>>,
+    /// Each device's committed transactions, complete once read (see `sent_txns`).
+    pub(super) sent_txns: SentTxns,
     /// The newest state reset (migration 0019) of each room that has had one. Complete once
     /// `Rooms` has loaded what the store holds; the writer adds each new one before the stream
     /// advances.
@@ -297,6 +300,7 @@ impl Memo {
             self.extend(e);
         }
         if let Some((localpart, device, txn)) = &e.txn {
+            self.sent_txns.committed(localpart, device, txn);
             let mut r = self.recent_txns.locked();
             r.by_event
                 .insert(e.event_id.clone(), (format!("{localpart}\u{0}{device}"), txn.clone()));
@@ -532,9 +536,6 @@ async fn commit(store: &dyn Store, streams: &Streams, memo: &Memo, batch: &mut V
     let mut highest = None;
     for (job, result) in batch.iter().zip(&results) {
         let ahead = job.guard.is_none();
-        if ahead {
-            job.events.iter().for_each(|e| memo.settled(e));
-        }
         match result {
             Ok(p) => {
                 for (e, &p) in job.events.iter().zip(p) {
@@ -561,6 +562,11 @@ async fn commit(store: &dyn Store, streams: &Streams, memo: &Memo, batch: &mut V
                 remember_failed(job, failed);
                 job.events.iter().for_each(|e| memo.failed(e));
             }
+        }
+        // Only now: a committed transaction is in `sent_txns` before it stops being pending,
+        // so a repeat of it is never taken for new in between.
+        if ahead {
+            job.events.iter().for_each(|e| memo.settled(e));
         }
     }
     if let Some(p) = highest {
