@@ -203,7 +203,9 @@ async fn transactions_outlive_a_restart(backend: Backend) {
     assert!(![&before_id, &two_id].contains(&&three.event_id.to_string()));
     three.committed().await.unwrap();
     // The same transaction ID of another device is its own.
-    let carol = room.queue_on(&restarted, "@carol:ours.test", "carol's", Some("t1")).await;
+    let carol = room
+        .queue_on(&restarted, "@carol:ours.test", "carol's", Some("t1"))
+        .await;
     assert_ne!(carol.event_id.to_string(), before_id);
 }
 

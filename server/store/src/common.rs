@@ -525,7 +525,12 @@ macro_rules! impl_store {
                     .await?)
             }
 
-            async fn device_txn_ids(&self, localpart: &str, device_id: &str, limit: i64) -> $crate::Result<Vec<String>> {
+            async fn device_txn_ids(
+                &self,
+                localpart: &str,
+                device_id: &str,
+                limit: i64,
+            ) -> $crate::Result<Vec<String>> {
                 Ok(sqlx::query_scalar::<$db, String>($crate::sql::DEVICE_TXN_IDS)
                     .bind(localpart)
                     .bind(device_id)
@@ -551,12 +556,10 @@ macro_rules! impl_store {
             }
 
             async fn event_txn(&self, event_id: &str) -> $crate::Result<Option<(String, String)>> {
-                Ok(
-                    sqlx::query_as::<$db, (String, String)>($crate::sql::EVENT_TXN)
-                        .bind(event_id)
-                        .fetch_optional(&self.pool)
-                        .await?,
-                )
+                Ok(sqlx::query_as::<$db, (String, String)>($crate::sql::EVENT_TXN)
+                    .bind(event_id)
+                    .fetch_optional(&self.pool)
+                    .await?)
             }
 
             async fn txn_event(

@@ -172,7 +172,10 @@ async fn store_before_txn_on_event(db: &TestDb) {
                 .create_if_missing(true)
                 .foreign_keys(true);
             let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-            sqlx::migrate!("../../migrations/sqlite").run_to(19, &pool).await.unwrap();
+            sqlx::migrate!("../../migrations/sqlite")
+                .run_to(19, &pool)
+                .await
+                .unwrap();
             for q in ROWS_BEFORE_TXN_ON_EVENT {
                 sqlx::query(q).execute(&pool).await.unwrap();
             }
@@ -180,7 +183,10 @@ async fn store_before_txn_on_event(db: &TestDb) {
         }
         Backend::Postgres => {
             let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-            sqlx::migrate!("../../migrations/postgres").run_to(19, &pool).await.unwrap();
+            sqlx::migrate!("../../migrations/postgres")
+                .run_to(19, &pool)
+                .await
+                .unwrap();
             for q in ROWS_BEFORE_TXN_ON_EVENT {
                 sqlx::query(q).execute(&pool).await.unwrap();
             }

@@ -19,8 +19,8 @@ use ruma::room_version_rules::RoomVersionRules;
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, UserId,
 };
-use serde_json::Value;
 use sent_txns::Known;
+use serde_json::Value;
 use writer::{Memo, RoomGuard, Writer};
 
 /// Events one statement of [`Rooms::rooms_newest_events`] reads at most.

@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 /// Transaction IDs kept for all devices together; all sets are emptied when there are more.
-const MAX_KEPT: usize = 100_000;
+const MAX_KEPT: usize = 50_000;
 /// A device whose store holds more than this many is not kept: the store answers for it.
 pub(super) const MAX_PER_DEVICE: usize = 10_000;
 

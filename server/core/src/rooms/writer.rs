@@ -28,8 +28,8 @@ use std::sync::{Arc, Mutex};
 use estuary_store::{NewEvent, NewRoom, StateUpdate, Store, StoreError, StoredEvent};
 use tokio::sync::{OwnedMutexGuard, mpsc, oneshot};
 
-use crate::CoreError;
 use super::sent_txns::SentTxns;
+use crate::CoreError;
 use crate::streams::{Rows, Streams};
 
 /// A room's members: user ID -> (membership, their member event).
