@@ -19,7 +19,7 @@ use ruma::room_version_rules::RoomVersionRules;
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, UserId,
 };
-use sent_txns::Known;
+use sent_txns::{Known, SentTxns};
 use serde_json::Value;
 use writer::{Memo, RoomGuard, Writer};
 
@@ -308,12 +308,12 @@ impl Rooms {
         match sent.known(localpart, device_id, txn_id) {
             Known::New => Ok(false),
             Known::Maybe => Ok(true),
-            Known::Load(number) => {
-                let limit = i64::try_from(sent_txns::MAX_PER_DEVICE + 1).unwrap_or(i64::MAX);
-                let stored = self.store.device_txn_ids(localpart, device_id, limit).await?;
-                let maybe = stored.len() > sent_txns::MAX_PER_DEVICE || stored.iter().any(|t| t == txn_id);
-                sent.loaded(localpart, device_id, number, stored);
-                Ok(maybe)
+            Known::Load => {
+                let stored = self
+                    .store
+                    .device_txn_ids(localpart, device_id, SentTxns::READ_LIMIT)
+                    .await?;
+                Ok(sent.loaded(localpart, device_id, &stored, txn_id))
             }
         }
     }
