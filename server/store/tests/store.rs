@@ -163,6 +163,18 @@ const ROWS_BEFORE_TXN_ON_EVENT: [&str; 4] = [
     "INSERT INTO event_txn_ids (localpart, device_id, txn_id, event_id) VALUES ('a', 'DEV', 'txn-1', '$sent')",
 ];
 
+/// Migrate a pool's database only to 19, write [`ROWS_BEFORE_TXN_ON_EVENT`], close it.
+macro_rules! store_at_19 {
+    ($pool:expr, $migrations:literal) => {{
+        let pool = $pool;
+        sqlx::migrate!($migrations).run_to(19, &pool).await.unwrap();
+        for q in ROWS_BEFORE_TXN_ON_EVENT {
+            sqlx::query(q).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+    }};
+}
+
 /// A store holding [`ROWS_BEFORE_TXN_ON_EVENT`], migrated only to 19.
 async fn store_before_txn_on_event(db: &TestDb) {
     match db.backend {
@@ -172,25 +184,13 @@ async fn store_before_txn_on_event(db: &TestDb) {
                 .create_if_missing(true)
                 .foreign_keys(true);
             let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-            sqlx::migrate!("../../migrations/sqlite")
-                .run_to(19, &pool)
-                .await
-                .unwrap();
-            for q in ROWS_BEFORE_TXN_ON_EVENT {
-                sqlx::query(q).execute(&pool).await.unwrap();
-            }
-            pool.close().await;
+            store_at_19!(pool, "../../migrations/sqlite");
         }
         Backend::Postgres => {
-            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-            sqlx::migrate!("../../migrations/postgres")
-                .run_to(19, &pool)
-                .await
-                .unwrap();
-            for q in ROWS_BEFORE_TXN_ON_EVENT {
-                sqlx::query(q).execute(&pool).await.unwrap();
-            }
-            pool.close().await;
+            store_at_19!(
+                sqlx::PgPool::connect(&db.url).await.unwrap(),
+                "../../migrations/postgres"
+            );
         }
     }
 }
