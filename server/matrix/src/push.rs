@@ -22,14 +22,10 @@ type JsonResult = Result<Json<Value>, MatrixError>;
 
 pub const ACCOUNT_DATA_TYPE: &str = "m.push_rules";
 
-/// The user's ruleset: stored, or the server default for a user who never changed it.
+/// The user's ruleset: stored, or the server default for a user who never changed it (read
+/// through [`rules_of`], the one place that reads the stored rules).
 pub async fn ruleset(state: &MatrixState, caller: &Caller) -> Result<Ruleset, MatrixError> {
-    let stored = state
-        .core
-        .account_data
-        .get(&caller.localpart, None, ACCOUNT_DATA_TYPE)
-        .await?;
-    Ok(ruleset_from(stored, caller))
+    Ok(rules_of(state, caller).await?.rules.clone())
 }
 
 /// The ruleset of stored `m.push_rules` content, or the server default.

@@ -115,9 +115,9 @@ impl WalWrites {
 /// for the copy and the database file's fsync, which at a few hundred commits a second is
 /// every 40th commit, the p99. Measured by hand in the benchmark's saturated Matrix workload
 /// on a store already holding 100,000 events: p99 10.8 to 16.3 ms in eight runs with SQLite's
-/// checkpoint, 8.2 to 8.5 ms in three with this one. A passive checkpoint takes no write lock, so commits go on while it runs.
-/// Idle while nothing is written; ends when the store closes (closing the last connection
-/// checkpoints what is left).
+/// checkpoint, 8.2 to 8.5 ms in three with this one. A passive checkpoint takes no write
+/// lock, so commits go on while it runs. Idle while nothing is written; ends when the store
+/// closes (closing the last connection checkpoints what is left).
 async fn checkpoints(pool: SqlitePool, mut closed: CloseEvent, wal: Arc<WalWrites>) {
     let run = async {
         loop {

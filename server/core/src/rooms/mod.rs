@@ -23,11 +23,11 @@ use sent_txns::{Known, SentTxns};
 use serde_json::Value;
 use writer::{Memo, RoomGuard, Writer};
 
-/// Events one statement of [`Rooms::rooms_newest_events`] reads at most.
-const EVENTS_PER_STATEMENT: i64 = 5000;
-
 use crate::keys::ServerKey;
 use crate::{CoreError, now_ms, random};
+
+/// Events one statement of [`Rooms::rooms_newest_events`] reads at most.
+const EVENTS_PER_STATEMENT: i64 = 5000;
 
 pub mod create;
 pub mod pdu;
