@@ -120,7 +120,10 @@ macro_rules! impl_store {
             }
 
             async fn migrate(&self) -> $crate::Result<()> {
-                Self::MIGRATOR.run(&self.writes).await?;
+                // Through the read pool: the migrator takes a pool (a borrowed connection's
+                // `Acquire` does not meet async_trait's lifetimes), and nothing writes before
+                // the store is migrated.
+                Self::MIGRATOR.run(&self.pool).await?;
                 Ok(())
             }
 
@@ -137,7 +140,7 @@ macro_rules! impl_store {
                     .bind(p.map(|p| p.scram_sha256.server_key.as_slice()))
                     .bind(a.admin)
                     .bind(a.created_at)
-                    .execute(&self.writes)
+                    .execute(&mut *self.writes.lock().await?)
                     .await?;
                 Ok(())
             }
@@ -167,7 +170,7 @@ macro_rules! impl_store {
                     .bind(p.scram_sha1.server_key.as_slice())
                     .bind(p.scram_sha256.stored_key.as_slice())
                     .bind(p.scram_sha256.server_key.as_slice())
-                    .execute(&self.writes)
+                    .execute(&mut *self.writes.lock().await?)
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -175,7 +178,8 @@ macro_rules! impl_store {
             async fn deactivate_account(&self, localpart: &str, at: i64) -> $crate::Result<bool> {
                 // Transactions start with a write, so SQLite takes the write lock at once
                 // (waiting out busy_timeout) instead of failing to upgrade a read lock.
-                let mut tx = self.writes.begin().await?;
+                let mut w = self.writes.lock().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 let done = sqlx::query::<$db>($crate::sql::DEACTIVATE_ACCOUNT)
                     .bind(localpart)
                     .bind(at)
@@ -204,7 +208,7 @@ macro_rules! impl_store {
                 let done = sqlx::query::<$db>($crate::sql::SET_DISPLAYNAME)
                     .bind(localpart)
                     .bind(value)
-                    .execute(&self.writes)
+                    .execute(&mut *self.writes.lock().await?)
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -213,13 +217,14 @@ macro_rules! impl_store {
                 let done = sqlx::query::<$db>($crate::sql::SET_AVATAR_URL)
                     .bind(localpart)
                     .bind(value)
-                    .execute(&self.writes)
+                    .execute(&mut *self.writes.lock().await?)
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
 
             async fn add_session(&self, s: &$crate::NewSession) -> $crate::Result<()> {
-                let mut tx = self.writes.begin().await?;
+                let mut w = self.writes.lock().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 sqlx::query::<$db>($crate::sql::INSERT_DEVICE_IF_NEW)
                     .bind(&s.localpart)
                     .bind(&s.device_id)
@@ -276,13 +281,14 @@ macro_rules! impl_store {
                     .bind(localpart)
                     .bind(device_id)
                     .bind(name)
-                    .execute(&self.writes)
+                    .execute(&mut *self.writes.lock().await?)
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
 
             async fn delete_devices(&self, localpart: &str, device_ids: &[String]) -> $crate::Result<()> {
-                let mut tx = self.writes.begin().await?;
+                let mut w = self.writes.lock().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 for id in device_ids {
                     sqlx::query::<$db>($crate::sql::DELETE_DEVICE)
                         .bind(localpart)
@@ -298,7 +304,7 @@ macro_rules! impl_store {
                 sqlx::query::<$db>($crate::sql::DELETE_OTHER_DEVICES)
                     .bind(localpart)
                     .bind(keep)
-                    .execute(&self.writes)
+                    .execute(&mut *self.writes.lock().await?)
                     .await?;
                 Ok(())
             }
@@ -314,7 +320,7 @@ macro_rules! impl_store {
                     .bind(key_id)
                     .bind(pkcs8)
                     .bind(created_at)
-                    .execute(&self.writes)
+                    .execute(&mut *self.writes.lock().await?)
                     .await?;
                 Ok(())
             }
@@ -330,7 +336,7 @@ macro_rules! impl_store {
                 sqlx::query::<$db>($crate::sql::SET_ROOM_PUBLISHED)
                     .bind(room_id)
                     .bind(published)
-                    .execute(&self.writes)
+                    .execute(&mut *self.writes.lock().await?)
                     .await?;
                 Ok(())
             }
@@ -348,7 +354,8 @@ macro_rules! impl_store {
                 rooms: &[&$crate::NewRoom],
                 events: &[&$crate::NewEvent],
             ) -> $crate::Result<Vec<i64>> {
-                let mut tx = self.writes.begin().await?;
+                let mut w = self.writes.lock().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 for room in rooms {
                     let r = &room.record;
                     sqlx::query::<$db>($crate::sql::CREATE_ROOM)
@@ -749,7 +756,7 @@ macro_rules! impl_store {
                     .bind(alias)
                     .bind(room_id)
                     .bind(creator)
-                    .execute(&self.writes)
+                    .execute(&mut *self.writes.lock().await?)
                     .await?;
                 Ok(())
             }
@@ -765,7 +772,7 @@ macro_rules! impl_store {
             async fn delete_alias(&self, alias: &str) -> $crate::Result<bool> {
                 let done = sqlx::query::<$db>($crate::sql::DELETE_ALIAS)
                     .bind(alias)
-                    .execute(&self.writes)
+                    .execute(&mut *self.writes.lock().await?)
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -796,7 +803,7 @@ macro_rules! impl_store {
                 let (id,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::ADD_FILTER)
                     .bind(localpart)
                     .bind(json)
-                    .fetch_one(&self.writes)
+                    .fetch_one(&mut *self.writes.lock().await?)
                     .await?;
                 Ok(id)
             }
@@ -817,7 +824,8 @@ macro_rules! impl_store {
                 kind: &str,
                 content: &str,
             ) -> $crate::Result<i64> {
-                let mut tx = self.writes.begin().await?;
+                let mut w = self.writes.lock().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 sqlx::query::<$db>($crate::sql::DELETE_ACCOUNT_DATA)
                     .bind(localpart)
                     .bind(room_id)
@@ -867,7 +875,8 @@ macro_rules! impl_store {
             }
 
             async fn set_receipt(&self, r: &$crate::Receipt) -> $crate::Result<i64> {
-                let mut tx = self.writes.begin().await?;
+                let mut w = self.writes.lock().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 sqlx::query::<$db>($crate::sql::DELETE_RECEIPT)
                     .bind(&r.room_id)
                     .bind(&r.user_id)
@@ -1046,7 +1055,8 @@ macro_rules! impl_store {
                 user_id: &str,
                 key_json: &str,
             ) -> $crate::Result<Option<i64>> {
-                let mut tx = self.writes.begin().await?;
+                let mut w = self.writes.lock().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 let done = sqlx::query::<$db>($crate::sql::UPSERT_DEVICE_KEYS)
                     .bind(localpart)
                     .bind(device_id)
@@ -1077,7 +1087,8 @@ macro_rules! impl_store {
                 device_id: &str,
                 keys: &[(String, String, String)],
             ) -> $crate::Result<()> {
-                let mut tx = self.writes.begin().await?;
+                let mut w = self.writes.lock().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 for (algorithm, key_id, json) in keys {
                     sqlx::query::<$db>($crate::sql::ADD_OTK)
                         .bind(localpart)
@@ -1106,7 +1117,7 @@ macro_rules! impl_store {
                     .bind(algorithm)
                     .bind(key_id)
                     .bind(key_json)
-                    .execute(&self.writes)
+                    .execute(&mut *self.writes.lock().await?)
                     .await?;
                 Ok(())
             }
@@ -1141,7 +1152,7 @@ macro_rules! impl_store {
                     .bind(localpart)
                     .bind(device_id)
                     .bind(algorithm)
-                    .fetch_optional(&self.writes)
+                    .fetch_optional(&mut *self.writes.lock().await?)
                     .await?;
                 if otk.is_some() {
                     return Ok(otk);
@@ -1151,13 +1162,14 @@ macro_rules! impl_store {
                         .bind(localpart)
                         .bind(device_id)
                         .bind(algorithm)
-                        .fetch_optional(&self.writes)
+                        .fetch_optional(&mut *self.writes.lock().await?)
                         .await?,
                 )
             }
 
             async fn delete_device_keys(&self, localpart: &str, device_id: &str, user_id: &str) -> $crate::Result<i64> {
-                let mut tx = self.writes.begin().await?;
+                let mut w = self.writes.lock().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 for sql in [
                     $crate::sql::DELETE_DEVICE_KEYS,
                     $crate::sql::DELETE_OTKS,
@@ -1197,7 +1209,7 @@ macro_rules! impl_store {
             async fn add_device_list_change(&self, user_id: &str) -> $crate::Result<i64> {
                 let (pos,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::ADD_DEVICE_LIST_CHANGE)
                     .bind(user_id)
-                    .fetch_one(&self.writes)
+                    .fetch_one(&mut *self.writes.lock().await?)
                     .await?;
                 Ok(pos)
             }
@@ -1221,7 +1233,7 @@ macro_rules! impl_store {
                     .bind(localpart)
                     .bind(key_type)
                     .bind(key_json)
-                    .execute(&self.writes)
+                    .execute(&mut *self.writes.lock().await?)
                     .await?;
                 Ok(())
             }
@@ -1236,7 +1248,7 @@ macro_rules! impl_store {
                     .bind(localpart)
                     .bind(algorithm)
                     .bind(auth_data)
-                    .fetch_one(&self.writes)
+                    .fetch_one(&mut *self.writes.lock().await?)
                     .await?;
                 Ok(v)
             }
@@ -1273,13 +1285,14 @@ macro_rules! impl_store {
                     .bind(localpart)
                     .bind(version)
                     .bind(auth_data)
-                    .execute(&self.writes)
+                    .execute(&mut *self.writes.lock().await?)
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
 
             async fn delete_backup_version(&self, localpart: &str, version: i64) -> $crate::Result<bool> {
-                let mut tx = self.writes.begin().await?;
+                let mut w = self.writes.lock().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 let done = sqlx::query::<$db>($crate::sql::DELETE_BACKUP_VERSION)
                     .bind(localpart)
                     .bind(version)
@@ -1302,7 +1315,8 @@ macro_rules! impl_store {
                 version: i64,
                 keys: &[$crate::BackupKey],
             ) -> $crate::Result<()> {
-                let mut tx = self.writes.begin().await?;
+                let mut w = self.writes.lock().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 sqlx::query::<$db>($crate::sql::BUMP_BACKUP_ETAG)
                     .bind(localpart)
                     .bind(version)
@@ -1348,7 +1362,8 @@ macro_rules! impl_store {
                 room_id: Option<&str>,
                 session_id: Option<&str>,
             ) -> $crate::Result<()> {
-                let mut tx = self.writes.begin().await?;
+                let mut w = self.writes.lock().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 sqlx::query::<$db>($crate::sql::BUMP_BACKUP_ETAG)
                     .bind(localpart)
                     .bind(version)
@@ -1386,7 +1401,7 @@ macro_rules! impl_store {
                     .bind(device_id)
                     .bind(display_name)
                     .bind(created_at)
-                    .execute(&self.writes)
+                    .execute(&mut *self.writes.lock().await?)
                     .await?;
                 Ok(())
             }
@@ -1401,7 +1416,7 @@ macro_rules! impl_store {
                     .bind(localpart)
                     .bind(device_id)
                     .bind(device_data)
-                    .execute(&self.writes)
+                    .execute(&mut *self.writes.lock().await?)
                     .await?;
                 Ok(())
             }
@@ -1416,7 +1431,7 @@ macro_rules! impl_store {
             async fn delete_dehydrated_device(&self, localpart: &str) -> $crate::Result<()> {
                 sqlx::query::<$db>($crate::sql::DELETE_DEHYDRATED)
                     .bind(localpart)
-                    .execute(&self.writes)
+                    .execute(&mut *self.writes.lock().await?)
                     .await?;
                 Ok(())
             }
@@ -1439,7 +1454,8 @@ macro_rules! impl_store {
             }
 
             async fn put_roster_item(&self, localpart: &str, item: &$crate::RosterItem) -> $crate::Result<i64> {
-                let mut tx = self.writes.begin().await?;
+                let mut w = self.writes.lock().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 sqlx::query::<$db>($crate::sql::PUT_ROSTER_ITEM)
                     .bind(localpart)
                     .bind(&item.contact)
@@ -1459,7 +1475,8 @@ macro_rules! impl_store {
             }
 
             async fn remove_roster_item(&self, localpart: &str, contact: &str) -> $crate::Result<i64> {
-                let mut tx = self.writes.begin().await?;
+                let mut w = self.writes.lock().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 sqlx::query::<$db>($crate::sql::REMOVE_ROSTER_ITEM)
                     .bind(localpart)
                     .bind(contact)
@@ -1486,7 +1503,7 @@ macro_rules! impl_store {
                     .bind(user_id)
                     .bind(room_id)
                     .bind(member_event)
-                    .execute(&self.writes)
+                    .execute(&mut *self.writes.lock().await?)
                     .await?;
                 Ok(())
             }
@@ -1516,7 +1533,8 @@ macro_rules! impl_store {
             }
 
             async fn put_pep_node(&self, n: &$crate::PepNode) -> $crate::Result<()> {
-                let mut tx = self.writes.begin().await?;
+                let mut w = self.writes.lock().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 sqlx::query::<$db>($crate::sql::PUT_PEP_NODE)
                     .bind(&n.owner)
                     .bind(&n.node)
@@ -1538,7 +1556,8 @@ macro_rules! impl_store {
             }
 
             async fn delete_pep_node(&self, owner: &str, node: &str) -> $crate::Result<bool> {
-                let mut tx = self.writes.begin().await?;
+                let mut w = self.writes.lock().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 let done = sqlx::query::<$db>($crate::sql::DELETE_PEP_NODE)
                     .bind(owner)
                     .bind(node)
@@ -1560,7 +1579,8 @@ macro_rules! impl_store {
                 item: &$crate::PepItem,
                 keep: i64,
             ) -> $crate::Result<()> {
-                let mut tx = self.writes.begin().await?;
+                let mut w = self.writes.lock().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 sqlx::query::<$db>($crate::sql::PEP_PUBLISH)
                     .bind(owner)
                     .bind(node)
@@ -1593,7 +1613,7 @@ macro_rules! impl_store {
                     .bind(owner)
                     .bind(node)
                     .bind(item_id)
-                    .execute(&self.writes)
+                    .execute(&mut *self.writes.lock().await?)
                     .await?;
                 Ok(done.rows_affected() > 0)
             }
@@ -1607,7 +1627,7 @@ macro_rules! impl_store {
                     .bind(r.size)
                     .bind(&r.sha1)
                     .bind(r.created_at)
-                    .execute(&self.writes)
+                    .execute(&mut *self.writes.lock().await?)
                     .await?;
                 Ok(())
             }
@@ -1624,13 +1644,14 @@ macro_rules! impl_store {
                     .bind(localpart)
                     .bind(stanza)
                     .bind(limit)
-                    .fetch_optional(&self.writes)
+                    .fetch_optional(&mut *self.writes.lock().await?)
                     .await?;
                 Ok(row.map(|r| r.0))
             }
 
             async fn offline_batch(&self, keep: &[(String, String)], forget: &[i64]) -> $crate::Result<Vec<i64>> {
-                let mut tx = self.writes.begin().await?;
+                let mut w = self.writes.lock().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 let mut ids = Vec::with_capacity(keep.len());
                 for (localpart, stanza) in keep {
                     let (id,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::OFFLINE_ADD)
@@ -1661,7 +1682,8 @@ macro_rules! impl_store {
                 if ids.is_empty() {
                     return Ok(());
                 }
-                let mut tx = self.writes.begin().await?;
+                let mut w = self.writes.lock().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 for id in ids {
                     sqlx::query::<$db>($crate::sql::OFFLINE_DELETE)
                         .bind(id)
@@ -1677,7 +1699,8 @@ macro_rules! impl_store {
                 messages: &[$crate::NewToDevice],
                 txn: Option<(&str, &str, &str)>,
             ) -> $crate::Result<Option<i64>> {
-                let mut tx = self.writes.begin().await?;
+                let mut w = self.writes.lock().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 if let Some((lp, device, txn_id)) = txn {
                     let done = sqlx::query::<$db>($crate::sql::ADD_TO_DEVICE_TXN)
                         .bind(lp)
@@ -1730,7 +1753,7 @@ macro_rules! impl_store {
                     .bind(localpart)
                     .bind(device_id)
                     .bind(upto)
-                    .execute(&self.writes)
+                    .execute(&mut *self.writes.lock().await?)
                     .await?;
                 Ok(())
             }

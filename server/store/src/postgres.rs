@@ -3,7 +3,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
 
 use crate::{Backend, Result};
 
@@ -13,7 +14,20 @@ const IDLE_BEFORE_PING: Duration = Duration::from_secs(30);
 pub struct PgStore {
     pool: PgPool,
     /// The same pool: PostgreSQL runs concurrent writers itself.
-    writes: PgPool,
+    writes: Writes,
+}
+
+/// Writes take any connection of the pool (the SQLite backend's `Writes` has one).
+struct Writes(PgPool);
+
+impl Writes {
+    async fn lock(&self) -> Result<PoolConnection<Postgres>> {
+        Ok(self.0.acquire().await?)
+    }
+
+    async fn close(&self) {
+        self.0.close().await;
+    }
 }
 
 impl PgStore {
@@ -52,7 +66,7 @@ impl PgStore {
             .connect_with(options)
             .await?;
         Ok(Self {
-            writes: pool.clone(),
+            writes: Writes(pool.clone()),
             pool,
         })
     }

@@ -119,6 +119,50 @@ async fn set_password_and_deactivate(backend: Backend) {
     ));
 }
 
+/// Writers take turns on the write connection (SQLite's is one, held by a mutex, not pooled):
+/// many at once all land; one abandoned midway (its future dropped after a first poll) leaves
+/// the connection usable; after `close`, a write is an error, not a wait or a panic.
+async fn writers_take_turns_and_stop_at_close(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = estuary_store::open(&db.url).await.unwrap();
+    let mut writers = tokio::task::JoinSet::new();
+    for i in 0..20u8 {
+        let store = store.clone();
+        writers.spawn(async move {
+            store
+                .create_account(&new_account(&format!("u{i:02}"), Some(creds(i))))
+                .await
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.unwrap().unwrap();
+    }
+    assert_eq!(store.list_accounts().await.unwrap().len(), 20);
+
+    // Abandoned after one poll: whatever it had begun is rolled back or finished, never left
+    // holding the connection or an open transaction.
+    let mut abandoned = Box::pin(store.deactivate_account("u00", 42));
+    let _ = tokio::time::timeout(std::time::Duration::ZERO, &mut abandoned).await;
+    drop(abandoned);
+    assert!(store.set_password("u01", &creds(99)).await.unwrap());
+    assert_eq!(store.account("u01").await.unwrap().unwrap().password, Some(creds(99)));
+    let u00 = store.account("u00").await.unwrap().unwrap();
+    assert!(
+        (u00.deactivated_at, u00.password.is_some()) == (None, true)
+            || (u00.deactivated_at, u00.password.is_some()) == (Some(42), false),
+        "half a deactivation: {u00:?}"
+    );
+
+    store.close().await;
+    let late = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        store.create_account(&new_account("late", None)),
+    )
+    .await
+    .expect("a write after close waits instead of failing");
+    assert!(late.is_err(), "a write after close succeeded");
+}
+
 /// SQLite: the write-ahead log is copied into the database file in the background once enough
 /// writes gathered. What this writes (2.2 MB in 60 writes) is under SQLite's default threshold
 /// for a checkpoint in the writer's commit (1,000 pages, 4 MB) and far under the writer's own
@@ -220,4 +264,5 @@ both_backends!(
     duplicate_localpart_conflicts,
     list_is_ordered,
     set_password_and_deactivate,
+    writers_take_turns_and_stop_at_close,
 );
