@@ -486,11 +486,11 @@ fn no_position() -> CoreError {
 /// Group commit across a pause: when the last batch had more jobs than this one, its senders
 /// are most likely about to send again, a fraction of a millisecond after their answers. The
 /// batch waits for them, at most `within` (the writer gives half the last commit's time, so
-/// waiting is cheaper than the commit it saves, and never more than [`MOST_GATHERING`]). Without the wait, a
-/// saturated writer alternates a commit of the one job that came early with one of all the
-/// rest, which waited for it: measured in the benchmark's saturated Matrix workload (10
-/// senders), a third of commits held one event. Like PostgreSQL's `commit_delay`, but only
-/// while there were siblings a moment ago.
+/// that waiting costs less than the commit it saves, and never more than [`MOST_GATHERING`]).
+/// Without the wait, a saturated writer alternates a commit of the one job that came early
+/// with one of all the rest, which waited for it: in the benchmark's saturated Matrix workload
+/// (10 senders) a third of the commits held one event, and none after. Like PostgreSQL's
+/// `commit_delay`, but only while there were siblings a moment ago.
 async fn gather<T>(queue: &mut mpsc::Receiver<T>, batch: &mut Vec<T>, last_size: usize, within: Duration) {
     let until = tokio::time::Instant::now() + within;
     while batch.len() < last_size.min(BATCH) {
