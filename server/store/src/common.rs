@@ -111,6 +111,16 @@ pub(crate) fn extremity_changes<'a>(events: &[&'a crate::NewEvent]) -> (Vec<Room
     (gone, new)
 }
 
+/// `$crate::common::let_write_tx!(self, tx);` binds `tx`, a transaction on the write connection, which stays
+/// taken until `tx`'s block ends.
+macro_rules! let_write_tx {
+    ($store:ident, $tx:ident) => {
+        let mut conn = $store.writes.lock().await?;
+        let mut $tx = sqlx::Connection::begin(&mut *conn).await?;
+    };
+}
+pub(crate) use let_write_tx;
+
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         #[async_trait::async_trait]
@@ -178,8 +188,7 @@ macro_rules! impl_store {
             async fn deactivate_account(&self, localpart: &str, at: i64) -> $crate::Result<bool> {
                 // Transactions start with a write, so SQLite takes the write lock at once
                 // (waiting out busy_timeout) instead of failing to upgrade a read lock.
-                let mut w = self.writes.lock().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                $crate::common::let_write_tx!(self, tx);
                 let done = sqlx::query::<$db>($crate::sql::DEACTIVATE_ACCOUNT)
                     .bind(localpart)
                     .bind(at)
@@ -223,8 +232,7 @@ macro_rules! impl_store {
             }
 
             async fn add_session(&self, s: &$crate::NewSession) -> $crate::Result<()> {
-                let mut w = self.writes.lock().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                $crate::common::let_write_tx!(self, tx);
                 sqlx::query::<$db>($crate::sql::INSERT_DEVICE_IF_NEW)
                     .bind(&s.localpart)
                     .bind(&s.device_id)
@@ -287,8 +295,7 @@ macro_rules! impl_store {
             }
 
             async fn delete_devices(&self, localpart: &str, device_ids: &[String]) -> $crate::Result<()> {
-                let mut w = self.writes.lock().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                $crate::common::let_write_tx!(self, tx);
                 for id in device_ids {
                     sqlx::query::<$db>($crate::sql::DELETE_DEVICE)
                         .bind(localpart)
@@ -354,8 +361,7 @@ macro_rules! impl_store {
                 rooms: &[&$crate::NewRoom],
                 events: &[&$crate::NewEvent],
             ) -> $crate::Result<Vec<i64>> {
-                let mut w = self.writes.lock().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                $crate::common::let_write_tx!(self, tx);
                 for room in rooms {
                     let r = &room.record;
                     sqlx::query::<$db>($crate::sql::CREATE_ROOM)
@@ -824,8 +830,7 @@ macro_rules! impl_store {
                 kind: &str,
                 content: &str,
             ) -> $crate::Result<i64> {
-                let mut w = self.writes.lock().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                $crate::common::let_write_tx!(self, tx);
                 sqlx::query::<$db>($crate::sql::DELETE_ACCOUNT_DATA)
                     .bind(localpart)
                     .bind(room_id)
@@ -875,8 +880,7 @@ macro_rules! impl_store {
             }
 
             async fn set_receipt(&self, r: &$crate::Receipt) -> $crate::Result<i64> {
-                let mut w = self.writes.lock().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                $crate::common::let_write_tx!(self, tx);
                 sqlx::query::<$db>($crate::sql::DELETE_RECEIPT)
                     .bind(&r.room_id)
                     .bind(&r.user_id)
@@ -1055,8 +1059,7 @@ macro_rules! impl_store {
                 user_id: &str,
                 key_json: &str,
             ) -> $crate::Result<Option<i64>> {
-                let mut w = self.writes.lock().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                $crate::common::let_write_tx!(self, tx);
                 let done = sqlx::query::<$db>($crate::sql::UPSERT_DEVICE_KEYS)
                     .bind(localpart)
                     .bind(device_id)
@@ -1087,8 +1090,7 @@ macro_rules! impl_store {
                 device_id: &str,
                 keys: &[(String, String, String)],
             ) -> $crate::Result<()> {
-                let mut w = self.writes.lock().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                $crate::common::let_write_tx!(self, tx);
                 for (algorithm, key_id, json) in keys {
                     sqlx::query::<$db>($crate::sql::ADD_OTK)
                         .bind(localpart)
@@ -1168,8 +1170,7 @@ macro_rules! impl_store {
             }
 
             async fn delete_device_keys(&self, localpart: &str, device_id: &str, user_id: &str) -> $crate::Result<i64> {
-                let mut w = self.writes.lock().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                $crate::common::let_write_tx!(self, tx);
                 for sql in [
                     $crate::sql::DELETE_DEVICE_KEYS,
                     $crate::sql::DELETE_OTKS,
@@ -1291,8 +1292,7 @@ macro_rules! impl_store {
             }
 
             async fn delete_backup_version(&self, localpart: &str, version: i64) -> $crate::Result<bool> {
-                let mut w = self.writes.lock().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                $crate::common::let_write_tx!(self, tx);
                 let done = sqlx::query::<$db>($crate::sql::DELETE_BACKUP_VERSION)
                     .bind(localpart)
                     .bind(version)
@@ -1315,8 +1315,7 @@ macro_rules! impl_store {
                 version: i64,
                 keys: &[$crate::BackupKey],
             ) -> $crate::Result<()> {
-                let mut w = self.writes.lock().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                $crate::common::let_write_tx!(self, tx);
                 sqlx::query::<$db>($crate::sql::BUMP_BACKUP_ETAG)
                     .bind(localpart)
                     .bind(version)
@@ -1362,8 +1361,7 @@ macro_rules! impl_store {
                 room_id: Option<&str>,
                 session_id: Option<&str>,
             ) -> $crate::Result<()> {
-                let mut w = self.writes.lock().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                $crate::common::let_write_tx!(self, tx);
                 sqlx::query::<$db>($crate::sql::BUMP_BACKUP_ETAG)
                     .bind(localpart)
                     .bind(version)
@@ -1454,8 +1452,7 @@ macro_rules! impl_store {
             }
 
             async fn put_roster_item(&self, localpart: &str, item: &$crate::RosterItem) -> $crate::Result<i64> {
-                let mut w = self.writes.lock().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                $crate::common::let_write_tx!(self, tx);
                 sqlx::query::<$db>($crate::sql::PUT_ROSTER_ITEM)
                     .bind(localpart)
                     .bind(&item.contact)
@@ -1475,8 +1472,7 @@ macro_rules! impl_store {
             }
 
             async fn remove_roster_item(&self, localpart: &str, contact: &str) -> $crate::Result<i64> {
-                let mut w = self.writes.lock().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                $crate::common::let_write_tx!(self, tx);
                 sqlx::query::<$db>($crate::sql::REMOVE_ROSTER_ITEM)
                     .bind(localpart)
                     .bind(contact)
@@ -1533,8 +1529,7 @@ macro_rules! impl_store {
             }
 
             async fn put_pep_node(&self, n: &$crate::PepNode) -> $crate::Result<()> {
-                let mut w = self.writes.lock().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                $crate::common::let_write_tx!(self, tx);
                 sqlx::query::<$db>($crate::sql::PUT_PEP_NODE)
                     .bind(&n.owner)
                     .bind(&n.node)
@@ -1556,8 +1551,7 @@ macro_rules! impl_store {
             }
 
             async fn delete_pep_node(&self, owner: &str, node: &str) -> $crate::Result<bool> {
-                let mut w = self.writes.lock().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                $crate::common::let_write_tx!(self, tx);
                 let done = sqlx::query::<$db>($crate::sql::DELETE_PEP_NODE)
                     .bind(owner)
                     .bind(node)
@@ -1579,8 +1573,7 @@ macro_rules! impl_store {
                 item: &$crate::PepItem,
                 keep: i64,
             ) -> $crate::Result<()> {
-                let mut w = self.writes.lock().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                $crate::common::let_write_tx!(self, tx);
                 sqlx::query::<$db>($crate::sql::PEP_PUBLISH)
                     .bind(owner)
                     .bind(node)
@@ -1650,8 +1643,7 @@ macro_rules! impl_store {
             }
 
             async fn offline_batch(&self, keep: &[(String, String)], forget: &[i64]) -> $crate::Result<Vec<i64>> {
-                let mut w = self.writes.lock().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                $crate::common::let_write_tx!(self, tx);
                 let mut ids = Vec::with_capacity(keep.len());
                 for (localpart, stanza) in keep {
                     let (id,): (i64,) = sqlx::query_as::<$db, (i64,)>($crate::sql::OFFLINE_ADD)
@@ -1682,8 +1674,7 @@ macro_rules! impl_store {
                 if ids.is_empty() {
                     return Ok(());
                 }
-                let mut w = self.writes.lock().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                $crate::common::let_write_tx!(self, tx);
                 for id in ids {
                     sqlx::query::<$db>($crate::sql::OFFLINE_DELETE)
                         .bind(id)
@@ -1699,8 +1690,7 @@ macro_rules! impl_store {
                 messages: &[$crate::NewToDevice],
                 txn: Option<(&str, &str, &str)>,
             ) -> $crate::Result<Option<i64>> {
-                let mut w = self.writes.lock().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                $crate::common::let_write_tx!(self, tx);
                 if let Some((lp, device, txn_id)) = txn {
                     let done = sqlx::query::<$db>($crate::sql::ADD_TO_DEVICE_TXN)
                         .bind(lp)
